@@ -1,0 +1,277 @@
+"""Typed configuration: dataclasses with documented fields, loaded from YAML plus dotted overrides.
+
+Every value is checked against its field's type, and an unknown key is an error, so a typo
+in a config file or on the command line fails loudly instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from redraft.errors import RedraftError
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "stdlib"
+    """Corpus: "stdlib", a file, folder or glob, a .jsonl file, or "hf:<name-or-path>[#split]"."""
+    text_field: str = "text"
+    """Field holding the text in JSONL / Hugging Face records."""
+    tokenizer: str = "byte"
+    """Tokenizer kind: "char", "byte", "bpe" (trained on the corpus) or "hf" (tokenizer_path)."""
+    tokenizer_path: str | None = None
+    """For tokenizer "hf": a tokenizer.json file or a tokenizer folder."""
+    vocab_size: int = 4096
+    """For tokenizer "bpe": vocabulary size, special tokens included."""
+    val_fraction: float = 0.1
+    """Share of the token stream (its tail) held out for validation."""
+    cache_dir: str | None = None
+    """Where token shards are cached; default $REDRAFT_CACHE or ~/.cache/redraft."""
+    shuffle_documents: bool = True
+    """Shuffle documents (seeded) before the train/validation cut (representative validation)."""
+
+
+@dataclass
+class ModelConfig:
+    n_layer: int = 4
+    """Transformer blocks."""
+    n_head: int = 4
+    """Attention heads; d_model must be divisible by it."""
+    d_model: int = 128
+    """Width of the residual stream."""
+    mlp_ratio: int = 4
+    """MLP hidden width as a multiple of d_model."""
+    seq_len: int = 256
+    """Context length: training window and generation canvas."""
+    dropout: float = 0.0
+    """Dropout on attention and MLP outputs during training."""
+    tie_weights: bool = True
+    """Share the token embedding with the output projection."""
+    time_conditioning: bool = False
+    """Add an embedding of t to the input (masked diffusion needs none: the mask count tells t)."""
+    rope_base: float = 10000.0
+    """Base of the rotary position embedding frequencies."""
+
+
+@dataclass
+class DiffusionConfig:
+    objective: str = "mdlm"
+    """"mdlm" (masked-diffusion ELBO, bidirectional model) or "ar" (causal twin, exact NLL)."""
+    process: str = "mask"
+    """Noise process; "mask" (absorbing) for now."""
+    schedule: str = "loglinear"
+    """Noise schedule, see redraft.diffusion.schedules."""
+    train_t_min: float = 1e-3
+    """Smallest t drawn in training (variance control); evaluation always integrates over (0, 1]."""
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 16
+    """Sequences per optimizer step (split into grad_accum micro-batches)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step; batch_size must be divisible by it."""
+    max_steps: int = 1000
+    """Optimizer steps; also the horizon of the cosine decay unless time_budget_s is set."""
+    time_budget_s: float | None = None
+    """Stop after this much training wall-clock; the LR decay then follows elapsed time."""
+    lr: float = 2e-3
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of the peak."""
+    warmup_steps: int = 100
+    """Linear warmup steps."""
+    weight_decay: float = 0.1
+    """AdamW decoupled weight decay (matrices only, not norms or embeddings)."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.99
+    """AdamW beta2."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 disables)."""
+    ema: float = 0.999
+    """EMA decay of the weights used for evaluation and sampling (0 disables)."""
+    eval_every: int = 250
+    """Validate every this many steps (and at the end)."""
+    eval_batches: int = 16
+    """Validation batches per evaluation."""
+    save_every: int = 0
+    """Checkpoint every this many steps (0: only at the end)."""
+    log_every: int = 10
+    """Write a metrics line every this many steps."""
+    out_dir: str = "runs/default"
+    """Checkpoint and log folder."""
+    seed: int = 0
+    """Seed for initialisation, data order and noise."""
+    device: str = "cpu"
+    """Torch device."""
+    threads: int | None = None
+    """torch.set_num_threads (None leaves the default)."""
+    precision: str = "fp32"
+    """"fp32", or "bf16" (autocast; weights and optimizer stay fp32), or "auto" (bf16 where the
+    hardware has fast bf16 matmuls: CUDA, or a CPU with AVX512-BF16/AMX)."""
+    keep_checkpoints: int = 2
+    """How many of the newest checkpoints a run folder keeps."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> Config:
+        """Check cross-field constraints; returns self."""
+        m, t, d = self.model, self.train, self.diffusion
+        _require(m.d_model % m.n_head == 0, f"model.d_model={m.d_model} is not divisible by "
+                 f"model.n_head={m.n_head}")
+        _require((m.d_model // m.n_head) % 2 == 0, "model.d_model / model.n_head must be even "
+                 f"for rotary embeddings, got {m.d_model // m.n_head}")
+        for name in ("n_layer", "n_head", "d_model", "mlp_ratio", "seq_len"):
+            _require(getattr(m, name) >= 1, f"model.{name}={getattr(m, name)}: expected >= 1")
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_every", "eval_batches",
+                     "log_every"):
+            _require(getattr(t, name) >= 1, f"train.{name}={getattr(t, name)}: expected >= 1")
+        _require(t.batch_size % t.grad_accum == 0, f"train.batch_size={t.batch_size} is not "
+                 f"divisible by train.grad_accum={t.grad_accum}")
+        _require(t.lr > 0, f"train.lr={t.lr}: expected > 0")
+        _require(0 <= t.ema < 1, f"train.ema={t.ema}: expected 0 <= ema < 1")
+        _require(0 <= m.dropout < 1, f"model.dropout={m.dropout}: expected 0 <= dropout < 1")
+        _require(d.objective in ("mdlm", "ar"),
+                 f"diffusion.objective={d.objective!r}: expected 'mdlm' or 'ar'")
+        _require(d.process == "mask", f"diffusion.process={d.process!r}: expected 'mask'")
+        _require(0 <= d.train_t_min < 1, f"diffusion.train_t_min={d.train_t_min}: expected [0, 1)")
+        _require(0 <= self.data.val_fraction < 1,
+                 f"data.val_fraction={self.data.val_fraction}: expected 0 <= val_fraction < 1")
+        _require(t.precision in ("fp32", "bf16", "auto"),
+                 f"train.precision={t.precision!r}: expected 'fp32', 'bf16' or 'auto'")
+        _require(t.keep_checkpoints >= 1, f"train.keep_checkpoints={t.keep_checkpoints}: "
+                 "expected >= 1")
+        _require(t.time_budget_s is None or t.time_budget_s > 0,
+                 f"train.time_budget_s={t.time_budget_s}: expected > 0 or null")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise RedraftError(message)
+
+
+def _check_type(value: Any, tp: Any, name: str) -> Any:
+    """Return value converted to tp (int -> float is allowed), or raise naming the key."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, name)
+            except RedraftError:
+                pass
+        raise RedraftError(f"config key {name}={value!r}: expected {_type_name(tp)}")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        # YAML 1.1 reads "3e-4" (no dot) as a string; accept it as the float it means.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, float, str, bool) and (
+        type(value) is tp or (tp is int and type(value) is int)
+    ):
+        return value
+    raise RedraftError(
+        f"config key {name}={value!r} ({type(value).__name__}): expected {_type_name(tp)}"
+    )
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise RedraftError(f"config section {prefix or '<root>'}: expected a mapping, "
+                           f"got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        where = f" in section {prefix[:-1]!r}" if prefix else ""
+        raise RedraftError(f"unknown config key(s) {unknown}{where}: "
+                           f"expected one of {sorted(known)}")
+    kwargs = {}
+    for key, value in values.items():
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _check_type(value, tp, prefix + key)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Build and validate a Config from nested dicts (e.g. parsed YAML or config.json)."""
+    return _build(Config, values or {}, "").validate()
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """["train.lr=3e-4", "model.n_layer=2"] -> nested dict; values parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.removeprefix("--").partition("=")
+        if not sep or not key:
+            raise RedraftError(f"override {item!r}: expected section.key=value")
+        value = yaml.safe_load(raw) if raw.strip() else raw
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge, update wins."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config (or defaults when path is None) and apply dotted overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise RedraftError(f"config file {str(path)!r} does not exist")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise RedraftError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+        if not isinstance(values, dict):
+            raise RedraftError(f"config file {str(path)!r}: expected a mapping at the top level")
+    return config_from_dict(merge(values, parse_overrides(list(overrides))))

@@ -1,0 +1,43 @@
+"""Noise processes: what corruption does to a token (the schedule says how fast).
+
+MaskProcess is absorbing-state diffusion: each token independently stays itself with
+probability alpha(t) and becomes the mask token otherwise, and a masked token stays masked.
+Its forward marginal is q(xt | x0) = alpha(t) * onehot(x0) + (1 - alpha(t)) * onehot(mask).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from redraft.diffusion.schedules import Schedule
+
+
+class MaskProcess:
+    """Absorbing ("masked") diffusion over a vocabulary with a reserved mask id."""
+
+    name = "mask"
+
+    def __init__(self, mask_id: int, schedule: Schedule):
+        self.mask_id = mask_id
+        self.schedule = schedule
+
+    def prior(self, shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
+        """x1 ~ p(x1): every position masked. Shape `shape`, dtype long."""
+        return torch.full(shape, self.mask_id, dtype=torch.long, device=device)
+
+    def corrupt(
+        self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """xt ~ q(xt | x0): mask each token of x0 (B, L) independently w.p. 1 - alpha(t), t (B,)."""
+        keep = self.schedule.alpha(t).to(torch.float32)[:, None]  # (B, 1)
+        u = torch.rand(x0.shape, generator=generator, device=x0.device)
+        return torch.where(u < keep, x0, torch.full_like(x0, self.mask_id))
+
+    def unmask_probability(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """q(x_s != mask | x_t = mask, x0) = (alpha(s) - alpha(t)) / (1 - alpha(t)), for s < t.
+
+        The reverse (ancestral) step reveals each still-masked position with this probability,
+        drawing its value from the model's denoiser p(x0 | xt).
+        """
+        a_t, a_s = self.schedule.alpha(t), self.schedule.alpha(s)
+        return ((a_s - a_t) / (1.0 - a_t)).clamp(0.0, 1.0)

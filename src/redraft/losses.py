@@ -1,0 +1,57 @@
+"""Glue between a batch of clean tokens and an objective: noise it, run the backbone, score it.
+
+`token_losses` is shared by training and evaluation so that the number a run optimises is
+exactly the number it reports.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from redraft.config import DiffusionConfig
+from redraft.diffusion import (
+    MaskProcess,
+    ar_cross_entropy,
+    make_schedule,
+    masked_elbo,
+    sample_times,
+)
+
+
+def make_process(cfg: DiffusionConfig, mask_id: int) -> MaskProcess:
+    """The noise process a diffusion config describes."""
+    return MaskProcess(mask_id, make_schedule(cfg.schedule))
+
+
+def ar_inputs(x0: torch.Tensor, bos_id: int) -> torch.Tensor:
+    """[bos, x_0 .. x_{L-2}]: the causal model's input that predicts every token of x0 (B, L)."""
+    bos = torch.full_like(x0[:, :1], bos_id)
+    return torch.cat((bos, x0[:, :-1]), dim=1)
+
+
+def token_losses(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    cfg: DiffusionConfig,
+    mask_id: int,
+    bos_id: int,
+    generator: torch.Generator | None = None,
+    t_min: float = 0.0,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Per-token losses (B, L) in nats for clean windows x0 (B, L).
+
+    "mdlm": draw t (low-discrepancy, in (t_min, 1]), corrupt, and score with the masked ELBO
+    (an upper bound on NLL when t_min = 0). "ar": exact NLL of the causal twin on the same tokens.
+    """
+    device_type = x0.device.type
+    with torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
+                        enabled=autocast_dtype is not None):
+        if cfg.objective == "ar":
+            logits = model(ar_inputs(x0, bos_id))
+            return ar_cross_entropy(logits, x0)
+        process = make_process(cfg, mask_id)
+        t = sample_times(x0.shape[0], generator, t_min=t_min, device=x0.device)
+        xt = process.corrupt(x0, t, generator)
+        logits = model(xt, t)
+        return masked_elbo(logits, x0, xt, t, process.schedule, mask_id)

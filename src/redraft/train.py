@@ -1,0 +1,313 @@
+"""One readable training loop for both objectives (masked diffusion and the AR twin).
+
+corpus -> tokenizer -> token shards -> batch x0 (B, L) -> token_losses -> AdamW step,
+with warmup + cosine LR, gradient clipping and accumulation, EMA weights, periodic
+validation, a progress bar, a JSONL metrics log, and atomic, exactly resumable checkpoints.
+
+Exact resume: the batch at step s is a pure function of (seed, s) (see data.Batches), the
+diffusion noise of step s comes from a generator seeded by (seed, s), and the checkpoint
+stores weights, optimizer, EMA and the global RNG (dropout). So a resumed run computes the
+same losses as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from redraft.checkpoint import (
+    build_model,
+    load_weights,
+    read_meta,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from redraft.config import Config, DataConfig, config_from_dict
+from redraft.data import (
+    Batches,
+    Tokenizer,
+    build_tokenizer,
+    eval_batches,
+    iter_documents,
+    load_tokenizer,
+    prepare_shards,
+)
+from redraft.errors import RedraftError
+from redraft.losses import token_losses
+
+LN2 = math.log(2.0)
+
+
+def cache_dir(cfg: DataConfig) -> Path:
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir)
+    return Path(os.environ.get("REDRAFT_CACHE", Path.home() / ".cache" / "redraft"))
+
+
+def load_data(cfg: DataConfig, seq_len: int, tokenizer: Tokenizer | None = None):
+    """(tokenizer, TokenData) for a data config; builds the tokenizer unless one is given."""
+    if tokenizer is None:
+        tokenizer = build_tokenizer(
+            cfg.tokenizer,
+            texts=lambda: iter_documents(cfg.corpus, cfg.text_field),
+            vocab_size=cfg.vocab_size,
+            path=cfg.tokenizer_path,
+        )
+    data = prepare_shards(cfg.corpus, tokenizer, cache_dir(cfg), val_fraction=cfg.val_fraction,
+                          text_field=cfg.text_field, seq_len=seq_len,
+                          shuffle_documents=cfg.shuffle_documents)
+    return tokenizer, data
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 for autocast, or None for plain fp32."""
+    if precision == "auto":
+        fast = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (
+            device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported()
+                                      or torch.cpu._is_amx_tile_supported()))
+        precision = "bf16" if fast else "fp32"
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def lr_at(cfg, step: int, progress: float) -> float:
+    """Linear warmup over warmup_steps, then cosine decay to min_lr_ratio * lr at progress 1."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return cfg.lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cosine)
+
+
+def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    """The noise source of one training step: a pure function of (seed, step)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(seed * 1_000_003 + step)
+    return g
+
+
+@torch.no_grad()
+def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches: int | None,
+             samples: int = 1, seed: int = 1234, dtype: torch.dtype | None = None):
+    """Mean validation loss (nats/token) over windows of `tokens`, plus its standard error.
+
+    For diffusion each window gets `samples` Monte Carlo draws of (t, xt); the standard error
+    is over per-window means. The noise is seeded, so repeated evaluations are comparable.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    per_window = []
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    for x0 in eval_batches(tokens, cfg.model.seq_len, cfg.train.batch_size, max_batches):
+        x0 = x0.to(device)
+        total = torch.zeros(x0.shape[0], device=device)
+        for _ in range(samples if cfg.diffusion.objective != "ar" else 1):
+            losses = token_losses(model, x0, cfg.diffusion, mask_id, bos_id, gen, 0.0, dtype)
+            total += losses.float().mean(dim=1)
+        per_window.append(total / (samples if cfg.diffusion.objective != "ar" else 1))
+    model.train(was_training)
+    if not per_window:
+        raise RedraftError("no validation windows: the validation split is empty")
+    v = torch.cat(per_window).double()
+    stderr = (v.std() / math.sqrt(len(v))).item() if len(v) > 1 else float("nan")
+    return v.mean().item(), stderr, len(v)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    checkpoint: Path
+    step: int
+    train_tokens_per_s: float
+    val_nats_per_token: float | None
+    val_bits_per_byte: float | None
+    params: int
+    history: list[dict] = field(default_factory=list)
+
+
+def _param_groups(model, weight_decay: float):
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
+    """Train per `cfg`; with `resume`, continue a checkpoint (or run folder) exactly."""
+    cfg.validate()
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    device = torch.device(tc.device)
+    dtype = autocast_dtype(tc.precision, device)
+    run_dir = Path(tc.out_dir)
+
+    state = None
+    tokenizer = None
+    if resume is not None:
+        ckpt = resolve_checkpoint(resume)
+        saved = config_from_dict(read_meta(ckpt)["config"])
+        if saved.model != cfg.model or saved.diffusion != cfg.diffusion:
+            raise RedraftError(f"cannot resume {str(ckpt)!r}: its model/diffusion config differs "
+                               "from the requested one")
+        if not (ckpt / "train_state.pt").is_file():
+            raise RedraftError(f"cannot resume {str(ckpt)!r}: it has no train_state.pt")
+        tokenizer = load_tokenizer(ckpt)
+        state = torch.load(ckpt / "train_state.pt", map_location="cpu", weights_only=False)
+
+    tokenizer, data = load_data(cfg.data, cfg.model.seq_len, tokenizer)
+    torch.manual_seed(tc.seed)
+    model = build_model(cfg, tokenizer.vocab_size).to(device)
+    optimizer = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr,
+                                  betas=(tc.beta1, tc.beta2))
+    params = dict(model.named_parameters())
+    ema = {n: p.detach().clone() for n, p in params.items()} if tc.ema > 0 else None
+    start_step, elapsed = 0, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema = {n: t.to(device) for n, t in state["ema"].items()}
+        torch.set_rng_state(state["rng"])
+        start_step, elapsed = state["step"], state["elapsed"]
+
+    batches = Batches(data.train, cfg.model.seq_len, tc.batch_size, seed=tc.seed)
+    micro = tc.batch_size // tc.grad_accum
+    mask_id, bos_id = tokenizer.mask_id, tokenizer.eos_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "metrics.jsonl"
+    history = _trim_log(log_path, start_step)
+    bytes_per_token = data.val_bytes_per_token if data.meta["val_tokens"] else float("nan")
+
+    def val_metrics():
+        if not data.meta["val_tokens"]:
+            return {}
+        weights = ema if ema is not None else None
+        with _swapped(model, weights):
+            nats, err, n = evaluate(model, data.val, cfg, mask_id, bos_id, tc.eval_batches,
+                                    dtype=dtype)
+        return {"val_nats_per_token": nats, "val_stderr": err,
+                "val_bits_per_token": nats / LN2,
+                "val_bits_per_byte": nats / LN2 / bytes_per_token}
+
+    def save(step):
+        train_state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "ema": ema, "rng": torch.get_rng_state(), "step": step,
+                       "elapsed": elapsed}
+        return save_checkpoint(run_dir, step, cfg, model, tokenizer, inference_params=ema,
+                               train_state=train_state, keep=tc.keep_checkpoints,
+                               extra_meta={"bytes_per_token": bytes_per_token,
+                                           "train_tokens": data.meta["train_tokens"]})
+
+    tokens_per_step = tc.batch_size * cfg.model.seq_len
+    bar = tqdm(total=tc.max_steps, initial=start_step, disable=not tc.progress,
+               desc=cfg.diffusion.objective, dynamic_ncols=True)
+    step, last = start_step, {}
+    model.train()
+    t_run = time.perf_counter()
+    ckpt_path = None
+    while step < tc.max_steps and (tc.time_budget_s is None or elapsed < tc.time_budget_s):
+        t0 = time.perf_counter()
+        progress = elapsed / tc.time_budget_s if tc.time_budget_s else step / tc.max_steps
+        lr = lr_at(tc, step, progress)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x0 = batches.batch(step).to(device)
+        gen = step_generator(tc.seed, step, device)
+        loss_sum = 0.0
+        for chunk in x0.split(micro):
+            losses = token_losses(model, chunk, cfg.diffusion, mask_id, bos_id, gen,
+                                  cfg.diffusion.train_t_min, dtype)
+            loss = losses.mean() / tc.grad_accum
+            loss.backward()
+            loss_sum += loss.item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(list(ema.values()), [params[n] for n in ema], 1 - tc.ema)
+        step += 1
+        dt = time.perf_counter() - t0
+        elapsed += dt
+        record = {"step": step, "loss": loss_sum, "lr": lr, "grad_norm": float(grad_norm),
+                  "tokens_per_s": tokens_per_step / dt, "elapsed_s": elapsed}
+        final = step >= tc.max_steps or (tc.time_budget_s is not None
+                                         and elapsed >= tc.time_budget_s)
+        if step % tc.eval_every == 0 or final:
+            record.update(val_metrics())
+        if step % tc.log_every == 0 or "val_nats_per_token" in record:
+            _append_log(log_path, record)
+            history.append(record)
+        last = record
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}",
+                        **({"val": f"{record['val_nats_per_token']:.3f}"}
+                           if "val_nats_per_token" in record else {}))
+        if tc.save_every and step % tc.save_every == 0 and not final:
+            ckpt_path = save(step)
+    bar.close()
+    ckpt_path = save(step)
+    wall = time.perf_counter() - t_run
+    trained = step - start_step
+    tokens_per_s = trained * tokens_per_step / max(elapsed - (state or {}).get("elapsed", 0.0),
+                                                   1e-9) if trained else 0.0
+    del wall
+    return TrainResult(run_dir, ckpt_path, step, tokens_per_s,
+                       last.get("val_nats_per_token"), last.get("val_bits_per_byte"),
+                       model.num_params(), history)
+
+
+class _swapped:
+    """Temporarily load other weights (e.g. EMA) into the model's parameters."""
+
+    def __init__(self, model, weights):
+        self.model, self.weights, self.backup = model, weights, None
+
+    def __enter__(self):
+        if self.weights is not None:
+            params = dict(self.model.named_parameters())
+            self.backup = {n: p.detach().clone() for n, p in params.items()}
+            with torch.no_grad():
+                for n, w in self.weights.items():
+                    params[n].copy_(w)
+
+    def __exit__(self, *exc):
+        if self.backup is not None:
+            params = dict(self.model.named_parameters())
+            with torch.no_grad():
+                for n, w in self.backup.items():
+                    params[n].copy_(w)
+
+
+def _append_log(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _trim_log(path: Path, start_step: int) -> list[dict]:
+    """Keep the log lines up to start_step (a resumed run rewrites what came after)."""
+    if not path.exists():
+        return []
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by a crash
+        if rec.get("step", 0) <= start_step:
+            kept.append(rec)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(tmp, path)
+    return kept
+
+
+__all__ = ["TrainResult", "evaluate", "load_data", "train", "load_weights"]
