@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 
 from redraft.checkpoint import (
     build_model,
-    load_weights,
     read_meta,
     resolve_checkpoint,
     save_checkpoint,
@@ -34,12 +33,12 @@ from redraft.data import (
     Batches,
     Tokenizer,
     build_tokenizer,
-    eval_batches,
     iter_documents,
     load_tokenizer,
     prepare_shards,
 )
 from redraft.errors import RedraftError
+from redraft.eval.likelihood import evaluate
 from redraft.losses import token_losses
 
 LN2 = math.log(2.0)
@@ -89,35 +88,6 @@ def step_generator(seed: int, step: int, device: torch.device) -> torch.Generato
     g = torch.Generator(device=device)
     g.manual_seed(seed * 1_000_003 + step)
     return g
-
-
-@torch.no_grad()
-def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches: int | None,
-             samples: int = 1, seed: int = 1234, dtype: torch.dtype | None = None):
-    """Mean validation loss (nats/token) over windows of `tokens`, plus its standard error.
-
-    For diffusion each window gets `samples` Monte Carlo draws of (t, xt); the standard error
-    is over per-window means. The noise is seeded, so repeated evaluations are comparable.
-    """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    per_window = []
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    for x0 in eval_batches(tokens, cfg.model.seq_len, cfg.train.batch_size, max_batches):
-        x0 = x0.to(device)
-        total = torch.zeros(x0.shape[0], device=device)
-        for _ in range(samples if cfg.diffusion.objective != "ar" else 1):
-            losses = token_losses(model, x0, cfg.diffusion, mask_id, bos_id, gen, 0.0, dtype)
-            total += losses.float().mean(dim=1)
-        per_window.append(total / (samples if cfg.diffusion.objective != "ar" else 1))
-    model.train(was_training)
-    if not per_window:
-        raise RedraftError("no validation windows: the validation split is empty")
-    v = torch.cat(per_window).double()
-    stderr = (v.std() / math.sqrt(len(v))).item() if len(v) > 1 else float("nan")
-    return v.mean().item(), stderr, len(v)
 
 
 @dataclass
@@ -233,7 +203,9 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
             with torch.no_grad():
-                torch._foreach_lerp_(list(ema.values()), [params[n] for n in ema], 1 - tc.ema)
+                # Warm-up of the decay so early EMA weights are not dominated by the init.
+                decay = min(tc.ema, (1 + step) / (10 + step))
+                torch._foreach_lerp_(list(ema.values()), [params[n] for n in ema], 1 - decay)
         step += 1
         dt = time.perf_counter() - t0
         elapsed += dt
@@ -310,4 +282,4 @@ def _trim_log(path: Path, start_step: int) -> list[dict]:
     return kept
 
 
-__all__ = ["TrainResult", "evaluate", "load_data", "train", "load_weights"]
+__all__ = ["TrainResult", "load_data", "train"]

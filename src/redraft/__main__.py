@@ -1,0 +1,5 @@
+import sys
+
+from redraft.cli import main
+
+sys.exit(main())

@@ -1,0 +1,157 @@
+"""Command line: `redraft train|sample|eval|demo`. Each command is a plain function of parsed args.
+
+Errors a user can cause (RedraftError) print one clear line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from redraft.errors import RedraftError
+
+
+def cmd_train(args, overrides: list[str]) -> int:
+    from redraft.config import load_config
+    from redraft.train import train
+
+    cfg = load_config(args.config, overrides)
+    result = train(cfg, resume=args.resume)
+    print(json.dumps({"checkpoint": str(result.checkpoint), "step": result.step,
+                      "params": result.params,
+                      "train_tokens_per_s": round(result.train_tokens_per_s, 1),
+                      "val_nats_per_token": result.val_nats_per_token,
+                      "val_bits_per_byte": result.val_bits_per_byte}, indent=2))
+    return 0
+
+
+def cmd_sample(args, overrides: list[str]) -> int:
+    from redraft.checkpoint import load_checkpoint
+    from redraft.display import DraftView
+    from redraft.losses import make_process
+    from redraft.sampling import generate_ar, generate_diffusion
+
+    _no_overrides(overrides)
+    ckpt = load_checkpoint(args.checkpoint)
+    tok = ckpt.tokenizer
+    prefix, suffix = tok.encode(args.prompt or ""), tok.encode(args.suffix or "")
+    knobs = dict(batch=args.num_samples, length=args.length, temperature=args.temperature,
+                 top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    if ckpt.config.diffusion.objective == "ar":
+        if suffix:
+            raise RedraftError("--suffix needs a diffusion model: the AR twin only continues "
+                               "a prefix")
+        gen = generate_ar(ckpt.model, bos_id=tok.eos_id, prefix=prefix, **knobs)
+    else:
+        view = DraftView(tok.decode, args.steps, stream=sys.stderr) if args.show else None
+        gen = generate_diffusion(ckpt.model, make_process(ckpt.config.diffusion, tok.mask_id),
+                                 steps=args.steps, prefix=prefix, suffix=suffix,
+                                 on_step=view, **knobs)
+    texts = [tok.decode(row) for row in gen.tokens]
+    if args.json:
+        print(json.dumps({"samples": texts, "nfe": gen.nfe, "seconds": gen.seconds,
+                          "tokens_per_s": gen.tokens.numel() / gen.seconds}, indent=2))
+    else:
+        for i, text in enumerate(texts):
+            print(f"=== sample {i} ===\n{text}")
+        print(f"--- {gen.tokens.numel()} tokens in {gen.seconds:.2f} s "
+              f"({gen.tokens.numel() / gen.seconds:,.0f} tokens/s, {gen.nfe} network calls)",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args, overrides: list[str]) -> int:
+    from redraft.eval import evaluate_checkpoint
+
+    _no_overrides(overrides)
+    out = evaluate_checkpoint(args.checkpoint, corpus=args.corpus, samples=args.samples,
+                              max_batches=args.max_batches)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"{out['checkpoint']}: {out['kind']} on {out['windows']} windows "
+              f"({out['tokens']:,} tokens) of {out['corpus']!r}")
+        for key in ("nats_per_token", "bits_per_token", "bits_per_byte", "perplexity",
+                    "stderr_nats"):
+            print(f"  {key:16s} {out[key]:.4f}")
+    return 0
+
+
+def cmd_demo(args, overrides: list[str]) -> int:
+    from redraft.demo import run_demo
+
+    run_demo(minutes=args.minutes, out_dir=args.out, overrides=overrides)
+    return 0
+
+
+def _no_overrides(overrides: list[str]) -> None:
+    if overrides:
+        raise RedraftError(f"unexpected arguments {overrides}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="redraft", description="Diffusion language models.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model from a YAML config",
+                       description="Train; extra arguments section.key=value (or "
+                                   "--section.key=value) override the config.")
+    t.add_argument("config", nargs="?", help="YAML config (defaults when omitted)")
+    t.add_argument("--resume", help="checkpoint or run folder to continue exactly")
+
+    s = sub.add_parser("sample", help="generate text from a checkpoint")
+    s.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")
+    s.add_argument("--steps", type=_positive_int, default=64,
+                   help="denoising steps (diffusion; ignored by AR)")
+    s.add_argument("--prompt", default="", help="text held fixed at the start")
+    s.add_argument("--suffix", default="", help="text held fixed at the end (diffusion)")
+    s.add_argument("--length", type=_positive_int, default=None,
+                   help="canvas length in tokens, prompt included (default: seq_len)")
+    s.add_argument("--num-samples", type=_positive_int, default=1)
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--top-k", type=int, default=None)
+    s.add_argument("--top-p", type=float, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--show", action="store_true", help="draw the draft as it is denoised")
+    s.add_argument("--json", action="store_true")
+
+    e = sub.add_parser("eval", help="validation NLL (bound for diffusion, exact for AR)")
+    e.add_argument("checkpoint")
+    e.add_argument("--corpus", default=None, help="another corpus spec to evaluate on")
+    e.add_argument("--samples", type=_positive_int, default=4,
+                   help="Monte Carlo draws of t per window (diffusion)")
+    e.add_argument("--max-batches", type=_positive_int, default=None)
+    e.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("demo", help="train a diffusion LM and its AR twin on Python's stdlib, "
+                                    "compare, and watch a sample denoise")
+    d.add_argument("--minutes", type=float, default=5.0, help="total time budget")
+    d.add_argument("--out", default="runs/demo", help="where the two runs are written")
+    return p
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = parser().parse_known_args(argv)
+    try:
+        return COMMANDS[args.command](args, extra)
+    except RedraftError as e:
+        print(f"redraft {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Evaluation: likelihood bounds (more metrics plug in here)."""
+
+from redraft.eval.likelihood import evaluate, evaluate_checkpoint
+
+__all__ = ["evaluate", "evaluate_checkpoint"]

@@ -1,0 +1,177 @@
+"""The sampling loops: one for diffusion (any step rule), one for the AR twin (KV cache).
+
+Diffusion: x_1 = prior with the prompt's fixed positions filled in, then for t_i = 1 - i/N,
+i = 0..N-1: logits = backbone(x_t, t); x_s = sampler.step(logits, x_t, t, s). The network call
+is skipped for a row whose tokens did not change since its last call (nothing was revealed),
+since a backbone without time conditioning would return the same logits; only changed rows
+are re-run, so each row's result is independent of the rest of the batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from redraft.diffusion import MaskProcess
+from redraft.errors import RedraftError
+from redraft.models import Transformer
+from redraft.sampling.categorical import RowRandom, check_knobs, probabilities, sample
+from redraft.sampling.masked import MaskedAncestral
+
+
+@dataclass
+class Generation:
+    """tokens (B, L) of the whole canvas (prompt included); nfe = network calls (batched rows
+    count once per call); row_nfe = per-row forward passes; seconds = wall time."""
+
+    tokens: torch.Tensor
+    nfe: int
+    row_nfe: int
+    seconds: float
+    steps: int
+
+
+def _rows(ids: Sequence[int] | Sequence[Sequence[int]] | None, batch: int) -> list[list[int]]:
+    """Normalise a prompt given once for all rows, or one per row, to one list per row."""
+    if ids is None or len(ids) == 0:
+        return [[] for _ in range(batch)]
+    if isinstance(ids[0], int):
+        return [list(ids) for _ in range(batch)]
+    if len(ids) != batch:
+        raise RedraftError(f"{len(ids)} prompts given for a batch of {batch}")
+    return [list(r) for r in ids]
+
+
+def _seeds(seed: int | Sequence[int], batch: int) -> list[int]:
+    """Row r gets seed + r from a single seed, or its own seed from a list."""
+    if isinstance(seed, int):
+        return [seed + r for r in range(batch)]
+    if len(seed) != batch:
+        raise RedraftError(f"{len(seed)} seeds given for a batch of {batch}")
+    return list(seed)
+
+
+@torch.no_grad()
+def generate_diffusion(
+    model: Transformer,
+    process: MaskProcess,
+    *,
+    steps: int,
+    batch: int = 1,
+    length: int | None = None,
+    prefix: Sequence[int] | Sequence[Sequence[int]] | None = None,
+    suffix: Sequence[int] | Sequence[Sequence[int]] | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | Sequence[int] = 0,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
+) -> Generation:
+    """Sample a (batch, length) canvas with `steps` ancestral steps; prefix/suffix stay fixed."""
+    length = length or model.cfg.seq_len
+    if not isinstance(steps, int) or steps < 1:
+        raise RedraftError(f"steps={steps!r}: expected an integer >= 1")
+    if not 1 <= length <= model.cfg.seq_len:
+        raise RedraftError(f"length={length}: expected 1..{model.cfg.seq_len} (the model's "
+                           "seq_len)")
+    check_knobs(temperature, top_k, top_p)
+    device = next(model.parameters()).device
+    prefixes, suffixes = _rows(prefix, batch), _rows(suffix, batch)
+    x = process.prior((batch, length), device=device)
+    for r, (pre, suf) in enumerate(zip(prefixes, suffixes, strict=True)):
+        if len(pre) + len(suf) > length:
+            raise RedraftError(f"prompt of {len(pre) + len(suf)} tokens does not fit a canvas of "
+                               f"{length} tokens: shorten the prompt or raise the length")
+        x[r, :len(pre)] = torch.tensor(pre, dtype=torch.long)
+        if suf:
+            x[r, length - len(suf):] = torch.tensor(suf, dtype=torch.long)
+    rng = RowRandom(_seeds(seed, batch))
+    sampler = MaskedAncestral(process, temperature, top_k, top_p)
+    time_cond = model.time is not None
+    logits = None
+    last_input = None
+    nfe = row_nfe = 0
+    start = time.perf_counter()
+    for i in range(steps):
+        t, s = 1.0 - i / steps, 1.0 - (i + 1) / steps
+        tt = torch.full((batch,), t, device=device)
+        if logits is None or time_cond:
+            logits = model(x, tt).float()
+            nfe += 1
+            row_nfe += batch
+        else:
+            changed = (x != last_input).any(dim=1)  # (B,)
+            if changed.any():
+                logits[changed] = model(x[changed], tt[changed]).float()
+                nfe += 1
+                row_nfe += int(changed.sum())
+        last_input = x
+        x = sampler.step(logits, x, t, s, rng)
+        if on_step is not None:
+            on_step(i, x)
+    return Generation(x, nfe, row_nfe, time.perf_counter() - start, steps)
+
+
+@torch.no_grad()
+def generate_ar(
+    model: Transformer,
+    *,
+    bos_id: int,
+    batch: int = 1,
+    length: int | None = None,
+    prefix: Sequence[int] | Sequence[Sequence[int]] | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | Sequence[int] = 0,
+    use_cache: bool = True,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
+) -> Generation:
+    """Sample a (batch, length) canvas left to right from the causal twin after [bos, prefix].
+
+    With use_cache, one prefill pass then one single-token pass per new token against the KV
+    cache; without it, the whole sequence is re-run every token (same result, for testing).
+    Rows with prompts of different lengths are run as separate groups, so no row is padded.
+    """
+    if not model.causal:
+        raise RedraftError("generate_ar needs a causal (objective 'ar') model")
+    length = length or model.cfg.seq_len
+    if not 1 <= length <= model.cfg.seq_len:
+        raise RedraftError(f"length={length}: expected 1..{model.cfg.seq_len} (the model's "
+                           "seq_len)")
+    check_knobs(temperature, top_k, top_p)
+    prefixes = _rows(prefix, batch)
+    seeds = _seeds(seed, batch)
+    device = next(model.parameters()).device
+    out = torch.empty((batch, length), dtype=torch.long, device=device)
+    nfe = row_nfe = 0
+    start = time.perf_counter()
+    groups: dict[int, list[int]] = {}
+    for r, pre in enumerate(prefixes):
+        if len(pre) >= length:
+            raise RedraftError(f"prompt of {len(pre)} tokens leaves nothing to generate in a "
+                               f"canvas of {length} tokens")
+        groups.setdefault(len(pre), []).append(r)
+    for n_pre, rows in groups.items():
+        rng = RowRandom([seeds[r] for r in rows])
+        x = torch.tensor([[bos_id] + prefixes[r] for r in rows], dtype=torch.long, device=device)
+        cache = model.new_cache(len(rows)) if use_cache else None
+        logits = model(x, cache=cache)[:, -1]
+        nfe += 1
+        row_nfe += len(rows)
+        for i in range(length - n_pre):
+            probs = probabilities(logits, temperature, top_k, top_p)
+            nxt = sample(probs, rng.uniform(1)[:, 0].to(device))  # (G,)
+            x = torch.cat((x, nxt[:, None]), dim=1)
+            if on_step is not None:
+                on_step(i, x[:, 1:])
+            if x.shape[1] - 1 == length:
+                break
+            logits = (model(nxt[:, None], cache=cache) if use_cache else model(x))[:, -1]
+            nfe += 1
+            row_nfe += len(rows)
+        out[rows] = x[:, 1:]
+    return Generation(out, nfe, row_nfe, time.perf_counter() - start, length)

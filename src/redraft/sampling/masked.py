@@ -1,0 +1,45 @@
+"""Ancestral sampler for masked (absorbing) diffusion: one reverse step from t to s < t.
+
+    p(x_s | x_t): a revealed position stays as it is; a masked position is revealed with
+    probability (alpha(s) - alpha(t)) / (1 - alpha(t)), its value drawn from the denoiser
+    p_theta(x0 | x_t) (SUBS: mask token excluded), and otherwise stays masked.
+
+At s = 0, alpha(s) = 1, so every remaining mask is revealed: the last step leaves no mask.
+Temperature, top-k and top-p reshape the denoiser's distribution over x0 at each reveal
+(temperature divides its logits; 0 picks the most likely token).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from redraft.diffusion import MaskProcess
+from redraft.sampling.categorical import RowRandom, probabilities, sample
+
+
+class MaskedAncestral:
+    name = "ancestral"
+
+    def __init__(self, process: MaskProcess, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None):
+        self.process = process
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+
+    def step(self, logits: torch.Tensor, xt: torch.Tensor, t: float, s: float,
+             rng: RowRandom) -> torch.Tensor:
+        """logits (B, L, V) of p_theta(x0 | xt), xt (B, L) at time t -> xs (B, L) at time s."""
+        B, L = xt.shape
+        mask_id = self.process.mask_id
+        p_reveal = float(self.process.unmask_probability(torch.tensor(t, dtype=torch.float64),
+                                                         torch.tensor(s, dtype=torch.float64)))
+        u_reveal = rng.uniform(L).to(xt.device)  # (B, L): one stream per row
+        u_token = rng.uniform(L).to(xt.device)
+        reveal = (xt == mask_id) & (u_reveal < p_reveal)
+        if not reveal.any():
+            return xt
+        logits = logits[reveal].to(torch.float64)  # (N, V)
+        logits[:, mask_id] = -torch.inf
+        probs = probabilities(logits, self.temperature, self.top_k, self.top_p)
+        xs = xt.clone()
+        xs[reveal] = sample(probs, u_token[reveal])
+        return xs
