@@ -176,12 +176,13 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
                                            "train_tokens": data.meta["train_tokens"]})
 
     tokens_per_step = tc.batch_size * cfg.model.seq_len
-    bar = tqdm(total=tc.max_steps, initial=start_step, disable=not tc.progress,
-               desc=cfg.diffusion.objective, dynamic_ncols=True)
+    # With a time budget the bar counts training seconds, so its ETA is the budget's.
+    timed = tc.time_budget_s is not None
+    bar = tqdm(total=round(tc.time_budget_s) if timed else tc.max_steps,
+               initial=round(elapsed) if timed else start_step, unit="s" if timed else "step",
+               disable=not tc.progress, desc=cfg.diffusion.objective, dynamic_ncols=True)
     step, last = start_step, {}
     model.train()
-    t_run = time.perf_counter()
-    ckpt_path = None
     while step < tc.max_steps and (tc.time_budget_s is None or elapsed < tc.time_budget_s):
         t0 = time.perf_counter()
         progress = elapsed / tc.time_budget_s if tc.time_budget_s else step / tc.max_steps
@@ -219,19 +220,17 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
             _append_log(log_path, record)
             history.append(record)
         last = record
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}",
+        bar.update(round(elapsed) - bar.n if timed else 1)
+        bar.set_postfix(step=step, loss=f"{loss_sum:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}",
                         **({"val": f"{record['val_nats_per_token']:.3f}"}
                            if "val_nats_per_token" in record else {}))
         if tc.save_every and step % tc.save_every == 0 and not final:
-            ckpt_path = save(step)
+            save(step)
     bar.close()
     ckpt_path = save(step)
-    wall = time.perf_counter() - t_run
-    trained = step - start_step
-    tokens_per_s = trained * tokens_per_step / max(elapsed - (state or {}).get("elapsed", 0.0),
-                                                   1e-9) if trained else 0.0
-    del wall
+    # Throughput of this invocation's optimisation steps (validation and saving excluded).
+    trained_time = elapsed - (state["elapsed"] if state is not None else 0.0)
+    tokens_per_s = (step - start_step) * tokens_per_step / trained_time if trained_time else 0.0
     return TrainResult(run_dir, ckpt_path, step, tokens_per_s,
                        last.get("val_nats_per_token"), last.get("val_bits_per_byte"),
                        model.num_params(), history)

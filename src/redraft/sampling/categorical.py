@@ -5,36 +5,68 @@ distribution, which silently lowers the effective temperature and flatters gener
 perplexity (Zheng et al. 2024). Here probabilities are computed in float64 and a token is
 drawn by inverting the cumulative distribution with a float64 uniform.
 
-Why per-row generators: a sequence's result must not depend on what else is in the batch,
-so each row owns a generator seeded by its own seed and consumes the same random numbers
-whether it runs alone or with others.
+Why per-row streams: a sequence's result must not depend on what else is in the batch, so
+each row draws from its own counter-based stream (RowRandom), keyed by its own seed, and
+consumes the same random numbers whether it runs alone or with others.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 from redraft.errors import RedraftError
 
 
-class RowRandom:
-    """One torch.Generator per batch row; draws float64 uniforms row by row."""
+def _to_int64(c: int) -> int:
+    """A 64-bit constant as the signed int64 torch stores (two's complement)."""
+    return c - (1 << 64) if c >= 1 << 63 else c
 
-    def __init__(self, seeds: list[int]):
-        self.generators = []
-        for seed in seeds:
-            g = torch.Generator()
-            g.manual_seed(int(seed))
-            self.generators.append(g)
+
+_GOLDEN = _to_int64(0x9E3779B97F4A7C15)
+_MIX1 = _to_int64(0xBF58476D1CE4E5B9)
+_MIX2 = _to_int64(0x94D049BB133111EB)
+
+
+def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def splitmix64(x: torch.Tensor) -> torch.Tensor:
+    """The SplitMix64 finaliser on int64 tensors (wrapping arithmetic): a strong 64-bit hash."""
+    z = x + _GOLDEN
+    z = (z ^ _shr(z, 30)) * _MIX1
+    z = (z ^ _shr(z, 27)) * _MIX2
+    return z ^ _shr(z, 31)
+
+
+class RowRandom:
+    """Counter-based float64 uniforms, one independent stream per batch row.
+
+    Draw number n of the row with seed s is hash(hash(s) + n): every row's numbers depend
+    only on its own seed and how many it has drawn, never on the other rows, and a whole
+    batch is drawn in one vectorised op (no per-row Python loop).
+    """
+
+    def __init__(self, seeds: list[int], device: torch.device | str = "cpu"):
+        self.keys = splitmix64(torch.tensor([int(s) for s in seeds], dtype=torch.int64,
+                                            device=device))
+        self.counters = torch.zeros(len(seeds), dtype=torch.int64, device=device)
 
     def __len__(self) -> int:
-        return len(self.generators)
+        return len(self.keys)
 
-    def uniform(self, *shape: int, rows: list[int] | None = None) -> torch.Tensor:
-        """Uniforms in [0, 1), float64, shape (len(rows), *shape) — each row from its own stream."""
-        rows = range(len(self.generators)) if rows is None else rows
-        return torch.stack([torch.rand(shape, generator=self.generators[r], dtype=torch.float64)
-                            for r in rows])
+    def uniform(self, *shape: int, rows: torch.Tensor | list[int] | None = None) -> torch.Tensor:
+        """Uniforms in [0, 1), float64, shape (len(rows), *shape), each row from its own stream."""
+        rows = torch.arange(len(self.keys)) if rows is None else torch.as_tensor(rows)
+        n = math.prod(shape)
+        index = self.counters[rows, None] + torch.arange(n, device=self.keys.device)  # (R, n)
+        bits = splitmix64(self.keys[rows, None] + index * _GOLDEN)
+        self.counters[rows] += n
+        # Top 53 bits -> a float64 in [0, 1) with every representable step equally likely.
+        return (_shr(bits, 11).double() * 2.0**-53).view(len(rows), *shape)
 
 
 def check_knobs(temperature: float, top_k: int | None, top_p: float | None) -> None:

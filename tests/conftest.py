@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny corpus and the overrides for a model small enough to train in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+# A corpus with learnable structure: short repeated "words" the models can memorise fast.
+TEXT = "".join(f"the {w} sat on the mat. " for w in ("cat", "dog", "bat", "rat") * 120)
+
+
+@pytest.fixture(autouse=True)
+def _fast_torch():
+    torch.set_num_threads(2)
+    yield
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT)
+    return path
+
+
+def tiny_overrides(corpus: Path, out_dir: Path, objective: str = "mdlm", **extra) -> list[str]:
+    values = {
+        "data.corpus": str(corpus),
+        "data.tokenizer": "char",
+        "data.cache_dir": str(out_dir.parent / "cache"),
+        "model.n_layer": 2,
+        "model.n_head": 2,
+        "model.d_model": 32,
+        "model.seq_len": 32,
+        "diffusion.objective": objective,
+        "train.batch_size": 8,
+        "train.max_steps": 12,
+        "train.warmup_steps": 2,
+        "train.eval_every": 6,
+        "train.eval_batches": 2,
+        "train.log_every": 1,
+        "train.progress": False,
+        "train.out_dir": str(out_dir),
+        **extra,
+    }
+    return [f"{k}={v}" for k, v in values.items()]

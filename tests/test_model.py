@@ -1,0 +1,44 @@
+import torch
+
+from redraft.config import ModelConfig
+from redraft.models import Transformer
+
+CFG = ModelConfig(n_layer=2, n_head=2, d_model=32, seq_len=16)
+
+
+def test_shapes_and_params():
+    m = Transformer(CFG, 11, causal=False)
+    assert m(torch.randint(0, 11, (3, 16))).shape == (3, 16, 11)
+    tied = m.num_params()
+    untied = Transformer(ModelConfig(**{**CFG.__dict__, "tie_weights": False}), 11, False)
+    assert untied.num_params() == tied + 11 * 32
+
+
+def test_causal_ignores_future_bidirectional_does_not():
+    torch.manual_seed(0)
+    x = torch.randint(0, 11, (1, 16))
+    y = x.clone()
+    y[0, 10] = (y[0, 10] + 1) % 11
+    causal = Transformer(CFG, 11, causal=True).eval()
+    assert torch.allclose(causal(x)[:, :10], causal(y)[:, :10], atol=1e-6)
+    assert not torch.allclose(causal(x)[:, 10:], causal(y)[:, 10:], atol=1e-6)
+    bidir = Transformer(CFG, 11, causal=False).eval()
+    assert not torch.allclose(bidir(x)[:, :10], bidir(y)[:, :10], atol=1e-6)
+
+
+def test_kv_cache_matches_full_forward():
+    torch.manual_seed(0)
+    m = Transformer(CFG, 11, causal=True).eval()
+    x = torch.randint(0, 11, (2, 16))
+    full = m(x)
+    cache = m.new_cache(2)
+    parts = [m(x[:, :5], cache=cache), m(x[:, 5:9], cache=cache)]  # prefill, then a chunk
+    parts += [m(x[:, i:i + 1], cache=cache) for i in range(9, 16)]  # then one at a time
+    assert torch.allclose(torch.cat(parts, 1), full, atol=1e-5)
+
+
+def test_time_conditioning_uses_t():
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig(**{**CFG.__dict__, "time_conditioning": True}), 11, False)
+    x = torch.randint(0, 11, (1, 16))
+    assert not torch.allclose(m(x, torch.tensor([0.1])), m(x, torch.tensor([0.9])))
