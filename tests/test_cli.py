@@ -56,7 +56,7 @@ def test_bad_sampling_inputs(trained, capsys):
     assert "0 is not >= 1" in capsys.readouterr().err
     code, _, err = run(capsys, "sample", str(trained["mdlm"]), "--prompt", "€uro")
     assert code == 2 and "'€'" in err
-    code, _, err = run(capsys, "sample", str(trained["ar"]), "--suffix", "x")
+    code, _, err = run(capsys, "sample", str(trained["ar"]), "--suffix", "cat")
     assert code == 2 and "needs a diffusion model" in err
 
 

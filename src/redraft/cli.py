@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from redraft.errors import RedraftError
 
@@ -16,7 +17,10 @@ def cmd_train(args, overrides: list[str]) -> int:
     from redraft.config import load_config
     from redraft.train import train
 
-    cfg = load_config(args.config, overrides)
+    config = args.config
+    if config is not None and "=" in config and not Path(config).exists():
+        config, overrides = None, [config, *overrides]  # no config file, only overrides
+    cfg = load_config(config, overrides)
     result = train(cfg, resume=args.resume)
     print(json.dumps({"checkpoint": str(result.checkpoint), "step": result.step,
                       "params": result.params,

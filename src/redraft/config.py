@@ -70,6 +70,10 @@ class DiffusionConfig:
     """Noise schedule, see redraft.diffusion.schedules."""
     train_t_min: float = 1e-3
     """Smallest t drawn in training (variance control); evaluation always integrates over (0, 1]."""
+    elbo_estimator: str = "time"
+    """How the masked ELBO is estimated in training: "time" (draw t, mask each token w.p.
+    1 - alpha(t), weight alpha'/(1 - alpha)) or "count" (draw the number of masks k, weight 1/k:
+    the same bound with t integrated out, lower variance)."""
 
 
 @dataclass
@@ -150,6 +154,8 @@ class Config:
         _require(d.objective in ("mdlm", "ar"),
                  f"diffusion.objective={d.objective!r}: expected 'mdlm' or 'ar'")
         _require(d.process == "mask", f"diffusion.process={d.process!r}: expected 'mask'")
+        _require(d.elbo_estimator in ("time", "count"),
+                 f"diffusion.elbo_estimator={d.elbo_estimator!r}: expected 'time' or 'count'")
         _require(0 <= d.train_t_min < 1, f"diffusion.train_t_min={d.train_t_min}: expected [0, 1)")
         _require(0 <= self.data.val_fraction < 1,
                  f"data.val_fraction={self.data.val_fraction}: expected 0 <= val_fraction < 1")

@@ -14,6 +14,8 @@ from redraft.diffusion import (
     ar_cross_entropy,
     make_schedule,
     masked_elbo,
+    masked_elbo_by_count,
+    sample_mask_counts,
     sample_times,
 )
 
@@ -38,11 +40,13 @@ def token_losses(
     generator: torch.Generator | None = None,
     t_min: float = 0.0,
     autocast_dtype: torch.dtype | None = None,
+    estimator: str = "time",
 ) -> torch.Tensor:
     """Per-token losses (B, L) in nats for clean windows x0 (B, L).
 
     "mdlm": draw t (low-discrepancy, in (t_min, 1]), corrupt, and score with the masked ELBO
-    (an upper bound on NLL when t_min = 0). "ar": exact NLL of the causal twin on the same tokens.
+    (an upper bound on NLL when t_min = 0), or with estimator "count" draw the number of masks
+    instead (the same bound, t integrated out). "ar": exact NLL of the causal twin.
     """
     device_type = x0.device.type
     with torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
@@ -51,6 +55,11 @@ def token_losses(
             logits = model(ar_inputs(x0, bos_id))
             return ar_cross_entropy(logits, x0)
         process = make_process(cfg, mask_id)
+        if estimator == "count":
+            k = sample_mask_counts(x0.shape[0], x0.shape[1], generator, device=x0.device)
+            xt = process.corrupt_count(x0, k, generator)
+            t = k.float() / x0.shape[1]  # the mask rate, for a time-conditioned backbone
+            return masked_elbo_by_count(model(xt, t), x0, xt, k, mask_id)
         t = sample_times(x0.shape[0], generator, t_min=t_min, device=x0.device)
         xt = process.corrupt(x0, t, generator)
         logits = model(xt, t)

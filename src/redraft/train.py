@@ -194,7 +194,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
         loss_sum = 0.0
         for chunk in x0.split(micro):
             losses = token_losses(model, chunk, cfg.diffusion, mask_id, bos_id, gen,
-                                  cfg.diffusion.train_t_min, dtype)
+                                  cfg.diffusion.train_t_min, dtype, cfg.diffusion.elbo_estimator)
             loss = losses.mean() / tc.grad_accum
             loss.backward()
             loss_sum += loss.item()

@@ -3,6 +3,8 @@
 from redraft.diffusion.objectives import (
     ar_cross_entropy,
     masked_elbo,
+    masked_elbo_by_count,
+    sample_mask_counts,
     sample_times,
     subs_log_probs,
 )
@@ -16,6 +18,8 @@ __all__ = [
     "ar_cross_entropy",
     "make_schedule",
     "masked_elbo",
+    "masked_elbo_by_count",
+    "sample_mask_counts",
     "sample_times",
     "subs_log_probs",
 ]

@@ -32,6 +32,21 @@ def sample_times(
     return t_min + (1.0 - t_min) * t
 
 
+def sample_mask_counts(
+    batch: int,
+    length: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Low-discrepancy numbers of masked positions k (B,), each marginally uniform on {1..L}.
+
+    k_i = 1 + floor(L * ((u + i/B) mod 1)): the same stratification as sample_times, on counts.
+    """
+    u = torch.rand((), generator=generator, device=device)
+    frac = torch.remainder(u + torch.arange(batch, device=device) / batch, 1.0)
+    return (1 + torch.floor(frac * length)).long().clamp(1, length)
+
+
 def subs_log_probs(logits: torch.Tensor, xt: torch.Tensor, mask_id: int) -> torch.Tensor:
     """The zero-masking, carry-over-unmasked ("SUBS", MDLM) denoiser log p_theta(x0 | xt).
 
@@ -73,6 +88,34 @@ def masked_elbo(
     out = torch.zeros(x0.shape, dtype=torch.float32, device=x0.device)
     out[masked] = nll
     return out * weight[:, None]
+
+
+def masked_elbo_by_count(
+    logits: torch.Tensor,
+    x0: torch.Tensor,
+    xt: torch.Tensor,
+    k: torch.Tensor,
+    mask_id: int,
+) -> torch.Tensor:
+    """The same ELBO as masked_elbo with t integrated out analytically, nats, shape (B, L).
+
+    Given that k of the L positions are masked, the ELBO weight integrates to exactly 1/k for
+    every schedule: with u = 1 - alpha(t),
+        int_0^1 (1/u) C(L, k) u^k (1 - u)^(L - k) du = C(L, k) B(k, L - k + 1) = 1/k.
+    Hence, with k uniform on {1..L} and the masked set M uniform among sets of size k,
+
+        -log p(x0) / L <= E_k E_M [ (1/k) sum_{l in M} -log p_theta(x0_l | xt) ],
+
+    an unbiased estimator of the identical bound with less variance (the random number of
+    masks at a given t is summed out). xt must have exactly k[b] masks in row b.
+    """
+    masked = xt == mask_id  # (B, L)
+    sel = logits[masked].float()  # (N, V)
+    sel[:, mask_id] = -math.inf
+    nll = F.cross_entropy(sel, x0[masked], reduction="none")
+    out = torch.zeros(x0.shape, dtype=torch.float32, device=x0.device)
+    out[masked] = nll
+    return out * (x0.shape[1] / k.to(torch.float32))[:, None]
 
 
 def ar_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,17 @@ class MaskProcess:
         u = torch.rand(x0.shape, generator=generator, device=x0.device)
         return torch.where(u < keep, x0, torch.full_like(x0, self.mask_id))
 
+    def corrupt_count(
+        self, x0: torch.Tensor, k: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Mask exactly k[b] positions of row b of x0 (B, L), chosen uniformly at random.
+
+        This is q(xt | x0) conditioned on the number of masks, which does not depend on t.
+        """
+        u = torch.rand(x0.shape, generator=generator, device=x0.device)
+        rank = u.argsort(dim=1).argsort(dim=1)  # a uniform random permutation per row
+        return torch.where(rank < k[:, None], torch.full_like(x0, self.mask_id), x0)
+
     def unmask_probability(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """q(x_s != mask | x_t = mask, x0) = (alpha(s) - alpha(t)) / (1 - alpha(t)), for s < t.
 
