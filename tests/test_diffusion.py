@@ -10,6 +10,8 @@ from redraft.diffusion import (
     LogLinearSchedule,
     MaskProcess,
     masked_elbo,
+    masked_elbo_by_count,
+    sample_mask_counts,
     sample_times,
     subs_log_probs,
 )
@@ -130,3 +132,35 @@ def test_exact_elbo_by_beta_integral_equals_entropy():
                          LogLinearSchedule(), MASK).double().sum(1)
         total += beta * (p * ce).sum().item()
     assert abs(total - entropy) < 1e-5  # float32 cross-entropy inside masked_elbo
+
+
+def test_count_estimator_is_the_same_bound_with_less_variance():
+    seqs, p = toy_distribution()
+    entropy = -(p * p.log()).sum().item()
+    proc = MaskProcess(MASK, LogLinearSchedule())
+    g = torch.Generator().manual_seed(1)
+    draws = 4000
+    means, variances, time_vars = [], [], []
+    for x in seqs:
+        x0 = x.repeat(draws, 1)
+        k = sample_mask_counts(draws, L, g)
+        xt = proc.corrupt_count(x0, k, g)
+        assert torch.equal((xt == MASK).sum(1), k)  # exactly k masks per row
+        logits = exact_denoiser_logits(xt, seqs, p)
+        per_seq = masked_elbo_by_count(logits, x0, xt, k, MASK).double().sum(1)
+        means.append(per_seq.mean())
+        variances.append(per_seq.var() / draws)
+        t = sample_times(draws, g)
+        xt_t = proc.corrupt(x0, t, g)
+        per_seq_t = masked_elbo(exact_denoiser_logits(xt_t, seqs, p), x0, xt_t, t,
+                                proc.schedule, MASK).double().sum(1)
+        time_vars.append(per_seq_t.var() / draws)
+    estimate = (p * torch.stack(means)).sum().item()
+    err = math.sqrt((p**2 * torch.stack(variances)).sum().item())
+    assert abs(estimate - entropy) < 4 * err, (estimate, entropy, err)
+    assert (p * torch.stack(variances)).sum() < (p * torch.stack(time_vars)).sum()
+
+
+def test_mask_counts_are_stratified_over_1_to_L():
+    k = sample_mask_counts(256, 256, torch.Generator().manual_seed(0))
+    assert torch.equal(k.sort().values, torch.arange(1, 257))

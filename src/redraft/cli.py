@@ -70,7 +70,7 @@ def cmd_eval(args, overrides: list[str]) -> int:
 
     _no_overrides(overrides)
     out = evaluate_checkpoint(args.checkpoint, corpus=args.corpus, samples=args.samples,
-                              max_batches=args.max_batches)
+                              max_batches=args.max_batches, estimator=args.estimator)
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -136,6 +136,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--samples", type=_positive_int, default=4,
                    help="Monte Carlo draws of t per window (diffusion)")
     e.add_argument("--max-batches", type=_positive_int, default=None)
+    e.add_argument("--estimator", choices=("time", "count"), default="time",
+                   help="diffusion bound estimator: draw t, or draw the number of masks "
+                        "(same bound, lower variance)")
     e.add_argument("--json", action="store_true")
 
     d = sub.add_parser("demo", help="train a diffusion LM and its AR twin on Python's stdlib, "

@@ -70,10 +70,11 @@ class DiffusionConfig:
     """Noise schedule, see redraft.diffusion.schedules."""
     train_t_min: float = 1e-3
     """Smallest t drawn in training (variance control); evaluation always integrates over (0, 1]."""
-    elbo_estimator: str = "time"
+    elbo_estimator: str = "count"
     """How the masked ELBO is estimated in training: "time" (draw t, mask each token w.p.
-    1 - alpha(t), weight alpha'/(1 - alpha)) or "count" (draw the number of masks k, weight 1/k:
-    the same bound with t integrated out, lower variance)."""
+    1 - alpha(t), weight -alpha'/(1 - alpha)) or "count" (draw the number of masks k, weight
+    1/k: the same bound with t integrated out analytically, lower variance; measured better at
+    equal wall clock on tinyshakespeare)."""
 
 
 @dataclass
