@@ -116,3 +116,11 @@ def test_resume_with_other_model_is_refused(tmp_path, corpus):
     other = load_config(None, tiny_overrides(corpus, tmp_path / "run", **{"model.d_model": 64}))
     with pytest.raises(RedraftError, match="differs"):
         train(other, resume=tmp_path / "run")
+
+
+def test_torn_train_state_is_a_clear_error(tmp_path, corpus):
+    cfg = load_config(None, tiny_overrides(corpus, tmp_path / "run"))
+    result = train(cfg)
+    (result.checkpoint / "train_state.pt").write_bytes(b"torn")
+    with pytest.raises(RedraftError, match="train_state.pt is unreadable"):
+        train(cfg, resume=result.checkpoint)

@@ -129,7 +129,11 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
         if not (ckpt / "train_state.pt").is_file():
             raise RedraftError(f"cannot resume {str(ckpt)!r}: it has no train_state.pt")
         tokenizer = load_tokenizer(ckpt)
-        state = torch.load(ckpt / "train_state.pt", map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(ckpt / "train_state.pt", map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises several types for a torn or foreign file
+            raise RedraftError(f"cannot resume {str(ckpt)!r}: train_state.pt is unreadable "
+                               f"({type(e).__name__}: {e})") from None
 
     tokenizer, data = load_data(cfg.data, cfg.model.seq_len, tokenizer)
     torch.manual_seed(tc.seed)
@@ -158,8 +162,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
     def val_metrics():
         if not data.meta["val_tokens"]:
             return {}
-        weights = ema if ema is not None else None
-        with _swapped(model, weights):
+        with _swapped(model, ema):
             nats, err, n = evaluate(model, data.val, cfg, mask_id, bos_id, tc.eval_batches,
                                     dtype=dtype)
         return {"val_nats_per_token": nats, "val_stderr": err,

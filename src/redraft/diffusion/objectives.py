@@ -61,6 +61,20 @@ def subs_log_probs(logits: torch.Tensor, xt: torch.Tensor, mask_id: int) -> torc
     return torch.where((xt == mask_id)[..., None], log_p, carried)
 
 
+def masked_nll(logits: torch.Tensor, x0: torch.Tensor, xt: torch.Tensor,
+               mask_id: int) -> torch.Tensor:
+    """-log p_theta(x0_l | xt) under SUBS at masked positions, 0 elsewhere, float32 (B, L).
+
+    Cross-entropy is computed only where it counts (masked positions), mask column excluded.
+    """
+    masked = xt == mask_id  # (B, L)
+    sel = logits[masked].float()  # (N, V)
+    sel[:, mask_id] = -math.inf
+    out = torch.zeros(x0.shape, dtype=torch.float32, device=x0.device)
+    out[masked] = F.cross_entropy(sel, x0[masked], reduction="none")
+    return out
+
+
 def masked_elbo(
     logits: torch.Tensor,
     x0: torch.Tensor,
@@ -79,15 +93,8 @@ def masked_elbo(
     log-linear schedule the weight is 1/t. Averaging the result over tokens, t and xt gives
     an unbiased estimate of the bound in nats/token.
     """
-    masked = xt == mask_id  # (B, L)
     weight = schedule.elbo_weight(t).to(torch.float32)  # (B,)
-    # Cross-entropy only where it counts: masked positions, mask column excluded.
-    sel = logits[masked].float()  # (N, V)
-    sel[:, mask_id] = -math.inf
-    nll = F.cross_entropy(sel, x0[masked], reduction="none")  # (N,)
-    out = torch.zeros(x0.shape, dtype=torch.float32, device=x0.device)
-    out[masked] = nll
-    return out * weight[:, None]
+    return masked_nll(logits, x0, xt, mask_id) * weight[:, None]
 
 
 def masked_elbo_by_count(
@@ -109,13 +116,7 @@ def masked_elbo_by_count(
     an unbiased estimator of the identical bound with less variance (the random number of
     masks at a given t is summed out). xt must have exactly k[b] masks in row b.
     """
-    masked = xt == mask_id  # (B, L)
-    sel = logits[masked].float()  # (N, V)
-    sel[:, mask_id] = -math.inf
-    nll = F.cross_entropy(sel, x0[masked], reduction="none")
-    out = torch.zeros(x0.shape, dtype=torch.float32, device=x0.device)
-    out[masked] = nll
-    return out * (x0.shape[1] / k.to(torch.float32))[:, None]
+    return masked_nll(logits, x0, xt, mask_id) * (x0.shape[1] / k.to(torch.float32))[:, None]
 
 
 def ar_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
