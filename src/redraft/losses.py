@@ -15,6 +15,7 @@ from redraft.diffusion import (
     make_schedule,
     masked_elbo,
     masked_elbo_by_count,
+    masked_nll,
     sample_mask_counts,
     sample_times,
 )
@@ -41,12 +42,15 @@ def token_losses(
     t_min: float = 0.0,
     autocast_dtype: torch.dtype | None = None,
     estimator: str = "time",
+    weighting: str = "elbo",
 ) -> torch.Tensor:
     """Per-token losses (B, L) in nats for clean windows x0 (B, L).
 
     "mdlm": draw t (low-discrepancy, in (t_min, 1]), corrupt, and score with the masked ELBO
     (an upper bound on NLL when t_min = 0), or with estimator "count" draw the number of masks
-    instead (the same bound, t integrated out). "ar": exact NLL of the causal twin.
+    instead (the same bound, t integrated out). With weighting "token" the noised batch is
+    scored by the plain mean cross-entropy over all its masked tokens instead (a training
+    loss, not a bound). "ar": exact NLL of the causal twin.
     """
     device_type = x0.device.type
     with torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
@@ -59,8 +63,13 @@ def token_losses(
             k = sample_mask_counts(x0.shape[0], x0.shape[1], generator, device=x0.device)
             xt = process.corrupt_count(x0, k, generator)
             t = k.float() / x0.shape[1]  # the mask rate, for a time-conditioned backbone
-            return masked_elbo_by_count(model(xt, t), x0, xt, k, mask_id)
-        t = sample_times(x0.shape[0], generator, t_min=t_min, device=x0.device)
-        xt = process.corrupt(x0, t, generator)
+        else:
+            t = sample_times(x0.shape[0], generator, t_min=t_min, device=x0.device)
+            xt = process.corrupt(x0, t, generator)
         logits = model(xt, t)
+        if weighting == "token":
+            n_masked = (xt == mask_id).sum().clamp_min(1)
+            return masked_nll(logits, x0, xt, mask_id) * (x0.numel() / n_masked)
+        if estimator == "count":
+            return masked_elbo_by_count(logits, x0, xt, k, mask_id)
         return masked_elbo(logits, x0, xt, t, process.schedule, mask_id)

@@ -182,7 +182,9 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
     # With a time budget the bar counts training seconds, so its ETA is the budget's.
     timed = tc.time_budget_s is not None
     bar = tqdm(total=round(tc.time_budget_s) if timed else tc.max_steps,
-               initial=round(elapsed) if timed else start_step, unit="s" if timed else "step",
+               initial=round(elapsed) if timed else start_step, unit="step",
+               bar_format=("{desc}: {percentage:3.0f}%|{bar}| {n}/{total} s "
+                           "[{elapsed}<{remaining}{postfix}]") if timed else None,
                disable=not tc.progress, desc=cfg.diffusion.objective, dynamic_ncols=True)
     step, last = start_step, {}
     model.train()
@@ -197,7 +199,8 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
         loss_sum = 0.0
         for chunk in x0.split(micro):
             losses = token_losses(model, chunk, cfg.diffusion, mask_id, bos_id, gen,
-                                  cfg.diffusion.train_t_min, dtype, cfg.diffusion.elbo_estimator)
+                                  cfg.diffusion.train_t_min, dtype, cfg.diffusion.elbo_estimator,
+                                  cfg.diffusion.train_weighting)
             loss = losses.mean() / tc.grad_accum
             loss.backward()
             loss_sum += loss.item()
