@@ -38,10 +38,8 @@ from redraft.data import (
     prepare_shards,
 )
 from redraft.errors import RedraftError
-from redraft.eval.likelihood import evaluate
+from redraft.eval.likelihood import evaluate, report
 from redraft.losses import token_losses
-
-LN2 = math.log(2.0)
 
 
 def cache_dir(cfg: DataConfig) -> Path:
@@ -165,9 +163,9 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
         with _swapped(model, ema):
             nats, err, n = evaluate(model, data.val, cfg, mask_id, bos_id, tc.eval_batches,
                                     dtype=dtype)
+        r = report(nats, err, bytes_per_token)
         return {"val_nats_per_token": nats, "val_stderr": err,
-                "val_bits_per_token": nats / LN2,
-                "val_bits_per_byte": nats / LN2 / bytes_per_token}
+                "val_bits_per_token": r["bits_per_token"], "val_bits_per_byte": r["bits_per_byte"]}
 
     def save(step):
         train_state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),

@@ -58,15 +58,14 @@ class RowRandom:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def uniform(self, *shape: int, rows: torch.Tensor | list[int] | None = None) -> torch.Tensor:
-        """Uniforms in [0, 1), float64, shape (len(rows), *shape), each row from its own stream."""
-        rows = torch.arange(len(self.keys)) if rows is None else torch.as_tensor(rows)
+    def uniform(self, *shape: int) -> torch.Tensor:
+        """Uniforms in [0, 1), float64, shape (rows, *shape), each row from its own stream."""
         n = math.prod(shape)
-        index = self.counters[rows, None] + torch.arange(n, device=self.keys.device)  # (R, n)
-        bits = splitmix64(self.keys[rows, None] + index * _GOLDEN)
-        self.counters[rows] += n
+        index = self.counters[:, None] + torch.arange(n, device=self.keys.device)  # (R, n)
+        bits = splitmix64(self.keys[:, None] + index * _GOLDEN)
+        self.counters += n
         # Top 53 bits -> a float64 in [0, 1) with every representable step equally likely.
-        return (_shr(bits, 11).double() * 2.0**-53).view(len(rows), *shape)
+        return (_shr(bits, 11).double() * 2.0**-53).view(len(self.keys), *shape)
 
 
 def check_knobs(temperature: float, top_k: int | None, top_p: float | None) -> None:
