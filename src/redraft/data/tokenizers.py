@@ -331,6 +331,11 @@ def _load_existing(path: Path):
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
         return backend
+    spec = str(path)
+    if path.is_absolute() or spec.startswith((".", "~")) or spec.count("/") > 1:
+        # Shaped like a local path, not a hub name ("name" or "org/name"): do not ask the hub.
+        raise RedraftError(f"tokenizer path {spec!r} does not exist; expected a tokenizer.json "
+                           "file or a folder with tokenizer.json or vocab.json + merges.txt")
     try:
         from transformers import AutoTokenizer
     except ImportError:
