@@ -119,8 +119,29 @@ def setup(device: str) -> World:
         torch.cuda.set_device(dev)
     owns = not dist.is_initialized()
     if owns:
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        store = _restart_store(world_size)
+        if store is None:
+            dist.init_process_group(backend)
+        else:
+            dist.init_process_group(backend, store=store, rank=int(os.environ["RANK"]),
+                                    world_size=world_size)
     return World(dist.get_rank(), dist.get_world_size(), dev, owns)
+
+
+def _restart_store(world_size: int):
+    """The key-value store for the process group when torchrun lends its own, else None.
+
+    torchrun (--max-restarts) lets the workers share its rendezvous store, which outlives a
+    restart; the default init then reads the dead attempt's addresses and fails to connect
+    (pytorch/pytorch#135712). Keys under a per-attempt prefix keep each restart apart.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                          is_master=False)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"redraft/attempt-{attempt}", store)
 
 
 def split_batch(batch_size: int, grad_accum: int, world_size: int) -> tuple[int, int]:
