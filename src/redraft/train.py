@@ -8,6 +8,11 @@ Exact resume: the batch at step s is a pure function of (seed, s) (see data.Batc
 diffusion noise of step s comes from a generator seeded by (seed, s), and the checkpoint
 stores weights, optimizer, EMA and the global RNG (dropout). So a resumed run computes the
 same losses as an uninterrupted one.
+
+Under torchrun the same loop runs in every process (redraft.distributed): train.batch_size
+is the global batch, the noise is drawn for the whole global batch and each rank scores its
+rows, so the optimizer sees the same gradient at any world size and any grad_accum (up to
+float summation order).
 """
 
 from __future__ import annotations
