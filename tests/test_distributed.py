@@ -249,3 +249,11 @@ def test_global_batch_must_split_over_ranks():
         split_batch(8, 3, 2)
     with pytest.raises(RedraftError, match="train.parallel"):
         load_config(None, ["train.parallel=zero"])
+
+
+def test_activation_checkpointing_changes_memory_not_results(work):
+    plain = train(load_config(None, overrides(work, "plain", **{"train.max_steps": 4})))
+    ckpt = train(load_config(None, overrides(work, "ac", **{
+        "train.max_steps": 4, "train.activation_checkpointing": True})))
+    assert losses(work / "plain") == losses(work / "ac")
+    assert_same_weights(plain.checkpoint, ckpt.checkpoint)
