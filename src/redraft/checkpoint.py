@@ -1,8 +1,11 @@
 """Checkpoints: a folder with config.json + model.safetensors + tokenizer files (+ train_state.pt).
 
 A run folder holds checkpoints as `ckpt-<step>/` subfolders. Each is written into a temporary
-folder first and renamed into place, so a folder named ckpt-* is always complete; a crash
-mid-write leaves only a `.tmp-*` folder that nothing trusts (and the next save clears).
+folder first, flushed to disk (fsync) and renamed into place, so a folder named ckpt-* is
+complete even after a SIGKILL or a power cut; a crash mid-write leaves only a `.tmp-*` folder
+that nothing trusts (and the next save clears). Resuming still checks each file
+(`load_train_state`), so a checkpoint torn some other way (a partial copy) is skipped by
+`--resume auto` rather than trusted.
 `model.safetensors` holds the weights to use for inference (the EMA weights when EMA is on);
 `train_state.pt` holds what exact resumption needs: raw weights, optimizer, EMA, RNG, step.
 """
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from redraft.config import Config, config_from_dict
@@ -84,9 +87,11 @@ def save_checkpoint(
         if train_state is not None:
             torch.save(train_state, tmp / "train_state.pt")
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+        _fsync_folder(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        _fsync(run_dir)  # make the rename itself durable
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -95,6 +100,24 @@ def save_checkpoint(
     for stale in run_dir.glob(".tmp-ckpt-*"):
         shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a folder; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush every file of `folder`, then the folder itself, to disk."""
+    for f in folder.iterdir():
+        if f.is_file():
+            _fsync(f)
+    _fsync(folder)
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -112,6 +135,32 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise RedraftError(f"no checkpoint at {str(path)!r}: expected a folder with config.json "
                            "or a run folder with ckpt-* subfolders")
     return found[-1]
+
+
+def checkpoint_folders(run_dir: str | Path) -> list[Path]:
+    """Every ckpt-* folder of a run, complete or not, newest first (for --resume auto)."""
+    return sorted(Path(run_dir).glob("ckpt-*"), reverse=True)
+
+
+def load_train_state(path: Path) -> dict[str, Any]:
+    """The training state of checkpoint `path`, after checking that each of its files is there
+    and readable; a RedraftError names the first one that is missing or torn."""
+    read_meta(path)
+    for name in ("model.safetensors", "train_state.pt"):
+        if not (path / name).is_file():
+            raise RedraftError(f"checkpoint {str(path)!r} has no {name}")
+    try:
+        with safe_open(str(path / "model.safetensors"), "pt") as f:
+            f.keys()
+    except (OSError, SafetensorError) as e:
+        raise RedraftError(f"checkpoint {str(path)!r}: model.safetensors is unreadable "
+                           f"({e})") from None
+    load_tokenizer(path)
+    try:
+        return torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a torn or foreign file
+        raise RedraftError(f"cannot resume {str(path)!r}: train_state.pt is unreadable "
+                           f"({type(e).__name__}: {e})") from None
 
 
 def read_meta(path: Path) -> dict[str, Any]:

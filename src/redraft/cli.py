@@ -22,9 +22,13 @@ def cmd_train(args, overrides: list[str]) -> int:
         config, overrides = None, [config, *overrides]  # no config file, only overrides
     cfg = load_config(config, overrides)
     result = train(cfg, resume=args.resume)
+    if result.rank != 0:  # under torchrun, rank 0 speaks for all
+        return 0
     print(json.dumps({"checkpoint": str(result.checkpoint), "step": result.step,
-                      "params": result.params,
+                      "params": result.params, "world_size": result.world_size,
                       "train_tokens_per_s": round(result.train_tokens_per_s, 1),
+                      "train_tokens_per_s_per_rank": round(
+                          result.train_tokens_per_s / result.world_size, 1),
                       "val_nats_per_token": result.val_nats_per_token,
                       "val_bits_per_byte": result.val_bits_per_byte}, indent=2))
     return 0
@@ -112,7 +116,9 @@ def parser() -> argparse.ArgumentParser:
                        description="Train; extra arguments section.key=value (or "
                                    "--section.key=value) override the config.")
     t.add_argument("config", nargs="?", help="YAML config (defaults when omitted)")
-    t.add_argument("--resume", help="checkpoint or run folder to continue exactly")
+    t.add_argument("--resume", help="checkpoint or run folder to continue exactly, or 'auto': "
+                                    "the newest complete checkpoint in train.out_dir (a fresh "
+                                    "start when there is none)")
 
     s = sub.add_parser("sample", help="generate text from a checkpoint")
     s.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")

@@ -84,9 +84,12 @@ class DiffusionConfig:
 @dataclass
 class TrainConfig:
     batch_size: int = 16
-    """Sequences per optimizer step (split into grad_accum micro-batches)."""
+    """Global batch: sequences per optimizer step over all processes together. Under torchrun
+    each of the world_size processes computes batch_size / world_size of them, in grad_accum
+    micro-batches, so batch size, lr and the loss mean the same at any world size."""
     grad_accum: int = 1
-    """Micro-batches per optimizer step; batch_size must be divisible by it."""
+    """Micro-batches per process and optimizer step (a memory knob: the gradient is the same);
+    batch_size must be divisible by world_size * grad_accum."""
     max_steps: int = 1000
     """Optimizer steps; also the horizon of the cosine decay unless time_budget_s is set."""
     time_budget_s: float | None = None
@@ -113,6 +116,8 @@ class TrainConfig:
     """Validation batches per evaluation."""
     save_every: int = 0
     """Checkpoint every this many steps (0: only at the end)."""
+    save_every_minutes: float | None = None
+    """Also checkpoint when this many wall-clock minutes have passed since the last one."""
     log_every: int = 10
     """Write a metrics line every this many steps."""
     out_dir: str = "runs/default"
@@ -130,6 +135,12 @@ class TrainConfig:
     """How many of the newest checkpoints a run folder keeps."""
     progress: bool = True
     """Show a progress bar."""
+    parallel: str = "ddp"
+    """How a torchrun launch (world size > 1) shares the model: "ddp" (each process holds it
+    all; gradients are averaged) or "fsdp" (FSDP2 fully_shard: parameters, gradients and
+    optimizer state are split across processes). Ignored in a single process."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass (less memory, more compute)."""
 
 
 @dataclass
@@ -168,6 +179,11 @@ class Config:
                  f"data.val_fraction={self.data.val_fraction}: expected 0 <= val_fraction < 1")
         _require(t.precision in ("fp32", "bf16", "auto"),
                  f"train.precision={t.precision!r}: expected 'fp32', 'bf16' or 'auto'")
+        _require(t.parallel in ("ddp", "fsdp"),
+                 f"train.parallel={t.parallel!r}: expected 'ddp' or 'fsdp'")
+        _require(t.save_every >= 0, f"train.save_every={t.save_every}: expected >= 0")
+        _require(t.save_every_minutes is None or t.save_every_minutes > 0,
+                 f"train.save_every_minutes={t.save_every_minutes}: expected > 0 or null")
         _require(t.keep_checkpoints >= 1, f"train.keep_checkpoints={t.keep_checkpoints}: "
                  "expected >= 1")
         _require(t.time_budget_s is None or t.time_budget_s > 0,

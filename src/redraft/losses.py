@@ -6,6 +6,8 @@ exactly the number it reports.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from redraft.config import DiffusionConfig
@@ -32,6 +34,52 @@ def ar_inputs(x0: torch.Tensor, bos_id: int) -> torch.Tensor:
     return torch.cat((bos, x0[:, :-1]), dim=1)
 
 
+@dataclass
+class Noise:
+    """The corruption drawn for a whole batch (B, L), to be scored in pieces of rows.
+
+    Training draws one Noise for the global batch of a step, and each rank and micro-batch
+    scores its own rows of it, so the samples of a step are the same at any world size and
+    any grad_accum. `token_scale` is B * L / (masked positions in the whole batch): the
+    "token" weighting divides by the batch's mask count, not by a piece's.
+    """
+
+    masked: torch.Tensor  # (B, L) bool
+    t: torch.Tensor  # (B,) time (or, for the count estimator, mask rate) fed to the backbone
+    k: torch.Tensor | None  # (B,) mask counts, for the count estimator
+    token_scale: float
+
+    def rows(self, start: int, stop: int) -> Noise:
+        k = self.k[start:stop] if self.k is not None else None
+        return Noise(self.masked[start:stop], self.t[start:stop], k, self.token_scale)
+
+
+def draw_noise(
+    cfg: DiffusionConfig,
+    batch: int,
+    length: int,
+    mask_id: int,
+    generator: torch.Generator | None = None,
+    t_min: float = 0.0,
+    estimator: str = "time",
+    device: torch.device | str = "cpu",
+) -> Noise | None:
+    """The corruption of a (batch, length) batch; None for "ar", which has no noise."""
+    if cfg.objective == "ar":
+        return None
+    process = make_process(cfg, mask_id)
+    k = None
+    if estimator == "count":
+        k = sample_mask_counts(batch, length, generator, device=device)
+        masked = process.mask_pattern_count((batch, length), k, generator, device)
+        t = k.float() / length  # the mask rate, for a time-conditioned backbone
+    else:
+        t = sample_times(batch, generator, t_min=t_min, device=device)
+        masked = process.mask_pattern((batch, length), t, generator, device)
+    token_scale = batch * length / max(int(masked.sum()), 1)
+    return Noise(masked, t, k, token_scale)
+
+
 def token_losses(
     model: torch.nn.Module,
     x0: torch.Tensor,
@@ -43,6 +91,7 @@ def token_losses(
     autocast_dtype: torch.dtype | None = None,
     estimator: str = "time",
     weighting: str = "elbo",
+    noise: Noise | None = None,
 ) -> torch.Tensor:
     """Per-token losses (B, L) in nats for clean windows x0 (B, L).
 
@@ -50,7 +99,8 @@ def token_losses(
     (an upper bound on NLL when t_min = 0), or with estimator "count" draw the number of masks
     instead (the same bound, t integrated out). With weighting "token" the noised batch is
     scored by the plain mean cross-entropy over all its masked tokens instead (a training
-    loss, not a bound). "ar": exact NLL of the causal twin.
+    loss, not a bound). "ar": exact NLL of the causal twin. `noise` (rows of a larger
+    batch's draw_noise) replaces the draw from `generator`, t_min and estimator.
     """
     device_type = x0.device.type
     with torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
@@ -58,18 +108,13 @@ def token_losses(
         if cfg.objective == "ar":
             logits = model(ar_inputs(x0, bos_id))
             return ar_cross_entropy(logits, x0)
-        process = make_process(cfg, mask_id)
-        if estimator == "count":
-            k = sample_mask_counts(x0.shape[0], x0.shape[1], generator, device=x0.device)
-            xt = process.corrupt_count(x0, k, generator)
-            t = k.float() / x0.shape[1]  # the mask rate, for a time-conditioned backbone
-        else:
-            t = sample_times(x0.shape[0], generator, t_min=t_min, device=x0.device)
-            xt = process.corrupt(x0, t, generator)
-        logits = model(xt, t)
+        if noise is None:
+            noise = draw_noise(cfg, x0.shape[0], x0.shape[1], mask_id, generator, t_min,
+                               estimator, x0.device)
+        xt = torch.where(noise.masked, torch.full_like(x0, mask_id), x0)
+        logits = model(xt, noise.t)
         if weighting == "token":
-            n_masked = (xt == mask_id).sum().clamp_min(1)
-            return masked_nll(logits, x0, xt, mask_id) * (x0.numel() / n_masked)
-        if estimator == "count":
-            return masked_elbo_by_count(logits, x0, xt, k, mask_id)
-        return masked_elbo(logits, x0, xt, t, process.schedule, mask_id)
+            return masked_nll(logits, x0, xt, mask_id) * noise.token_scale
+        if noise.k is not None:
+            return masked_elbo_by_count(logits, x0, xt, noise.k, mask_id)
+        return masked_elbo(logits, x0, xt, noise.t, make_process(cfg, mask_id).schedule, mask_id)

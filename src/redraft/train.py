@@ -8,6 +8,11 @@ Exact resume: the batch at step s is a pure function of (seed, s) (see data.Batc
 diffusion noise of step s comes from a generator seeded by (seed, s), and the checkpoint
 stores weights, optimizer, EMA and the global RNG (dropout). So a resumed run computes the
 same losses as an uninterrupted one.
+
+Under torchrun the same loop runs in every process (redraft.distributed): train.batch_size
+is the global batch, the noise is drawn for the whole global batch and each rank scores its
+rows, so the optimizer sees the same gradient at any world size and any grad_accum (up to
+float summation order).
 """
 
 from __future__ import annotations
@@ -16,14 +21,18 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from redraft import distributed
 from redraft.checkpoint import (
     build_model,
+    checkpoint_folders,
+    load_train_state,
     read_meta,
     resolve_checkpoint,
     save_checkpoint,
@@ -39,7 +48,7 @@ from redraft.data import (
 )
 from redraft.errors import RedraftError
 from redraft.eval.likelihood import evaluate, report
-from redraft.losses import token_losses
+from redraft.losses import draw_noise, token_losses
 
 
 def cache_dir(cfg: DataConfig) -> Path:
@@ -98,6 +107,8 @@ class TrainResult:
     val_bits_per_byte: float | None
     params: int
     history: list[dict] = field(default_factory=list)
+    world_size: int = 1
+    rank: int = 0
 
 
 def _param_groups(model, weight_decay: float):
@@ -107,54 +118,65 @@ def _param_groups(model, weight_decay: float):
 
 
 def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
-    """Train per `cfg`; with `resume`, continue a checkpoint (or run folder) exactly."""
+    """Train per `cfg`; with `resume` (a checkpoint, a run folder, or "auto": the newest
+    complete checkpoint in train.out_dir, if any) continue exactly.
+
+    Under torchrun every process runs this same function (see redraft.distributed): each
+    computes its share of the global batch, gradients are averaged, validation is reduced
+    over all ranks, and only rank 0 writes the log and the checkpoints.
+    """
     cfg.validate()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    world = distributed.setup(cfg.train.device)
+    try:
+        return _train(cfg, resume, world)
+    finally:
+        world.close()
+
+
+def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
     tc = cfg.train
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    device = torch.device(tc.device)
+    device = world.device
     dtype = autocast_dtype(tc.precision, device)
     run_dir = Path(tc.out_dir)
+    L = cfg.model.seq_len
+    rank_batch, micro = distributed.split_batch(tc.batch_size, tc.grad_accum, world.world_size)
 
-    state = None
-    tokenizer = None
-    if resume is not None:
-        ckpt = resolve_checkpoint(resume)
-        saved = config_from_dict(read_meta(ckpt)["config"])
-        if saved.model != cfg.model or saved.diffusion != cfg.diffusion:
-            raise RedraftError(f"cannot resume {str(ckpt)!r}: its model/diffusion config differs "
-                               "from the requested one")
-        if not (ckpt / "train_state.pt").is_file():
-            raise RedraftError(f"cannot resume {str(ckpt)!r}: it has no train_state.pt")
-        tokenizer = load_tokenizer(ckpt)
-        try:
-            state = torch.load(ckpt / "train_state.pt", map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises several types for a torn or foreign file
-            raise RedraftError(f"cannot resume {str(ckpt)!r}: train_state.pt is unreadable "
-                               f"({type(e).__name__}: {e})") from None
-
-    tokenizer, data = load_data(cfg.data, cfg.model.seq_len, tokenizer)
+    ckpt, state = _resume_point(resume, run_dir, cfg, world)
+    tokenizer = load_tokenizer(ckpt) if ckpt is not None else None
+    with world.main_first():  # rank 0 writes the token shards, the others then map them
+        tokenizer, data = load_data(cfg.data, L, tokenizer)
     torch.manual_seed(tc.seed)
     model = build_model(cfg, tokenizer.vocab_size).to(device)
+    model.checkpoint_blocks = tc.activation_checkpointing
+    if state is not None:
+        model.load_state_dict(state["model"])  # full weights, before any sharding
+    if world.rank:
+        # Each rank its own dropout stream; rank 0 keeps the single-process one.
+        torch.manual_seed(tc.seed * 1_000_003 + world.rank)
+    net = distributed.wrap(model, tc.parallel, world)  # what the training forward calls
     optimizer = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr,
                                   betas=(tc.beta1, tc.beta2))
-    params = dict(model.named_parameters())
+    params = dict(model.named_parameters())  # sharded DTensors under FSDP
     ema = {n: p.detach().clone() for n, p in params.items()} if tc.ema > 0 else None
     start_step, elapsed = 0, 0.0
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        distributed.load_optimizer(model, optimizer, state["optimizer"])
         if ema is not None:
-            ema = {n: t.to(device) for n, t in state["ema"].items()}
-        torch.set_rng_state(state["rng"])
+            ema = {n: distributed.like(params[n], t) for n, t in state["ema"].items()}
+        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+        if world.rank < len(rngs):  # exact for the same world size; new ranks keep their seed
+            torch.set_rng_state(rngs[world.rank])
         start_step, elapsed = state["step"], state["elapsed"]
 
-    batches = Batches(data.train, cfg.model.seq_len, tc.batch_size, seed=tc.seed)
-    micro = tc.batch_size // tc.grad_accum
+    batches = Batches(data.train, L, rank_batch, seed=tc.seed)
+    first_row = world.rank * rank_batch  # where this rank's rows sit in the step's global batch
     mask_id, bos_id = tokenizer.mask_id, tokenizer.eos_id
-    run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "metrics.jsonl"
-    history = _trim_log(log_path, start_step)
+    if world.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    history = _trim_log(log_path, start_step) if world.main else []
     bytes_per_token = data.val_bytes_per_token if data.meta["val_tokens"] else float("nan")
 
     def val_metrics():
@@ -162,29 +184,39 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
             return {}
         with _swapped(model, ema):
             nats, err, n = evaluate(model, data.val, cfg, mask_id, bos_id, tc.eval_batches,
-                                    dtype=dtype)
+                                    dtype=dtype, shard=(world.rank, world.world_size))
         r = report(nats, err, bytes_per_token)
         return {"val_nats_per_token": nats, "val_stderr": err,
                 "val_bits_per_token": r["bits_per_token"], "val_bits_per_byte": r["bits_per_byte"]}
 
     def save(step):
-        train_state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                       "ema": ema, "rng": torch.get_rng_state(), "step": step,
-                       "elapsed": elapsed}
-        return save_checkpoint(run_dir, step, cfg, model, tokenizer, inference_params=ema,
-                               train_state=train_state, keep=tc.keep_checkpoints,
-                               extra_meta={"bytes_per_token": bytes_per_token,
-                                           "train_tokens": data.meta["train_tokens"]})
+        # Gathering full tensors is collective; then rank 0 alone writes.
+        model_state, optimizer_state = distributed.full_state(model, optimizer)
+        ema_full = {n: distributed.full(t) for n, t in ema.items()} if ema is not None else None
+        weights = ema_full or {n: distributed.full(p) for n, p in params.items()}
+        rngs = world.gather(torch.get_rng_state())
+        path = run_dir / f"ckpt-{step:08d}"
+        if world.main:
+            train_state = {"model": model_state, "optimizer": optimizer_state, "ema": ema_full,
+                           "rng": rngs, "step": step, "elapsed": elapsed,
+                           "world_size": world.world_size}
+            path = save_checkpoint(run_dir, step, cfg, model, tokenizer, inference_params=weights,
+                                   train_state=train_state, keep=tc.keep_checkpoints,
+                                   extra_meta={"bytes_per_token": bytes_per_token,
+                                               "train_tokens": data.meta["train_tokens"]})
+        world.barrier()  # every rank returns once the checkpoint is on disk
+        return path
 
-    tokens_per_step = tc.batch_size * cfg.model.seq_len
+    tokens_per_step = tc.batch_size * L  # all ranks together
     # With a time budget the bar counts training seconds, so its ETA is the budget's.
     timed = tc.time_budget_s is not None
     bar = tqdm(total=round(tc.time_budget_s) if timed else tc.max_steps,
                initial=round(elapsed) if timed else start_step, unit="step",
                bar_format=("{desc}: {percentage:3.0f}%|{bar}| {n}/{total} s "
                            "[{elapsed}<{remaining}{postfix}]") if timed else None,
-               disable=not tc.progress, desc=cfg.diffusion.objective, dynamic_ncols=True)
-    step, last = start_step, {}
+               disable=not (tc.progress and world.main), desc=cfg.diffusion.objective,
+               dynamic_ncols=True)
+    step, last, last_save = start_step, {}, time.monotonic()
     model.train()
     while step < tc.max_steps and (tc.time_budget_s is None or elapsed < tc.time_budget_s):
         t0 = time.perf_counter()
@@ -192,16 +224,24 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
         lr = lr_at(tc, step, progress)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x0 = batches.batch(step).to(device)
-        gen = step_generator(tc.seed, step, device)
+        x0 = batches.batch(step, world.rank, world.world_size).to(device)  # (B / world, L)
+        # The noise of the whole global batch; this rank scores its rows of it.
+        noise = draw_noise(cfg.diffusion, tc.batch_size, L, mask_id,
+                           step_generator(tc.seed, step, device), cfg.diffusion.train_t_min,
+                           cfg.diffusion.elbo_estimator, device)
         loss_sum = 0.0
-        for chunk in x0.split(micro):
-            losses = token_losses(model, chunk, cfg.diffusion, mask_id, bos_id, gen,
-                                  cfg.diffusion.train_t_min, dtype, cfg.diffusion.elbo_estimator,
-                                  cfg.diffusion.train_weighting)
-            loss = losses.mean() / tc.grad_accum
-            loss.backward()
-            loss_sum += loss.item()
+        for j in range(tc.grad_accum):
+            a = j * micro
+            rows = noise.rows(first_row + a, first_row + a + micro) if noise else None
+            with distributed.grad_sync(net, j == tc.grad_accum - 1):
+                losses = token_losses(net, x0[a:a + micro], cfg.diffusion, mask_id, bos_id,
+                                      autocast_dtype=dtype, weighting=cfg.diffusion.train_weighting,
+                                      noise=rows)
+                # Sum over this piece / the global token count: pieces add up to the global
+                # mean. The factor world_size undoes DDP's and FSDP's averaging of gradients.
+                loss = losses.sum() * (world.world_size / (tc.batch_size * L))
+                loss.backward()
+            loss_sum += loss.item() / world.world_size
         grad_norm = torch.nn.utils.clip_grad_norm_(
             model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
         optimizer.step()
@@ -213,14 +253,25 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
                 torch._foreach_lerp_(list(ema.values()), [params[n] for n in ema], 1 - decay)
         step += 1
         dt = time.perf_counter() - t0
+        save_due = (tc.save_every_minutes is not None
+                    and time.monotonic() - last_save >= 60 * tc.save_every_minutes)
+        if world.world_size > 1:
+            # One small all-reduce a step: the loss over all ranks, and rank 0's clock and save
+            # timer, so every rank makes the same decisions (lr, stop, save).
+            mine = [dt, float(save_due)] if world.main else [0.0, 0.0]
+            loss_sum, dt, due = world.sum([loss_sum, *mine])
+            save_due = due > 0
         elapsed += dt
-        record = {"step": step, "loss": loss_sum, "lr": lr, "grad_norm": float(grad_norm),
-                  "tokens_per_s": tokens_per_step / dt, "elapsed_s": elapsed}
+        record = {"step": step, "loss": loss_sum, "lr": lr,
+                  "grad_norm": float(distributed.full(grad_norm)),
+                  "tokens_per_s": tokens_per_step / dt,
+                  "tokens_per_s_per_rank": tokens_per_step / dt / world.world_size,
+                  "elapsed_s": elapsed}
         final = step >= tc.max_steps or (tc.time_budget_s is not None
                                          and elapsed >= tc.time_budget_s)
         if step % tc.eval_every == 0 or final:
             record.update(val_metrics())
-        if step % tc.log_every == 0 or "val_nats_per_token" in record:
+        if world.main and (step % tc.log_every == 0 or "val_nats_per_token" in record):
             _append_log(log_path, record)
             history.append(record)
         last = record
@@ -228,8 +279,9 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
         bar.set_postfix(step=step, loss=f"{loss_sum:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}",
                         **({"val": f"{record['val_nats_per_token']:.3f}"}
                            if "val_nats_per_token" in record else {}))
-        if tc.save_every and step % tc.save_every == 0 and not final:
+        if not final and ((tc.save_every and step % tc.save_every == 0) or save_due):
             save(step)
+            last_save = time.monotonic()
     bar.close()
     ckpt_path = save(step)
     # Throughput of this invocation's optimisation steps (validation and saving excluded).
@@ -237,7 +289,40 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
     tokens_per_s = (step - start_step) * tokens_per_step / trained_time if trained_time else 0.0
     return TrainResult(run_dir, ckpt_path, step, tokens_per_s,
                        last.get("val_nats_per_token"), last.get("val_bits_per_byte"),
-                       model.num_params(), history)
+                       model.num_params(), history, world.world_size, world.rank)
+
+
+def _resume_point(resume, run_dir: Path, cfg: Config, world: distributed.World):
+    """(checkpoint, its training state) to continue from, or (None, None) to start afresh.
+
+    Every rank picks on its own (they read the same files), so an error stops them all.
+    With "auto", a torn checkpoint is skipped with a warning for the one before it.
+    """
+    if resume is None:
+        return None, None
+    auto = str(resume) == "auto"
+    if auto:
+        candidates = checkpoint_folders(run_dir)
+        for tmp in sorted(run_dir.glob(".tmp-ckpt-*")) if world.main else []:
+            warnings.warn(f"ignoring {str(tmp)!r}: a checkpoint write that never finished",
+                          stacklevel=3)
+    else:
+        candidates = [resolve_checkpoint(resume)]
+    for ckpt in candidates:
+        try:
+            state = load_train_state(ckpt)
+        except RedraftError as e:
+            if not auto:
+                raise
+            if world.main:
+                warnings.warn(f"skipping torn checkpoint: {e}", stacklevel=3)
+            continue
+        saved = config_from_dict(read_meta(ckpt)["config"])
+        if saved.model != cfg.model or saved.diffusion != cfg.diffusion:
+            raise RedraftError(f"cannot resume {str(ckpt)!r}: its model/diffusion config differs "
+                               "from the requested one")
+        return ckpt, state
+    return None, None
 
 
 class _swapped:
@@ -255,6 +340,10 @@ class _swapped:
                     params[n].copy_(w)
 
     def __exit__(self, *exc):
+        if hasattr(self.model, "reshard"):
+            # FSDP2 leaves the root's parameters gathered after a forward pass: shard them
+            # again so they match the (sharded) backup.
+            self.model.reshard()
         if self.backup is not None:
             params = dict(self.model.named_parameters())
             with torch.no_grad():

@@ -29,9 +29,8 @@ class MaskProcess:
         self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """xt ~ q(xt | x0): mask each token of x0 (B, L) independently w.p. 1 - alpha(t), t (B,)."""
-        keep = self.schedule.alpha(t).to(torch.float32)[:, None]  # (B, 1)
-        u = torch.rand(x0.shape, generator=generator, device=x0.device)
-        return torch.where(u < keep, x0, torch.full_like(x0, self.mask_id))
+        masked = self.mask_pattern(tuple(x0.shape), t, generator, x0.device)
+        return torch.where(masked, torch.full_like(x0, self.mask_id), x0)
 
     def corrupt_count(
         self, x0: torch.Tensor, k: torch.Tensor, generator: torch.Generator | None = None
@@ -40,9 +39,27 @@ class MaskProcess:
 
         This is q(xt | x0) conditioned on the number of masks, which does not depend on t.
         """
-        u = torch.rand(x0.shape, generator=generator, device=x0.device)
+        masked = self.mask_pattern_count(tuple(x0.shape), k, generator, x0.device)
+        return torch.where(masked, torch.full_like(x0, self.mask_id), x0)
+
+    # Which positions get masked never depends on the tokens themselves, so the pattern of a
+    # whole batch can be drawn once and its rows handed to different micro-batches or ranks.
+
+    def mask_pattern(self, shape: tuple[int, int], t: torch.Tensor,
+                     generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+        """(B, L) bool: position masked, each independently w.p. 1 - alpha(t_b)."""
+        keep = self.schedule.alpha(t).to(torch.float32)[:, None]  # (B, 1)
+        u = torch.rand(shape, generator=generator, device=device)
+        return u >= keep
+
+    def mask_pattern_count(self, shape: tuple[int, int], k: torch.Tensor,
+                           generator: torch.Generator | None = None,
+                           device: torch.device | str = "cpu") -> torch.Tensor:
+        """(B, L) bool: exactly k[b] positions of row b masked, chosen uniformly at random."""
+        u = torch.rand(shape, generator=generator, device=device)
         rank = u.argsort(dim=1).argsort(dim=1)  # a uniform random permutation per row
-        return torch.where(rank < k[:, None], torch.full_like(x0, self.mask_id), x0)
+        return rank < k[:, None]
 
     def unmask_probability(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """q(x_s != mask | x_t = mask, x0) = (alpha(s) - alpha(t)) / (1 - alpha(t)), for s < t.

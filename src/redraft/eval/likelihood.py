@@ -13,7 +13,7 @@ import torch
 from redraft.config import Config
 from redraft.data import eval_batches
 from redraft.errors import RedraftError
-from redraft.losses import token_losses
+from redraft.losses import draw_noise, token_losses
 
 LN2 = math.log(2.0)
 
@@ -21,7 +21,8 @@ LN2 = math.log(2.0)
 @torch.no_grad()
 def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches: int | None,
              samples: int = 1, seed: int = 1234, dtype: torch.dtype | None = None,
-             batch_size: int | None = None, estimator: str = "time"):
+             batch_size: int | None = None, estimator: str = "time",
+             shard: tuple[int, int] = (0, 1)):
     """(mean nats/token, standard error, windows) over validation windows of `tokens`.
 
     For diffusion each window gets `samples` Monte Carlo draws of (t, xt) with t integrated
@@ -29,11 +30,16 @@ def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches:
     over per-window means. estimator "count" draws the number of masks instead (the same bound,
     t integrated out analytically, lower variance). The noise is seeded, so repeated
     evaluations are comparable.
+
+    shard=(rank, world_size) under torchrun: every rank draws the noise of every batch and
+    scores its own slice of the batch's rows, and the per-window figures are gathered, so the
+    result is the single-process one (up to summation order) on every rank.
     """
     if samples < 1:
         raise RedraftError(f"samples={samples}: expected >= 1")
     if estimator not in ("time", "count"):
         raise RedraftError(f"estimator={estimator!r}: expected 'time' or 'count'")
+    rank, world_size = shard
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -43,14 +49,27 @@ def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches:
     per_window = []
     batch_size = batch_size or cfg.train.batch_size
     for x0 in eval_batches(tokens, cfg.model.seq_len, batch_size, max_batches):
-        x0 = x0.to(device)
+        b, length = x0.shape
+        lo, hi = rank * b // world_size, (rank + 1) * b // world_size
+        # A rank with no rows of a small last batch still runs the model on one (and drops
+        # it): under FSDP every forward is collective, so all ranks must make the same calls.
+        x0 = x0[lo:max(hi, lo + 1)].to(device)
         total = torch.zeros(x0.shape[0], dtype=torch.float64, device=device)
         for _ in range(draws):
-            losses = token_losses(model, x0, cfg.diffusion, mask_id, bos_id, gen, 0.0, dtype,
-                                  estimator)
+            noise = draw_noise(cfg.diffusion, b, length, mask_id, gen, 0.0, estimator, device)
+            rows = noise.rows(lo, lo + x0.shape[0]) if noise is not None else None
+            losses = token_losses(model, x0, cfg.diffusion, mask_id, bos_id,
+                                  autocast_dtype=dtype, noise=rows)
             total += losses.double().mean(dim=1)
-        per_window.append(total / draws)
+        per_window.append((total / draws)[:hi - lo].cpu())
     model.train(was_training)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        gathered = [None] * world_size
+        dist.all_gather_object(gathered, per_window)
+        # Back into window order: batch by batch, rank by rank.
+        per_window = [part for batch in zip(*gathered, strict=True) for part in batch]
     if not per_window:
         raise RedraftError("no validation windows: the validation split is empty")
     v = torch.cat(per_window)
