@@ -144,3 +144,10 @@ def test_enumeration_helper_is_consistent():
     assert len(seqs) == 27 and abs(p.sum().item() - 1) < 1e-12
     assert len(set(map(tuple, seqs.tolist()))) == 27 == len(list(itertools.product(range(3),
                                                                                     repeat=3)))
+
+
+def test_ar_never_emits_banned_ids(causal):
+    # Ban all but two ids: every sampled token must be one of the two, at any temperature.
+    banned = list(range(2, causal.vocab_size))
+    g = generate_ar(causal, bos_id=10, batch=3, length=12, banned=banned, temperature=3.0)
+    assert set(g.tokens.unique().tolist()) <= {0, 1}

@@ -1,4 +1,4 @@
-"""Command line: `redraft train|sample|eval|demo`. Each command is a plain function of parsed args.
+"""Command line: `redraft train|sample|eval|bench|demo`, each a plain function of parsed args.
 
 Errors a user can cause (RedraftError) print one clear line and exit with status 2.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def cmd_sample(args, overrides: list[str]) -> int:
         if suffix:
             raise RedraftError("--suffix needs a diffusion model: the AR twin only continues "
                                "a prefix")
-        gen = generate_ar(ckpt.model, bos_id=tok.eos_id, prefix=prefix, **knobs)
+        gen = generate_ar(ckpt.model, bos_id=tok.eos_id, prefix=prefix,
+                          banned=tok.non_text_ids, **knobs)
     else:
         view = DraftView(tok.decode, args.steps, stream=sys.stderr) if args.show else None
         gen = generate_diffusion(ckpt.model, make_process(ckpt.config.diffusion, tok.mask_id),
@@ -86,6 +88,22 @@ def cmd_eval(args, overrides: list[str]) -> int:
     return 0
 
 
+def cmd_bench(args, overrides: list[str]) -> int:
+    from redraft.eval.bench import Bench, BenchConfig, write
+
+    _no_overrides(overrides)
+    cfg = BenchConfig(
+        checkpoints=args.checkpoints, out_dir=args.out, judge=args.judge,
+        samplers=args.samplers, steps=args.steps, temperatures=args.temperatures,
+        num_samples=args.num_samples, length=args.length, seed=args.seed,
+        eval_batches=args.eval_batches, mauve=args.mauve, code=args.code, sweep=args.sweep,
+        command="redraft bench " + shlex.join(args.argv),
+    )
+    report = write(Bench(cfg).run(), cfg.out_dir)
+    print(f"report: {report}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args, overrides: list[str]) -> int:
     from redraft.demo import run_demo
 
@@ -106,6 +124,20 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not >= 1")
     return value
+
+
+def _list(kind):
+    def parse(text: str):
+        try:
+            values = [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of "
+                                             f"{kind.__name__}") from None
+        if not values:
+            raise argparse.ArgumentTypeError("empty list")
+        return values
+
+    return parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -147,6 +179,34 @@ def parser() -> argparse.ArgumentParser:
                         "(same bound, lower variance)")
     e.add_argument("--json", action="store_true")
 
+    b = sub.add_parser("bench", help="quality, speed and roofline of checkpoints, side by side",
+                       description="Generate with every checkpoint (diffusion: each sampler x "
+                                   "steps; AR: KV cache), judge the samples, time them, sweep "
+                                   "model sizes, and write report.md, eval.json and plots.")
+    b.add_argument("checkpoints", nargs="*", help="checkpoint or run folders")
+    b.add_argument("--judge", help="AR checkpoint (or Hugging Face causal-LM folder) that "
+                                   "scores samples for gen-ppl")
+    b.add_argument("--samplers", type=_list(str), default=["ancestral"],
+                   help="diffusion samplers, comma-separated")
+    b.add_argument("--steps", type=_list(int), default=[8, 16, 64, 256],
+                   help="diffusion step counts, comma-separated")
+    b.add_argument("--temperatures", type=_list(float), default=[1.0],
+                   help="two or more give gen-ppl at the held-out text's entropy")
+    b.add_argument("--num-samples", type=_positive_int, default=32)
+    b.add_argument("--length", type=_positive_int, default=None,
+                   help="tokens per sample (default: the smallest seq_len)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--eval-batches", type=_positive_int, default=16,
+                   help="validation batches for the likelihood table")
+    b.add_argument("--mauve", action="store_true",
+                   help="MAUVE and Frechet distance on MiniLM features (extra 'quality')")
+    b.add_argument("--code", action=argparse.BooleanOptionalAction, default=None,
+                   help="report the parse rate of samples as Python (default: when the "
+                        "corpus is Python source)")
+    b.add_argument("--sweep", choices=("none", "tiny", "quick", "full"), default="quick",
+                   help="random-weight model-size sweep for the diffusion/AR crossover")
+    b.add_argument("--out", default="runs/bench", help="folder for report.md, eval.json, PNGs")
+
     d = sub.add_parser("demo", help="train a diffusion LM and its AR twin on Python's stdlib, "
                                     "compare, and watch a sample denoise")
     d.add_argument("--minutes", type=float, default=5.0, help="total time budget")
@@ -154,11 +214,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "bench": cmd_bench,
+            "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args, extra = parser().parse_known_args(argv)
+    args.argv = argv[1:]
     try:
         return COMMANDS[args.command](args, extra)
     except RedraftError as e:

@@ -49,6 +49,11 @@ class Tokenizer:
     pad_id: int  # may equal eos_id for adopted tokenizers without a pad token
     mask_id: int
 
+    @property
+    def non_text_ids(self) -> list[int]:
+        """Ids a generator must never emit: mask, and pad unless it doubles as EOS."""
+        return sorted({self.mask_id, self.pad_id} - {self.eos_id})
+
     def encode(self, text: str) -> list[int]:
         """Ids of `text`, no special tokens added."""
         raise NotImplementedError

@@ -69,10 +69,7 @@ def forward_cost(cfg: ModelConfig, vocab_size: int, *, batch: int, q_len: int,
     rows = batch * q_len  # positions pushed through the dense layers
     flops_layer = (6 + 2 + 4 * r) * rows * d * d + 4 * batch * q_len * kv * d
     flops = n * flops_layer + 2 * rows * d * V
-    # Every matrix is read once per call except the input embedding, of which only the rows
-    # of the tokens are gathered (added below); a tied head reads the shared matrix in full.
-    weights = param_count(cfg, V, time_conditioning) - (0 if cfg.tie_weights else V * d)
-    moved = weights * weight_bytes
+    moved = weight_bytes_read(cfg, V, weight_bytes, time_conditioning)
     act_layer = (
         rows * d + rows * 3 * d            # qkv in, out
         + batch * (2 * q_len + 2 * kv) * d  # attention: q and out, k and v
@@ -90,14 +87,24 @@ def forward_cost(cfg: ModelConfig, vocab_size: int, *, batch: int, q_len: int,
     return Cost(float(flops), float(moved))
 
 
-def diffusion_cost(cfg: ModelConfig, vocab_size: int, *, row_calls: int, length: int,
-                   **kw) -> Cost:
-    """A diffusion generation: `row_calls` single-row full passes over `length` positions.
+def weight_bytes_read(cfg: ModelConfig, vocab_size: int, weight_bytes: int = 4,
+                      time_conditioning: bool = False) -> float:
+    """Bytes of weights one network call reads (the embedding table only by gathered rows)."""
+    matrices = param_count(cfg, vocab_size, time_conditioning)
+    if not cfg.tie_weights:
+        matrices -= vocab_size * cfg.d_model
+    return float(matrices * weight_bytes)
 
-    Rows batched into one call share the weight reads, so for a batch this is an upper
-    bound on bytes; use batched_diffusion_cost when the call pattern is known.
-    """
-    return forward_cost(cfg, vocab_size, batch=1, q_len=length, **kw) * row_calls
+
+def diffusion_cost(cfg: ModelConfig, vocab_size: int, *, calls: int, row_calls: int,
+                   length: int, weight_bytes: int = 4, **kw) -> Cost:
+    """A diffusion generation of `calls` network calls that ran `row_calls` rows in all, each
+    a full pass over `length` positions. Rows of one call share its weight reads."""
+    one_row = forward_cost(cfg, vocab_size, batch=1, q_len=length, weight_bytes=weight_bytes,
+                           **kw)
+    shared = weight_bytes_read(cfg, vocab_size, weight_bytes,
+                               kw.get("time_conditioning", False))
+    return one_row * row_calls + Cost(0.0, -shared * (row_calls - calls))
 
 
 def batched_diffusion_cost(cfg: ModelConfig, vocab_size: int, *, calls: int, batch: int,

@@ -128,12 +128,14 @@ def generate_ar(
     top_p: float | None = None,
     seed: int | Sequence[int] = 0,
     use_cache: bool = True,
+    banned: Sequence[int] = (),
     on_step: Callable[[int, torch.Tensor], None] | None = None,
 ) -> Generation:
     """Sample a (batch, length) canvas left to right from the causal twin after [bos, prefix].
 
     With use_cache, one prefill pass then one single-token pass per new token against the KV
     cache; without it, the whole sequence is re-run every token (same result, for testing).
+    `banned` ids (the tokenizer's non_text_ids: mask, pad) get probability 0.
     Rows with prompts of different lengths are run as separate groups, so no row is padded.
     """
     if not model.causal:
@@ -163,6 +165,9 @@ def generate_ar(
         nfe += 1
         row_nfe += len(rows)
         for i in range(length - n_pre):
+            if banned:
+                logits = logits.clone()
+                logits[:, list(banned)] = -torch.inf
             probs = probabilities(logits, temperature, top_k, top_p)
             nxt = sample(probs, rng.uniform(1)[:, 0].to(device))  # (G,)
             x = torch.cat((x, nxt[:, None]), dim=1)

@@ -1,0 +1,275 @@
+"""`redraft bench`: quality, speed and hardware figures for a set of checkpoints, side by side.
+
+For every checkpoint (diffusion models under every sampler and step count, the AR twin with
+its KV cache) one run generates the same number of samples of the same length, then reports:
+quality (gen-ppl under the judge, unigram entropy, distinct-n, repetition, parse rate for code,
+optionally MAUVE / Frechet distance against held-out text), speed (batch-1 latency, batch-16
+throughput, network calls, time per step) and hardware figures (achieved GFLOP/s, arithmetic
+intensity), next to a reference line computed the same way on held-out real text and next to
+this machine's measured ceilings. A random-weight sweep over model sizes (eval/speed.py) adds
+the diffusion-vs-AR crossover. Writes report.md, eval.json and PNG plots into one folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from redraft.errors import RedraftError
+from redraft.eval import flops, hardware, quality, speed
+from redraft.eval.judge import Judge, load_judge, texts_of
+
+BATCH = 16  # the throughput batch
+
+
+@dataclass
+class BenchConfig:
+    checkpoints: list[str]
+    out_dir: str
+    judge: str | None = None
+    samplers: list[str] = field(default_factory=lambda: ["ancestral"])
+    steps: list[int] = field(default_factory=lambda: [8, 16, 64, 256])
+    temperatures: list[float] = field(default_factory=lambda: [1.0])
+    num_samples: int = 32
+    length: int | None = None
+    seed: int = 0
+    eval_batches: int = 16
+    mauve: bool = False
+    code: bool | None = None  # None: decide from the corpus (Python source -> parse rate)
+    sweep: str = "quick"  # a speed.PRESETS name or "none"
+    command: str = ""
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}")
+
+
+def _is_code(corpus: str) -> bool:
+    return corpus == "stdlib" or corpus.endswith(".py") or "python" in corpus.lower()
+
+
+def _cut(row, eos_id: int) -> list[int]:
+    row = [int(v) for v in row]
+    return row[:row.index(eos_id)] if eos_id in row else row
+
+
+class Bench:
+    def __init__(self, cfg: BenchConfig):
+        from redraft.checkpoint import load_checkpoint
+
+        if not cfg.checkpoints and cfg.sweep == "none":
+            raise RedraftError("nothing to do: give checkpoints, or a sweep preset")
+        if cfg.num_samples < 1:
+            raise RedraftError(f"num_samples={cfg.num_samples}: expected >= 1")
+        if any(s < 1 for s in cfg.steps):
+            raise RedraftError(f"steps={cfg.steps}: each must be >= 1")
+        self.cfg = cfg
+        self.ckpts = [load_checkpoint(p) for p in cfg.checkpoints]
+        self.judge: Judge | None = load_judge(cfg.judge) if cfg.judge else None
+        names = [self._name(c) for c in self.ckpts]
+        if len(set(names)) != len(names):
+            raise RedraftError(f"two checkpoints share a name: {names}")
+
+    @staticmethod
+    def _name(ck) -> str:
+        return f"{ck.config.diffusion.objective}:{ck.path.parent.name or ck.path.name}"
+
+    # ---- quality ----------------------------------------------------------------------
+    def quality(self, rows, tokenizer, reference_texts) -> dict:
+        rows = [_cut(r, tokenizer.eos_id) for r in rows]
+        texts = texts_of(rows, tokenizer)
+        out = quality.sample_stats(rows)
+        out["gen_ppl"] = out["judge_nats_per_token"] = None
+        if self.judge is not None:
+            out["gen_ppl"], out["judge_nats_per_token"], out["judge_tokens"] = (
+                self.judge.gen_ppl(texts))
+        if self.code:
+            out["parse_rate"] = quality.parse_rate(texts)
+        if self.cfg.mauve and reference_texts is not None:
+            from redraft.eval import features
+
+            ours = features.embed(texts)
+            out["frechet"] = features.frechet_distance(self.ref_features, ours)
+            out["mauve"] = features.mauve_score(self.ref_features, ours)
+        out["example"] = texts[0][:300]
+        return out
+
+    def reference(self, ck, length: int) -> tuple[list[list[int]], list[str]]:
+        """num_samples windows of `length` held-out tokens, evenly spaced over the val split."""
+        from redraft.train import load_data
+
+        _, data = load_data(ck.config.data, ck.config.model.seq_len, ck.tokenizer)
+        val = np.asarray(data.val)
+        if len(val) < length:
+            raise RedraftError(f"the validation split has {len(val)} tokens, fewer than the "
+                               f"sample length {length}")
+        starts = np.linspace(0, len(val) - length, self.cfg.num_samples).astype(int)
+        rows = [val[s:s + length].tolist() for s in starts]
+        return rows, texts_of([_cut(r, ck.tokenizer.eos_id) for r in rows], ck.tokenizer)
+
+    # ---- speed ------------------------------------------------------------------------
+    def generate(self, ck, sampler: str, steps: int | None, batch: int, seed, temperature):
+        from redraft.losses import make_process
+        from redraft.sampling import generate_ar, generate_diffusion
+
+        kw = dict(batch=batch, length=self.length, seed=seed, temperature=temperature)
+        if steps is None:
+            return generate_ar(ck.model, bos_id=ck.tokenizer.eos_id,
+                               banned=ck.tokenizer.non_text_ids, **kw)
+        process = make_process(ck.config.diffusion, ck.tokenizer.mask_id)
+        extra = {} if sampler == "ancestral" else {"sampler": sampler}
+        return generate_diffusion(ck.model, process, steps=steps, **extra, **kw)
+
+    def cost(self, ck, gen, batch: int) -> flops.Cost:
+        cfg, V = ck.config.model, ck.model.vocab_size
+        tc = ck.model.time is not None
+        if ck.config.diffusion.objective == "ar":
+            return flops.ar_cost(cfg, V, batch=batch, prompt=1, new=self.length)
+        return flops.diffusion_cost(cfg, V, calls=gen.nfe, row_calls=gen.row_nfe,
+                                    length=self.length, time_conditioning=tc)
+
+    def run_one(self, ck, sampler: str, steps: int | None, temperature: float) -> dict:
+        n, seeds = self.cfg.num_samples, range(self.cfg.seed, self.cfg.seed + self.cfg.num_samples)
+        rows, seconds, tokens, last = [], 0.0, 0, None
+        for start in range(0, n, BATCH):
+            chunk = list(seeds)[start:start + BATCH]
+            gen = self.generate(ck, sampler, steps, len(chunk), chunk, temperature)
+            rows += gen.tokens.tolist()
+            if len(chunk) == BATCH or last is None:
+                last, seconds, tokens = gen, seconds + gen.seconds, tokens + gen.tokens.numel()
+        b1 = [self.generate(ck, sampler, steps, 1, self.cfg.seed, temperature) for _ in range(3)]
+        lat = sorted(b1, key=lambda g: g.seconds)[1]  # the median of three
+        c16, c1 = self.cost(ck, last, last.tokens.shape[0]), self.cost(ck, lat, 1)
+        return {
+            "model": self._name(ck), "objective": ck.config.diffusion.objective,
+            "sampler": sampler if steps is not None else "ar-kv", "steps": steps,
+            "temperature": temperature, "length": self.length, "samples": n,
+            "latency_s_batch1": lat.seconds, "nfe_batch1": lat.nfe,
+            "seconds_per_step": lat.seconds / max(lat.nfe, 1),
+            "tokens_per_s_batch16": tokens / seconds, "throughput_batch": last.tokens.shape[0],
+            "achieved_gflops": c16.flops / last.seconds / 1e9,
+            "arithmetic_intensity": c16.intensity,
+            "achieved_gflops_batch1": c1.flops / lat.seconds / 1e9,
+            "arithmetic_intensity_batch1": c1.intensity,
+            **self.quality(rows, ck.tokenizer, self.ref_texts),
+        }
+
+    # ---- the whole bench --------------------------------------------------------------
+    def run(self) -> dict:
+        cfg = self.cfg
+        first = self.ckpts[0] if self.ckpts else None
+        self.length = cfg.length or (min(c.config.model.seq_len for c in self.ckpts)
+                                     if self.ckpts else 0)
+        self.code = cfg.code if cfg.code is not None else bool(
+            first and _is_code(first.config.data.corpus))
+        plan = []
+        for ck in self.ckpts:
+            if self.length > ck.config.model.seq_len:
+                raise RedraftError(f"length {self.length} exceeds {self._name(ck)}'s seq_len "
+                                   f"{ck.config.model.seq_len}")
+            for temp in cfg.temperatures:
+                if ck.config.diffusion.objective == "ar":
+                    plan.append((ck, "ar-kv", None, temp))
+                else:
+                    plan += [(ck, s, n, temp) for s in cfg.samplers for n in cfg.steps]
+        result = {"machine": machine(), "command": cfg.command, "length": self.length,
+                  "num_samples": cfg.num_samples, "temperatures": cfg.temperatures,
+                  "judge": None, "reference": None, "likelihood": [], "runs": []}
+        bar = tqdm(total=len(plan) + len(self.ckpts) + 2, desc="bench", unit="task",
+                   disable=not sys.stderr.isatty())
+        bar.set_postfix_str("hardware ceilings")
+        result.update(hardware.measure(quick=cfg.sweep in ("none", "tiny")))
+        bar.update()
+        self.ref_texts = None
+        if first is not None:
+            from redraft.eval import evaluate_checkpoint
+
+            ref_rows, self.ref_texts = self.reference(first, self.length)
+            if cfg.mauve:
+                from redraft.eval import features
+
+                self.ref_features = features.embed(self.ref_texts)
+            ref = self.quality(ref_rows, first.tokenizer, None)
+            result["reference"] = {"corpus": first.config.data.corpus, **ref}
+            for ck in self.ckpts:
+                bar.set_postfix_str(f"likelihood {self._name(ck)}")
+                ev = evaluate_checkpoint(ck.path, samples=4, max_batches=cfg.eval_batches)
+                result["likelihood"].append({"model": self._name(ck), **ev})
+                bar.update()
+        if self.judge is not None:
+            result["judge"] = {"path": self.judge.name, "params": self.judge.params,
+                               "context": self.judge.context}
+        for ck, sampler, steps, temp in plan:
+            bar.set_postfix_str(f"{self._name(ck)} {sampler} {steps or ''} T={temp}")
+            result["runs"].append(self.run_one(ck, sampler, steps, temp))
+            bar.update()
+        matched_entropy(result)
+        result["sweep"], result["crossovers"] = [], []
+        if cfg.sweep != "none":
+            bar.set_postfix_str("size sweep (random weights)")
+            result["sweep"] = speed.sweep(cfg.sweep, progress=bar.set_postfix_str)
+            result["crossovers"] = speed.crossovers(result["sweep"])
+        for dtype in ("fp32", "bf16"):
+            result[f"crossover_params_{dtype}"] = speed.headline(result["crossovers"], dtype)
+        bar.update()
+        bar.close()
+        return result
+
+
+def matched_entropy(result: dict) -> None:
+    """gen-ppl at the reference's entropy, where temperatures bracket it (else None).
+
+    Lowering the temperature lowers both entropy and gen-ppl, so gen-ppl only compares at
+    matched entropy: log gen-ppl is interpolated linearly in entropy between the two
+    temperatures whose entropies bracket the held-out text's.
+    """
+    ref = (result.get("reference") or {}).get("entropy")
+    groups: dict[tuple, list[dict]] = {}
+    for r in result["runs"]:
+        groups.setdefault((r["model"], r["sampler"], r["steps"]), []).append(r)
+    for runs in groups.values():
+        pts = sorted((r["entropy"], r["gen_ppl"]) for r in runs if r["gen_ppl"])
+        value = None
+        if ref is not None:
+            for (e0, p0), (e1, p1) in zip(pts, pts[1:], strict=False):
+                if e0 <= ref <= e1 and e1 > e0:
+                    f = (ref - e0) / (e1 - e0)
+                    value = math.exp(math.log(p0) + f * (math.log(p1) - math.log(p0)))
+        for r in runs:
+            r["gen_ppl_at_ref_entropy"] = value
+
+
+def write(result: dict, out_dir: str | Path) -> Path:
+    """report.md, eval.json and the plots into out_dir (files replaced atomically)."""
+    from redraft.eval import plots, report
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    images = plots.all_plots(result, out)
+    _atomic(out / "eval.json", json.dumps(result, indent=1, default=float) + "\n")
+    _atomic(out / "report.md", report.markdown(result, images))
+    return out / "report.md"
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
