@@ -10,7 +10,10 @@ import torch
 
 from redraft.config import DiffusionConfig
 from redraft.diffusion import (
+    PROCESSES,
     MaskProcess,
+    MixtureProcess,
+    Process,
     ar_cross_entropy,
     make_schedule,
     masked_elbo,
@@ -18,12 +21,30 @@ from redraft.diffusion import (
     masked_nll,
     sample_mask_counts,
     sample_times,
+    sedd_loss,
+    uniform_elbo,
 )
+from redraft.errors import RedraftError
+
+# Objectives of the form f(logits, x0, xt, t, process) -> per-token nats (B, L), bound included.
+BOUNDS = {"sedd": sedd_loss, "udlm": uniform_elbo}
 
 
-def make_process(cfg: DiffusionConfig, mask_id: int) -> MaskProcess:
-    """The noise process a diffusion config describes."""
-    return MaskProcess(mask_id, make_schedule(cfg.schedule))
+def make_process(cfg: DiffusionConfig, mask_id: int, vocab_size: int | None = None) -> Process:
+    """The noise process a diffusion config describes. vocab_size (the model's) is needed by
+    every process but the mask one, whose noise is a single id."""
+    schedule = make_schedule(cfg.schedule, cfg.schedule_eps)
+    if cfg.process == "mask":
+        return MaskProcess(mask_id, schedule, vocab_size)
+    if cfg.process not in PROCESSES:
+        raise RedraftError(f"diffusion.process={cfg.process!r}: expected one of "
+                           f"{list(PROCESSES)}")
+    if vocab_size is None:
+        raise RedraftError(f"process {cfg.process!r} needs the vocabulary size: "
+                           "make_process(cfg, mask_id, vocab_size)")
+    if cfg.process == "mixture":
+        return MixtureProcess(vocab_size, mask_id, schedule, cfg.mask_share)
+    return PROCESSES[cfg.process](vocab_size, mask_id, schedule)
 
 
 def ar_inputs(x0: torch.Tensor, bos_id: int) -> torch.Tensor:
@@ -50,7 +71,9 @@ def token_losses(
     (an upper bound on NLL when t_min = 0), or with estimator "count" draw the number of masks
     instead (the same bound, t integrated out). With weighting "token" the noised batch is
     scored by the plain mean cross-entropy over all its masked tokens instead (a training
-    loss, not a bound). "ar": exact NLL of the causal twin.
+    loss, not a bound). "sedd" / "udlm": draw t, corrupt with the configured process, and
+    score with that bound (prior term included); estimator and weighting do not apply.
+    "ar": exact NLL of the causal twin.
     """
     device_type = x0.device.type
     with torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
@@ -58,6 +81,11 @@ def token_losses(
         if cfg.objective == "ar":
             logits = model(ar_inputs(x0, bos_id))
             return ar_cross_entropy(logits, x0)
+        if cfg.objective in BOUNDS:
+            process = make_process(cfg, mask_id, model.vocab_size)
+            t = sample_times(x0.shape[0], generator, t_min=t_min, device=x0.device)
+            xt = process.corrupt(x0, t, generator)
+            return BOUNDS[cfg.objective](model(xt, t), x0, xt, t, process)
         process = make_process(cfg, mask_id)
         if estimator == "count":
             k = sample_mask_counts(x0.shape[0], x0.shape[1], generator, device=x0.device)
