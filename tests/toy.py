@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from redraft.config import ModelConfig
 from redraft.diffusion import (
     CosineSchedule,
     GeometricSchedule,
@@ -90,8 +91,34 @@ def exact_logits(objective, proc, xt, t, seqs, p):
         log_s = score.clamp_min(1e-300).log()
         if proc.name == "mask":  # undo the parameterisation's log(alpha / (1 - alpha)) offset
             a = proc.schedule.alpha(t.double())[:, None, None]
-            log_s = log_s - (a.log() - torch.log1p(-a))
+            # At alpha = 0 the offset is -inf and the score 0: any finite logits will do.
+            log_s = torch.where(a > 0, log_s - (a.clamp_min(1e-300).log() - torch.log1p(-a)),
+                                0.0)
         return log_s
     # mdlm (SUBS) wants p(x0_l | xt), which equals `hidden` at masked positions (a mask says
     # nothing about its own token) and is ignored elsewhere; udlm wants `hidden` itself.
     return hidden.clamp_min(1e-300).log()
+
+
+class ExactModel(torch.nn.Module):
+    """Stands in for a time-conditioned backbone: the exact network for `objective`."""
+
+    def __init__(self, objective: str, proc):
+        super().__init__()
+        self.cfg = ModelConfig(seq_len=L)
+        self.vocab_size = VOCAB
+        self.time = True  # time-conditioned: generate_diffusion must call it every step
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.objective, self.proc = objective, proc
+        self.seqs, self.p = toy_distribution()
+
+        # Every canvas the sampler can meet, to look rows up in instead of enumerating per row.
+        self.canvases = torch.cartesian_prod(*[torch.arange(VOCAB)] * L)  # (VOCAB^L, L)
+        self.code = VOCAB ** torch.arange(L - 1, -1, -1)
+
+    def forward(self, xt, t=None):
+        assert (t == t[0]).all()  # the generate loop uses one t per step
+        tt = t[:1].double().expand(len(self.canvases))
+        table = exact_logits(self.objective, self.proc, self.canvases, tt, self.seqs, self.p)
+        # Canvases impossible at this t (zero probability) get NaN rows: never looked up.
+        return table[(xt * self.code).sum(-1)]

@@ -65,21 +65,33 @@ def score_entropy(log_score: torch.Tensor, x0: torch.Tensor, xt: torch.Tensor, t
         torch.float64 if dtype == torch.float64 else torch.float32)
 
 
-def _log_alpha_terms(process: Process, t: torch.Tensor, dtype) -> tuple[torch.Tensor, ...]:
-    alpha = process.schedule.alpha(t.to(torch.float64))[:, None, None]
+# Samplers pass alpha_floor=ALPHA_FLOOR: at alpha(t) = 0 a score is all zeros (mask) or all
+# ones (uniform) and carries no information, while alpha = 1e-8 keeps the model's relative
+# scores and changes a distribution by at most L * 1e-8 in total variation. Losses use the
+# exact alpha (floor 0), so the bound stays exact.
+ALPHA_FLOOR = 1e-8
+
+
+def _alpha(process: Process, t: torch.Tensor, alpha_floor: float) -> torch.Tensor:
+    return process.schedule.alpha(t.to(torch.float64)).clamp_min(alpha_floor)[:, None, None]
+
+
+def _log_alpha_terms(process: Process, t: torch.Tensor, dtype,
+                     alpha_floor: float = 0.0) -> tuple[torch.Tensor, ...]:
+    alpha = _alpha(process, t, alpha_floor)
     return torch.log(alpha).to(dtype), torch.log1p(-alpha).to(dtype)
 
 
 def sedd_log_score(logits: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
-                   process: Process) -> torch.Tensor:
+                   process: Process, alpha_floor: float = 0.0) -> torch.Tensor:
     """log s (B, L, V) of a score-parameterised network: the logits themselves, plus
     log(alpha / (1 - alpha)) for the mask process (see the module docstring)."""
     dtype = torch.promote_types(logits.dtype, torch.float32)
     logits = logits.to(dtype)
     if process.name != "mask":
         return logits
-    log_a, log_1ma = _log_alpha_terms(process, t, dtype)
-    return logits + (log_a - log_1ma)
+    alpha = _alpha(process, t, alpha_floor)
+    return logits + (torch.log(alpha) - torch.log1p(-alpha)).to(dtype)
 
 
 def denoiser_log_probs(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
@@ -90,12 +102,13 @@ def denoiser_log_probs(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
 
 
 def mean_log_score(logits: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
-                   process: Process, log_x_hat: torch.Tensor | None = None) -> torch.Tensor:
+                   process: Process, log_x_hat: torch.Tensor | None = None,
+                   alpha_floor: float = 0.0) -> torch.Tensor:
     """log s (B, L, V) with s_y = q_t(y | x^) / q_t(xt | x^), x^ from logits (or log_x_hat)."""
     if log_x_hat is None:
         log_x_hat = denoiser_log_probs(logits, process.mask_id)
     dtype = log_x_hat.dtype
-    log_a, log_1ma = _log_alpha_terms(process, t, dtype)
+    log_a, log_1ma = _log_alpha_terms(process, t, dtype, alpha_floor)
     log_pi = torch.log(process.noise(xt.device)).to(dtype)  # -inf off pi's support
     # Clamp -inf (ids off the support) to a finite floor: logaddexp(-inf, -inf) has a NaN
     # gradient, which softmax's backward would spread over every id.
@@ -116,7 +129,7 @@ def uniform_elbo(logits, x0, xt, t, process: Process) -> torch.Tensor:
 
 
 def log_score(objective: str, logits: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
-              process: Process) -> torch.Tensor:
+              process: Process, alpha_floor: float = 0.0) -> torch.Tensor:
     """The concrete score a model trained with `objective` implies, log s (B, L, V).
 
     "mdlm" and "udlm" are both denoiser (mean) parameterisations: for the mask process SUBS's
@@ -124,5 +137,5 @@ def log_score(objective: str, logits: torch.Tensor, xt: torch.Tensor, t: torch.T
     no reverse rates (pi_i = 0), so the plug-in ratio serves both.
     """
     if objective == "sedd":
-        return sedd_log_score(logits, xt, t, process)
-    return mean_log_score(logits, xt, t, process)
+        return sedd_log_score(logits, xt, t, process, alpha_floor)
+    return mean_log_score(logits, xt, t, process, alpha_floor=alpha_floor)
