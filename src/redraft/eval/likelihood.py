@@ -34,6 +34,9 @@ def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches:
         raise RedraftError(f"samples={samples}: expected >= 1")
     if estimator not in ("time", "count"):
         raise RedraftError(f"estimator={estimator!r}: expected 'time' or 'count'")
+    if estimator == "count" and cfg.diffusion.objective not in ("mdlm", "ar"):
+        raise RedraftError(f"estimator 'count' is the masked ELBO's; objective "
+                           f"{cfg.diffusion.objective!r} is estimated by drawing t ('time')")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -90,6 +93,7 @@ def evaluate_checkpoint(path, corpus: str | None = None, samples: int = 4,
     out = {
         "checkpoint": str(ckpt.path),
         "objective": cfg.diffusion.objective,
+        "process": cfg.diffusion.process if cfg.diffusion.objective != "ar" else None,
         "kind": "exact NLL" if cfg.diffusion.objective == "ar" else "NLL upper bound (ELBO)",
         "corpus": cfg.data.corpus,
         "windows": windows,
