@@ -11,7 +11,9 @@ import shlex
 import sys
 from pathlib import Path
 
+from redraft.diffusion import OBJECTIVES, PROCESSES
 from redraft.errors import RedraftError
+from redraft.sampling.registry import SAMPLERS
 
 
 def cmd_train(args, overrides: list[str]) -> int:
@@ -21,6 +23,9 @@ def cmd_train(args, overrides: list[str]) -> int:
     config = args.config
     if config is not None and "=" in config and not Path(config).exists():
         config, overrides = None, [config, *overrides]  # no config file, only overrides
+    # --process / --objective are shorthands for the dotted overrides (applied last).
+    overrides = [*overrides, *(f"diffusion.{k}={v}" for k, v in
+                               (("process", args.process), ("objective", args.objective)) if v)]
     cfg = load_config(config, overrides)
     result = train(cfg, resume=args.resume)
     if result.rank != 0:  # under torchrun, rank 0 speaks for all
@@ -43,11 +48,15 @@ def cmd_sample(args, overrides: list[str]) -> int:
 
     _no_overrides(overrides)
     ckpt = load_checkpoint(args.checkpoint)
+    _check_matches(ckpt.config.diffusion, args)
     tok = ckpt.tokenizer
     prefix, suffix = tok.encode(args.prompt or ""), tok.encode(args.suffix or "")
     knobs = dict(batch=args.num_samples, length=args.length, temperature=args.temperature,
                  top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     if ckpt.config.diffusion.objective == "ar":
+        if args.sampler:
+            raise RedraftError(f"--sampler {args.sampler} needs a diffusion model: the AR twin "
+                               "samples left to right")
         if suffix:
             raise RedraftError("--suffix needs a diffusion model: the AR twin only continues "
                                "a prefix")
@@ -55,9 +64,10 @@ def cmd_sample(args, overrides: list[str]) -> int:
                           banned=tok.non_text_ids, **knobs)
     else:
         view = DraftView(tok.decode, args.steps, stream=sys.stderr) if args.show else None
-        gen = generate_diffusion(ckpt.model, make_process(ckpt.config.diffusion, tok.mask_id),
-                                 steps=args.steps, prefix=prefix, suffix=suffix,
-                                 on_step=view, **knobs)
+        diff = ckpt.config.diffusion
+        gen = generate_diffusion(ckpt.model, make_process(diff, tok.mask_id, ckpt.model.vocab_size),
+                                 steps=args.steps, prefix=prefix, suffix=suffix, on_step=view,
+                                 sampler=args.sampler, objective=diff.objective, **knobs)
     texts = [tok.decode(row) for row in gen.tokens]
     if args.json:
         print(json.dumps({"samples": texts, "nfe": gen.nfe, "seconds": gen.seconds,
@@ -75,6 +85,9 @@ def cmd_eval(args, overrides: list[str]) -> int:
     from redraft.eval import evaluate_checkpoint
 
     _no_overrides(overrides)
+    from redraft.checkpoint import load_checkpoint
+
+    _check_matches(load_checkpoint(args.checkpoint).config.diffusion, args)
     out = evaluate_checkpoint(args.checkpoint, corpus=args.corpus, samples=args.samples,
                               max_batches=args.max_batches, estimator=args.estimator)
     if args.json:
@@ -111,6 +124,16 @@ def cmd_demo(args, overrides: list[str]) -> int:
     return 0
 
 
+def _check_matches(diff, args) -> None:
+    """--process / --objective on sample and eval state what the checkpoint must be: a model
+    is trained for one process and parameterisation, so they cannot be switched afterwards."""
+    for key in ("process", "objective"):
+        want = getattr(args, key, None)
+        if want and want != getattr(diff, key):
+            raise RedraftError(f"--{key} {want}: the checkpoint was trained with diffusion.{key}="
+                               f"{getattr(diff, key)!r}, which cannot be changed after training")
+
+
 def _no_overrides(overrides: list[str]) -> None:
     if overrides:
         raise RedraftError(f"unexpected arguments {overrides}")
@@ -138,6 +161,10 @@ def _list(kind):
         return values
 
     return parse
+def _process_args(p: argparse.ArgumentParser, process_help: str, objective_help: str) -> None:
+    p.add_argument("--process", choices=list(PROCESSES), default=None, help=process_help)
+    p.add_argument("--objective", choices=[*OBJECTIVES, "ar"], default=None,
+                   help=objective_help)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -151,6 +178,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", help="checkpoint or run folder to continue exactly, or 'auto': "
                                     "the newest complete checkpoint in train.out_dir (a fresh "
                                     "start when there is none)")
+    _process_args(t, "shorthand for diffusion.process=...", "shorthand for diffusion.objective")
 
     s = sub.add_parser("sample", help="generate text from a checkpoint")
     s.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")
@@ -165,6 +193,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=int, default=None)
     s.add_argument("--top-p", type=float, default=None)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--sampler", choices=list(SAMPLERS), default=None,
+                   help="diffusion step rule (default: ancestral for mdlm/udlm, analytic for "
+                        "sedd)")
+    _process_args(s, "must match the checkpoint's", "must match the checkpoint's")
     s.add_argument("--show", action="store_true", help="draw the draft as it is denoised")
     s.add_argument("--json", action="store_true")
 
@@ -176,7 +208,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--max-batches", type=_positive_int, default=None)
     e.add_argument("--estimator", choices=("time", "count"), default="time",
                    help="diffusion bound estimator: draw t, or draw the number of masks "
-                        "(same bound, lower variance)")
+                        "(same bound, lower variance; objective mdlm only)")
+    _process_args(e, "must match the checkpoint's", "must match the checkpoint's")
     e.add_argument("--json", action="store_true")
 
     b = sub.add_parser("bench", help="quality, speed and roofline of checkpoints, side by side",
@@ -186,8 +219,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("checkpoints", nargs="*", help="checkpoint or run folders")
     b.add_argument("--judge", help="AR checkpoint (or Hugging Face causal-LM folder) that "
                                    "scores samples for gen-ppl")
-    b.add_argument("--samplers", type=_list(str), default=["ancestral"],
-                   help="diffusion samplers, comma-separated")
+    b.add_argument("--samplers", type=_list(str), default=None,
+                   help="diffusion samplers, comma-separated (default: each model's own)")
     b.add_argument("--steps", type=_list(int), default=[8, 16, 64, 256],
                    help="diffusion step counts, comma-separated")
     b.add_argument("--temperatures", type=_list(float), default=[1.0],

@@ -63,19 +63,30 @@ class ModelConfig:
 @dataclass
 class DiffusionConfig:
     objective: str = "mdlm"
-    """"mdlm" (masked-diffusion ELBO, bidirectional model) or "ar" (causal twin, exact NLL)."""
+    """"mdlm" (masked-diffusion ELBO, SUBS denoiser; mask process only), "sedd" (score
+    entropy, the network outputs the log concrete score), "udlm" (mean-parameterised
+    continuous-time ELBO as in UDLM/Duo), or "ar" (causal twin, exact NLL)."""
     process: str = "mask"
-    """Noise process; "mask" (absorbing) for now."""
+    """Noise process: "mask" (absorbing), "uniform" (any id to any id) or "mixture" (a resampled
+    token is the mask w.p. mask_share, else uniform); see redraft.diffusion.PROCESSES."""
     schedule: str = "loglinear"
-    """Noise schedule, see redraft.diffusion.schedules."""
+    """Noise schedule: "loglinear", "linear", "geometric" or "cosine" (diffusion.schedules)."""
+    schedule_eps: float | None = None
+    """alpha(1), what is left of the data at t = 1 (None: the schedule's default, 0 for
+    loglinear and cosine). The mask process needs 0; sedd with uniform/mixture needs > 0 (the
+    score must stay finite at t = 1); eps > 0 adds a small prior KL term to every bound."""
+    mask_share: float = 0.5
+    """Mixture process only: the probability that a resampled token becomes the mask."""
     train_t_min: float = 1e-3
     """Smallest t drawn in training (variance control); evaluation always integrates over (0, 1]."""
     elbo_estimator: str = "count"
-    """How the masked ELBO is estimated in training: "time" (draw t, mask each token w.p.
+    """How the masked ELBO is estimated in training (objective mdlm only; the others always
+    draw t): "time" (draw t, mask each token w.p.
     1 - alpha(t), weight -alpha'/(1 - alpha)) or "count" (draw the number of masks k, weight
     1/k: the same bound with t integrated out analytically, lower variance)."""
     train_weighting: str = "token"
-    """How training weighs the masked tokens: "elbo" (each sequence's ELBO estimate, so the
+    """How training weighs the masked tokens (objective mdlm only; the others train on their
+    bound): "elbo" (each sequence's ELBO estimate, so the
     training loss is the bound) or "token" (every masked token of the batch weighs the same, a
     reweighted ELBO that emphasises heavily masked sequences and, measured on tinyshakespeare,
     reached a lower validation bound in equal time; validation always reports the bound)."""
@@ -167,9 +178,7 @@ class Config:
         _require(t.lr > 0, f"train.lr={t.lr}: expected > 0")
         _require(0 <= t.ema < 1, f"train.ema={t.ema}: expected 0 <= ema < 1")
         _require(0 <= m.dropout < 1, f"model.dropout={m.dropout}: expected 0 <= dropout < 1")
-        _require(d.objective in ("mdlm", "ar"),
-                 f"diffusion.objective={d.objective!r}: expected 'mdlm' or 'ar'")
-        _require(d.process == "mask", f"diffusion.process={d.process!r}: expected 'mask'")
+        _validate_diffusion(d)
         _require(d.elbo_estimator in ("time", "count"),
                  f"diffusion.elbo_estimator={d.elbo_estimator!r}: expected 'time' or 'count'")
         _require(d.train_weighting in ("elbo", "token"),
@@ -192,6 +201,31 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _validate_diffusion(d: DiffusionConfig) -> None:
+    from redraft.diffusion import OBJECTIVES, PROCESSES, SCHEDULES
+
+    _require(d.objective in (*OBJECTIVES, "ar"), f"diffusion.objective={d.objective!r}: "
+             f"expected one of {[*OBJECTIVES, 'ar']}")
+    _require(d.process in PROCESSES, f"diffusion.process={d.process!r}: expected one of "
+             f"{list(PROCESSES)}")
+    _require(d.schedule in SCHEDULES, f"diffusion.schedule={d.schedule!r}: expected one of "
+             f"{list(SCHEDULES)}")
+    _require(0 < d.mask_share < 1, f"diffusion.mask_share={d.mask_share}: expected 0 < "
+             "mask_share < 1")
+    if d.objective == "ar":
+        return
+    _require(d.process in OBJECTIVES[d.objective], f"diffusion.objective={d.objective!r} does "
+             f"not apply to diffusion.process={d.process!r}: it needs one of "
+             f"{list(OBJECTIVES[d.objective])}")
+    eps = SCHEDULES[d.schedule](d.schedule_eps).eps  # raises naming a bad eps
+    _require(not (d.process == "mask" and eps > 0), f"diffusion.schedule_eps={eps:g} with "
+             f"schedule {d.schedule!r}: the mask process needs alpha(1) = 0 (eps 0, schedule "
+             "loglinear or cosine), else x1 is not all masks and the bound is infinite")
+    _require(not (d.objective == "sedd" and d.process != "mask" and eps == 0),
+             f"diffusion.schedule_eps=0 with objective 'sedd' and process {d.process!r}: "
+             "expected eps > 0 (e.g. 1e-3) so the score and the bound stay finite at t = 1")
 
 
 def _require(ok: bool, message: str) -> None:

@@ -12,7 +12,10 @@ import torch
 
 from redraft.config import DiffusionConfig
 from redraft.diffusion import (
+    PROCESSES,
     MaskProcess,
+    MixtureProcess,
+    Process,
     ar_cross_entropy,
     make_schedule,
     masked_elbo,
@@ -20,12 +23,30 @@ from redraft.diffusion import (
     masked_nll,
     sample_mask_counts,
     sample_times,
+    sedd_loss,
+    uniform_elbo,
 )
+from redraft.errors import RedraftError
+
+# Objectives of the form f(logits, x0, xt, t, process) -> per-token nats (B, L), bound included.
+BOUNDS = {"sedd": sedd_loss, "udlm": uniform_elbo}
 
 
-def make_process(cfg: DiffusionConfig, mask_id: int) -> MaskProcess:
-    """The noise process a diffusion config describes."""
-    return MaskProcess(mask_id, make_schedule(cfg.schedule))
+def make_process(cfg: DiffusionConfig, mask_id: int, vocab_size: int | None = None) -> Process:
+    """The noise process a diffusion config describes. vocab_size (the model's) is needed by
+    every process but the mask one, whose noise is a single id."""
+    schedule = make_schedule(cfg.schedule, cfg.schedule_eps)
+    if cfg.process == "mask":
+        return MaskProcess(mask_id, schedule, vocab_size)
+    if cfg.process not in PROCESSES:
+        raise RedraftError(f"diffusion.process={cfg.process!r}: expected one of "
+                           f"{list(PROCESSES)}")
+    if vocab_size is None:
+        raise RedraftError(f"process {cfg.process!r} needs the vocabulary size: "
+                           "make_process(cfg, mask_id, vocab_size)")
+    if cfg.process == "mixture":
+        return MixtureProcess(vocab_size, mask_id, schedule, cfg.mask_share)
+    return PROCESSES[cfg.process](vocab_size, mask_id, schedule)
 
 
 def ar_inputs(x0: torch.Tensor, bos_id: int) -> torch.Tensor:
@@ -44,14 +65,17 @@ class Noise:
     "token" weighting divides by the batch's mask count, not by a piece's.
     """
 
-    masked: torch.Tensor  # (B, L) bool
+    masked: torch.Tensor  # (B, L) bool: positions replaced by noise
+    values: torch.Tensor  # (B, L) long: what a replaced position holds (the mask id, or a
+    # draw from the process's pi); the replacement never depends on the clean token
     t: torch.Tensor  # (B,) time (or, for the count estimator, mask rate) fed to the backbone
     k: torch.Tensor | None  # (B,) mask counts, for the count estimator
     token_scale: float
 
     def rows(self, start: int, stop: int) -> Noise:
         k = self.k[start:stop] if self.k is not None else None
-        return Noise(self.masked[start:stop], self.t[start:stop], k, self.token_scale)
+        return Noise(self.masked[start:stop], self.values[start:stop], self.t[start:stop], k,
+                     self.token_scale)
 
 
 def draw_noise(
@@ -63,21 +87,29 @@ def draw_noise(
     t_min: float = 0.0,
     estimator: str = "time",
     device: torch.device | str = "cpu",
+    vocab_size: int | None = None,
 ) -> Noise | None:
-    """The corruption of a (batch, length) batch; None for "ar", which has no noise."""
+    """The corruption of a (batch, length) batch; None for "ar", which has no noise.
+    vocab_size is needed by every process but the mask one."""
     if cfg.objective == "ar":
         return None
-    process = make_process(cfg, mask_id)
+    process = make_process(cfg, mask_id, vocab_size)
     k = None
-    if estimator == "count":
+    if cfg.objective == "mdlm" and estimator == "count":
         k = sample_mask_counts(batch, length, generator, device=device)
         masked = process.mask_pattern_count((batch, length), k, generator, device)
+        values = torch.full((batch, length), mask_id, dtype=torch.long, device=device)
         t = k.float() / length  # the mask rate, for a time-conditioned backbone
     else:
         t = sample_times(batch, generator, t_min=t_min, device=device)
-        masked = process.mask_pattern((batch, length), t, generator, device)
+        masked, values = process.replacement((batch, length), t, generator, device)
     token_scale = batch * length / max(int(masked.sum()), 1)
-    return Noise(masked, t, k, token_scale)
+    return Noise(masked, values, t, k, token_scale)
+
+
+def vocab_size_of(model: torch.nn.Module) -> int:
+    inner = getattr(model, "module", model)  # DDP keeps the model as .module
+    return inner.vocab_size
 
 
 def token_losses(
@@ -99,8 +131,10 @@ def token_losses(
     (an upper bound on NLL when t_min = 0), or with estimator "count" draw the number of masks
     instead (the same bound, t integrated out). With weighting "token" the noised batch is
     scored by the plain mean cross-entropy over all its masked tokens instead (a training
-    loss, not a bound). "ar": exact NLL of the causal twin. `noise` (rows of a larger
-    batch's draw_noise) replaces the draw from `generator`, t_min and estimator.
+    loss, not a bound). "sedd" / "udlm": draw t, corrupt with the configured process, and
+    score with that bound (prior term included); estimator and weighting do not apply.
+    "ar": exact NLL of the causal twin. `noise` (rows of a larger batch's draw_noise)
+    replaces the draw from `generator`, t_min and estimator.
     """
     device_type = x0.device.type
     with torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
@@ -108,11 +142,15 @@ def token_losses(
         if cfg.objective == "ar":
             logits = model(ar_inputs(x0, bos_id))
             return ar_cross_entropy(logits, x0)
+        vocab_size = vocab_size_of(model)
         if noise is None:
             noise = draw_noise(cfg, x0.shape[0], x0.shape[1], mask_id, generator, t_min,
-                               estimator, x0.device)
-        xt = torch.where(noise.masked, torch.full_like(x0, mask_id), x0)
+                               estimator, x0.device, vocab_size)
+        xt = torch.where(noise.masked, noise.values, x0)
         logits = model(xt, noise.t)
+        if cfg.objective in BOUNDS:
+            process = make_process(cfg, mask_id, vocab_size)
+            return BOUNDS[cfg.objective](logits, x0, xt, noise.t, process)
         if weighting == "token":
             return masked_nll(logits, x0, xt, mask_id) * noise.token_scale
         if noise.k is not None:

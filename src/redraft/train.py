@@ -228,7 +228,7 @@ def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
         # The noise of the whole global batch; this rank scores its rows of it.
         noise = draw_noise(cfg.diffusion, tc.batch_size, L, mask_id,
                            step_generator(tc.seed, step, device), cfg.diffusion.train_t_min,
-                           cfg.diffusion.elbo_estimator, device)
+                           cfg.diffusion.elbo_estimator, device, model.vocab_size)
         loss_sum = 0.0
         for j in range(tc.grad_accum):
             a = j * micro

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from redraft.errors import RedraftError
 from redraft.eval import flops, hardware, quality, speed
 from redraft.eval.judge import Judge, load_judge, texts_of
+from redraft.sampling.registry import DEFAULT_SAMPLER
 
 BATCH = 16  # the throughput batch
 
@@ -36,7 +37,7 @@ class BenchConfig:
     checkpoints: list[str]
     out_dir: str
     judge: str | None = None
-    samplers: list[str] = field(default_factory=lambda: ["ancestral"])
+    samplers: list[str] | None = None  # None: each model's default (sampling.DEFAULT_SAMPLER)
     steps: list[int] = field(default_factory=lambda: [8, 16, 64, 256])
     temperatures: list[float] = field(default_factory=lambda: [1.0])
     num_samples: int = 32
@@ -134,9 +135,10 @@ class Bench:
         if steps is None:
             return generate_ar(ck.model, bos_id=ck.tokenizer.eos_id,
                                banned=ck.tokenizer.non_text_ids, **kw)
-        process = make_process(ck.config.diffusion, ck.tokenizer.mask_id)
-        extra = {} if sampler == "ancestral" else {"sampler": sampler}
-        return generate_diffusion(ck.model, process, steps=steps, **extra, **kw)
+        diff = ck.config.diffusion
+        process = make_process(diff, ck.tokenizer.mask_id, ck.model.vocab_size)
+        return generate_diffusion(ck.model, process, steps=steps, sampler=sampler,
+                                  objective=diff.objective, **kw)
 
     def cost(self, ck, gen, batch: int) -> flops.Cost:
         cfg, V = ck.config.model, ck.model.vocab_size
@@ -189,7 +191,8 @@ class Bench:
                 if ck.config.diffusion.objective == "ar":
                     plan.append((ck, "ar-kv", None, temp))
                 else:
-                    plan += [(ck, s, n, temp) for s in cfg.samplers for n in cfg.steps]
+                    names = cfg.samplers or [DEFAULT_SAMPLER[ck.config.diffusion.objective]]
+                    plan += [(ck, s, n, temp) for s in names for n in cfg.steps]
         result = {"machine": machine(), "command": cfg.command, "length": self.length,
                   "num_samples": cfg.num_samples, "temperatures": cfg.temperatures,
                   "judge": None, "reference": None, "likelihood": [], "runs": []}

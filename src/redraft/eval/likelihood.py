@@ -13,7 +13,7 @@ import torch
 from redraft.config import Config
 from redraft.data import eval_batches
 from redraft.errors import RedraftError
-from redraft.losses import draw_noise, token_losses
+from redraft.losses import draw_noise, token_losses, vocab_size_of
 
 LN2 = math.log(2.0)
 
@@ -40,6 +40,9 @@ def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches:
     if estimator not in ("time", "count"):
         raise RedraftError(f"estimator={estimator!r}: expected 'time' or 'count'")
     rank, world_size = shard
+    if estimator == "count" and cfg.diffusion.objective not in ("mdlm", "ar"):
+        raise RedraftError(f"estimator 'count' is the masked ELBO's; objective "
+                           f"{cfg.diffusion.objective!r} is estimated by drawing t ('time')")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -56,7 +59,8 @@ def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches:
         x0 = x0[lo:max(hi, lo + 1)].to(device)
         total = torch.zeros(x0.shape[0], dtype=torch.float64, device=device)
         for _ in range(draws):
-            noise = draw_noise(cfg.diffusion, b, length, mask_id, gen, 0.0, estimator, device)
+            noise = draw_noise(cfg.diffusion, b, length, mask_id, gen, 0.0, estimator, device,
+                               vocab_size_of(model))
             rows = noise.rows(lo, lo + x0.shape[0]) if noise is not None else None
             losses = token_losses(model, x0, cfg.diffusion, mask_id, bos_id,
                                   autocast_dtype=dtype, noise=rows)
@@ -109,6 +113,7 @@ def evaluate_checkpoint(path, corpus: str | None = None, samples: int = 4,
     out = {
         "checkpoint": str(ckpt.path),
         "objective": cfg.diffusion.objective,
+        "process": cfg.diffusion.process if cfg.diffusion.objective != "ar" else None,
         "kind": "exact NLL" if cfg.diffusion.objective == "ar" else "NLL upper bound (ELBO)",
         "corpus": cfg.data.corpus,
         "windows": windows,

@@ -3,8 +3,12 @@
 from redraft.sampling.categorical import RowRandom, probabilities, sample
 from redraft.sampling.generate import Generation, generate_ar, generate_diffusion
 from redraft.sampling.masked import MaskedAncestral
+from redraft.sampling.registry import DEFAULT_SAMPLER, SAMPLERS, make_sampler
 
 __all__ = [
+    "DEFAULT_SAMPLER",
+    "SAMPLERS",
+    "make_sampler",
     "Generation",
     "MaskedAncestral",
     "RowRandom",

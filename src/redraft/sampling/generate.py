@@ -1,10 +1,13 @@
 """The sampling loops: one for diffusion (any step rule), one for the AR twin (KV cache).
 
 Diffusion: x_1 = prior with the prompt's fixed positions filled in, then for t_i = 1 - i/N,
-i = 0..N-1: logits = backbone(x_t, t); x_s = sampler.step(logits, x_t, t, s). The network call
-is skipped for a row whose tokens did not change since its last call (nothing was revealed),
-since a backbone without time conditioning would return the same logits; only changed rows
-are re-run, so each row's result is independent of the rest of the batch.
+i = 0..N-1: logits = backbone(x_t, t); x_s = sampler.step(logits, x_t, t, s) (a step rule
+from sampling.registry), and the prompt's positions are written back. For a backbone without
+time conditioning the network call is skipped for a row whose tokens did not change since
+its last call: the backbone would return exactly the same logits, and everything that
+depends on t (scores, rates, reveal probabilities) is computed by the step rule from those
+logits and t. A time-conditioned backbone is called every step. Only changed rows are re-run,
+so each row's result is independent of the rest of the batch.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ from dataclasses import dataclass
 
 import torch
 
-from redraft.diffusion import MaskProcess
+from redraft.diffusion import Process
 from redraft.errors import RedraftError
 from redraft.models import Transformer
 from redraft.sampling.categorical import RowRandom, check_knobs, probabilities, sample
-from redraft.sampling.masked import MaskedAncestral
+from redraft.sampling.registry import make_sampler
 
 
 @dataclass
@@ -57,7 +60,7 @@ def _seeds(seed: int | Sequence[int], batch: int) -> list[int]:
 @torch.no_grad()
 def generate_diffusion(
     model: Transformer,
-    process: MaskProcess,
+    process: Process,
     *,
     steps: int,
     batch: int = 1,
@@ -69,8 +72,15 @@ def generate_diffusion(
     top_p: float | None = None,
     seed: int | Sequence[int] = 0,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
+    sampler: str | None = None,
+    objective: str | None = None,
 ) -> Generation:
-    """Sample a (batch, length) canvas with `steps` ancestral steps; prefix/suffix stay fixed."""
+    """Sample a (batch, length) canvas with `steps` reverse steps; prefix/suffix stay fixed.
+
+    sampler: a name in sampling.registry.SAMPLERS (None: the objective's default, "ancestral"
+    for mdlm/udlm, "analytic" for sedd). objective: how the model's logits are parameterised,
+    the checkpoint's diffusion.objective (None: "mdlm", which only the mask process has).
+    """
     length = length or model.cfg.seq_len
     if not isinstance(steps, int) or steps < 1:
         raise RedraftError(f"steps={steps!r}: expected an integer >= 1")
@@ -78,18 +88,32 @@ def generate_diffusion(
         raise RedraftError(f"length={length}: expected 1..{model.cfg.seq_len} (the model's "
                            "seq_len)")
     check_knobs(temperature, top_k, top_p)
+    if objective is None:
+        if process.name != "mask":
+            raise RedraftError(f"process {process.name!r}: pass objective= (the checkpoint's "
+                               "diffusion.objective, 'sedd' or 'udlm') so the sampler knows "
+                               "what the model's logits mean")
+        objective = "mdlm"
+    if process.name != "mask" and process.vocab_size != model.vocab_size:
+        raise RedraftError(f"process over {process.vocab_size} ids but the model has "
+                           f"{model.vocab_size}: build it with make_process(cfg, mask_id, "
+                           "model.vocab_size)")
+    step_rule = make_sampler(sampler, process, objective, temperature, top_k, top_p)
     device = next(model.parameters()).device
     prefixes, suffixes = _rows(prefix, batch), _rows(suffix, batch)
-    x = process.prior((batch, length), device=device)
+    rng = RowRandom(_seeds(seed, batch))
+    x = process.prior((batch, length), device=device, rng=rng)
+    fixed = torch.zeros((batch, length), dtype=torch.bool, device=device)
     for r, (pre, suf) in enumerate(zip(prefixes, suffixes, strict=True)):
         if len(pre) + len(suf) > length:
             raise RedraftError(f"prompt of {len(pre) + len(suf)} tokens does not fit a canvas of "
                                f"{length} tokens: shorten the prompt or raise the length")
         x[r, :len(pre)] = torch.tensor(pre, dtype=torch.long)
+        fixed[r, :len(pre)] = True
         if suf:
             x[r, length - len(suf):] = torch.tensor(suf, dtype=torch.long)
-    rng = RowRandom(_seeds(seed, batch))
-    sampler = MaskedAncestral(process, temperature, top_k, top_p)
+            fixed[r, length - len(suf):] = True
+    template = x.clone()
     time_cond = model.time is not None
     logits = None
     last_input = None
@@ -109,7 +133,8 @@ def generate_diffusion(
                 nfe += 1
                 row_nfe += int(changed.sum())
         last_input = x
-        x = sampler.step(logits, x, t, s, rng)
+        # Prompt positions are clamped back: a non-absorbing process would resample them.
+        x = torch.where(fixed, template, step_rule.step(logits, x, t, s, rng))
         if on_step is not None:
             on_step(i, x)
     return Generation(x, nfe, row_nfe, time.perf_counter() - start, steps)
