@@ -54,11 +54,13 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=8.0, help="training wall clock per model")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--mc-samples", type=int, default=8, help="t draws per validation window")
+    ap.add_argument("--out", default=None, help="keep the two runs here (default: a temporary "
+                                                "folder), e.g. for benchmarks/eval.py")
     args = ap.parse_args()
     if not CORPUS.is_file():
         sys.exit(f"missing {CORPUS}: this benchmark needs ../shared/data")
 
-    work = Path(tempfile.mkdtemp(prefix="redraft-core-"))
+    work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="redraft-core-"))
     results, ckpts = {}, {}
     for objective in ("ar", "mdlm"):
         cfg = config_from_dict(config(objective, args.minutes, work, work / "cache",

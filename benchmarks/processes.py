@@ -2,15 +2,16 @@
 
 Trains one model per combination for the same wall clock, then reports the validation
 bits/char bound (each objective's full bound, prior term included), training tokens/s, and
-sampling quality at 16/64/256 steps. Quality (no judge-model gen-ppl exists in the project
-yet): the AR twin's NLL of the samples in bits/char (a char-level "generative perplexity"
-under a judge trained on the same data for the same time) beside the unigram entropy of the
-samples (bits/char; the validation text's own is given for reference: far lower means
-repetitive samples, far higher means noise).
+sampling quality at 16/64/256 steps: generative perplexity under a judge (redraft's
+definition, eval/judge.py) beside the samples' unigram entropy (eval/quality.py; the
+validation text's own is given for reference: far lower means repetitive samples, far higher
+means noise). The judge is `--judge RUN` (the larger, longer-trained AR model of
+configs/shakespeare-judge.yaml); without it an AR twin is trained for the same budget first
+and judges instead.
 
 Writes the "processes" section of BENCHMARKS.md and benchmarks/results/processes.json.
-Run on an otherwise idle machine:  python benchmarks/processes.py [--minutes 8]
-(about (combinations + 1) x minutes of training, plus evaluation and sampling).
+Run on an otherwise idle machine:  python benchmarks/processes.py [--minutes 8] [--judge RUN]
+(about combinations (+ 1 without --judge) x minutes of training, plus evaluation and sampling).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, write_json, write_section  # noqa: E402
@@ -30,8 +30,10 @@ from core import CORPUS, config  # noqa: E402
 
 from redraft.checkpoint import load_checkpoint  # noqa: E402
 from redraft.config import config_from_dict  # noqa: E402
+from redraft.eval.judge import RedraftJudge, texts_of  # noqa: E402
 from redraft.eval.likelihood import evaluate  # noqa: E402
-from redraft.losses import ar_inputs, make_process  # noqa: E402
+from redraft.eval.quality import unigram_entropy  # noqa: E402
+from redraft.losses import make_process  # noqa: E402
 from redraft.sampling import DEFAULT_SAMPLER, generate_diffusion  # noqa: E402
 from redraft.train import load_data, train  # noqa: E402
 
@@ -50,19 +52,6 @@ def combo_config(combo: str, minutes: float, work: Path, precision: str) -> dict
     return cfg
 
 
-def unigram_entropy_bits(tokens: torch.Tensor, vocab: int) -> float:
-    counts = torch.bincount(tokens.flatten(), minlength=vocab).double()
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * p.log2()).sum())
-
-
-@torch.no_grad()
-def ar_bits_per_token(ar_model, tokens: torch.Tensor, bos_id: int) -> float:
-    logits = ar_model(ar_inputs(tokens, bos_id)).float()
-    nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten())
-    return nll.item() / math.log(2)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--minutes", type=float, default=8.0, help="training wall clock per model")
@@ -73,6 +62,8 @@ def main() -> None:
     ap.add_argument("--max-batches", type=int, default=None, help="validation batches (all)")
     ap.add_argument("--samples", type=int, default=16, help="samples per step count")
     ap.add_argument("--steps", default="16,64,256")
+    ap.add_argument("--judge", default=None, help="AR run or checkpoint that judges samples "
+                                                  "(default: train an AR twin first)")
     args = ap.parse_args()
     if not CORPUS.is_file():
         sys.exit(f"missing {CORPUS}: this benchmark needs ../shared/data")
@@ -80,16 +71,22 @@ def main() -> None:
     steps_list = [int(s) for s in args.steps.split(",")]
     work = Path(tempfile.mkdtemp(prefix="redraft-processes-"))
 
-    print(f"training the AR judge for {args.minutes} min ...", file=sys.stderr)
-    ar_cfg = config_from_dict(config("ar", args.minutes, work, work / "cache", args.precision))
-    judge = load_checkpoint(train(ar_cfg).checkpoint)
+    if args.judge:
+        judge_path = args.judge
+    else:
+        print(f"training the AR judge for {args.minutes} min ...", file=sys.stderr)
+        ar_cfg = config_from_dict(config("ar", args.minutes, work, work / "cache",
+                                         args.precision))
+        judge_path = train(ar_cfg).checkpoint
+    judge = RedraftJudge(judge_path)
     tok = judge.tokenizer
     _, data = load_data(judge.config.data, 256, tok)
     to_bpc = 1 / math.log(2) / data.val_bytes_per_token
     train_counts = np.bincount(np.asarray(data.train), minlength=tok.vocab_size) + 1.0
     unigram_nats = float(-np.log(train_counts / train_counts.sum())[np.asarray(data.val)].mean())
-    val_entropy = unigram_entropy_bits(torch.from_numpy(np.asarray(data.val, dtype=np.int64)),
-                                       tok.vocab_size)
+    val = np.asarray(data.val)
+    val_windows = [val[i:i + 256].tolist() for i in range(0, len(val) - 256, 256)]
+    val_entropy = unigram_entropy(val_windows)
 
     runs = []
     for combo in combos:
@@ -105,12 +102,12 @@ def main() -> None:
         for steps in steps_list:
             g = generate_diffusion(ck.model, process, steps=steps, batch=args.samples,
                                    length=256, seed=0, objective=diff.objective)
+            texts = texts_of(g.tokens, tok)
             quality.append({
                 "steps": steps, "seconds": g.seconds, "nfe": g.nfe,
-                "ar_judge_bits_per_char": ar_bits_per_token(judge.model, g.tokens, tok.eos_id)
-                / data.val_bytes_per_token,
-                "unigram_entropy_bits": unigram_entropy_bits(g.tokens, tok.vocab_size),
-                "sample": tok.decode(g.tokens[0])[:200],
+                "gen_ppl": judge.gen_ppl(texts)[0],
+                "entropy": unigram_entropy(g.tokens.tolist()),
+                "sample": texts[0][:200],
             })
         run = {"process": diff.process, "objective": diff.objective,
                "sampler": DEFAULT_SAMPLER[diff.objective], "steps": res.step,
@@ -120,23 +117,28 @@ def main() -> None:
         runs.append(run)
         print({k: v for k, v in run.items() if k != "sampling"}, file=sys.stderr)
 
-    judge_nats, _, _ = evaluate(judge.model, data.val, judge.config, tok.mask_id, tok.eos_id,
-                                args.max_batches)
+    judge_nats, _, _ = evaluate(judge.model, data.val, judge.ck.config, tok.mask_id,
+                                tok.eos_id, args.max_batches)
+    ref_ppl = judge.gen_ppl(texts_of(val_windows[:: max(1, len(val_windows) // 64)], tok))[0]
     summary = {
         "machine": machine(),
         "command": f"python benchmarks/processes.py --minutes {args.minutes:g}"
-                   + (f" --combos {args.combos}" if combos != COMBOS else ""),
+                   + (f" --combos {args.combos}" if combos != COMBOS else "")
+                   + (" --judge RUN" if args.judge else ""),
         "corpus": "tinyshakespeare/input.txt, char-level, last 10% validation",
         "model": "4 layers, 4 heads, d_model 128, context 256, batch 16 sequences",
         "unigram_bits_per_char": unigram_nats * to_bpc,
-        "ar_judge_val_bits_per_char": judge_nats * to_bpc,
-        "val_unigram_entropy_bits": val_entropy,
-        "quality_metric": "AR-judge NLL of samples (bits/char) and sample unigram entropy",
+        "judge": str(judge.name), "judge_params": judge.params,
+        "judge_val_bits_per_char": judge_nats * to_bpc,
+        "val_gen_ppl": ref_ppl,
+        "val_entropy": val_entropy,
+        "quality_metric": "gen-ppl under the judge and unigram entropy (nats, per-sample "
+                          "mean), redraft's definitions (eval/judge.py, eval/quality.py)",
         "runs": runs,
     }
     write_json("processes", summary)
     m = summary["machine"]
-    head = " | ".join(f"{s} steps: judge / H" for s in steps_list)
+    head = " | ".join(f"{s} steps: gen-ppl / H" for s in steps_list)
     lines = [
         "## Noise processes x objectives (tinyshakespeare, char-level)",
         "",
@@ -145,19 +147,19 @@ def main() -> None:
         f"{args.minutes:g} minutes. Validation: the full bound of each objective (prior term "
         f"included), {args.mc_samples} t draws per window, ± one standard error.",
         "",
-        f"Baselines: unigram {summary['unigram_bits_per_char']:.3f} bits/char; the AR judge "
-        f"(same model and budget, exact NLL) {summary['ar_judge_val_bits_per_char']:.3f} "
-        f"bits/char. Sampling quality: {args.samples} samples of 256 characters with the "
-        "default sampler (ancestral for mdlm/udlm, analytic for sedd), scored by the AR "
-        "judge's NLL (bits/char; lower is more like the data, but repetitive text also scores "
-        f"low) and their unigram entropy H (bits; validation text: {val_entropy:.2f}).",
+        f"Baselines: unigram {summary['unigram_bits_per_char']:.3f} bits/char; the judge "
+        f"({judge.params / 1e6:.2g}M parameters, exact NLL) "
+        f"{summary['judge_val_bits_per_char']:.3f} bits/char. Sampling quality: "
+        f"{args.samples} samples of 256 characters with the default sampler (ancestral for "
+        "mdlm/udlm, analytic for sedd): gen-ppl under the judge (per character; lower is "
+        "more like the data, but repetitive text also scores low) and unigram entropy H "
+        f"(nats). Held-out text: gen-ppl {ref_ppl:.2f}, H {val_entropy:.2f}.",
         "",
         f"| process | objective | val bits/char (bound) | train tokens/s | {head} |",
         "|---|---|---:|---:|" + "---:|" * len(steps_list),
     ]
     for r in runs:
-        cells = " | ".join(f"{q['ar_judge_bits_per_char']:.2f} / {q['unigram_entropy_bits']:.2f}"
-                           for q in r["sampling"])
+        cells = " | ".join(f"{q['gen_ppl']:.2f} / {q['entropy']:.2f}" for q in r["sampling"])
         lines.append(f"| {r['process']} | {r['objective']} | {r['val_bits_per_char']:.3f} ± "
                      f"{r['val_stderr_bits']:.3f} | {r['train_tokens_per_s']:,.0f} | {cells} |")
     write_section("processes", "\n".join(lines))

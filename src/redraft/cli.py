@@ -93,8 +93,10 @@ def cmd_eval(args, overrides: list[str]) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
     else:
+        draws = (f", {out['mc_samples']} Monte Carlo t draws per window ({out['estimator']})"
+                 if out.get("mc_samples") else "")
         print(f"{out['checkpoint']}: {out['kind']} on {out['windows']} windows "
-              f"({out['tokens']:,} tokens) of {out['corpus']!r}")
+              f"({out['tokens']:,} tokens) of {out['corpus']!r}{draws}")
         for key in ("nats_per_token", "bits_per_token", "bits_per_byte", "perplexity",
                     "stderr_nats"):
             print(f"  {key:16s} {out[key]:.4f}")

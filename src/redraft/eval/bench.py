@@ -192,7 +192,10 @@ class Bench:
                     plan.append((ck, "ar-kv", None, temp))
                 else:
                     names = cfg.samplers or [DEFAULT_SAMPLER[ck.config.diffusion.objective]]
-                    plan += [(ck, s, n, temp) for s in names for n in cfg.steps]
+                    # Only the ancestral step reshapes its distribution by temperature; the
+                    # others run at T = 1 only (sampling/registry.py).
+                    plan += [(ck, s, n, temp) for s in names for n in cfg.steps
+                             if s == "ancestral" or temp == 1.0]
         result = {"machine": machine(), "command": cfg.command, "length": self.length,
                   "num_samples": cfg.num_samples, "temperatures": cfg.temperatures,
                   "judge": None, "reference": None, "likelihood": [], "runs": []}

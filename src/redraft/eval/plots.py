@@ -3,6 +3,7 @@ the roofline, and diffusion-over-AR time against model size."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from redraft.errors import RedraftError
@@ -148,8 +149,20 @@ def crossover(result: dict, path: Path) -> str | None:
     return _save(fig, path)
 
 
+def available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def all_plots(result: dict, out: Path) -> dict[str, str]:
-    """{title: file name} of the plots that apply to this result."""
+    """{title: file name} of the plots that apply to this result (none without matplotlib)."""
+    if not available():
+        warnings.warn("matplotlib is not installed: the report has no plots "
+                      "(pip install 'redraft[bench]')", stacklevel=2)
+        return {}
     made = {
         "Quality vs steps": quality_vs_steps(result, out / "quality_vs_steps.png"),
         "Quality vs latency": frontier(result, out / "frontier.png"),
