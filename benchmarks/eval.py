@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -50,11 +49,11 @@ def main() -> None:
         ("Quality vs steps", "quality_vs_steps.png"), ("Quality vs latency", "frontier.png"),
         ("Roofline", "roofline.png"), ("Diffusion vs AR by model size", "crossover.png"))
         if (OUT / name).exists()}
-    command = "redraft " + shlex.join(argv)
     body = report.markdown(result, images, image_prefix="benchmarks/results/eval/")
     write_section("eval", "## Evaluation: quality, speed and roofline (`redraft bench`)\n\n"
-                  f"Command (from the repo root, after the steps in benchmarks/eval.py): "
-                  f"`{command}`.\n\n" + body)
+                  "Run from the repo root after the steps in benchmarks/eval.py (`python "
+                  "benchmarks/eval.py --pair runs/core --judge runs/shakespeare-judge`).\n\n"
+                  + body)
     write_json("eval", result)
     print((OUT / "report.md").read_text())
 
