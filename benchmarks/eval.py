@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--judge", required=True, help="the judge's run folder")
     ap.add_argument("--samplers", default="ancestral,euler")
     ap.add_argument("--steps", default="8,16,64,256")
-    ap.add_argument("--temperatures", default="0.9,1.0")
+    ap.add_argument("--temperatures", default="0.9,1.0,1.1")
     ap.add_argument("--num-samples", default="32")
     ap.add_argument("--sweep", default="full")
     args = ap.parse_args()

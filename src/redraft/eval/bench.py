@@ -30,6 +30,11 @@ from redraft.eval.judge import Judge, load_judge, texts_of
 from redraft.sampling.registry import DEFAULT_SAMPLER
 
 BATCH = 16  # the throughput batch
+CROSSOVER_NOTE = (
+    "crossover_params_*: batch 1, 256 tokens, diffusion 16 steps vs AR + KV cache; the size "
+    "above which diffusion generates faster, null if it never overtakes AR within the sweep; "
+    "equal to the smallest size swept when diffusion is faster at every size (the crossover "
+    "then lies at or below it). See crossovers for every setting.")
 
 
 @dataclass
@@ -113,8 +118,10 @@ class Bench:
         out["example"] = texts[0][:300]
         return out
 
-    def reference(self, ck, length: int) -> tuple[list[list[int]], list[str]]:
-        """num_samples windows of `length` held-out tokens, evenly spaced over the val split."""
+    def reference(self, ck, length: int, second: bool = False):
+        """(rows, texts) of num_samples windows of `length` held-out tokens, evenly spaced over
+        the val split; `second` moves each half-way to the next, a second set (disjoint from
+        the first when the split holds 2 * num_samples windows)."""
         from redraft.train import load_data
 
         _, data = load_data(ck.config.data, ck.config.model.seq_len, ck.tokenizer)
@@ -122,7 +129,9 @@ class Bench:
         if len(val) < length:
             raise RedraftError(f"the validation split has {len(val)} tokens, fewer than the "
                                f"sample length {length}")
-        starts = np.linspace(0, len(val) - length, self.cfg.num_samples).astype(int)
+        n = self.cfg.num_samples
+        shift = (len(val) - length) // (2 * n) if second else 0
+        starts = np.linspace(0, len(val) - length - shift, n).astype(int) + shift
         rows = [val[s:s + length].tolist() for s in starts]
         return rows, texts_of([_cut(r, ck.tokenizer.eos_id) for r in rows], ck.tokenizer)
 
@@ -209,11 +218,17 @@ class Bench:
             from redraft.eval import evaluate_checkpoint
 
             ref_rows, self.ref_texts = self.reference(first, self.length)
+            ref = self.quality(ref_rows, first.tokenizer, None)
             if cfg.mauve:
                 from redraft.eval import features
 
                 self.ref_features = features.embed(self.ref_texts)
-            ref = self.quality(ref_rows, first.tokenizer, None)
+                # What "indistinguishable" scores at this sample count: a second held-out
+                # set against the first.
+                _, other = self.reference(first, self.length, second=True)
+                feats = features.embed(other)
+                ref["frechet"] = features.frechet_distance(self.ref_features, feats)
+                ref["mauve"] = features.mauve_score(self.ref_features, feats)
             result["reference"] = {"corpus": first.config.data.corpus, **ref}
             for ck in self.ckpts:
                 bar.set_postfix_str(f"likelihood {self._name(ck)}")
@@ -235,6 +250,7 @@ class Bench:
             result["crossovers"] = speed.crossovers(result["sweep"])
         for dtype in ("fp32", "bf16"):
             result[f"crossover_params_{dtype}"] = speed.headline(result["crossovers"], dtype)
+        result["crossover_note"] = CROSSOVER_NOTE
         bar.update()
         bar.close()
         return result

@@ -59,7 +59,8 @@ def markdown(result: dict, images: dict[str, str], image_prefix: str = "") -> st
         out.append(f"\n**Samples**: {result['num_samples']} per run, {result['length']} tokens "
                    f"each; {jtxt}.\n")
         ref = result.get("reference")
-        extra = [k for k in ("parse_rate", "mauve", "frechet") if ref and k in ref]
+        extra = [k for k in ("parse_rate", "mauve", "frechet")
+                 if any(k in r for r in [ref or {}, *result["runs"]])]
         header = ["model", "sampler", "steps", "T", "gen-ppl", "gen-ppl @ ref entropy",
                   "entropy", "distinct-2", "distinct-4", "repetition", *extra,
                   "latency b1 (s)", "NFE b1", "s/step", "tok/s b16", "GFLOP/s b16",
@@ -89,10 +90,19 @@ def markdown(result: dict, images: dict[str, str], image_prefix: str = "") -> st
         sizes = " / ".join(_params(p["params"]) for p in result["crossovers"][0]["ratios"])
         out.append(_table(["dtype", "batch", "tokens", "sampler", "diffusion faster above",
                            "diffusion faster below", f"time ratio at {sizes}"], rows))
+        smallest = result["crossovers"][0]["ratios"][0]["params"]
+
+        def headline(key):
+            p = result.get(key)
+            if p is None:
+                return "- (diffusion never overtakes AR as size grows within the sweep)"
+            if p == smallest:
+                return f"<= {_params(p)} (diffusion is faster at every size swept)"
+            return _params(p)
+
         out.append(f"\nHeadline crossover (batch 1, 256 tokens, 16 steps): fp32 "
-                   f"{_params(result.get('crossover_params_fp32'))}, bf16 "
-                   f"{_params(result.get('crossover_params_bf16'))} "
-                   "('-': diffusion never overtakes AR as size grows within the sweep).")
+                   f"{headline('crossover_params_fp32')}; bf16 "
+                   f"{headline('crossover_params_bf16')}.")
     for title, name in images.items():
         out.append(f"\n![{title}]({image_prefix}{name})")
     out.append(f"\n{DEFINITIONS}")
