@@ -20,6 +20,7 @@ class Histogram:
         self.counts = [0] * len(buckets)
         self.sum = 0.0
         self.count = 0
+        self.max = 0.0
 
     def observe(self, value: float) -> None:
         for i, b in enumerate(self.buckets):
@@ -27,6 +28,7 @@ class Histogram:
                 self.counts[i] += 1
         self.sum += value
         self.count += 1
+        self.max = max(self.max, value)
 
     def lines(self, name: str) -> list[str]:
         out = [f'{name}_bucket{{le="{b}"}} {c}' for b, c in zip(self.buckets, self.counts,
