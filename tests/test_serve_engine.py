@@ -108,6 +108,11 @@ def test_bounded_queue_timeout_and_shutdown(served):
     engine.close()
 
     engine = Engine(served, max_batch=4).start()
+    short = engine.submit(Work("mdlm", [], 16, [1], steps=200))
+    engine.close(grace_s=60)  # in-flight work finishes within the grace period
+    assert short.wait(1).kind == "done"
+
+    engine = Engine(served, max_batch=4).start()
     job = engine.submit(Work("mdlm", [], 64, [1], steps=10**6))
     _wait(lambda: engine.stats()["active_rows"] == 1)
     engine.close(grace_s=0.1)

@@ -124,9 +124,9 @@ def cmd_serve(args, overrides: list[str]) -> int:
 
     _no_overrides(overrides)
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
 
-        from redraft.serve import create_app, load_served
+        from redraft.serve import create_app, load_served, run
     except ImportError as e:
         raise RedraftError(f"redraft serve needs the 'serve' extra ({e.name} is missing): "
                            "pip install -e '.[serve]'") from None
@@ -141,8 +141,7 @@ def cmd_serve(args, overrides: list[str]) -> int:
                      grace_s=args.grace)
     print(f"serving {names} on http://{args.host}:{args.port}/ (page at /, API under /v1)",
           file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                timeout_graceful_shutdown=args.grace)
+    run(app, args.host, args.port, args.grace, args.log_level)
     return 0
 
 

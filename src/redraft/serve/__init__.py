@@ -5,9 +5,9 @@ groups), metrics.py, schemas.py (request bodies), app.py (routes, SSE), static/i
 Importing this package needs the `serve` extra (fastapi, uvicorn).
 """
 
-from redraft.serve.app import create_app
+from redraft.serve.app import create_app, run
 from redraft.serve.engine import Engine, QueueFull, Unavailable
 from redraft.serve.jobs import Event, Job, Served, Work, load_served
 
 __all__ = ["Engine", "Event", "Job", "QueueFull", "Served", "Unavailable", "Work", "create_app",
-           "load_served"]
+           "load_served", "run"]

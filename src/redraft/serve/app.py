@@ -272,5 +272,26 @@ class Reply:
             self.job.cancel()  # the client went away (or we are done: then a no-op)
 
 
+def run(app: FastAPI, host: str, port: int, grace_s: float, log_level: str = "info") -> None:
+    """uvicorn until SIGINT/SIGTERM. uvicorn waits for open connections before it runs the
+    app's shutdown, so the engine is told at the signal itself: in-flight requests get grace_s
+    to finish and then a 503, which closes their connections and lets uvicorn finish."""
+    import threading
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                                           timeout_graceful_shutdown=grace_s + 5))
+    handle_exit = server.handle_exit
+
+    def on_signal(sig, frame):
+        if not server.should_exit:
+            threading.Thread(target=app.state.engine.close, args=(grace_s,), daemon=True).start()
+        handle_exit(sig, frame)
+
+    server.handle_exit = on_signal  # read when uvicorn installs its handlers, inside run()
+    server.run()
+
+
 def _sse(obj: dict) -> str:
     return f"data: {json.dumps(obj)}\n\n"

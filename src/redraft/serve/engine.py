@@ -89,6 +89,8 @@ class Engine:
         """Stop admitting, let in-flight requests finish for up to grace_s, cancel the rest
         (each gets a 503 error event), and stop the thread."""
         with self._cv:
+            if not self._accepting:  # closed already (a signal, then the app's shutdown)
+                return
             self._accepting = False
         end = time.monotonic() + grace_s
         while time.monotonic() < end and self.stats()["active_requests"] + len(self._pending):
