@@ -23,7 +23,7 @@ import torch
 
 from redraft.errors import RedraftError
 from redraft.serve.cohort import Cohort
-from redraft.serve.jobs import ARRows, Event, Job, Served, Work
+from redraft.serve.jobs import Event, Job, Served, Work
 from redraft.serve.metrics import Metrics
 
 
@@ -234,5 +234,3 @@ class Engine:
         self.metrics.finished(job)
         job.emit(Event("done", step=job.work.steps, tokens=x.cpu().clone()))
 
-
-__all__ = ["ARRows", "Engine", "QueueFull", "Unavailable"]
