@@ -47,3 +47,21 @@ def tiny_overrides(corpus: Path, out_dir: Path, objective: str = "mdlm", **extra
         **extra,
     }
     return [f"{k}={v}" for k, v in values.items()]
+
+
+@pytest.fixture(scope="session")
+def serve_runs(tmp_path_factory) -> dict[str, Path]:
+    """A tiny diffusion model and its AR twin for the server tests, trained once per session.
+    Byte tokenizer, so any prompt (the chat template's "user: " too) encodes."""
+    from redraft.cli import main
+
+    base = tmp_path_factory.mktemp("serve")
+    corpus = base / "corpus.txt"
+    corpus.write_text(TEXT)
+    runs = {}
+    for objective in ("mdlm", "ar"):
+        runs[objective] = base / objective
+        overrides = tiny_overrides(corpus, runs[objective], objective, **{
+            "data.tokenizer": "byte", "model.seq_len": 64})
+        assert main(["train", *overrides]) == 0
+    return runs

@@ -1,4 +1,4 @@
-"""Command line: `redraft train|sample|eval|bench|demo`, each a plain function of parsed args.
+"""Command line: `redraft train|sample|eval|bench|serve|demo`, each a plain function of parsed args.
 
 Errors a user can cause (RedraftError) print one clear line and exit with status 2.
 """
@@ -116,6 +116,32 @@ def cmd_bench(args, overrides: list[str]) -> int:
     )
     report = write(Bench(cfg).run(), cfg.out_dir)
     print(f"report: {report}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args, overrides: list[str]) -> int:
+    import os
+
+    _no_overrides(overrides)
+    try:
+        import uvicorn  # noqa: F401
+
+        from redraft.serve import create_app, load_served, run
+    except ImportError as e:
+        raise RedraftError(f"redraft serve needs the 'serve' extra ({e.name} is missing): "
+                           "pip install -e '.[serve]'") from None
+    models = [load_served(path) for path in args.checkpoints]
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise RedraftError(f"two checkpoints share a model name {names}: serve run folders "
+                           "with different names")
+    api_key = args.api_key or os.environ.get("REDRAFT_API_KEY") or None
+    app = create_app(models, api_key=api_key, max_batch=args.max_batch,
+                     max_queue=args.max_queue, timeout_s=args.timeout, max_steps=args.max_steps,
+                     grace_s=args.grace)
+    print(f"serving {names} on http://{args.host}:{args.port}/ (page at /, API under /v1)",
+          file=sys.stderr)
+    run(app, args.host, args.port, args.grace, args.log_level)
     return 0
 
 
@@ -242,6 +268,27 @@ def parser() -> argparse.ArgumentParser:
                    help="random-weight model-size sweep for the diffusion/AR crossover")
     b.add_argument("--out", default="runs/bench", help="folder for report.md, eval.json, PNGs")
 
+    v = sub.add_parser("serve", help="HTTP server: OpenAI-shaped API, step-level batching, "
+                                     "streamed drafts, a live page at /")
+    v.add_argument("checkpoints", nargs="+", help="checkpoint or run folders (the first is the "
+                                                   "default model; each is named by its run "
+                                                   "folder)")
+    v.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 "
+                                                   "(default: $REDRAFT_API_KEY, else none)")
+    v.add_argument("--max-batch", type=_positive_int, default=64,
+                   help="rows (sequences) in the step loop at once")
+    v.add_argument("--max-queue", type=_positive_int, default=256,
+                   help="requests waiting to join; more get 429")
+    v.add_argument("--max-steps", type=_positive_int, default=4096,
+                   help="the largest `steps` a request may ask for")
+    v.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds a request may take, queue included (then 504)")
+    v.add_argument("--grace", type=float, default=10.0,
+                   help="seconds in-flight requests get to finish on shutdown")
+    v.add_argument("--log-level", default="info")
+
     d = sub.add_parser("demo", help="train a diffusion LM and its AR twin on Python's stdlib, "
                                     "compare, and watch a sample denoise")
     d.add_argument("--minutes", type=float, default=5.0, help="total time budget")
@@ -250,7 +297,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "bench": cmd_bench,
-            "demo": cmd_demo}
+            "serve": cmd_serve, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,8 @@
 
 Diffusion: x_1 = prior with the prompt's fixed positions filled in, then for t_i = 1 - i/N,
 i = 0..N-1: logits = backbone(x_t, t); x_s = sampler.step(logits, x_t, t, s) (a step rule
-from sampling.registry), and the prompt's positions are written back. For a backbone without
+from sampling.registry), and the prompt's positions are written back. The step body lives in
+sampling/state.py (DiffusionState), shared with the server's batcher. For a backbone without
 time conditioning the network call is skipped for a row whose tokens did not change since
 its last call: the backbone would return exactly the same logits, and everything that
 depends on t (scores, rates, reveal probabilities) is computed by the step rule from those
@@ -21,8 +22,9 @@ import torch
 from redraft.diffusion import Process
 from redraft.errors import RedraftError
 from redraft.models import Transformer
-from redraft.sampling.categorical import RowRandom, check_knobs, probabilities, sample
+from redraft.sampling.categorical import RowRandom, check_knobs
 from redraft.sampling.registry import make_sampler
+from redraft.sampling.state import DiffusionState, next_tokens
 
 
 @dataclass
@@ -100,41 +102,21 @@ def generate_diffusion(
                            "model.vocab_size)")
     step_rule = make_sampler(sampler, process, objective, temperature, top_k, top_p)
     device = next(model.parameters()).device
-    prefixes, suffixes = _rows(prefix, batch), _rows(suffix, batch)
-    rng = RowRandom(_seeds(seed, batch))
-    x = process.prior((batch, length), device=device, rng=rng)
-    fixed = torch.zeros((batch, length), dtype=torch.bool, device=device)
-    for r, (pre, suf) in enumerate(zip(prefixes, suffixes, strict=True)):
-        if len(pre) + len(suf) > length:
-            raise RedraftError(f"prompt of {len(pre) + len(suf)} tokens does not fit a canvas of "
-                               f"{length} tokens: shorten the prompt or raise the length")
-        x[r, :len(pre)] = torch.tensor(pre, dtype=torch.long)
-        fixed[r, :len(pre)] = True
-        if suf:
-            x[r, length - len(suf):] = torch.tensor(suf, dtype=torch.long)
-            fixed[r, length - len(suf):] = True
-    template = x.clone()
+    state = DiffusionState(process, step_rule, steps=steps, length=length,
+                           prefixes=_rows(prefix, batch), suffixes=_rows(suffix, batch),
+                           seeds=_seeds(seed, batch), device=device)
     time_cond = model.time is not None
-    logits = None
-    last_input = None
     nfe = row_nfe = 0
     start = time.perf_counter()
-    for i in range(steps):
-        t, s = 1.0 - i / steps, 1.0 - (i + 1) / steps
-        tt = torch.full((batch,), t, device=device)
-        if logits is None or time_cond:
-            logits = model(x, tt).float()
+    while not state.done:
+        rows = state.stale(time_cond)  # (B,)
+        if rows.any():
+            tt = torch.full((int(rows.sum()),), state.t, device=device)
+            state.set_logits(rows, model(state.x[rows], tt))
             nfe += 1
-            row_nfe += batch
-        else:
-            changed = (x != last_input).any(dim=1)  # (B,)
-            if changed.any():
-                logits[changed] = model(x[changed], tt[changed]).float()
-                nfe += 1
-                row_nfe += int(changed.sum())
-        last_input = x
-        # Prompt positions are clamped back: a non-absorbing process would resample them.
-        x = torch.where(fixed, template, step_rule.step(logits, x, t, s, rng))
+            row_nfe += int(rows.sum())
+        i = state.i
+        x = state.advance()
         if on_step is not None:
             on_step(i, x)
     return Generation(x, nfe, row_nfe, time.perf_counter() - start, steps)
@@ -190,11 +172,7 @@ def generate_ar(
         nfe += 1
         row_nfe += len(rows)
         for i in range(length - n_pre):
-            if banned:
-                logits = logits.clone()
-                logits[:, list(banned)] = -torch.inf
-            probs = probabilities(logits, temperature, top_k, top_p)
-            nxt = sample(probs, rng.uniform(1)[:, 0].to(device))  # (G,)
+            nxt = next_tokens(logits, rng, temperature, top_k, top_p, banned)  # (G,)
             x = torch.cat((x, nxt[:, None]), dim=1)
             if on_step is not None:
                 on_step(i, x[:, 1:])

@@ -1,0 +1,196 @@
+"""Serving benchmark: step-level batching vs one request at a time, diffusion vs its AR twin.
+
+Two `redraft serve` processes on 127.0.0.1 (max_batch 64, and max_batch 1 = one request at a
+time), each serving the diffusion model and its AR twin. For 1, 4, 16 and 64 concurrent
+clients, each client sends requests back to back (closed loop); every configuration is bounded
+by a request count and a time cap. Reports generated tokens/s and p50/p99 latency, writes the
+"serve" section of BENCHMARKS.md and benchmarks/results/serve.json (unless --no-write).
+
+    python benchmarks/serve.py --pair runs/core     # the core benchmark's mdlm/ and ar/ runs
+    python benchmarks/serve.py                      # no pair: trains both for --train-minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import ROOT, machine, write_json, write_section  # noqa: E402
+
+PROMPTS = ["ROMEO:", "JULIET:", "First Citizen:", "KING RICHARD III:", "MENENIUS:"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(runs: list[Path], max_batch: int, max_queue: int) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "redraft", "serve", *map(str, runs), "--port", str(port),
+         "--max-batch", str(max_batch), "--max-queue", str(max_queue), "--log-level", "warning"],
+        env=env, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    end = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > end:
+            proc.kill()
+            sys.exit(f"the server on port {port} did not start")
+        time.sleep(0.2)
+
+
+async def load(url: str, model: str, clients: int, requests: int, cap_s: float,
+               body: dict, prompts: list[str]) -> dict:
+    """`clients` closed-loop clients share `requests` requests; stop early after cap_s."""
+    latencies, tokens, errors = [], 0, 0
+    issued = 0
+    start = time.perf_counter()
+
+    async def client(http: httpx.AsyncClient, c: int) -> None:
+        nonlocal issued, tokens, errors
+        while issued < requests and time.perf_counter() - start < cap_s:
+            i = issued
+            issued += 1
+            t0 = time.perf_counter()
+            r = await http.post(url + "/v1/completions", json={
+                **body, "model": model, "prompt": prompts[i % len(prompts)], "seed": i})
+            if r.status_code != 200:
+                if not errors:
+                    print(f"HTTP {r.status_code}: {r.text}", file=sys.stderr)
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - t0)
+            tokens += r.json()["usage"]["completion_tokens"]
+
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(timeout=cap_s + 600, limits=limits) as http:
+        await asyncio.gather(*(client(http, c) for c in range(clients)))
+    wall = time.perf_counter() - start
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0.0
+
+    return {"requests": len(latencies), "errors": errors, "tokens": tokens, "wall_s": wall,
+            "tokens_per_s": tokens / wall, "p50_s": pct(0.5), "p99_s": pct(0.99)}
+
+
+def pair(args) -> tuple[list[Path], str]:
+    if args.pair:
+        runs = [Path(args.pair) / "mdlm", Path(args.pair) / "ar"]
+        return runs, f"trained checkpoints from {args.pair}"
+    from core import config  # the core benchmark's model and data
+
+    from redraft.config import config_from_dict
+    from redraft.train import train
+
+    work = Path(tempfile.mkdtemp(prefix="redraft-serve-"))
+    for objective in ("mdlm", "ar"):
+        print(f"training {objective} for {args.train_minutes} min ...", file=sys.stderr)
+        train(config_from_dict(config(objective, args.train_minutes, work, work / "cache",
+                                      "auto")))
+    return [work / "mdlm", work / "ar"], (f"tinyshakespeare models trained "
+                                          f"{args.train_minutes:g} min each by this script")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pair", default=None, help="folder with mdlm/ and ar/ run folders "
+                                                 "(default: runs/core if it exists)")
+    ap.add_argument("--train-minutes", type=float, default=2.0)
+    ap.add_argument("--clients", default="1,4,16,64")
+    ap.add_argument("--requests-per-client", type=int, default=2,
+                    help="requests per configuration = this x clients (at least 8)")
+    ap.add_argument("--cap-s", type=float, default=120.0, help="time cap per configuration")
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=64, help="diffusion steps per request")
+    ap.add_argument("--prompts", default=",".join(PROMPTS), help="comma-separated prompts")
+    ap.add_argument("--no-write", action="store_true", help="print only (smoke runs)")
+    args = ap.parse_args()
+    if args.pair is None and (ROOT / "runs" / "core" / "mdlm").is_dir():
+        args.pair = str(ROOT / "runs" / "core")
+    runs, source = pair(args)
+    clients = [int(c) for c in args.clients.split(",")]
+    body = {"max_tokens": args.max_tokens, "steps": args.steps}
+    results = []
+    for mode, max_batch in (("batched", 64), ("one_at_a_time", 1)):
+        proc, url = start_server(runs, max_batch, max_queue=4 * max(clients))
+        try:
+            for c in clients:
+                for model in ("mdlm", "ar"):
+                    n = max(8, args.requests_per_client * c)
+                    r = asyncio.run(load(url, model, c, n, args.cap_s, body,
+                                         args.prompts.split(",")))
+                    r.update(clients=c, mode=mode, model=model)
+                    results.append(r)
+                    print(f"{mode:14s} {model:5s} clients={c:3d}  {r['tokens_per_s']:8.0f} "
+                          f"tokens/s  p50 {r['p50_s']:.3f} s  p99 {r['p99_s']:.3f} s  "
+                          f"({r['requests']} requests, {r['errors']} errors)", file=sys.stderr)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+    def rate(mode: str, model: str, c: int) -> float | None:
+        return next((r["tokens_per_s"] for r in results
+                     if (r["mode"], r["model"], r["clients"]) == (mode, model, c)), None)
+
+    def speedup(model: str) -> float | None:
+        a, b = rate("batched", model, 16), rate("one_at_a_time", model, 16)
+        return a / b if a and b else None
+
+    summary = {"machine": machine(), "models": source, "max_tokens": args.max_tokens,
+               "steps": args.steps, "batching_speedup_16_clients": speedup("mdlm"),
+               "ar_batching_speedup_16_clients": speedup("ar"), "runs": results,
+               "command": "python benchmarks/serve.py " + " ".join(sys.argv[1:])}
+    if args.no_write:
+        print(summary)
+        return
+    write_json("serve", summary)
+    write_section("serve", report(summary))
+
+
+def report(s: dict) -> str:
+    m = s["machine"]
+    lines = [
+        "## Serving: step-level batching (redraft serve)", "",
+        f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['date']}. Command: "
+        f"`{s['command']}`. Models: {s['models']}. Each request: {s['max_tokens']} new tokens "
+        f"(diffusion: {s['steps']} steps; AR: one token a step with the KV cache). Closed-loop "
+        "clients on 127.0.0.1; `one_at_a_time` is the same server with --max-batch 1. p99 over "
+        "a few dozen requests is close to the maximum.", "",
+        "| clients | mode | model | tokens/s | p50 s | p99 s | requests |",
+        "|---:|---|---|---:|---:|---:|---:|",
+    ]
+    for r in sorted(s["runs"], key=lambda r: (r["model"], r["clients"], r["mode"])):
+        lines.append(f"| {r['clients']} | {r['mode']} | {r['model']} | {r['tokens_per_s']:.0f} "
+                     f"| {r['p50_s']:.3f} | {r['p99_s']:.3f} | {r['requests']} |")
+    sp, ar = s["batching_speedup_16_clients"], s["ar_batching_speedup_16_clients"]
+    if sp is not None:
+        verdict = "meets" if sp >= 4 else "misses"
+        lines += ["", f"At 16 clients step-level batching gives **{sp:.1f}x** the diffusion "
+                      f"throughput of one request at a time ({verdict} the 4x bar); the AR twin "
+                      f"gets {ar:.1f}x."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

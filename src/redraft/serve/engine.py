@@ -1,0 +1,236 @@
+"""Step-level continuous batching: one thread owns the models and runs one tick at a time.
+
+A tick: (1) retire cancelled and timed-out requests; (2) admit queued requests, first come first
+served, while the active rows stay within max_batch; (3) for every (model, canvas length) bucket
+of diffusion requests, stack the rows that need logits into ONE network call with a per-row t
+(so requests at different steps, with different step counts and samplers, share it), then let
+each request's own step rule advance its own rows; (4) step the AR cohorts (serve/cohort.py),
+one token each. A request that finishes is retired at once, and its slot is free for the next
+tick. Buckets use exact lengths, so no row is padded and no attention mask is needed: a row's
+logits do not depend on its batch-mates (up to the float rounding of batched matmuls).
+
+The queue is bounded: submit() raises QueueFull rather than let memory grow. Torch releases
+the GIL inside its kernels, so the HTTP event loop stays responsive while the engine computes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import torch
+
+from redraft.errors import RedraftError
+from redraft.serve.cohort import Cohort
+from redraft.serve.jobs import Event, Job, Served, Work
+from redraft.serve.metrics import Metrics
+
+
+class QueueFull(RedraftError):
+    """The bounded queue is full: the client should retry later (HTTP 429)."""
+
+
+class Unavailable(RedraftError):
+    """The engine is shutting down (HTTP 503)."""
+
+
+class Engine:
+    def __init__(self, models: dict[str, Served], *, max_batch: int = 64, max_queue: int = 256,
+                 timeout_s: float = 300.0, metrics: Metrics | None = None):
+        if not models:
+            raise RedraftError("the engine needs at least one model")
+        self.models, self.max_batch, self.max_queue = models, max_batch, max_queue
+        self.timeout_s = timeout_s
+        self.metrics = metrics or Metrics()
+        self._pending: deque[Job] = deque()
+        self._active: list[Job] = []  # diffusion requests
+        self._cohorts: list[Cohort] = []  # AR requests
+        self._fresh_ar: list[Job] = []  # admitted AR requests not yet prefilled
+        self._cv = threading.Condition()
+        self._accepting = True
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self.last_batch_rows = 0  # rows of the largest network call of the last tick
+
+    # --- the request side (any thread) ---------------------------------------------------
+
+    def submit(self, work: Work, listener=None) -> Job:
+        served = self.models.get(work.model)
+        if served is None:
+            raise KeyError(work.model)
+        if work.n > self.max_batch:
+            raise RedraftError(f"n={work.n}: this server runs at most {self.max_batch} rows at "
+                               "once")
+        job = Job(work, served, self.timeout_s, listener)  # validates: RedraftError
+        with self._cv:
+            if not self._accepting:
+                raise Unavailable("the server is shutting down")
+            if len(self._pending) >= self.max_queue:
+                raise QueueFull(f"the queue is full ({self.max_queue} requests waiting): retry "
+                                "later")
+            self._pending.append(job)
+            self._cv.notify()
+        return job
+
+    def stats(self) -> dict:
+        with self._cv:
+            active = self._active + self._fresh_ar + [j for c in self._cohorts for j in c.jobs]
+            return {"queue_depth": len(self._pending), "active_requests": len(active),
+                    "active_rows": sum(j.n for j in active),
+                    "last_batch_rows": self.last_batch_rows}
+
+    def start(self) -> Engine:
+        self._thread = threading.Thread(target=self._run, name="redraft-engine", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self, grace_s: float = 10.0) -> None:
+        """Stop admitting, let in-flight requests finish for up to grace_s, cancel the rest
+        (each gets a 503 error event), and stop the thread."""
+        with self._cv:
+            if not self._accepting:  # closed already (a signal, then the app's shutdown)
+                return
+            self._accepting = False
+        end = time.monotonic() + grace_s
+        while time.monotonic() < end and self.stats()["active_requests"] + len(self._pending):
+            time.sleep(0.01)
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        if self._thread is not None:
+            self._thread.join()
+        for job in [*self._pending, *self._active, *self._fresh_ar,
+                    *(j for c in self._cohorts for j in c.jobs)]:
+            job.emit(Event("error", status=503, message="the server shut down before the "
+                                                          "request finished"))
+        self._pending.clear()
+        self._active, self._fresh_ar, self._cohorts = [], [], []
+
+    # --- the engine thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stop and not self._busy():
+                    self._cv.wait()
+                if self._stop:
+                    return
+            try:
+                self.tick()
+            except Exception as e:  # a bug must fail its requests, not hang them
+                for job in self._all_running():
+                    job.emit(Event("error", status=500, message=f"engine error: {e!r}"))
+                self._active, self._fresh_ar, self._cohorts = [], [], []
+
+    def _busy(self) -> bool:
+        return bool(self._pending or self._active or self._fresh_ar or self._cohorts)
+
+    def _all_running(self) -> list[Job]:
+        return [*self._active, *self._fresh_ar, *(j for c in self._cohorts for j in c.jobs)]
+
+    @torch.no_grad()
+    def tick(self) -> None:
+        """One step for every active request (see the module docstring)."""
+        self._retire_dropped()
+        self._admit()
+        rows = [self._diffusion_bucket(key, jobs) for key, jobs in self._buckets().items()]
+        rows += self._ar_tick()
+        self.last_batch_rows = max(rows, default=0)
+        for r in rows:
+            if r:
+                self.metrics.batch(r)
+
+    def _retire_dropped(self) -> None:
+        now = time.monotonic()
+        for job in self._all_running():
+            if job.cancelled:
+                self.metrics.cancelled += 1
+            elif now > job.deadline:
+                job.emit(Event("error", status=504, message=f"request timed out after "
+                                                            f"{self.timeout_s:g} s"))
+        keep = [j for j in self._all_running() if not j.cancelled and not j.finished.is_set()]
+        with self._cv:
+            for job in [j for j in self._pending if now > j.deadline and not j.cancelled]:
+                job.emit(Event("error", status=504, message=f"request timed out after "
+                                                            f"{self.timeout_s:g} s in the queue"))
+            self._pending = deque(j for j in self._pending
+                                  if not j.cancelled and not j.finished.is_set())
+            self._active = [j for j in self._active if j in keep]
+            self._fresh_ar = [j for j in self._fresh_ar if j in keep]
+            for c in self._cohorts:
+                c.keep([j for j in c.jobs if j in keep])
+            self._cohorts = [c for c in self._cohorts if c.jobs]
+
+    def _admit(self) -> None:
+        with self._cv:
+            used = sum(j.n for j in self._all_running())
+            while self._pending and used + self._pending[0].n <= self.max_batch:
+                job = self._pending.popleft()
+                if job.cancelled:
+                    continue
+                used += job.n
+                (self._fresh_ar if job.served.is_ar else self._active).append(job)
+
+    def _buckets(self) -> dict[tuple[str, int], list[Job]]:
+        buckets: dict[tuple[str, int], list[Job]] = {}
+        for job in self._active:
+            buckets.setdefault((job.work.model, job.work.length), []).append(job)
+        return buckets
+
+    def _diffusion_bucket(self, key: tuple[str, int], jobs: list[Job]) -> int:
+        served = self.models[key[0]]
+        stale = [job.state.stale(served.time_cond) for job in jobs]  # (n,) each
+        counts = [int(s.sum()) for s in stale]
+        if sum(counts):
+            x = torch.cat([job.state.x[s] for job, s in zip(jobs, stale, strict=True)])
+            t = torch.cat([torch.full((c,), job.state.t, device=x.device)
+                           for job, c in zip(jobs, counts, strict=True)])
+            logits = served.model(x, t).split(counts)
+            for job, s, lg, c in zip(jobs, stale, logits, counts, strict=True):
+                if c:
+                    job.state.set_logits(s, lg)
+                    job.row_nfe += c
+        for job in jobs:
+            x = job.state.advance()
+            if job.state.done:
+                self._finish(job, x)
+            elif job.work.drafts:
+                job.emit(Event("draft", step=job.state.i, tokens=x.cpu().clone()))
+        return sum(counts)
+
+    def _ar_tick(self) -> list[int]:
+        rows = []
+        groups: dict[tuple[str, int], list[Job]] = {}
+        for job in self._fresh_ar:
+            groups.setdefault((job.work.model, len(job.work.prefix)), []).append(job)
+        with self._cv:
+            self._fresh_ar = []
+        for (name, _), jobs in groups.items():
+            cohort = Cohort.prefill(self.models[name], jobs)
+            rows.append(cohort.rows)
+            self._cohorts.append(cohort)
+        by_position: dict[tuple[str, int], list[Cohort]] = {}
+        for c in self._cohorts:
+            by_position.setdefault((c.served.name, c.position), []).append(c)
+        cohorts = [Cohort.merge(cs) if len(cs) > 1 else cs[0] for cs in by_position.values()]
+        for cohort in cohorts:
+            done, n = cohort.step()
+            rows.append(n)
+            for job in done:
+                self._finish(job, job.state.canvas(job.served.tokenizer.mask_id))
+            for job in cohort.jobs:
+                if job.work.drafts:
+                    job.emit(Event("draft", step=job.state.tokens.shape[1] - 1 - len(
+                        job.work.prefix), tokens=job.state.canvas(job.served.tokenizer.mask_id)))
+        with self._cv:
+            self._cohorts = [c for c in cohorts if c.jobs]
+        return rows
+
+    def _finish(self, job: Job, x: torch.Tensor) -> None:
+        with self._cv:
+            if job in self._active:
+                self._active.remove(job)
+        self.metrics.finished(job)
+        job.emit(Event("done", step=job.work.steps, tokens=x.cpu().clone()))
+

@@ -1,0 +1,115 @@
+"""Request bodies (OpenAI's fields plus diffusion knobs), the chat template, and the turn of a
+validated body into engine Work.
+
+Strict types: "8" is not an integer and 1 is not a boolean, so a client's mistake is a 400 that
+names the field rather than a silent conversion. Unknown fields are rejected too (a misspelt
+`stpes` would otherwise be ignored).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from redraft.errors import RedraftError
+from redraft.serve.jobs import Served, Work
+
+# The chat template: every message on its own line as "role: content", then "assistant: ",
+# which the model continues. Small char-level models learn nothing of chat; this keeps the
+# endpoint honest (a prompt you can read) rather than clever.
+CHAT_ROLE_FORMAT = "{role}: {content}\n"
+CHAT_REPLY_PREFIX = "assistant: "
+
+
+class Knobs(BaseModel):
+    """Fields every generating endpoint takes."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1, description="tokens to generate (default: the "
+                                                           "rest of the context)")
+    temperature: float = Field(1.0, ge=0, le=100)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=1)
+    n: int = Field(1, ge=1, le=64)
+    seed: int | None = Field(None, ge=0, lt=2**63 - 64)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    user: str | None = None
+    # diffusion knobs
+    steps: int = Field(64, ge=1)
+    sampler: str | None = None
+    diffusing: bool = Field(False, description="stream every intermediate draft")
+
+
+class CompletionRequest(Knobs):
+    prompt: str | list[str] = ""
+    suffix: str | None = None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(Knobs):
+    messages: list[Message] = Field(min_length=1)
+
+
+class InfillRequest(Knobs):
+    prefix: str = ""
+    suffix: str = ""
+
+
+def chat_prompt(messages: list[Message]) -> str:
+    return "".join(CHAT_ROLE_FORMAT.format(role=m.role, content=m.content)
+                   for m in messages) + CHAT_REPLY_PREFIX
+
+
+def prompt_text(req: CompletionRequest) -> str:
+    if isinstance(req.prompt, str):
+        return req.prompt
+    if len(req.prompt) != 1:
+        raise RedraftError(f"prompt: a list of {len(req.prompt)} prompts; this server takes one "
+                           "prompt per request (use n for several samples)")
+    return req.prompt[0]
+
+
+def stops(req: Knobs) -> list[str]:
+    found = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    if len(found) > 4 or any(not s for s in found):
+        raise RedraftError("stop: expected up to 4 non-empty strings")
+    return found
+
+
+def to_work(req: Knobs, served: Served, prefix: str, suffix: str, max_steps: int) -> Work:
+    """Tokenise and check sizes: prompt + max_tokens (+ suffix) must fit the model's context."""
+    stops(req)
+    if req.steps > max_steps:
+        raise RedraftError(f"steps={req.steps}: this server allows at most {max_steps}")
+    tok = served.tokenizer
+    pre, suf = tok.encode(prefix), tok.encode(suffix)
+    room = served.seq_len - len(pre) - len(suf)
+    if room < 1:
+        raise RedraftError(f"the prompt is {len(pre) + len(suf)} tokens; the context of model "
+                           f"{served.name!r} is {served.seq_len} tokens, so nothing is left to "
+                           "generate")
+    max_tokens = room if req.max_tokens is None else req.max_tokens
+    if max_tokens > room:
+        raise RedraftError(f"max_tokens={max_tokens}: the prompt takes {len(pre) + len(suf)} of "
+                           f"the {served.seq_len}-token context, so at most {room} fit")
+    seed = secrets.randbelow(2**31) if req.seed is None else req.seed
+    return Work(model=served.name, prefix=pre, suffix=suf, length=len(pre) + max_tokens + len(suf),
+                seeds=[seed + r for r in range(req.n)], steps=req.steps, sampler=req.sampler,
+                temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
+                drafts=req.stream and req.diffusing)
+
+
+def cut_at_stop(text: str, stop: list[str]) -> tuple[str, str]:
+    """The text up to the first stop string, and OpenAI's finish_reason."""
+    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return (text[:min(cuts)], "stop") if cuts else (text, "length")

@@ -1,0 +1,182 @@
+"""The HTTP API in-process (FastAPI's TestClient): OpenAI shapes, equality with `redraft
+sample`, streaming, and a JSON error with the right status for every bad input."""
+
+import json
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from redraft.cli import main  # noqa: E402
+from redraft.serve import Work, create_app, load_served  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def models(serve_runs):
+    return [load_served(serve_runs["mdlm"]), load_served(serve_runs["ar"])]
+
+
+@pytest.fixture(scope="module")
+def client(models):
+    with TestClient(create_app(models, max_steps=1000)) as c:
+        yield c
+
+
+def offline(capsys, run, *argv):
+    capsys.readouterr()
+    assert main(["sample", str(run), "--json", *argv]) == 0
+    return json.loads(capsys.readouterr().out)["samples"]
+
+
+@pytest.mark.parametrize("model", ["mdlm", "ar"])
+def test_completion_equals_offline_sample(client, serve_runs, capsys, model):
+    body = {"model": model, "prompt": "the ", "max_tokens": 20, "steps": 10, "seed": 7, "n": 2,
+            "temperature": 0.9}
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["object"] == "text_completion" and out["model"] == model
+    assert out["usage"]["completion_tokens"] == 40
+    steps = ["--steps", "10"] if model == "mdlm" else []
+    want = offline(capsys, serve_runs[model], "--prompt", "the ", "--length", "24", "--seed", "7",
+                   "--num-samples", "2", "--temperature", "0.9", *steps)
+    assert ["the " + c["text"] for c in out["choices"]] == want
+
+
+def test_infill_chat_and_stop(client, serve_runs, capsys):
+    r = client.post("/v1/infill", json={"prefix": "the ", "suffix": " sat", "max_tokens": 6,
+                                        "steps": 6, "seed": 3, "sampler": "analytic"})
+    assert r.status_code == 200, r.text
+    want = offline(capsys, serve_runs["mdlm"], "--prompt", "the ", "--suffix", " sat",
+                   "--length", "14", "--steps", "6", "--seed", "3", "--sampler", "analytic")
+    assert "the " + r.json()["choices"][0]["text"] + " sat" == want[0]
+
+    r = client.post("/v1/chat/completions", json={
+        "messages": [{"role": "system", "content": "be brief"},
+                     {"role": "user", "content": "the cat"}], "max_tokens": 8, "steps": 4,
+        "seed": 1})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert r.json()["object"] == "chat.completion" and choice["message"]["role"] == "assistant"
+    prompt = "system: be brief\nuser: the cat\nassistant: "  # the documented template
+    want = offline(capsys, serve_runs["mdlm"], "--prompt", prompt, "--length",
+                   str(len(prompt) + 8), "--steps", "4", "--seed", "1")
+    assert prompt + choice["message"]["content"] == want[0]
+
+    full = client.post("/v1/completions", json={"prompt": "the ", "max_tokens": 30, "seed": 2,
+                                                "steps": 8}).json()["choices"][0]["text"]
+    stop = full[3:5]
+    cut = client.post("/v1/completions", json={"prompt": "the ", "max_tokens": 30, "seed": 2,
+                                               "steps": 8, "stop": [stop]}).json()["choices"][0]
+    assert cut["text"] == full[:full.index(stop)] and cut["finish_reason"] == "stop"
+
+
+def _events(client, body):
+    with client.stream("POST", "/v1/completions", json=body) as s:
+        assert s.status_code == 200 and s.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in s.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    return [json.loads(line[6:]) for line in lines[:-1]]
+
+
+@pytest.mark.parametrize("model", ["mdlm", "ar"])
+def test_streamed_drafts(client, model):
+    body = {"model": model, "prompt": "the ", "max_tokens": 12, "steps": 6, "seed": 5}
+    final = client.post("/v1/completions", json=body).json()["choices"][0]["text"]
+    events = _events(client, {**body, "stream": True, "diffusing": True})
+    drafts = [e for e in events if e.get("draft")]
+    assert len(drafts) == (6 if model == "mdlm" else 12) - 1  # every step but the last
+    assert "░" in drafts[0]["choices"][0]["text"]
+    assert [e["step"] for e in drafts] == list(range(1, len(drafts) + 1))
+    texts = [e["choices"][0]["text"] for e in events if not e.get("draft") and e["choices"]]
+    assert texts == [final, ""]
+    assert events[-1]["usage"]["completion_tokens"] == 12
+
+    plain = _events(client, {**body, "stream": True})  # no drafts: the final text only
+    assert not any(e.get("draft") for e in plain)
+    assert plain[0]["choices"][0]["text"] == final
+
+
+BAD = {
+    "bad json": ('{"prompt": ', 400, "not valid JSON"),
+    "not an object": ("[1, 2]", 400, "JSON object"),
+    "wrong type": ({"prompt": "the ", "max_tokens": "8"}, 400, "max_tokens"),
+    "bool for int": ({"n": True}, 400, "n: "),
+    "unknown field": ({"stpes": 8}, 400, "stpes"),
+    "steps 0": ({"steps": 0}, 400, "steps"),
+    "steps over limit": ({"steps": 5000}, 400, "at most 1000"),
+    "max_tokens 0": ({"max_tokens": 0}, 400, "max_tokens"),
+    "too long": ({"prompt": "the cat " * 9}, 400, "context"),
+    "max_tokens past context": ({"prompt": "the ", "max_tokens": 61}, 400, "at most 60"),
+    "unknown sampler": ({"sampler": "nope"}, 400, "unknown sampler 'nope'"),
+    "negative temperature": ({"temperature": -1.0}, 400, "temperature"),
+    "top_p zero": ({"top_p": 0.0}, 400, "top_p"),
+    "unknown model": ({"model": "gpt-9"}, 404, "gpt-9"),
+    "ar with suffix": ({"model": "ar", "prompt": "a", "suffix": "b"}, 400, "autoregressive"),
+    "ar with sampler": ({"model": "ar", "sampler": "euler"}, 400, "diffusion model"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_gets_a_json_error(client, case):
+    body, status, needle = BAD[case]
+    kw = {"content": body, "headers": {"content-type": "application/json"}} \
+        if isinstance(body, str) else {"json": body}
+    r = client.post("/v1/completions", **kw)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert needle in err["message"] and err["code"] == status
+
+
+def test_chat_and_route_errors(client):
+    r = client.post("/v1/chat/completions", json={"messages": []})
+    assert r.status_code == 400 and "messages" in r.json()["error"]["message"]
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "robot", "content": ""}]})
+    assert r.status_code == 400 and "role" in r.json()["error"]["message"]
+    r = client.get("/v1/nothing")
+    assert r.status_code == 404 and "error" in r.json()
+
+
+def test_models_health_metrics_page(client):
+    data = client.get("/v1/models").json()["data"]
+    assert [m["id"] for m in data] == ["mdlm", "ar"]
+    assert "ancestral" in data[0]["samplers"] and data[1]["kind"] == "ar"
+    assert client.get("/health").json()["status"] == "ok"
+    client.post("/v1/completions", json={"max_tokens": 4, "steps": 2})
+    text = client.get("/metrics").text
+    for name in ("redraft_requests_total{", "redraft_queue_depth", "redraft_batch_rows_bucket",
+                 "redraft_tokens_per_second", "redraft_request_latency_seconds_count"):
+        assert name in text
+    page = client.get("/")
+    assert page.status_code == 200 and "/v1/completions" in page.text
+
+
+def test_api_key_queue_full_and_timeout(models):
+    app = create_app(models, api_key="s3cret", max_batch=1, max_queue=1, timeout_s=0.5)
+    with TestClient(app) as c:
+        body = {"max_tokens": 4, "steps": 2}
+        assert c.post("/v1/completions", json=body).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert c.post("/v1/completions", json=body, headers=wrong).status_code == 401
+        key = {"Authorization": "Bearer s3cret"}
+        assert c.post("/v1/completions", json=body, headers=key).status_code == 200
+        engine = app.state.engine
+        tok = models[0].tokenizer
+        busy = engine.submit(Work("mdlm", tok.encode("the "), 64, [1], steps=10**6))
+        while engine.stats()["active_rows"] < 1:
+            time.sleep(0.005)
+        waiting = engine.submit(Work("mdlm", [], 8, [1], steps=10**6))
+        r = c.post("/v1/completions", json=body, headers=key)
+        assert r.status_code == 429 and "queue is full" in r.json()["error"]["message"]
+        busy.wait(10), waiting.wait(10)  # both time out: the queue drains
+        r = c.post("/v1/completions", json={**body, "steps": 10**6 // 2, "max_tokens": 60},
+                   headers=key)
+        assert r.status_code == 400  # over the default max_steps
+        app2 = create_app(models, timeout_s=0.3, max_steps=10**6)
+        with TestClient(app2) as c2:
+            r = c2.post("/v1/completions", json={"steps": 10**6})
+            assert r.status_code == 504 and "timed out" in r.json()["error"]["message"]

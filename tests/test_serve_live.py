@@ -1,0 +1,130 @@
+"""A real uvicorn server on 127.0.0.1 (a free port, a thread, shut down at the end): the official
+openai client, a client that disconnects mid-stream, and the page in headless Chromium."""
+
+import os
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from redraft.serve import create_app, load_served  # noqa: E402
+
+CHROMIUM = os.environ.get("REDRAFT_CHROMIUM") or shutil.which("chromium") or next(
+    (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(p)), None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(serve_runs):
+    app = create_app([load_served(serve_runs["mdlm"]), load_served(serve_runs["ar"])],
+                     max_steps=10**6, grace_s=1.0)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    end = time.monotonic() + 20
+    while not srv.started:
+        assert time.monotonic() < end and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}", app.state.engine
+    srv.should_exit = True
+    thread.join(timeout=20)
+    assert not thread.is_alive()
+
+
+def test_openai_client(server):
+    openai = pytest.importorskip("openai")
+    url, _ = server
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=30)
+    assert [m.id for m in client.models.list().data] == ["mdlm", "ar"]
+    extra = {"steps": 8}
+    done = client.completions.create(model="mdlm", prompt="the ", max_tokens=12, seed=4, n=2,
+                                     extra_body=extra)
+    assert len(done.choices) == 2 and done.usage.completion_tokens == 24
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model="mdlm", prompt="the ", max_tokens=12, seed=4, stream=True, extra_body=extra)
+        if c.choices)
+    assert streamed == done.choices[0].text
+    chat = client.chat.completions.create(
+        model="ar", messages=[{"role": "user", "content": "the cat"}], max_tokens=6, seed=1)
+    reply = chat.choices[0].message.content
+    assert chat.choices[0].message.role == "assistant" and chat.usage.completion_tokens == 6
+    chunks = client.chat.completions.create(
+        model="ar", messages=[{"role": "user", "content": "the cat"}], max_tokens=6, seed=1,
+        stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == reply
+    with pytest.raises(openai.BadRequestError, match="steps"):
+        client.completions.create(model="mdlm", prompt="x", extra_body={"steps": 0})
+
+
+def test_disconnect_cancels_work(server):
+    url, engine = server
+    body = {"prompt": "the ", "max_tokens": 40, "steps": 10**6, "stream": True,
+            "diffusing": True, "seed": 1}
+    before = engine.metrics.cancelled
+    with httpx.Client(timeout=20) as client:
+        other = client.build_request("POST", url + "/v1/completions", json={**body, "n": 2})
+        keep = client.send(other, stream=True)  # stays connected throughout
+        with client.stream("POST", url + "/v1/completions", json=body) as r:
+            lines = r.iter_lines()
+            assert next(line for line in lines if line.startswith("data: "))
+            end = time.monotonic() + 10
+            while engine.stats()["active_rows"] != 3:
+                assert time.monotonic() < end
+                time.sleep(0.01)
+        # The socket is closed: the server notices, cancels, and the batch shrinks to 2 rows.
+        end = time.monotonic() + 10
+        while engine.stats()["active_rows"] != 2:
+            assert time.monotonic() < end, engine.stats()
+            time.sleep(0.01)
+        assert engine.metrics.cancelled == before + 1
+        keep.close()
+    end = time.monotonic() + 10
+    while engine.stats()["active_rows"]:
+        assert time.monotonic() < end, engine.stats()
+        time.sleep(0.01)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian package 'chromium')")
+def test_page_in_chromium(server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, _ = server
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.goto(url + "/")
+            page.wait_for_function("document.querySelector('#model').options.length == 2")
+            page.fill("#prompt", "the ")
+            page.fill("#steps", "300")
+            page.fill("#max_tokens", "40")
+            page.select_option("#sampler", "ancestral")
+            # Record every text the draft shows (each set replaces the node: addedNodes holds it).
+            page.evaluate("""() => { window.seen = [];
+                new MutationObserver((ms) => ms.forEach((m) => m.addedNodes.forEach(
+                    (n) => window.seen.push(n.textContent)))).observe(
+                    document.querySelector('#draft .text'), {childList: true}); }""")
+            page.click("#go")
+            page.wait_for_function("document.querySelector('#status').textContent"
+                                   ".startsWith('done')", timeout=60_000)
+            seen = page.evaluate("window.seen")
+            status = page.text_content("#status")
+            final = page.text_content("#draft .text")
+        finally:
+            browser.close()
+    drafts = [s for s in seen if "░" in s]
+    assert len(set(drafts)) >= 3, seen[:5]  # the draft changed in place, step after step
+    assert drafts[0].count("░") > drafts[-1].count("░")
+    assert "░" not in final and len(final) > 0 and "tokens/s" in status and "300 steps" in status
