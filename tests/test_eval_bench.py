@@ -47,7 +47,7 @@ def test_bench_report_renders_from_tiny_checkpoints(pair, tmp_path, capsys):
     cold = {r["model"]: r["entropy"] for r in runs if r["temperature"] == 0.5}
     assert hot["ar:ar"] > cold["ar:ar"]  # temperature reaches the sampler
     assert result["reference"]["gen_ppl"] > 1
-    assert [e["model"] for e in result["likelihood"]] == ["mdlm:mdlm", "ar:ar"]
+    assert [e["model"] for e in result["likelihood"]] == ["mdlm:mdlm", "ar:ar", "judge"]
     assert len(result["sweep"]) == 12 and result["crossovers"]
     report = (out / "report.md").read_text()
     assert "held-out text" in report and "| mdlm:mdlm | ancestral | 8 |" in report

@@ -257,8 +257,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--length", type=_positive_int, default=None,
                    help="tokens per sample (default: the smallest seq_len)")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--eval-batches", type=_positive_int, default=16,
-                   help="validation batches for the likelihood table")
+    b.add_argument("--eval-batches", type=_positive_int, default=None,
+                   help="validation batches for the likelihood table (default: all)")
     b.add_argument("--mauve", action="store_true",
                    help="MAUVE and Frechet distance on MiniLM features (extra 'quality')")
     b.add_argument("--code", action=argparse.BooleanOptionalAction, default=None,

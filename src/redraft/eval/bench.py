@@ -48,7 +48,7 @@ class BenchConfig:
     num_samples: int = 32
     length: int | None = None
     seed: int = 0
-    eval_batches: int = 16
+    eval_batches: int | None = None  # validation batches for the likelihood table (None: all)
     mauve: bool = False
     code: bool | None = None  # None: decide from the corpus (Python source -> parse rate)
     sweep: str = "quick"  # a speed.PRESETS name or "none"
@@ -235,6 +235,11 @@ class Bench:
                 ev = evaluate_checkpoint(ck.path, samples=4, max_batches=cfg.eval_batches)
                 result["likelihood"].append({"model": self._name(ck), **ev})
                 bar.update()
+            judge_ck = getattr(self.judge, "ck", None)
+            if judge_ck is not None:  # the judge's own loss on the same split, for scale
+                ev = evaluate_checkpoint(judge_ck.path, corpus=first.config.data.corpus,
+                                         samples=1, max_batches=cfg.eval_batches)
+                result["likelihood"].append({"model": "judge", **ev})
         if self.judge is not None:
             result["judge"] = {"path": self.judge.name, "params": self.judge.params,
                                "context": self.judge.context}
