@@ -102,7 +102,7 @@ class Tokenizer:
             "mask_id": self.mask_id,
             **self._save_backend(directory),
         }
-        _write_text_atomic(directory / META_FILE, json.dumps(meta, indent=1))
+        write_text_atomic(directory / META_FILE, json.dumps(meta, indent=1))
 
     def __repr__(self) -> str:
         return (
@@ -237,7 +237,7 @@ class BackendTokenizer(Tokenizer):
         return json.loads(self.backend.to_str())
 
     def _save_backend(self, directory: Path) -> dict:
-        _write_text_atomic(directory / BACKEND_FILE, self.backend.to_str(pretty=True))
+        write_text_atomic(directory / BACKEND_FILE, self.backend.to_str(pretty=True))
         return {"special_tokens": self.special_tokens}
 
 
@@ -411,7 +411,7 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     return tokenizer
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from redraft.data.tokenizers import write_text_atomic
 from redraft.errors import RedraftError
 from redraft.eval import flops, hardware, quality, speed
 from redraft.eval.judge import Judge, load_judge, texts_of
@@ -291,12 +292,7 @@ def write(result: dict, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images = plots.all_plots(result, out)
-    _atomic(out / "eval.json", json.dumps(result, indent=1, default=float) + "\n")
-    _atomic(out / "report.md", report.markdown(result, images))
+    write_text_atomic(out / "eval.json", json.dumps(result, indent=1, default=float) + "\n")
+    write_text_atomic(out / "report.md", report.markdown(result, images))
     return out / "report.md"
 
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

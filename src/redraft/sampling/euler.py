@@ -17,25 +17,23 @@ import math
 
 import torch
 
-from redraft.diffusion import Process
 from redraft.diffusion.score_entropy import ALPHA_FLOOR
-from redraft.sampling.analytic import analytic_probs, draw, score_probs
+from redraft.sampling.analytic import Analytic, draw, score_probs
 from redraft.sampling.categorical import RowRandom
 
 
-class Euler:
-    name = "euler"
+class Euler(Analytic):
+    """The first-order step; its last step to s = 0 is the analytic denoise (the base class)."""
 
-    def __init__(self, process: Process, objective: str):
-        self.process, self.objective = process, objective
+    name = "euler"
 
     def step(self, logits: torch.Tensor, xt: torch.Tensor, t: float, s: float,
              rng: RowRandom) -> torch.Tensor:
         """logits (B, L, V) of the model at (xt, t), xt (B, L) -> xs (B, L) at time s."""
+        if s <= 0:
+            return super().step(logits, xt, t, s, rng)
         u = rng.uniform(xt.shape[1]).to(xt.device)
         score = score_probs(self.objective, self.process, logits, xt, t)
-        if s <= 0:
-            return draw(analytic_probs(self.process, score, xt, t, s), xt, u)
         sched = self.process.schedule
         # sigma(1) is infinite when alpha(1) = 0: the same floor as the score's.
         a_t = max(float(sched.alpha(torch.tensor(t, dtype=torch.float64))), ALPHA_FLOOR)
