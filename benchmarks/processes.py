@@ -80,7 +80,7 @@ def main() -> None:
         judge_path = train(ar_cfg).checkpoint
     judge = RedraftJudge(judge_path)
     tok = judge.tokenizer
-    _, data = load_data(judge.config.data, 256, tok)
+    _, data = load_data(judge.ck.config.data, 256, tok)
     to_bpc = 1 / math.log(2) / data.val_bytes_per_token
     train_counts = np.bincount(np.asarray(data.train), minlength=tok.vocab_size) + 1.0
     unigram_nats = float(-np.log(train_counts / train_counts.sum())[np.asarray(data.val)].mean())
