@@ -47,6 +47,18 @@ class Schedule:
         """-alpha'(t) / (1 - alpha(t)): the weight of the masked-diffusion ELBO integrand."""
         return -self.dalpha(t) / (1.0 - self.alpha(t))
 
+    def time_at(self, alpha: torch.Tensor) -> torch.Tensor:
+        """The time t in [0, 1] with alpha(t) = alpha (float64, any shape; alpha clamped to
+        [alpha(1), 1]). Bisection, since alpha is decreasing: samplers that choose how many
+        tokens to reveal (first-hitting, threshold) use it to tell the backbone the time."""
+        alpha = alpha.to(torch.float64)
+        lo, hi = torch.zeros_like(alpha), torch.ones_like(alpha)
+        for _ in range(60):  # 2^-60: below float64 resolution on [0, 1]
+            mid = (lo + hi) / 2
+            later = self.alpha(mid) > alpha  # still too much data left at mid: go later
+            lo, hi = torch.where(later, mid, lo), torch.where(later, hi, mid)
+        return hi
+
 
 def _check_eps(name: str, eps: float, positive: bool = False) -> float:
     ok = 0.0 < eps < 1.0 if positive else 0.0 <= eps < 1.0

@@ -2,21 +2,34 @@
 
 from redraft.sampling.categorical import RowRandom, probabilities, sample
 from redraft.sampling.generate import Generation, generate_ar, generate_diffusion
+from redraft.sampling.infill import Infill, Span, infill, parse_template
 from redraft.sampling.masked import MaskedAncestral
-from redraft.sampling.registry import DEFAULT_SAMPLER, SAMPLERS, make_sampler
+from redraft.sampling.registry import (
+    DEFAULT_SAMPLER,
+    SAMPLERS,
+    make_sampler,
+    parse_options,
+    sampler_options,
+)
 from redraft.sampling.state import DiffusionState, next_tokens
 
 __all__ = [
     "DEFAULT_SAMPLER",
     "SAMPLERS",
     "DiffusionState",
-    "make_sampler",
     "Generation",
+    "Infill",
     "MaskedAncestral",
     "RowRandom",
+    "Span",
     "generate_ar",
     "generate_diffusion",
+    "infill",
+    "make_sampler",
     "next_tokens",
+    "parse_options",
+    "parse_template",
     "probabilities",
     "sample",
+    "sampler_options",
 ]

@@ -68,7 +68,7 @@ class Analytic:
         self.process, self.objective = process, objective
 
     def step(self, logits: torch.Tensor, xt: torch.Tensor, t: float, s: float,
-             rng: RowRandom) -> torch.Tensor:
+             rng: RowRandom, free: torch.Tensor | None = None) -> torch.Tensor:
         """logits (B, L, V) of the score model at (xt, t), xt (B, L) -> xs (B, L) at time s."""
         u = rng.uniform(xt.shape[1]).to(xt.device)
         score = score_probs(self.objective, self.process, logits, xt, t)

@@ -29,7 +29,7 @@ class Ancestral:
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
 
     def step(self, logits: torch.Tensor, xt: torch.Tensor, t: float, s: float,
-             rng: RowRandom) -> torch.Tensor:
+             rng: RowRandom, free: torch.Tensor | None = None) -> torch.Tensor:
         """logits (B, L, V) of p_theta(x0 | xt), xt (B, L) at time t -> xs (B, L) at time s."""
         B, L, V = logits.shape
         u = rng.uniform(L).to(xt.device)  # (B, L): one stream per row

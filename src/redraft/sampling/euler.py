@@ -28,7 +28,7 @@ class Euler(Analytic):
     name = "euler"
 
     def step(self, logits: torch.Tensor, xt: torch.Tensor, t: float, s: float,
-             rng: RowRandom) -> torch.Tensor:
+             rng: RowRandom, free: torch.Tensor | None = None) -> torch.Tensor:
         """logits (B, L, V) of the model at (xt, t), xt (B, L) -> xs (B, L) at time s."""
         if s <= 0:
             return super().step(logits, xt, t, s, rng)

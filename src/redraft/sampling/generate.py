@@ -2,13 +2,15 @@
 
 Diffusion: x_1 = prior with the prompt's fixed positions filled in, then for t_i = 1 - i/N,
 i = 0..N-1: logits = backbone(x_t, t); x_s = sampler.step(logits, x_t, t, s) (a step rule
-from sampling.registry), and the prompt's positions are written back. The step body lives in
-sampling/state.py (DiffusionState), shared with the server's batcher. For a backbone without
-time conditioning the network call is skipped for a row whose tokens did not change since
-its last call: the backbone would return exactly the same logits, and everything that
-depends on t (scores, rates, reveal probabilities) is computed by the step rule from those
-logits and t. A time-conditioned backbone is called every step. Only changed rows are re-run,
-so each row's result is independent of the rest of the batch.
+from sampling.registry), and the prompt's positions are written back; adaptive rules choose
+their own times and stop when nothing is masked. The step body, with blocks, EOS stop and
+guidance, lives in sampling/state.py (DiffusionState), shared with the server's batcher.
+
+For a backbone without time conditioning the network call is skipped for a row whose tokens
+did not change since its last call: the backbone would return exactly the same logits, and
+everything that depends on t (scores, rates, reveal probabilities) is computed by the step rule
+from those logits and t. A time-conditioned backbone is called every step. Only changed rows
+are re-run, so each row's result is independent of the rest of the batch.
 """
 
 from __future__ import annotations
@@ -76,12 +78,24 @@ def generate_diffusion(
     on_step: Callable[[int, torch.Tensor], None] | None = None,
     sampler: str | None = None,
     objective: str | None = None,
+    options: dict | None = None,
+    canvas: Sequence[int | None] | Sequence[Sequence[int | None]] | None = None,
+    block_size: int | None = None,
+    eos_id: int | None = None,
+    guidance: float = 0.0,
 ) -> Generation:
     """Sample a (batch, length) canvas with `steps` reverse steps; prefix/suffix stay fixed.
 
     sampler: a name in sampling.registry.SAMPLERS (None: the objective's default, "ancestral"
-    for mdlm/udlm, "analytic" for sedd). objective: how the model's logits are parameterised,
-    the checkpoint's diffusion.objective (None: "mdlm", which only the mask process has).
+    for mdlm/udlm, "analytic" for sedd), with its `options`. objective: how the model's logits
+    are parameterised, the checkpoint's diffusion.objective (None: "mdlm", which only the mask
+    process has). canvas: instead of prefix/suffix, a fixed id or None (free) per position,
+    once for all rows or one per row (sampling/infill.py builds one from a template).
+    block_size: decode blocks of that many positions left to right (semi-autoregressive);
+    eos_id: stop a row after the block in which it wrote EOS (the rest becomes EOS);
+    guidance: classifier-free guidance scale towards the fixed positions (0 = none).
+    Adaptive samplers (first_hitting, threshold) take as many steps as they need; `steps` is
+    then unused.
     """
     length = length or model.cfg.seq_len
     if not isinstance(steps, int) or steps < 1:
@@ -100,26 +114,28 @@ def generate_diffusion(
         raise RedraftError(f"process over {process.vocab_size} ids but the model has "
                            f"{model.vocab_size}: build it with make_process(cfg, mask_id, "
                            "model.vocab_size)")
-    step_rule = make_sampler(sampler, process, objective, temperature, top_k, top_p)
+    step_rule = make_sampler(sampler, process, objective, temperature, top_k, top_p, options)
     device = next(model.parameters()).device
+    if canvas is not None and len(canvas) and not isinstance(canvas[0], (list, tuple)):
+        canvas = [list(canvas) for _ in range(batch)]
     state = DiffusionState(process, step_rule, steps=steps, length=length,
                            prefixes=_rows(prefix, batch), suffixes=_rows(suffix, batch),
-                           seeds=_seeds(seed, batch), device=device)
+                           canvases=canvas, seeds=_seeds(seed, batch), block_size=block_size,
+                           eos_id=eos_id, guidance=guidance, device=device)
     time_cond = model.time is not None
     nfe = row_nfe = 0
     start = time.perf_counter()
     while not state.done:
-        rows = state.stale(time_cond)  # (B,)
-        if rows.any():
-            tt = torch.full((int(rows.sum()),), state.t, device=device)
-            state.set_logits(rows, model(state.x[rows], tt))
+        rows, x, t = state.inputs(time_cond)
+        if len(x):
+            state.set_logits(rows, model(x, t.to(device)))
             nfe += 1
-            row_nfe += int(rows.sum())
+            row_nfe += len(x)
         i = state.i
         x = state.advance()
         if on_step is not None:
             on_step(i, x)
-    return Generation(x, nfe, row_nfe, time.perf_counter() - start, steps)
+    return Generation(state.x, nfe, row_nfe, time.perf_counter() - start, state.i)
 
 
 @torch.no_grad()

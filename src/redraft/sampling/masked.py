@@ -26,7 +26,7 @@ class MaskedAncestral:
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
 
     def step(self, logits: torch.Tensor, xt: torch.Tensor, t: float, s: float,
-             rng: RowRandom) -> torch.Tensor:
+             rng: RowRandom, free: torch.Tensor | None = None) -> torch.Tensor:
         """logits (B, L, V) of p_theta(x0 | xt), xt (B, L) at time t -> xs (B, L) at time s."""
         B, L = xt.shape
         mask_id = self.process.mask_id
@@ -35,6 +35,8 @@ class MaskedAncestral:
         u_reveal = rng.uniform(L).to(xt.device)  # (B, L): one stream per row
         u_token = rng.uniform(L).to(xt.device)
         reveal = (xt == mask_id) & (u_reveal < p_reveal)
+        if free is not None:
+            reveal &= free
         if not reveal.any():
             return xt
         logits = logits[reveal].to(torch.float64)  # (N, V)
@@ -43,3 +45,16 @@ class MaskedAncestral:
         xs = xt.clone()
         xs[reveal] = sample(probs, u_token[reveal])
         return xs
+
+
+def draw_candidates(logits: torch.Tensor, where: torch.Tensor, u: torch.Tensor, mask_id: int,
+                    temperature: float = 1.0, top_k: int | None = None,
+                    top_p: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A token for each position where `where` (B, L) is true, drawn from the denoiser
+    (logits (B, L, V), mask excluded) reshaped by temperature / top-k / top-p with uniforms
+    u (B, L); returns (tokens (N,), the model's own probabilities (N, V) at T = 1, which is
+    what confidence-based rules rank by)."""
+    lg = logits[where].to(torch.float64)  # (N, V)
+    lg[:, mask_id] = -torch.inf
+    tokens = sample(probabilities(lg, temperature, top_k, top_p), u[where])
+    return tokens, torch.softmax(lg, dim=-1)

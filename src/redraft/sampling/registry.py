@@ -1,44 +1,171 @@
-"""Sampler names -> step rules, and the default for each objective.
+"""Sampler names -> step rules, their knobs, and the default for each objective.
 
-"ancestral": denoiser models (mdlm, udlm): reveal / resample from p_theta(x0 | xt) through the
-             forward posterior; temperature, top-k and top-p reshape the denoiser.
-"analytic":  SEDD's Tweedie tau-leaping step from the concrete score (any objective; for
-             denoiser models it is the same computation as ancestral).
-"euler":     first-order step over the reverse rates (any objective).
+    name           models             knobs
+    ancestral      mdlm, udlm         -
+    analytic       any                -
+    euler          any                -
+    first_hitting  mdlm               -
+    confidence     mdlm               measure (confidence | margin | entropy)
+    threshold      mdlm               threshold (0 < x <= 1), measure (confidence | margin)
+    remask         mdlm               eta (>= 0), schedule (cap | rescale)
 
-All draw in float64 through sampling/categorical.py with one counter-based stream per row.
+Knobs are validated here (unknown names and bad values raise RedraftError); the CLI passes them
+as `--sampler-opt name=value`, the server as `sampler_options`, Python as `options={...}`.
+Loop-level settings (steps, block_size, eos stop, guidance) belong to the loop
+(generate_diffusion, DiffusionState), not to a rule, and work with any of them.
+
+Temperature (and top-k / top-p) is not one thing in discrete diffusion; here it means:
+- ancestral, first_hitting, remask: it reshapes the denoiser p_theta(x0 | xt) from which each
+  revealed token is drawn (logits / T; T = 0 takes its argmax). Which positions are revealed
+  and when follows the schedule (or the exact hitting times) and does not depend on T.
+- confidence, threshold: it reshapes the distribution the candidate tokens are drawn from;
+  which candidates are committed is ranked by the model's own distribution at T = 1.
+- analytic, euler (score models): not defined: they draw from rates, which T does not scale;
+  setting it is an error. For denoiser models "analytic" is the ancestral step (same maths) and
+  takes T with the ancestral meaning.
+All draws are float64 inverse-CDF through sampling/categorical.py, one stream per row.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from redraft.diffusion import Process
 from redraft.errors import RedraftError
 from redraft.sampling.analytic import Analytic
 from redraft.sampling.ancestral import Ancestral
+from redraft.sampling.confidence import MEASURES, Confidence, Threshold
 from redraft.sampling.euler import Euler
+from redraft.sampling.first_hitting import FirstHitting
 from redraft.sampling.masked import MaskedAncestral
+from redraft.sampling.remask import SCHEDULES, Remask
 
-SAMPLERS = {
-    "ancestral": "reverse posterior with the denoiser plugged in (mdlm, udlm)",
-    "analytic": "Tweedie tau-leaping from the concrete score (any objective)",
-    "euler": "first-order step over the learned reverse rates (any objective)",
+
+@dataclass(frozen=True)
+class Knob:
+    """One sampler option: its type, default and allowed values."""
+
+    kind: type
+    default: object
+    help: str
+    choices: tuple = ()
+    low: float | None = None  # inclusive unless low_open
+    high: float | None = None  # inclusive
+    low_open: bool = False
+
+    def check(self, sampler: str, name: str, value: object) -> object:
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, self.kind) or isinstance(value, bool):
+            raise RedraftError(f"sampler {sampler!r} option {name}={value!r}: expected "
+                               f"{self.kind.__name__} ({self.help})")
+        if self.choices and value not in self.choices:
+            raise RedraftError(f"sampler {sampler!r} option {name}={value!r}: expected one of "
+                               f"{list(self.choices)}")
+        too_low = self.low is not None and (value <= self.low if self.low_open
+                                            else value < self.low)
+        if too_low or (self.high is not None and value > self.high):
+            lo = "" if self.low is None else f"{self.low} {'<' if self.low_open else '<='} "
+            hi = "" if self.high is None else f" <= {self.high}"
+            raise RedraftError(f"sampler {sampler!r} option {name}={value!r}: expected "
+                               f"{lo}{name}{hi}")
+        return value
+
+
+@dataclass(frozen=True)
+class SamplerInfo:
+    summary: str
+    models: str  # "denoiser" (mdlm, udlm), "masked" (mdlm), "any"
+    knobs: dict[str, Knob] = field(default_factory=dict)
+
+
+SAMPLERS: dict[str, SamplerInfo] = {
+    "ancestral": SamplerInfo("reverse posterior with the denoiser plugged in (mdlm, udlm)",
+                             "denoiser"),
+    "analytic": SamplerInfo("Tweedie tau-leaping from the concrete score (any objective)",
+                            "any"),
+    "euler": SamplerInfo("first-order step over the learned reverse rates (any objective)",
+                         "any"),
+    "first_hitting": SamplerInfo("exact: one reveal per call at drawn hitting times (mdlm)",
+                                 "masked"),
+    "confidence": SamplerInfo(
+        "commit the k surest masked positions per step, k from the schedule (mdlm)", "masked",
+        {"measure": Knob(str, "confidence", "how sureness is scored", MEASURES)}),
+    "threshold": SamplerInfo(
+        "commit every masked position surer than a threshold, at least one (mdlm)", "masked",
+        {"threshold": Knob(float, 0.9, "score a candidate must exceed", low=0.0, high=1.0,
+                           low_open=True),
+         "measure": Knob(str, "confidence", "how sureness is scored", ("confidence", "margin"))}),
+    "remask": SamplerInfo(
+        "ReMDM: revealed tokens may be re-masked, extra steps buy quality (mdlm)", "masked",
+        {"eta": Knob(float, 0.04, "re-mask strength", low=0.0),
+         "schedule": Knob(str, "cap", "how eta sets the re-mask probability", SCHEDULES)}),
 }
 DEFAULT_SAMPLER = {"mdlm": "ancestral", "udlm": "ancestral", "sedd": "analytic"}
 MEAN_PARAMETERISED = ("mdlm", "udlm")
 
 
+def sampler_options(name: str, options: dict | None) -> dict:
+    """The options of sampler `name` with defaults filled in; clear errors for unknown names
+    and bad values."""
+    if name not in SAMPLERS:
+        raise RedraftError(f"unknown sampler {name!r}: expected one of {list(SAMPLERS)}")
+    knobs = SAMPLERS[name].knobs
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(knobs))
+    if unknown:
+        have = f"its options are {sorted(knobs)}" if knobs else "it has no options"
+        raise RedraftError(f"sampler {name!r} has no option {unknown[0]!r}: {have}")
+    out = {k: knob.default for k, knob in knobs.items()}
+    out.update({k: knobs[k].check(name, k, v) for k, v in options.items()})
+    if name == "remask" and out["schedule"] == "rescale" and out["eta"] > 1:
+        raise RedraftError(f"sampler 'remask' option eta={out['eta']!r}: the rescale schedule "
+                           "needs 0 <= eta <= 1")
+    return out
+
+
+def parse_options(name: str, pairs: list[str] | None) -> dict:
+    """`name=value` strings (the CLI's --sampler-opt) -> typed options of sampler `name`."""
+    if name not in SAMPLERS:
+        raise RedraftError(f"unknown sampler {name!r}: expected one of {list(SAMPLERS)}")
+    knobs, out = SAMPLERS[name].knobs, {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise RedraftError(f"sampler option {pair!r}: expected name=value")
+        if key not in knobs:
+            sampler_options(name, {key: raw})  # raises the unknown-option error
+        kind = knobs[key].kind
+        try:
+            out[key] = kind(raw)
+        except ValueError:
+            raise RedraftError(f"sampler {name!r} option {key}={raw!r}: expected "
+                               f"{kind.__name__}") from None
+    return sampler_options(name, out)
+
+
 def make_sampler(name: str | None, process: Process, objective: str, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None):
+                 top_k: int | None = None, top_p: float | None = None,
+                 options: dict | None = None):
     """The step rule `name` (None: the objective's default) for a model trained with
-    `objective` on `process`; the result has step(logits, xt, t, s, rng) -> xs."""
+    `objective` on `process`, with its `options` (see SAMPLERS). Time-grid rules have
+    step(logits, xt, t, s, rng, free) -> xs; adaptive ones (`adaptive = True`)
+    step(logits, xt, t, rng, free) -> (xs, s)."""
     if objective not in DEFAULT_SAMPLER:
         raise RedraftError(f"objective {objective!r} has no diffusion sampler: expected one of "
                            f"{list(DEFAULT_SAMPLER)}")
     name = name or DEFAULT_SAMPLER[objective]
-    if name not in SAMPLERS:
-        raise RedraftError(f"unknown sampler {name!r}: expected one of {list(SAMPLERS)}")
+    opts = sampler_options(name, options)
     if objective == "mdlm" and process.name != "mask":
         raise RedraftError(f"objective 'mdlm' needs the mask process, got {process.name!r}")
+    needs = SAMPLERS[name].models
+    if needs == "masked":
+        if objective != "mdlm":
+            raise RedraftError(f"sampler {name!r} needs a masked denoiser (objective mdlm), got "
+                               f"a {objective!r} model on the {process.name!r} process")
+        cls = {"first_hitting": FirstHitting, "confidence": Confidence, "threshold": Threshold,
+               "remask": Remask}[name]
+        return cls(process, temperature, top_k, top_p, **opts)
     knobs = temperature != 1.0 or top_k is not None or top_p is not None
     if name == "ancestral" or (name == "analytic" and objective in MEAN_PARAMETERISED):
         if objective not in MEAN_PARAMETERISED:

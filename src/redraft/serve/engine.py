@@ -180,16 +180,15 @@ class Engine:
 
     def _diffusion_bucket(self, key: tuple[str, int], jobs: list[Job]) -> int:
         served = self.models[key[0]]
-        stale = [job.state.stale(served.time_cond) for job in jobs]  # (n,) each
-        counts = [int(s.sum()) for s in stale]
+        inputs = [job.state.inputs(served.time_cond) for job in jobs]  # (rows, x, t) each
+        counts = [len(x) for _, x, _ in inputs]
         if sum(counts):
-            x = torch.cat([job.state.x[s] for job, s in zip(jobs, stale, strict=True)])
-            t = torch.cat([torch.full((c,), job.state.t, device=x.device)
-                           for job, c in zip(jobs, counts, strict=True)])
+            x = torch.cat([x for _, x, _ in inputs])
+            t = torch.cat([t for _, _, t in inputs]).to(x.device)
             logits = served.model(x, t).split(counts)
-            for job, s, lg, c in zip(jobs, stale, logits, counts, strict=True):
+            for job, (rows, _, _), lg, c in zip(jobs, inputs, logits, counts, strict=True):
                 if c:
-                    job.state.set_logits(s, lg)
+                    job.state.set_logits(rows, lg)
                     job.row_nfe += c
         for job in jobs:
             x = job.state.advance()

@@ -1,0 +1,230 @@
+"""Masked-model samplers (first-hitting, confidence, threshold, remask), blocks, EOS stop,
+infilling templates, guidance and the sampler registry."""
+
+import math
+
+import pytest
+import torch
+
+from redraft.config import ModelConfig
+from redraft.data.tokenizers import CharTokenizer
+from redraft.diffusion import LogLinearSchedule, MaskProcess
+from redraft.errors import RedraftError
+from redraft.models import Transformer
+from redraft.sampling import (
+    SAMPLERS,
+    Infill,
+    Span,
+    generate_diffusion,
+    infill,
+    make_sampler,
+    parse_options,
+    parse_template,
+    sampler_options,
+)
+from tests.test_diffusion import MASK
+from tests.test_sampling import ExactToyDenoiser
+
+MASKED = [n for n, info in SAMPLERS.items() if info.models == "masked"]
+EVERY = ["ancestral", *MASKED]
+V = 13  # 10 text ids, eos 10, pad 11, mask 12
+EOS, PAD, MID = 10, 11, 12
+CFG = ModelConfig(n_layer=2, n_head=2, d_model=32, seq_len=24)
+N = 4000
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return Transformer(CFG, V, causal=False).eval()
+
+
+def process(mask_id=MID):
+    return MaskProcess(mask_id, LogLinearSchedule())
+
+
+def toy_tv(sampler, steps, options=None):
+    """Total variation between N samples and the toy law, drawn with the exact denoiser."""
+    model = ExactToyDenoiser()
+    index = {tuple(s.tolist()): i for i, s in enumerate(model.seqs)}
+    gen = generate_diffusion(model, process(MASK), steps=steps, batch=N, seed=0,
+                             sampler=sampler, options=options)
+    codes = torch.tensor([index[tuple(r)] for r in gen.tokens.tolist()])
+    freq = torch.bincount(codes, minlength=len(model.seqs)).double() / N
+    return 0.5 * (freq - model.p).abs().sum().item(), gen
+
+
+# Sampling noise alone: E[TV] <= 0.5 * sum_i sqrt(p_i / N) (Jensen), ~0.037 here; TV moves by
+# at most 1/N per sample, so (McDiarmid) 2 x that mean fails by chance w.p. ~2e-5.
+NOISE = 0.5 * ExactToyDenoiser().p.sqrt().sum().item() / math.sqrt(N)
+
+
+def test_first_hitting_is_exact_with_the_exact_denoiser():
+    err, gen = toy_tv("first_hitting", steps=1)
+    assert err < 2 * NOISE, (err, NOISE)
+    assert gen.nfe == 3  # one call per position, whatever `steps` says
+
+
+def test_remask_matches_the_law_as_steps_grow():
+    few, _ = toy_tv("remask", 2, {"eta": 0.5, "schedule": "rescale"})
+    many, _ = toy_tv("remask", 64, {"eta": 0.5, "schedule": "rescale"})
+    assert many < 2 * NOISE, (many, NOISE)
+    assert few > many + 2 * NOISE, (few, many)
+
+
+def test_remask_with_eta_zero_is_the_ancestral_step(model):
+    kw = dict(steps=8, batch=3, seed=5, temperature=0.8, prefix=[1, 2])
+    plain = generate_diffusion(model, process(), **kw).tokens
+    zero = generate_diffusion(model, process(), sampler="remask", options={"eta": 0.0}, **kw)
+    assert torch.equal(plain, zero.tokens)
+    # With eta > 0 tokens are revisited: more network calls than reveals would need.
+    some = generate_diffusion(model, process(), sampler="remask", options={"eta": 0.3}, **kw)
+    assert (some.tokens != MID).all() and not torch.equal(some.tokens, plain)
+
+
+@pytest.mark.parametrize("sampler", EVERY)
+@pytest.mark.parametrize("block_size", [None, 5])
+def test_every_sampler_fills_keeps_fixed_reproduces_and_is_batch_independent(model, sampler,
+                                                                          block_size):
+    canvas = [3, None, None, 4, None, None, None, 5, 5, None, None, None, None, 6,
+              None, None, None, None, None, None, 7, None, None, 8]
+    kw = dict(steps=20, length=24, sampler=sampler, block_size=block_size, canvas=canvas)
+    both = generate_diffusion(model, process(), batch=2, seed=[11, 12], **kw)
+    again = generate_diffusion(model, process(), batch=2, seed=[11, 12], **kw)
+    alone = generate_diffusion(model, process(), batch=1, seed=[12], **kw)
+    x = both.tokens
+    assert (x != MID).all()
+    fixed = torch.tensor([c is not None for c in canvas])
+    assert torch.equal(x[:, fixed], torch.tensor([c for c in canvas if c is not None])
+                       .expand(2, -1))
+    assert torch.equal(x, again.tokens)
+    assert torch.equal(x[1], alone.tokens[0])
+
+
+def test_blocks_decode_left_to_right(model):
+    seen = []
+    generate_diffusion(model, process(), steps=12, length=24, block_size=8, seed=0,
+                       sampler="confidence", on_step=lambda i, x: seen.append(x[0].clone()))
+    assert len(seen) == 12
+    for x in seen:
+        revealed = (x != MID).tolist()
+        first_masked = revealed.index(False) if False in revealed else 24
+        # Nothing beyond the block holding the first mask is revealed yet.
+        block_end = (first_masked // 8 + 1) * 8
+        assert not any(revealed[block_end:]), revealed
+
+
+class EosAt(torch.nn.Module):
+    """A denoiser sure of token 2 everywhere except EOS at position `at`."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.cfg, self.time, self.at = ModelConfig(seq_len=24), None, at
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, xt, t=None):
+        logits = torch.full((*xt.shape, V), -9.0)
+        logits[..., 2] = 9.0
+        logits[:, self.at, 2], logits[:, self.at, EOS] = -9.0, 9.0
+        return logits
+
+
+def test_eos_stops_a_row_after_its_block(model):
+    gen = generate_diffusion(EosAt(5), process(), steps=12, length=24, block_size=8,
+                             eos_id=EOS, sampler="threshold", temperature=0)
+    x = gen.tokens[0].tolist()
+    assert x[:5] == [2] * 5 and x[5:] == [EOS] * 19
+    assert gen.nfe == 1  # one block, one (sure) step, then the row stops
+    full = generate_diffusion(EosAt(5), process(), steps=12, length=24, block_size=8,
+                              sampler="threshold", temperature=0)
+    assert full.nfe == 3 and full.tokens[0, 6:].eq(2).all()
+
+
+def test_confidence_commits_the_scheduled_count(model):
+    counts = []
+    generate_diffusion(model, process(), steps=4, length=24, sampler="confidence",
+                       options={"measure": "margin"},
+                       on_step=lambda i, x: counts.append(int((x[0] != MID).sum())))
+    assert counts == [6, 12, 18, 24]
+
+
+def test_threshold_one_is_one_token_per_step_and_lower_thresholds_take_fewer_calls():
+    model = ExactToyDenoiser()
+    kw = dict(steps=1, batch=64, seed=1)
+    one = generate_diffusion(model, process(MASK), sampler="threshold",
+                             options={"threshold": 1.0}, **kw)
+    assert one.nfe == 3
+    # threshold 1 commits exactly the surest position per step: confidence with L steps.
+    conf = generate_diffusion(model, process(MASK), sampler="confidence", **{**kw, "steps": 3})
+    assert torch.equal(one.tokens, conf.tokens)
+    rows = [generate_diffusion(model, process(MASK), sampler="threshold",
+                               options={"threshold": th}, **kw).row_nfe
+            for th in (1.0, 0.9, 0.5, 0.3, 1e-9)]
+    assert rows == sorted(rows, reverse=True) and rows[0] == 3 * 64 and rows[-1] == 64
+
+
+def test_infill_template_keeps_every_fixed_character(model):
+    tok = CharTokenizer(list("abcdefghij"))
+    assert (tok.eos_id, tok.pad_id, tok.mask_id) == (EOS, PAD, MID)
+    template = "ab<|mask:2|>c<|mask:3|>dd<|mask:1|>e<|mask:<=4|>fj<|mask:2|>"
+    spec = Infill.build(template, tok)
+    assert len(spec.canvas) == 2 + 2 + 1 + 3 + 2 + 1 + 1 + 4 + 2 + 2
+    texts, spans, gen = infill(model, process(), tok, template, steps=8, batch=3, seed=0,
+                               sampler="threshold")
+    for row, text, fills in zip(gen.tokens.tolist(), texts, spans, strict=True):
+        lengths = [len(ids) for ids in spec.span_ids(row, tok)]
+        assert lengths[:3] == [2, 3, 1] and lengths[3] <= 4 and lengths[4] == 2
+        assert text == ("ab" + fills[0] + "c" + fills[1] + "dd" + fills[2] + "e" + fills[3]
+                        + "fj" + fills[4])
+    fixed = torch.tensor([c is not None for c in spec.canvas])
+    assert torch.equal(gen.tokens[:, fixed], torch.tensor([c for c in spec.canvas
+                                                          if c is not None]).expand(3, -1))
+    # A flexible span ends at the first EOS / pad written in it.
+    assert spec.span_ids([0] * 12 + [1, EOS, 3, 4] + [0] * 4, tok)[3] == [1]
+
+
+def test_template_errors():
+    assert parse_template("x<|mask:3|>y") == ["x", Span(3), "y"]
+    assert parse_template("<|mask:<=7|>") == [Span(7, flexible=True)]
+    for bad in ("no spans", "a<|mask:0|>", "a<|mask:x|>", "a<|mask:3>"):
+        with pytest.raises(RedraftError):
+            parse_template(bad)
+
+
+def test_guidance_zero_is_the_plain_sampler_and_guidance_changes_the_draw(model):
+    kw = dict(steps=8, batch=2, seed=3, prefix=[1, 2, 3], sampler="confidence")
+    plain = generate_diffusion(model, process(), **kw)
+    zero = generate_diffusion(model, process(), guidance=0.0, **kw)
+    strong = generate_diffusion(model, process(), guidance=3.0, **kw)
+    assert torch.equal(plain.tokens, zero.tokens) and plain.row_nfe == zero.row_nfe
+    assert strong.row_nfe == 2 * plain.row_nfe  # conditional + unconditional rows per call
+    assert not torch.equal(plain.tokens, strong.tokens)
+    assert torch.equal(strong.tokens[:, :3], torch.tensor([[1, 2, 3]] * 2))
+    with pytest.raises(RedraftError, match="guidance"):
+        generate_diffusion(model, process(), guidance=-2.0, **kw)
+
+
+def test_registry_validates_names_and_knobs(model):
+    p = process()
+    assert sampler_options("threshold", None) == {"threshold": 0.9, "measure": "confidence"}
+    assert parse_options("remask", ["eta=0.1", "schedule=rescale"]) == {"eta": 0.1,
+                                                                        "schedule": "rescale"}
+    bad = [("nope", {}, "unknown sampler"), ("threshold", {"threshold": 1.5}, "threshold"),
+           ("threshold", {"threshold": 0}, "threshold"), ("confidence", {"measure": "x"}, "one of"),
+           ("remask", {"eta": -1.0}, "eta"), ("remask", {"schedule": "rescale", "eta": 2.0},
+                                              "rescale"),
+           ("ancestral", {"eta": 0.1}, "no options"), ("threshold", {"k": 3}, "no option 'k'"),
+           ("threshold", {"threshold": "high"}, "expected float")]
+    for name, opts, msg in bad:
+        with pytest.raises(RedraftError, match=msg):
+            make_sampler(name, p, "mdlm", options=opts)
+    with pytest.raises(RedraftError, match="expected name=value"):
+        parse_options("remask", ["eta"])
+    with pytest.raises(RedraftError, match="expected float"):
+        parse_options("remask", ["eta=lots"])
+    with pytest.raises(RedraftError, match="masked denoiser"):
+        make_sampler("first_hitting", p, "sedd")
+    with pytest.raises(RedraftError, match="multiple of the number of blocks"):
+        generate_diffusion(model, p, steps=5, length=24, block_size=8)
+    with pytest.raises(RedraftError, match="block_size"):
+        generate_diffusion(model, p, steps=4, length=24, block_size=0)
