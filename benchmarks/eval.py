@@ -46,7 +46,8 @@ def main() -> None:
         sys.exit("redraft bench failed")
     result = json.loads((OUT / "eval.json").read_text())
     images = {title: name for title, name in (
-        ("Quality vs steps", "quality_vs_steps.png"), ("Quality vs latency", "frontier.png"),
+        ("Quality vs network calls", "quality_vs_calls.png"),
+        ("Quality vs latency", "frontier.png"),
         ("Roofline", "roofline.png"), ("Diffusion vs AR by model size", "crossover.png"))
         if (OUT / name).exists()}
     body = report.markdown(result, images, image_prefix="benchmarks/results/eval/")

@@ -52,7 +52,7 @@ def test_bench_report_renders_from_tiny_checkpoints(pair, tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "held-out text" in report and "| mdlm:mdlm | ancestral | 8 |" in report
     pytest.importorskip("matplotlib")
-    for png in ("quality_vs_steps.png", "frontier.png", "roofline.png", "crossover.png"):
+    for png in ("quality_vs_calls.png", "frontier.png", "roofline.png", "crossover.png"):
         assert (out / png).stat().st_size > 1000 and f"]({png})" in report
 
 
@@ -128,3 +128,44 @@ def test_minilm_features_offline():
     assert e.shape == (3, 384)
     assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
     assert e[0] @ e[1] > e[0] @ e[2]  # two lines of verse are closer than verse and code
+
+
+def test_bench_runs_sampler_specs(pair, tmp_path, capsys):
+    out = tmp_path / "specs"
+    code = main(["bench", str(pair / "mdlm"), str(pair / "ar"), "--judge", str(pair / "ar"),
+                 "--samplers", "ancestral,threshold:threshold=0.5,confidence:block=8+steps=8,"
+                 "remask:eta=0.1", "--steps", "2,8", "--num-samples", "2", "--length", "16",
+                 "--sweep", "none", "--temperatures", "1.0,1.3", "--eval-batches", "1",
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    runs = json.loads((out / "eval.json").read_text())["runs"]
+    got = {(r["sampler"], r["steps"], r["temperature"]) for r in runs}
+    want = {(s, n, t) for t in (1.0, 1.3) for s, n in (
+        ("ancestral", 2), ("ancestral", 8), ("threshold:threshold=0.5", None),
+        ("confidence:block=8+steps=8", 8), ("remask:eta=0.1", 2), ("remask:eta=0.1", 8),
+        ("ar-kv", None))}
+    assert got == want
+    for r in runs:
+        assert r["nfe"] >= 1 and r["infill_parse_rate"] is None  # no Python in this corpus
+        if r["sampler"].startswith("threshold"):
+            assert 1 <= r["nfe"] <= 16
+    code = main(["bench", str(pair / "mdlm"), "--samplers", "confidence:steps=0", "--sweep",
+                 "none", "--out", str(tmp_path)])
+    assert code == 2 and "steps must be" in capsys.readouterr().err
+    code = main(["bench", str(pair / "mdlm"), "--samplers", "threshold:threshold=2",
+                 "--sweep", "none", "--out", str(tmp_path)])
+    assert code == 2 and "threshold" in capsys.readouterr().err
+
+
+def test_python_infill_tasks_cut_functions_that_parse():
+    from redraft.eval.infilling import parses, python_infill_tasks
+
+    doc = "import os\n\n\nclass A:\n    def f(self, x):\n        y = x + 1\n        z = y * 2\n" \
+          "        return z\n\n\ndef g(a):\n    if a:\n        return 1\n    return 2\n"
+    tasks = python_infill_tasks([doc, "def broken(:\n  pass\n"], len, 200, 5, seed=1)
+    assert len(tasks) == 2
+    for task in tasks:
+        assert task.before.startswith("def ") and task.span.strip()
+        assert parses(task, task.span)  # the reference fill parses
+        assert not parses(task, "    )(\n")
+    assert python_infill_tasks([doc], len, 20, 5) == []  # nothing short enough

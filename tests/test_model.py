@@ -42,3 +42,25 @@ def test_time_conditioning_uses_t():
     m = Transformer(ModelConfig(**{**CFG.__dict__, "time_conditioning": True}), 11, False)
     x = torch.randint(0, 11, (1, 16))
     assert not torch.allclose(m(x, torch.tensor([0.1])), m(x, torch.tensor([0.9])))
+
+
+def test_ragged_decode_equals_per_row_decode():
+    """Rows at different positions share one call (the server's AR batch): each row's logits
+    equal those of decoding it alone with the ordinary cache path."""
+    torch.manual_seed(0)
+    m = Transformer(CFG, 11, causal=True).eval()
+    prompts = [torch.randint(0, 11, (1, n)) for n in (3, 7, 5)]
+    cache = m.new_cache(3)
+    alone = []
+    with torch.no_grad():
+        for r, p in enumerate(prompts):
+            one = m.new_cache(1)
+            m(p, cache=one)
+            for i in range(len(cache.k)):
+                cache.k[i][r, :, :p.shape[1]] = one.k[i][0, :, :p.shape[1]]
+                cache.v[i][r, :, :p.shape[1]] = one.v[i][0, :, :p.shape[1]]
+            nxt = torch.tensor([[r + 1]])
+            alone.append(m(nxt, cache=one)[0, -1])
+        positions = torch.tensor([p.shape[1] for p in prompts])
+        ragged = m(torch.tensor([[1], [2], [3]]), cache=cache, positions=positions)[:, -1]
+    assert torch.allclose(ragged, torch.stack(alone), atol=1e-5)

@@ -228,3 +228,60 @@ def test_registry_validates_names_and_knobs(model):
         generate_diffusion(model, p, steps=5, length=24, block_size=8)
     with pytest.raises(RedraftError, match="block_size"):
         generate_diffusion(model, p, steps=4, length=24, block_size=0)
+
+
+def test_condition_dropout_keeps_or_masks_the_prompt_and_never_scores_it():
+    from redraft.config import DiffusionConfig
+    from redraft.losses import condition_noise, draw_noise
+
+    cfg = DiffusionConfig(cond_prefix_max=6, cond_dropout=0.5)
+    gen = torch.Generator().manual_seed(0)
+    noise = condition_noise(draw_noise(cfg, 64, 12, MID, gen), cfg, MID, gen)
+    prefix = ~noise.scored
+    lengths = prefix.sum(dim=1)
+    assert lengths.max() <= 6 and lengths.min() == 0 and (lengths > 0).any()
+    # A row's prefix is either all clean (kept) or all masked (dropped).
+    kept = [bool((~noise.masked[b, :n]).all()) for b, n in enumerate(lengths.tolist()) if n]
+    dropped = [bool(noise.masked[b, :n].all()) for b, n in enumerate(lengths.tolist()) if n]
+    assert all(k or d for k, d in zip(kept, dropped, strict=True)) and any(kept) and any(dropped)
+    assert (noise.values[prefix & noise.masked] == MID).all()
+
+
+def test_prompt_conditioned_training_runs(tmp_path, corpus):
+    from redraft.cli import main
+    from tests.conftest import tiny_overrides
+
+    over = tiny_overrides(corpus, tmp_path / "run", "mdlm", **{"diffusion.cond_prefix_max": 8,
+                                                               "diffusion.cond_dropout": 0.2})
+    assert main(["train", *over]) == 0
+    with pytest.raises(RedraftError, match="cond_prefix_max"):
+        from redraft.config import load_config
+
+        load_config(None, ["diffusion.objective=sedd", "diffusion.process=uniform",
+                           "diffusion.schedule_eps=0.001", "diffusion.cond_prefix_max=4"])
+
+
+def test_cli_infill_samplers_and_errors(serve_runs, capsys):
+    import json
+
+    from redraft.cli import main
+
+    run = str(serve_runs["mdlm"])
+    assert main(["sample", run, "--json", "--steps", "6", "--num-samples", "2", "--infill",
+                 "the <|mask:3|> sat<|mask:<=4|>.", "--sampler", "remask", "--sampler-opt",
+                 "eta=0.1"]) == 0
+    samples = json.loads(capsys.readouterr().out)["samples"]
+    for text in samples:
+        assert text.startswith("the ") and " sat" in text and text.endswith(".")
+        assert len(text) <= len("the ") + 3 + len(" sat") + 4 + 1
+    assert main(["samplers"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in SAMPLERS) and "threshold=0.9" in listing
+    for argv, msg in (
+        (["sample", str(serve_runs["ar"]), "--guidance", "1"], "needs a diffusion model"),
+        (["sample", run, "--sampler", "threshold", "--sampler-opt", "threshold=x"], "float"),
+        (["sample", run, "--infill", "no spans here"], "no span"),
+        (["sample", run, "--infill", "a<|mask:2|>", "--prompt", "x"], "drop --prompt"),
+    ):
+        assert main(argv) == 2, argv
+        assert msg in capsys.readouterr().err, argv

@@ -75,6 +75,19 @@ def test_infill_chat_and_stop(client, serve_runs, capsys):
     assert cut["text"] == full[:full.index(stop)] and cut["finish_reason"] == "stop"
 
 
+def test_sampler_knobs_equal_offline_sample(client, serve_runs, capsys):
+    body = {"prompt": "the ", "max_tokens": 20, "steps": 12, "seed": 4, "n": 2,
+            "sampler": "threshold", "sampler_options": {"threshold": 0.6}, "block_size": 8,
+            "stop_at_eos": True, "guidance": 0.5}
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    want = offline(capsys, serve_runs["mdlm"], "--prompt", "the ", "--length", "24", "--seed",
+                   "4", "--num-samples", "2", "--steps", "12", "--sampler", "threshold",
+                   "--sampler-opt", "threshold=0.6", "--block-size", "8", "--stop-at-eos",
+                   "--guidance", "0.5")
+    assert ["the " + c["text"] for c in r.json()["choices"]] == want
+
+
 def _events(client, body):
     with client.stream("POST", "/v1/completions", json=body) as s:
         assert s.status_code == 200 and s.headers["content-type"].startswith("text/event-stream")
@@ -118,6 +131,14 @@ BAD = {
     "unknown model": ({"model": "gpt-9"}, 404, "gpt-9"),
     "ar with suffix": ({"model": "ar", "prompt": "a", "suffix": "b"}, 400, "autoregressive"),
     "ar with sampler": ({"model": "ar", "sampler": "euler"}, 400, "diffusion model"),
+    "ar with guidance": ({"model": "ar", "guidance": 1.0}, 400, "diffusion model"),
+    "unknown sampler option": ({"sampler": "threshold", "sampler_options": {"k": 2}}, 400,
+                               "no option 'k'"),
+    "bad sampler option": ({"sampler": "threshold", "sampler_options": {"threshold": 3.0}}, 400,
+                           "threshold"),
+    "block_size 0": ({"block_size": 0}, 400, "block_size"),
+    "steps not a multiple of blocks": ({"max_tokens": 20, "steps": 5, "block_size": 8}, 400,
+                                       "multiple"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Command line: `redraft train|sample|eval|bench|serve|demo`, each a plain function of parsed args.
+"""Command line: `redraft train|sample|samplers|eval|bench|serve|demo`, plain functions of args.
 
 Errors a user can cause (RedraftError) print one clear line and exit with status 2.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from redraft.diffusion import OBJECTIVES, PROCESSES
 from redraft.errors import RedraftError
-from redraft.sampling.registry import SAMPLERS
+from redraft.sampling.registry import DEFAULT_SAMPLER, SAMPLERS
 
 
 def cmd_train(args, overrides: list[str]) -> int:
@@ -44,7 +44,7 @@ def cmd_sample(args, overrides: list[str]) -> int:
     from redraft.checkpoint import load_checkpoint
     from redraft.display import DraftView
     from redraft.losses import make_process
-    from redraft.sampling import generate_ar, generate_diffusion
+    from redraft.sampling import Infill, generate_ar, generate_diffusion, parse_options
 
     _no_overrides(overrides)
     ckpt = load_checkpoint(args.checkpoint)
@@ -53,22 +53,42 @@ def cmd_sample(args, overrides: list[str]) -> int:
     prefix, suffix = tok.encode(args.prompt or ""), tok.encode(args.suffix or "")
     knobs = dict(batch=args.num_samples, length=args.length, temperature=args.temperature,
                  top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    template = args.infill
+    if args.infill_file:
+        template = Path(args.infill_file).read_text(encoding="utf-8")
+    diffusion_only = [name for name, used in (
+        ("--sampler", args.sampler), ("--sampler-opt", args.sampler_opt),
+        ("--suffix", suffix), ("--infill", template), ("--block-size", args.block_size),
+        ("--guidance", args.guidance)) if used]
+    spec = None
     if ckpt.config.diffusion.objective == "ar":
-        if args.sampler:
-            raise RedraftError(f"--sampler {args.sampler} needs a diffusion model: the AR twin "
-                               "samples left to right")
-        if suffix:
-            raise RedraftError("--suffix needs a diffusion model: the AR twin only continues "
-                               "a prefix")
+        if diffusion_only:
+            raise RedraftError(f"{diffusion_only[0]} needs a diffusion model: the AR twin only "
+                               "continues a prefix, left to right")
         gen = generate_ar(ckpt.model, bos_id=tok.eos_id, prefix=prefix,
                           banned=tok.non_text_ids, **knobs)
     else:
-        view = DraftView(tok.decode, args.steps, stream=sys.stderr) if args.show else None
         diff = ckpt.config.diffusion
-        gen = generate_diffusion(ckpt.model, make_process(diff, tok.mask_id, ckpt.model.vocab_size),
-                                 steps=args.steps, prefix=prefix, suffix=suffix, on_step=view,
-                                 sampler=args.sampler, objective=diff.objective, **knobs)
-    texts = [tok.decode(row) for row in gen.tokens]
+        process = make_process(diff, tok.mask_id, ckpt.model.vocab_size)
+        if template is not None:
+            if prefix or suffix:
+                raise RedraftError("--infill holds its own fixed text: drop --prompt/--suffix")
+            spec = Infill.build(template, tok)
+            knobs["length"], extra = len(spec.canvas), dict(canvas=spec.canvas)
+        else:
+            extra = dict(prefix=prefix, suffix=suffix)
+        name = args.sampler or DEFAULT_SAMPLER.get(diff.objective)
+        options = parse_options(name, args.sampler_opt) if args.sampler_opt else None
+        view = DraftView(tok.decode, args.steps, stream=sys.stderr) if args.show else None
+        gen = generate_diffusion(ckpt.model, process, steps=args.steps, on_step=view,
+                                 sampler=args.sampler, objective=diff.objective, options=options,
+                                 block_size=args.block_size,
+                                 eos_id=tok.eos_id if args.stop_at_eos else None,
+                                 guidance=args.guidance or 0.0, **extra, **knobs)
+    if spec is not None:
+        texts = [spec.fill(row.tolist(), tok)[0] for row in gen.tokens]
+    else:
+        texts = [tok.decode(row) for row in gen.tokens]
     if args.json:
         print(json.dumps({"samples": texts, "nfe": gen.nfe, "seconds": gen.seconds,
                           "tokens_per_s": gen.tokens.numel() / gen.seconds}, indent=2))
@@ -152,6 +172,18 @@ def cmd_demo(args, overrides: list[str]) -> int:
     return 0
 
 
+def cmd_samplers(args, overrides: list[str]) -> int:
+    """List the samplers, which models they apply to and their knobs."""
+    _no_overrides(overrides)
+    for name, info in SAMPLERS.items():
+        models = {"denoiser": "mdlm, udlm", "masked": "mdlm", "any": "any objective"}
+        print(f"{name:14s} {info.summary} [{models[info.models]}]")
+        for knob, k in info.knobs.items():
+            allowed = f" one of {list(k.choices)}" if k.choices else ""
+            print(f"{'':16s}--sampler-opt {knob}={k.default}  ({k.help}{allowed})")
+    return 0
+
+
 def _check_matches(diff, args) -> None:
     """--process / --objective on sample and eval state what the checkpoint must be: a model
     is trained for one process and parameterisation, so they cannot be switched afterwards."""
@@ -223,10 +255,25 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--sampler", choices=list(SAMPLERS), default=None,
                    help="diffusion step rule (default: ancestral for mdlm/udlm, analytic for "
-                        "sedd)")
+                        "sedd); see `redraft samplers`")
+    s.add_argument("--sampler-opt", action="append", metavar="NAME=VALUE", default=None,
+                   help="a knob of the sampler, e.g. threshold=0.9 (repeatable)")
+    s.add_argument("--block-size", type=_positive_int, default=None,
+                   help="decode blocks of this many tokens left to right (semi-autoregressive; "
+                        "--steps is split over the blocks)")
+    s.add_argument("--stop-at-eos", action="store_true",
+                   help="stop a sample after the block in which it writes EOS")
+    s.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale towards the prompt (0 = none)")
+    s.add_argument("--infill", default=None, metavar="TEMPLATE",
+                   help="fill the spans of a template, e.g. 'def f(x):\\n    <|mask:16|>\\n' "
+                        "(<|mask:N|> exactly N tokens, <|mask:<=N|> at most N)")
+    s.add_argument("--infill-file", default=None, help="read the --infill template from a file")
     _process_args(s, "must match the checkpoint's", "must match the checkpoint's")
     s.add_argument("--show", action="store_true", help="draw the draft as it is denoised")
     s.add_argument("--json", action="store_true")
+
+    sub.add_parser("samplers", help="list the diffusion samplers and their knobs")
 
     e = sub.add_parser("eval", help="validation NLL (bound for diffusion, exact for AR)")
     e.add_argument("checkpoint")
@@ -248,7 +295,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--judge", help="AR checkpoint (or Hugging Face causal-LM folder) that "
                                    "scores samples for gen-ppl")
     b.add_argument("--samplers", type=_list(str), default=None,
-                   help="diffusion samplers, comma-separated (default: each model's own)")
+                   help="diffusion sampler settings, comma-separated, each "
+                        "name[:key=value+key=value], keys: the sampler's knobs, block, "
+                        "guidance, steps (e.g. threshold:threshold=0.7, "
+                        "confidence:block=32+steps=64); default: each model's own sampler")
     b.add_argument("--steps", type=_list(int), default=[8, 16, 64, 256],
                    help="diffusion step counts, comma-separated")
     b.add_argument("--temperatures", type=_list(float), default=[1.0],
@@ -296,8 +346,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "bench": cmd_bench,
-            "serve": cmd_serve, "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "samplers": cmd_samplers,
+            "eval": cmd_eval, "bench": cmd_bench, "serve": cmd_serve, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,6 +90,14 @@ class DiffusionConfig:
     training loss is the bound) or "token" (every masked token of the batch weighs the same, a
     reweighted ELBO that emphasises heavily masked sequences and, measured on tinyshakespeare,
     reached a lower validation bound in equal time; validation always reports the bound)."""
+    cond_prefix_max: int = 0
+    """Prompt-conditioned training (objective mdlm; 0 = off): each training sequence gets a
+    prefix of U{0..cond_prefix_max} tokens kept clean and not scored, the case a prompted
+    sampler meets. Validation still reports the unconditional bound."""
+    cond_dropout: float = 0.1
+    """With cond_prefix_max > 0: the share of sequences whose prefix is masked instead (and
+    still not scored): the unconditional case that classifier-free guidance contrasts with
+    (sampling/guidance.py)."""
 
 
 @dataclass
@@ -214,6 +222,13 @@ def _validate_diffusion(d: DiffusionConfig) -> None:
              f"{list(SCHEDULES)}")
     _require(0 < d.mask_share < 1, f"diffusion.mask_share={d.mask_share}: expected 0 < "
              "mask_share < 1")
+    _require(d.cond_prefix_max >= 0, f"diffusion.cond_prefix_max={d.cond_prefix_max}: "
+             "expected >= 0 (0 = no prompt conditioning)")
+    _require(0 <= d.cond_dropout <= 1, f"diffusion.cond_dropout={d.cond_dropout}: expected "
+             "0 <= cond_dropout <= 1")
+    _require(d.cond_prefix_max == 0 or d.objective == "mdlm", f"diffusion.cond_prefix_max="
+             f"{d.cond_prefix_max} needs objective 'mdlm' (a masked prompt is the condition "
+             f"dropped), got {d.objective!r}")
     if d.objective == "ar":
         return
     _require(d.process in OBJECTIVES[d.objective], f"diffusion.objective={d.objective!r} does "

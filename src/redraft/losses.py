@@ -71,11 +71,31 @@ class Noise:
     t: torch.Tensor  # (B,) time (or, for the count estimator, mask rate) fed to the backbone
     k: torch.Tensor | None  # (B,) mask counts, for the count estimator
     token_scale: float
+    scored: torch.Tensor | None = None  # (B, L) bool: positions the loss counts (None: all)
 
     def rows(self, start: int, stop: int) -> Noise:
         k = self.k[start:stop] if self.k is not None else None
+        scored = self.scored[start:stop] if self.scored is not None else None
         return Noise(self.masked[start:stop], self.values[start:stop], self.t[start:stop], k,
-                     self.token_scale)
+                     self.token_scale, scored)
+
+
+def condition_noise(noise: Noise, cfg: DiffusionConfig, mask_id: int,
+                    generator: torch.Generator | None = None) -> Noise:
+    """Prompt conditioning with condition dropout (training only; see DiffusionConfig): each
+    row gets a prefix of U{0..cond_prefix_max} tokens, kept clean, or with probability
+    cond_dropout masked; either way the prefix is not scored."""
+    B, L = noise.masked.shape
+    device = noise.masked.device
+    n = torch.randint(0, cfg.cond_prefix_max + 1, (B,), generator=generator, device=device)
+    drop = torch.rand(B, generator=generator, device=device) < cfg.cond_dropout
+    prefix = torch.arange(L, device=device)[None, :] < n[:, None]  # (B, L)
+    masked = torch.where(prefix, drop[:, None], noise.masked)
+    values = torch.where(prefix, mask_id, noise.values)
+    scored = ~prefix
+    counted = masked & scored
+    k = counted.sum(dim=1).clamp_min(1) if noise.k is not None else None
+    return Noise(masked, values, noise.t, k, B * L / max(int(counted.sum()), 1), scored)
 
 
 def draw_noise(
@@ -150,9 +170,12 @@ def token_losses(
         logits = model(xt, noise.t)
         if cfg.objective in BOUNDS:
             process = make_process(cfg, mask_id, vocab_size)
-            return BOUNDS[cfg.objective](logits, x0, xt, noise.t, process)
-        if weighting == "token":
-            return masked_nll(logits, x0, xt, mask_id) * noise.token_scale
-        if noise.k is not None:
-            return masked_elbo_by_count(logits, x0, xt, noise.k, mask_id)
-        return masked_elbo(logits, x0, xt, noise.t, make_process(cfg, mask_id).schedule, mask_id)
+            out = BOUNDS[cfg.objective](logits, x0, xt, noise.t, process)
+        elif weighting == "token":
+            out = masked_nll(logits, x0, xt, mask_id) * noise.token_scale
+        elif noise.k is not None:
+            out = masked_elbo_by_count(logits, x0, xt, noise.k, mask_id)
+        else:
+            out = masked_elbo(logits, x0, xt, noise.t, make_process(cfg, mask_id).schedule,
+                              mask_id)
+        return out if noise.scored is None else out * noise.scored

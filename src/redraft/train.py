@@ -48,7 +48,7 @@ from redraft.data import (
 )
 from redraft.errors import RedraftError
 from redraft.eval.likelihood import evaluate, report
-from redraft.losses import draw_noise, token_losses
+from redraft.losses import condition_noise, draw_noise, token_losses
 
 
 def cache_dir(cfg: DataConfig) -> Path:
@@ -229,6 +229,9 @@ def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
         noise = draw_noise(cfg.diffusion, tc.batch_size, L, mask_id,
                            step_generator(tc.seed, step, device), cfg.diffusion.train_t_min,
                            cfg.diffusion.elbo_estimator, device, model.vocab_size)
+        if noise is not None and cfg.diffusion.cond_prefix_max:
+            noise = condition_noise(noise, cfg.diffusion, mask_id,
+                                    step_generator(tc.seed + 1, step, device))
         loss_sum = 0.0
         for j in range(tc.grad_accum):
             a = j * micro

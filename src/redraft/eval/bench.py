@@ -28,7 +28,7 @@ from redraft.data.tokenizers import write_text_atomic
 from redraft.errors import RedraftError
 from redraft.eval import flops, hardware, quality, speed
 from redraft.eval.judge import Judge, load_judge, texts_of
-from redraft.sampling.registry import DEFAULT_SAMPLER
+from redraft.sampling.registry import DEFAULT_SAMPLER, MEAN_PARAMETERISED, SAMPLERS, parse_options
 
 BATCH = 16  # the throughput batch
 CROSSOVER_NOTE = (
@@ -43,7 +43,7 @@ class BenchConfig:
     checkpoints: list[str]
     out_dir: str
     judge: str | None = None
-    samplers: list[str] | None = None  # None: each model's default (sampling.DEFAULT_SAMPLER)
+    samplers: list[str] | None = None  # specs (see parse_spec); None: each model's default
     steps: list[int] = field(default_factory=lambda: [8, 16, 64, 256])
     temperatures: list[float] = field(default_factory=lambda: [1.0])
     num_samples: int = 32
@@ -67,6 +67,58 @@ def machine() -> str:
         pass
     return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
             f"torch {torch.__version__}")
+
+
+# Loop-level settings a spec may carry; "steps" pins step counts ("16/64") for this spec.
+LOOP_KNOBS = {"block": int, "guidance": float,
+              "steps": lambda raw: tuple(int(v) for v in raw.split("/"))}
+ADAPTIVE = ("first_hitting", "threshold")  # choose their own number of network calls
+INFILL_TASKS = 32
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One sampler setting of the bench: `name[:key=value[+key=value...]]`, e.g.
+    "threshold:threshold=0.7", "confidence:measure=margin+block=32", "remask:steps=64/256".
+    Keys are the sampler's knobs (sampling.registry) plus the loop's `block` (semi-AR block
+    size), `guidance` (classifier-free guidance scale) and `steps` (step counts for this spec
+    instead of the bench's, separated by "/")."""
+
+    label: str
+    name: str
+    options: dict
+    loop: dict
+
+    @property
+    def adaptive(self) -> bool:
+        return self.name in ADAPTIVE
+
+
+def parse_spec(spec: str) -> SamplerSpec:
+    name, _, rest = spec.partition(":")
+    if name not in SAMPLERS:
+        raise RedraftError(f"sampler spec {spec!r}: unknown sampler {name!r}, expected one of "
+                           f"{list(SAMPLERS)}")
+    pairs = [p for p in rest.split("+") if p] if rest else []
+    loop, knobs = {}, []
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if key in LOOP_KNOBS:
+            try:
+                loop[key] = LOOP_KNOBS[key](raw)
+            except ValueError:
+                raise RedraftError(f"sampler spec {spec!r}: bad value {key}={raw!r}") from None
+            if key == "steps" and (not loop[key] or min(loop[key]) < 1):
+                raise RedraftError(f"sampler spec {spec!r}: steps must be integers >= 1")
+        else:
+            knobs.append(pair)
+    return SamplerSpec(spec, name, parse_options(name, knobs), loop)
+
+
+def takes_temperature(name: str, objective: str) -> bool:
+    """Whether temperature means something for this sampler on this model (registry.py)."""
+    return name not in ("analytic", "euler") or (name == "analytic"
+                                                 and objective in MEAN_PARAMETERISED)
 
 
 def _is_code(corpus: str) -> bool:
@@ -136,19 +188,65 @@ class Bench:
         rows = [val[s:s + length].tolist() for s in starts]
         return rows, texts_of([_cut(r, ck.tokenizer.eos_id) for r in rows], ck.tokenizer)
 
+    def python_tasks(self, ck) -> list:
+        """Infilling tasks from functions in the held-out documents (eval/infilling.py)."""
+        from redraft.eval.infilling import python_infill_tasks
+        from redraft.train import load_data
+
+        _, data = load_data(ck.config.data, ck.config.model.seq_len, ck.tokenizer)
+        val = np.asarray(data.val)
+        cuts = np.flatnonzero(val == ck.tokenizer.eos_id)
+        docs = [ck.tokenizer.decode(d) for d in np.split(val, cuts) if len(d) > 1]
+        tok = ck.tokenizer
+        return python_infill_tasks(docs, lambda text: len(tok.encode(text)), self.length,
+                                   INFILL_TASKS, seed=self.cfg.seed)
+
     # ---- speed ------------------------------------------------------------------------
-    def generate(self, ck, sampler: str, steps: int | None, batch: int, seed, temperature):
+    def generate(self, ck, spec: SamplerSpec | None, steps: int | None, batch: int, seed,
+                 temperature, **kw):
+        """spec None: the AR twin with its KV cache; kw: length, prefix, suffix overrides."""
         from redraft.losses import make_process
         from redraft.sampling import generate_ar, generate_diffusion
 
-        kw = dict(batch=batch, length=self.length, seed=seed, temperature=temperature)
-        if steps is None:
+        kw = dict(batch=batch, length=self.length, seed=seed, temperature=temperature, **kw)
+        if spec is None:
+            kw.pop("suffix", None)
             return generate_ar(ck.model, bos_id=ck.tokenizer.eos_id,
                                banned=ck.tokenizer.non_text_ids, **kw)
         diff = ck.config.diffusion
         process = make_process(diff, ck.tokenizer.mask_id, ck.model.vocab_size)
-        return generate_diffusion(ck.model, process, steps=steps, sampler=sampler,
-                                  objective=diff.objective, **kw)
+        return generate_diffusion(ck.model, process, steps=steps or 1, sampler=spec.name,
+                                  options=spec.options, objective=diff.objective,
+                                  block_size=spec.loop.get("block"),
+                                  guidance=spec.loop.get("guidance", 0.0), **kw)
+
+    def infill_rate(self, ck, spec: SamplerSpec | None, steps: int | None,
+                    temperature: float) -> float | None:
+        """Share of the Python infilling tasks whose filled-in function parses."""
+        from redraft.eval.infilling import parses
+
+        if not self.infill_tasks:
+            return None
+        tok, ok = ck.tokenizer, 0
+        for i, task in enumerate(self.infill_tasks):
+            pre, span, suf = tok.encode(task.before), tok.encode(task.span), tok.encode(task.after)
+            if spec is None:  # left to right: the fill sees only the prefix
+                gen = self.generate(ck, None, None, 1, self.cfg.seed + i, temperature,
+                                    length=len(pre) + len(span), prefix=pre)
+                fill = gen.tokens[0, len(pre):]
+            else:
+                block = spec.loop.get("block")
+                total = len(pre) + len(span) + len(suf)
+                # A block size must fit the canvas; the steps must split over the blocks.
+                spec_i = spec if not block or block <= total else SamplerSpec(
+                    spec.label, spec.name, spec.options, {**spec.loop, "block": total})
+                n_blocks = -(-total // spec_i.loop["block"]) if spec_i.loop.get("block") else 1
+                st = None if steps is None else max(n_blocks, steps - steps % n_blocks)
+                gen = self.generate(ck, spec_i, st, 1, self.cfg.seed + i, temperature,
+                                    length=total, prefix=pre, suffix=suf)
+                fill = gen.tokens[0, len(pre):len(pre) + len(span)]
+            ok += parses(task, tok.decode(fill))
+        return ok / len(self.infill_tasks)
 
     def cost(self, ck, gen, batch: int) -> flops.Cost:
         cfg, V = ck.config.model, ck.model.vocab_size
@@ -158,22 +256,26 @@ class Bench:
         return flops.diffusion_cost(cfg, V, calls=gen.nfe, row_calls=gen.row_nfe,
                                     length=self.length, time_conditioning=tc)
 
-    def run_one(self, ck, sampler: str, steps: int | None, temperature: float) -> dict:
+    def run_one(self, ck, spec: SamplerSpec | None, steps: int | None,
+                temperature: float) -> dict:
         n, seeds = self.cfg.num_samples, range(self.cfg.seed, self.cfg.seed + self.cfg.num_samples)
-        rows, seconds, tokens, last = [], 0.0, 0, None
+        rows, seconds, tokens, last, nfe = [], 0.0, 0, None, []
         for start in range(0, n, BATCH):
             chunk = list(seeds)[start:start + BATCH]
-            gen = self.generate(ck, sampler, steps, len(chunk), chunk, temperature)
+            gen = self.generate(ck, spec, steps, len(chunk), chunk, temperature)
             rows += gen.tokens.tolist()
+            nfe.append(gen.row_nfe / len(chunk))
             if len(chunk) == BATCH or last is None:
                 last, seconds, tokens = gen, seconds + gen.seconds, tokens + gen.tokens.numel()
-        b1 = [self.generate(ck, sampler, steps, 1, self.cfg.seed, temperature) for _ in range(3)]
+        b1 = [self.generate(ck, spec, steps, 1, self.cfg.seed, temperature) for _ in range(3)]
         lat = sorted(b1, key=lambda g: g.seconds)[1]  # the median of three
         c16, c1 = self.cost(ck, last, last.tokens.shape[0]), self.cost(ck, lat, 1)
         return {
             "model": self._name(ck), "objective": ck.config.diffusion.objective,
-            "sampler": sampler if steps is not None else "ar-kv", "steps": steps,
+            "sampler": spec.label if spec is not None else "ar-kv", "steps": steps,
             "temperature": temperature, "length": self.length, "samples": n,
+            "nfe": (sum(nfe) / len(nfe)) if spec is not None else self.length,
+            "infill_parse_rate": self.infill_rate(ck, spec, steps, temperature),
             "latency_s_batch1": lat.seconds, "nfe_batch1": lat.nfe,
             "seconds_per_step": lat.seconds / max(lat.nfe, 1),
             "tokens_per_s_batch16": tokens / seconds, "throughput_batch": last.tokens.shape[0],
@@ -197,15 +299,23 @@ class Bench:
             if self.length > ck.config.model.seq_len:
                 raise RedraftError(f"length {self.length} exceeds {self._name(ck)}'s seq_len "
                                    f"{ck.config.model.seq_len}")
+            objective = ck.config.diffusion.objective
+            specs = [parse_spec(s) for s in cfg.samplers or [DEFAULT_SAMPLER.get(objective,
+                                                                                 "ancestral")]]
             for temp in cfg.temperatures:
-                if ck.config.diffusion.objective == "ar":
-                    plan.append((ck, "ar-kv", None, temp))
-                else:
-                    names = cfg.samplers or [DEFAULT_SAMPLER[ck.config.diffusion.objective]]
-                    # Only the ancestral step reshapes its distribution by temperature; the
-                    # others run at T = 1 only (sampling/registry.py).
-                    plan += [(ck, s, n, temp) for s in names for n in cfg.steps
-                             if s == "ancestral" or temp == 1.0]
+                if objective == "ar":
+                    plan.append((ck, None, None, temp))
+                    continue
+                for spec in specs:
+                    # Rate-based samplers have no temperature: they run at T = 1 only.
+                    if temp != 1.0 and not takes_temperature(spec.name, objective):
+                        continue
+                    # Adaptive samplers choose their own number of calls: one run each.
+                    for n in [None] if spec.adaptive else spec.loop.get("steps", cfg.steps):
+                        plan.append((ck, spec, n, temp))
+        self.infill_tasks = []
+        if self.code and first is not None:
+            self.infill_tasks = self.python_tasks(first)
         result = {"machine": machine(), "command": cfg.command, "length": self.length,
                   "num_samples": cfg.num_samples, "temperatures": cfg.temperatures,
                   "judge": None, "reference": None, "likelihood": [], "runs": []}
@@ -244,9 +354,11 @@ class Bench:
         if self.judge is not None:
             result["judge"] = {"path": self.judge.name, "params": self.judge.params,
                                "context": self.judge.context}
-        for ck, sampler, steps, temp in plan:
-            bar.set_postfix_str(f"{self._name(ck)} {sampler} {steps or ''} T={temp}")
-            result["runs"].append(self.run_one(ck, sampler, steps, temp))
+        result["infill_tasks"] = len(self.infill_tasks)
+        for ck, spec, steps, temp in plan:
+            label = spec.label if spec else "ar-kv"
+            bar.set_postfix_str(f"{self._name(ck)} {label} {steps or ''} T={temp}")
+            result["runs"].append(self.run_one(ck, spec, steps, temp))
             bar.update()
         matched_entropy(result)
         result["sweep"], result["crossovers"] = [], []

@@ -32,12 +32,14 @@ def _at_temperature_one(runs):
     return [r for r in runs if r["temperature"] == 1.0] or runs
 
 
-def quality_vs_steps(result: dict, path: Path) -> str | None:
+def quality_vs_calls(result: dict, path: Path) -> str | None:
+    """gen-ppl and entropy against network calls per sample, one line per sampler setting
+    (steps vary along it; adaptive samplers are single points)."""
     runs = [r for r in _at_temperature_one(result["runs"]) if r["gen_ppl"]]
     if not runs:
         return None
     plt = _pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ref = result.get("reference") or {}
     series: dict[tuple, list] = {}
     for r in runs:
@@ -48,19 +50,20 @@ def quality_vs_steps(result: dict, path: Path) -> str | None:
             for ax, key in ((ax1, "gen_ppl"), (ax2, "entropy")):
                 ax.axhline(rs[0][key], ls="--", color="C3", label=label)
             continue
-        rs.sort(key=lambda r: r["steps"])
-        steps = [r["steps"] for r in rs]
-        ax1.plot(steps, [r["gen_ppl"] for r in rs], "o-", label=label)
-        ax2.plot(steps, [r["entropy"] for r in rs], "o-", label=label)
+        rs.sort(key=lambda r: r.get("nfe") or 0)
+        calls = [r.get("nfe") or r["nfe_batch1"] for r in rs]
+        ax1.plot(calls, [r["gen_ppl"] for r in rs], "o-", label=label)
+        ax2.plot(calls, [r["entropy"] for r in rs], "o-", label=label)
     for ax, key, name in ((ax1, "gen_ppl", "gen-ppl (judge)"), (ax2, "entropy", "entropy (nats)")):
         if ref.get(key):
             ax.axhline(ref[key], ls=":", color="k", label="held-out text")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("denoising steps")
+        ax.set_xlabel("network calls per sample")
         ax.set_ylabel(name)
-    ax1.set_title("quality vs test-time depth")
+    ax1.set_yscale("log")
+    ax1.set_title("quality vs test-time compute")
     ax2.set_title("sample entropy")
-    ax1.legend(fontsize=7)
+    ax1.legend(fontsize=6)
     return _save(fig, path)
 
 
@@ -79,8 +82,9 @@ def frontier(result: dict, path: Path) -> str | None:
         ax.plot([r["latency_s_batch1"] for r in rs], [r["gen_ppl"] for r in rs], marker,
                 label=model if sampler == "ar-kv" else f"{model} {sampler}")
         for r in rs:
-            if r["steps"]:
-                ax.annotate(str(r["steps"]), (r["latency_s_batch1"], r["gen_ppl"]), fontsize=7,
+            if sampler != "ar-kv":
+                tag = r["steps"] or f"~{r.get('nfe') or r['nfe_batch1']:.0f}"
+                ax.annotate(str(tag), (r["latency_s_batch1"], r["gen_ppl"]), fontsize=7,
                             textcoords="offset points", xytext=(3, 3))
     ref = (result.get("reference") or {}).get("gen_ppl")
     if ref:
@@ -88,8 +92,9 @@ def frontier(result: dict, path: Path) -> str | None:
     ax.set_xscale("log")
     ax.set_xlabel(f"latency, batch 1, {result['length']} tokens (s)")
     ax.set_ylabel("gen-ppl (judge)")
-    ax.set_title("quality vs latency (labels: steps)")
-    ax.legend(fontsize=7)
+    ax.set_yscale("log")
+    ax.set_title("quality vs latency (labels: steps, ~calls if adaptive)")
+    ax.legend(fontsize=6)
     return _save(fig, path)
 
 
@@ -164,7 +169,7 @@ def all_plots(result: dict, out: Path) -> dict[str, str]:
                       "(pip install 'redraft[bench]')", stacklevel=2)
         return {}
     made = {
-        "Quality vs steps": quality_vs_steps(result, out / "quality_vs_steps.png"),
+        "Quality vs network calls": quality_vs_calls(result, out / "quality_vs_calls.png"),
         "Quality vs latency": frontier(result, out / "frontier.png"),
         "Roofline": roofline(result, out / "roofline.png"),
         "Diffusion vs AR by model size": crossover(result, out / "crossover.png"),

@@ -12,7 +12,11 @@ DEFINITIONS = (
     "Repetition: share of 8-gram occurrences that repeat within a sample. Latency: median of "
     "3 batch-1 generations. Throughput: generated tokens/s at batch 16. GFLOP/s and FLOP/byte "
     "come from the backbone's FLOP and minimal-traffic byte counts (redraft/eval/flops.py) "
-    "divided by measured time; the ceilings are measured by the same tool on this machine."
+    "divided by measured time; the ceilings are measured by the same tool on this machine. "
+    "calls/sample: network calls per sample (batch-16 runs; adaptive samplers choose it). "
+    "infill_parse_rate: share of held-out Python functions with 1-3 body lines cut out whose "
+    "fill parses (diffusion sees both sides; the AR twin continues the prefix, its fill is "
+    "spliced in; redraft/eval/infilling.py)."
 )
 
 
@@ -59,20 +63,21 @@ def markdown(result: dict, images: dict[str, str], image_prefix: str = "") -> st
         out.append(f"\n**Samples**: {result['num_samples']} per run, {result['length']} tokens "
                    f"each; {jtxt}.\n")
         ref = result.get("reference")
-        extra = [k for k in ("parse_rate", "mauve", "frechet")
-                 if any(k in r for r in [ref or {}, *result["runs"]])]
-        header = ["model", "sampler", "steps", "T", "gen-ppl", "gen-ppl @ ref entropy",
+        extra = [k for k in ("parse_rate", "infill_parse_rate", "mauve", "frechet")
+                 if any(r.get(k) is not None for r in [ref or {}, *result["runs"]])]
+        header = ["model", "sampler", "steps", "T", "calls/sample", "gen-ppl",
+                  "gen-ppl @ ref entropy",
                   "entropy", "distinct-2", "distinct-4", "repetition", *extra,
                   "latency b1 (s)", "NFE b1", "s/step", "tok/s b16", "GFLOP/s b16",
                   "FLOP/byte b16"]
         rows = []
         if ref:
-            rows.append(["held-out text", "-", "-", "-", ref["gen_ppl"], "-", ref["entropy"],
+            rows.append(["held-out text", "-", "-", "-", "-", ref["gen_ppl"], "-", ref["entropy"],
                          ref["distinct_2"], ref["distinct_4"], ref["repetition"],
                          *[ref.get(k) for k in extra], *["-"] * 6])
         for r in result["runs"]:
             rows.append([r["model"], r["sampler"], r["steps"] or "-", r["temperature"],
-                         r["gen_ppl"], r["gen_ppl_at_ref_entropy"], r["entropy"],
+                         r.get("nfe"), r["gen_ppl"], r["gen_ppl_at_ref_entropy"], r["entropy"],
                          r["distinct_2"], r["distinct_4"], r["repetition"],
                          *[r.get(k) for k in extra], r["latency_s_batch1"], r["nfe_batch1"],
                          r["seconds_per_step"], r["tokens_per_s_batch16"],

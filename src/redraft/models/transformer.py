@@ -51,12 +51,23 @@ class Attention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.dropout = cfg.dropout
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0):
+    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0,
+                positions: torch.Tensor | None = None):
         B, L, C = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, L, D)
         mask, is_causal = None, self.causal
-        if cache is not None:
+        if positions is not None:
+            # Ragged decode: row b's one new token sits at positions[b]; it is written there
+            # and sees the keys up to it (a row's slots past its own position are masked).
+            rows = torch.arange(B, device=x.device)
+            cache.k[layer][rows, :, positions] = k[:, :, 0]
+            cache.v[layer][rows, :, positions] = v[:, :, 0]
+            end = int(positions.max()) + 1
+            k, v = cache.k[layer][:, :, :end], cache.v[layer][:, :, :end]
+            mask = (torch.arange(end, device=x.device)[None, :] <= positions[:, None])
+            mask, is_causal = mask[:, None, None, :], False  # (B, 1, 1, end)
+        elif cache is not None:
             start = cache.length
             cache.k[layer][:, :, start:start + L] = k
             cache.v[layer][:, :, start:start + L] = v
@@ -93,8 +104,8 @@ class Block(nn.Module):
         self.out = nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model, bias=False)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cos, sin, cache=None, layer=0):
-        x = x + self.drop(self.attn(self.norm1(x), cos, sin, cache, layer))
+    def forward(self, x, cos, sin, cache=None, layer=0, positions=None):
+        x = x + self.drop(self.attn(self.norm1(x), cos, sin, cache, layer, positions))
         return x + self.drop(self.out(F.gelu(self.fc(self.norm2(x)))))
 
 
@@ -148,25 +159,40 @@ class Transformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> torch.Tensor:
+                cache: KVCache | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """positions (B,) long, with a cache and x (B, 1): ragged decoding, row b's token at
+        its own position positions[b] (rows of one cache at different lengths; the caller
+        tracks them, cache.length is left alone)."""
         B, L = x.shape
         start = cache.length if cache is not None else 0
         if start + L > self.cfg.seq_len:
             raise ValueError(f"sequence of {start + L} tokens exceeds seq_len={self.cfg.seq_len}")
         if cache is not None and not self.causal:
             raise ValueError("a KV cache needs a causal model")
+        if positions is not None:
+            if cache is None or L != 1 or positions.shape != (B,):
+                raise ValueError("positions need a cache, one token per row and one position "
+                                 "per row")
+            if int(positions.max()) >= self.cfg.seq_len:
+                raise ValueError(f"position {int(positions.max())} exceeds seq_len="
+                                 f"{self.cfg.seq_len}")
         h = self.embed(x)  # (B, L, C)
         if self.time is not None:
             if t is None:
                 raise ValueError("this model is time-conditioned: pass t")
             h = h + self.time(t)[:, None, :]
-        cos, sin = self.rope_cos[start:start + L], self.rope_sin[start:start + L]
+        if positions is not None:
+            cos = self.rope_cos[positions][:, None, None, :]  # (B, 1, 1, D/2)
+            sin = self.rope_sin[positions][:, None, None, :]
+        else:
+            cos, sin = self.rope_cos[start:start + L], self.rope_sin[start:start + L]
         for i, block in enumerate(self.blocks):
             if self.checkpoint_blocks and self.training and torch.is_grad_enabled():
                 h = checkpoint(block, h, cos, sin, cache, i, use_reentrant=False)
             else:
-                h = block(h, cos, sin, cache, i)
-        if cache is not None:
+                h = block(h, cos, sin, cache, i, positions)
+        if cache is not None and positions is None:
             cache.length += L
         return self.head(self.norm(h))  # (B, L, V)
 

@@ -49,6 +49,9 @@ def _canvas(length: int, prefixes: Sequence[Sequence[int]], suffixes: Sequence[S
         for c in rows:
             if len(c) != length:
                 raise RedraftError(f"a canvas of {len(c)} positions given for length {length}")
+            if any(tok is not None and int(tok) < 0 for tok in c):
+                raise RedraftError("a canvas holds a negative token id: expected ids >= 0 "
+                                   "or None (free)")
         return rows
     rows = []
     for pre, suf in zip(prefixes, suffixes, strict=True):
@@ -99,11 +102,10 @@ class DiffusionState:
 
         self.rng = RowRandom(list(seeds))
         x = process.prior((batch, length), device=device, rng=self.rng)
-        fixed = torch.zeros((batch, length), dtype=torch.bool, device=device)
-        for r, row in enumerate(rows):
-            for p, tok in enumerate(row):
-                if tok is not None:
-                    x[r, p], fixed[r, p] = int(tok), True
+        ids = torch.tensor([[-1 if tok is None else int(tok) for tok in row] for row in rows],
+                           dtype=torch.long, device=device).view(batch, length)
+        fixed = ids >= 0
+        x = torch.where(fixed, ids, x)
         self.x, self.fixed, self.template = x, fixed, x.clone()
         self.i = 0  # steps taken (all rows)
         self.local = 0  # step within the current block (time-grid rules; all rows alike)
@@ -112,7 +114,8 @@ class DiffusionState:
         self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
         self.logits: torch.Tensor | None = None  # (B, L, V) of the last network call per row
         self.last_input: torch.Tensor | None = None
-        self._end_blocks(torch.zeros(batch, dtype=torch.bool, device=device))
+        if self.adaptive:  # skip blocks with nothing to reveal (a block of prompt, say)
+            self._end_blocks(~((x == self.mask_id) & self.free()).any(dim=1))
 
     @property
     def done(self) -> bool:

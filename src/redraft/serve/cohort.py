@@ -1,12 +1,12 @@
-"""AR requests in lockstep: the AR twin's side of the step-level batcher.
+"""AR requests in one batch: the AR twin's side of the step-level batcher.
 
-The KV cache has one write position for the whole batch, so AR rows can share one network call
-only when they sit at the same position. A cohort is such a group with one shared cache: new
-requests are prefilled together by prompt length, and cohorts that reach the same position are
-merged (one copy of their caches, then lockstep for good, since every row moves one token per
-tick). A finished or cancelled request's rows are cut out of the cache. Each tick: draw one
-token for every row (each request with its own knobs and random streams), then one
-single-token network call for the rows still running.
+Every AR row of a model shares one network call per tick, whatever its position: the cache
+holds each row at its own length and the backbone's ragged decode path (Transformer.forward
+with `positions`) writes each row's new key/value at its own position and masks the slots
+past it. New requests are prefilled together by prompt length, then merged into the model's
+running cohort (their caches appended as rows); a finished or cancelled request's rows are
+cut out. Each tick: draw one token for every row (each request with its own knobs and random
+streams), then one single-token network call for all rows still running.
 """
 
 from __future__ import annotations
@@ -28,13 +28,11 @@ def _take(cache: KVCache, rows: torch.Tensor) -> KVCache:
 
 
 class Cohort:
-    def __init__(self, served: Served, jobs: list[Job], cache: KVCache, logits: torch.Tensor):
+    def __init__(self, served: Served, jobs: list[Job], cache: KVCache, logits: torch.Tensor,
+                 positions: torch.Tensor):
         self.served, self.jobs, self.cache = served, jobs, cache
         self.logits = logits  # (R, V): the next position's logits of every row
-
-    @property
-    def position(self) -> int:
-        return self.cache.length
+        self.positions = positions  # (R,) long: where each row's next token is written
 
     @property
     def rows(self) -> int:
@@ -49,16 +47,19 @@ class Cohort:
         logits = served.model(x.to(device), cache=cache)[:, -1]
         for job in jobs:
             job.row_nfe += job.n
-        return cls(served, jobs, cache, logits)
+        positions = torch.full((len(x),), x.shape[1], dtype=torch.long, device=device)
+        return cls(served, jobs, cache, logits, positions)
 
     @classmethod
     def merge(cls, cohorts: list[Cohort]) -> Cohort:
+        """One cohort of all the rows (every cache spans the model's whole context)."""
         first = cohorts[0]
         cache = copy.copy(first.cache)
         cache.k = [torch.cat([c.cache.k[i] for c in cohorts]) for i in range(len(first.cache.k))]
         cache.v = [torch.cat([c.cache.v[i] for c in cohorts]) for i in range(len(first.cache.v))]
         return cls(first.served, [j for c in cohorts for j in c.jobs], cache,
-                   torch.cat([c.logits for c in cohorts]))
+                   torch.cat([c.logits for c in cohorts]),
+                   torch.cat([c.positions for c in cohorts]))
 
     def keep(self, keep: list[Job]) -> None:
         """Cut every other request's rows out of the cache and logits."""
@@ -71,6 +72,7 @@ class Cohort:
             start += job.n
         index = torch.tensor(rows, dtype=torch.long, device=self.logits.device)
         self.cache, self.logits, self.jobs = _take(self.cache, index), self.logits[index], keep
+        self.positions = self.positions[index]
 
     def step(self) -> tuple[list[Job], int]:
         """Draw one token per row; returns the requests that are now complete and the number of
@@ -90,7 +92,9 @@ class Cohort:
             return done, 0
         nxt = torch.cat([d for d, job in zip(drawn, jobs, strict=True) if not job.state.done])
         self.keep(running)
-        self.logits = self.served.model(nxt[:, None], cache=self.cache)[:, -1]
+        self.logits = self.served.model(nxt[:, None], cache=self.cache,
+                                        positions=self.positions)[:, -1]
+        self.positions = self.positions + 1
         for job in running:
             job.row_nfe += job.n
         return done, len(nxt)

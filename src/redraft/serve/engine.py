@@ -4,10 +4,11 @@ A tick: (1) retire cancelled and timed-out requests; (2) admit queued requests, 
 served, while the active rows stay within max_batch; (3) for every (model, canvas length) bucket
 of diffusion requests, stack the rows that need logits into ONE network call with a per-row t
 (so requests at different steps, with different step counts and samplers, share it), then let
-each request's own step rule advance its own rows; (4) step the AR cohorts (serve/cohort.py),
-one token each. A request that finishes is retired at once, and its slot is free for the next
-tick. Buckets use exact lengths, so no row is padded and no attention mask is needed: a row's
-logits do not depend on its batch-mates (up to the float rounding of batched matmuls).
+each request's own step rule advance its own rows; (4) step the AR rows of each model
+together, one token each, whatever their positions (serve/cohort.py). A request that
+finishes is retired at once, and its slot is free for the next tick. Diffusion buckets use
+exact lengths, so no row is padded; AR rows mask the cache slots past their own position. A
+row's logits do not depend on its batch-mates (up to the float rounding of batched matmuls).
 
 The queue is bounded: submit() raises QueueFull rather than let memory grow. Torch releases
 the GIL inside its kernels, so the HTTP event loop stays responsive while the engine computes.
@@ -193,7 +194,7 @@ class Engine:
         for job in jobs:
             x = job.state.advance()
             if job.state.done:
-                self._finish(job, x)
+                self._finish(job, x, job.state.i)  # adaptive samplers choose their own count
             elif job.work.drafts:
                 job.emit(Event("draft", step=job.state.i, tokens=x.cpu().clone()))
         return sum(counts)
@@ -209,10 +210,10 @@ class Engine:
             cohort = Cohort.prefill(self.models[name], jobs)
             rows.append(cohort.rows)
             self._cohorts.append(cohort)
-        by_position: dict[tuple[str, int], list[Cohort]] = {}
+        by_model: dict[str, list[Cohort]] = {}
         for c in self._cohorts:
-            by_position.setdefault((c.served.name, c.position), []).append(c)
-        cohorts = [Cohort.merge(cs) if len(cs) > 1 else cs[0] for cs in by_position.values()]
+            by_model.setdefault(c.served.name, []).append(c)
+        cohorts = [Cohort.merge(cs) if len(cs) > 1 else cs[0] for cs in by_model.values()]
         for cohort in cohorts:
             done, n = cohort.step()
             rows.append(n)
@@ -226,10 +227,11 @@ class Engine:
             self._cohorts = [c for c in cohorts if c.jobs]
         return rows
 
-    def _finish(self, job: Job, x: torch.Tensor) -> None:
+    def _finish(self, job: Job, x: torch.Tensor, steps: int | None = None) -> None:
         with self._cv:
             if job in self._active:
                 self._active.remove(job)
         self.metrics.finished(job)
-        job.emit(Event("done", step=job.work.steps, tokens=x.cpu().clone()))
+        job.emit(Event("done", step=job.work.steps if steps is None else steps,
+                       tokens=x.cpu().clone()))
 

@@ -70,6 +70,10 @@ class Work:
     suffix: list[int] = field(default_factory=list)
     steps: int = 64
     sampler: str | None = None
+    options: dict | None = None  # the sampler's knobs
+    block_size: int | None = None
+    stop_at_eos: bool = False
+    guidance: float = 0.0
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
@@ -162,15 +166,20 @@ def start_state(served: Served, work: Work) -> DiffusionState | ARRows:
         if work.suffix:
             raise RedraftError(f"model {served.name!r} is autoregressive: it cannot fill in "
                                "before a suffix; use a diffusion model")
-        if work.sampler:
-            raise RedraftError(f"sampler {work.sampler!r} needs a diffusion model: "
-                               f"{served.name!r} samples left to right")
+        knobs = [k for k, used in (("sampler", work.sampler), ("sampler_options", work.options),
+                                   ("block_size", work.block_size),
+                                   ("guidance", work.guidance)) if used]
+        if knobs:
+            raise RedraftError(f"{knobs[0]} needs a diffusion model: {served.name!r} samples "
+                               "left to right")
         if len(work.prefix) >= work.length:
             raise RedraftError("the prompt leaves nothing to generate")
         return ARRows(served, work)
     rule = make_sampler(work.sampler, served.process, served.objective, work.temperature,
-                        work.top_k, work.top_p)
+                        work.top_k, work.top_p, work.options)
     device = next(served.model.parameters()).device
+    eos = served.tokenizer.eos_id if work.stop_at_eos else None
     return DiffusionState(served.process, rule, steps=work.steps, length=work.length,
                           prefixes=[work.prefix] * work.n, suffixes=[work.suffix] * work.n,
-                          seeds=work.seeds, device=device)
+                          seeds=work.seeds, block_size=work.block_size, eos_id=eos,
+                          guidance=work.guidance, device=device)

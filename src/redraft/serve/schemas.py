@@ -42,6 +42,11 @@ class Knobs(BaseModel):
     # diffusion knobs
     steps: int = Field(64, ge=1)
     sampler: str | None = None
+    sampler_options: dict[str, str | int | float] | None = Field(
+        None, description="the sampler's knobs, e.g. {\"threshold\": 0.9} (`redraft samplers`)")
+    block_size: int | None = Field(None, ge=1, description="semi-autoregressive blocks")
+    stop_at_eos: bool = Field(False, description="stop a row after the block where it wrote EOS")
+    guidance: float = Field(0.0, ge=-1, le=100, description="classifier-free guidance scale")
     diffusing: bool = Field(False, description="stream every intermediate draft")
 
 
@@ -105,6 +110,8 @@ def to_work(req: Knobs, served: Served, prefix: str, suffix: str, max_steps: int
     seed = secrets.randbelow(2**31) if req.seed is None else req.seed
     return Work(model=served.name, prefix=pre, suffix=suf, length=len(pre) + max_tokens + len(suf),
                 seeds=[seed + r for r in range(req.n)], steps=req.steps, sampler=req.sampler,
+                options=req.sampler_options, block_size=req.block_size,
+                stop_at_eos=req.stop_at_eos, guidance=req.guidance,
                 temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
                 drafts=req.stream and req.diffusing)
 
