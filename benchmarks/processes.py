@@ -17,6 +17,7 @@ Run on an otherwise idle machine:  python benchmarks/processes.py [--minutes 8] 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, write_json, write_section  # noqa: E402
+from _report import ROOT, machine, write_json, write_section  # noqa: E402
 from core import CORPUS, config  # noqa: E402
 
 from redraft.checkpoint import load_checkpoint  # noqa: E402
@@ -37,6 +38,7 @@ from redraft.losses import make_process  # noqa: E402
 from redraft.sampling import DEFAULT_SAMPLER, generate_diffusion  # noqa: E402
 from redraft.train import load_data, train  # noqa: E402
 
+PARTIAL = ROOT / "runs" / "processes-partial.json"
 COMBOS = ["mask-mdlm", "mask-sedd", "uniform-sedd", "uniform-udlm", "mixture-sedd",
           "mixture-udlm"]
 
@@ -64,6 +66,10 @@ def main() -> None:
     ap.add_argument("--steps", default="16,64,256")
     ap.add_argument("--judge", default=None, help="AR run or checkpoint that judges samples "
                                                   "(default: train an AR twin first)")
+    ap.add_argument("--resume", action="store_true",
+                    help=f"reuse the combinations already in {PARTIAL.relative_to(ROOT)} "
+                         "(written after each one) from an interrupted run with the same "
+                         "--minutes")
     args = ap.parse_args()
     if not CORPUS.is_file():
         sys.exit(f"missing {CORPUS}: this benchmark needs ../shared/data")
@@ -88,8 +94,16 @@ def main() -> None:
     val_windows = [val[i:i + 256].tolist() for i in range(0, len(val) - 256, 256)]
     val_entropy = unigram_entropy(val_windows)
 
-    runs = []
+    runs, done = [], {}
+    if args.resume and PARTIAL.is_file():
+        saved = json.loads(PARTIAL.read_text())
+        if saved.get("minutes") == args.minutes:
+            done = {f"{r['process']}-{r['objective']}": r for r in saved["runs"]}
     for combo in combos:
+        if combo in done:
+            print(f"{combo}: reusing the result of the interrupted run", file=sys.stderr)
+            runs.append(done[combo])
+            continue
         cfg = config_from_dict(combo_config(combo, args.minutes, work, args.precision))
         print(f"training {combo} for {args.minutes} min ...", file=sys.stderr)
         res = train(cfg)
@@ -116,6 +130,10 @@ def main() -> None:
                "params": res.params, "sampling": quality}
         runs.append(run)
         print({k: v for k, v in run.items() if k != "sampling"}, file=sys.stderr)
+        PARTIAL.parent.mkdir(parents=True, exist_ok=True)
+        tmp = PARTIAL.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"minutes": args.minutes, "runs": runs}, indent=1))
+        tmp.replace(PARTIAL)
 
     judge_nats, _, _ = evaluate(judge.model, data.val, judge.ck.config, tok.mask_id,
                                 tok.eos_id, args.max_batches)
@@ -163,6 +181,7 @@ def main() -> None:
         lines.append(f"| {r['process']} | {r['objective']} | {r['val_bits_per_char']:.3f} ± "
                      f"{r['val_stderr_bits']:.3f} | {r['train_tokens_per_s']:,.0f} | {cells} |")
     write_section("processes", "\n".join(lines))
+    PARTIAL.unlink(missing_ok=True)
     print("\n".join(lines))
 
 

@@ -72,4 +72,15 @@ class Analytic:
         """logits (B, L, V) of the score model at (xt, t), xt (B, L) -> xs (B, L) at time s."""
         u = rng.uniform(xt.shape[1]).to(xt.device)
         score = score_probs(self.objective, self.process, logits, xt, t)
-        return draw(analytic_probs(self.process, score, xt, t, s), xt, u)
+        probs = analytic_probs(self.process, score, xt, t, s)
+        if s <= 0:
+            # At s = 0 the chain is data, and the mask is never a data token. The exact score
+            # gives it weight 0 there; a learned one need not (its ratios rarely sum to what
+            # alpha(t) implies), which would leave masks in the output. Drop that weight, and
+            # where nothing is left, draw from the score over data tokens.
+            mask = self.process.mask_id
+            probs[..., mask] = 0.0
+            data_score = score.clone()
+            data_score[..., mask] = 0.0
+            probs = torch.where((probs.sum(-1) <= 0)[..., None], data_score, probs)
+        return draw(probs, xt, u)
