@@ -126,19 +126,21 @@ def test_bounded_queue_timeout_and_shutdown(served):
         engine.submit(Work("mdlm", [], 16, [1], steps=2))
 
 
-def test_ar_cohorts_merge_and_stay_exact(served):
-    """Ticked by hand: a request admitted when its prompt length matches another's position
-    joins that cohort (one shared KV cache) and both still equal offline sampling."""
+def test_ar_rows_at_different_positions_share_a_call_and_stay_exact(served):
+    """Ticked by hand: a request admitted while another is mid-way joins its batch at once
+    (rows at different positions, one network call per tick) and both still equal offline
+    sampling."""
     ar = served["ar"]
     tok = ar.tokenizer
     engine = Engine(served, max_batch=8)  # not started: this test calls tick() itself
     first = engine.submit(Work("ar", tok.encode("the "), 40, [1, 2]))
-    engine.tick()
-    while engine._cohorts[0].position < 1 + len(tok.encode("the cat ")):
+    for _ in range(5):
         engine.tick()
-    second = engine.submit(Work("ar", tok.encode("the cat "), 30, [3], temperature=0.5))
+    second = engine.submit(Work("ar", tok.encode("a dog sat "), 30, [3], temperature=0.5))
     engine.tick()
     assert len(engine._cohorts) == 1 and engine._cohorts[0].rows == 3
+    positions = engine._cohorts[0].positions.tolist()
+    assert positions[0] == positions[1] != positions[2]
     while not (first.finished.is_set() and second.finished.is_set()):
         engine.tick()
     for job in (first, second):
