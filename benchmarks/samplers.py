@@ -129,7 +129,9 @@ def section(results: dict[str, dict], heads: dict[str, dict], args) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['date']}. Command: "
         f"`python benchmarks/samplers.py --pair runs/core --judge runs/shakespeare-judge "
-        f"--python-pair runs/python` ({args.num_samples} samples of 256 tokens per setting, "
+        f"--python-pair runs/python --minutes {args.minutes:g}` (the Python pair: 4 layers x "
+        f"d_model 128, context 256, {args.minutes:g} min of training each on `stdlib` bytes; "
+        f"{args.num_samples} samples of 256 tokens per setting, "
         f"temperatures {args.temperatures}, likelihood on {args.eval_batches} validation "
         "batches). Settings are `name[:knobs]` (see `redraft samplers`); 'steps' is the step "
         "budget (none for adaptive samplers), 'calls/sample' the network calls each sample "
