@@ -65,6 +65,9 @@ def python_config(objective: str, minutes: float, out: Path) -> dict:
 
 def bench(name: str, pair: Path, judge: str, specs: list[str], args, code: bool) -> dict:
     out = OUT / name
+    if args.reuse and (out / "eval.json").is_file():
+        print(f"{name}: reusing {out / 'eval.json'}", file=sys.stderr)
+        return json.loads((out / "eval.json").read_text())
     argv = ["bench", str(pair / "mdlm"), str(pair / "ar"), "--judge", judge,
             "--samplers", ",".join(specs), "--steps", args.steps,
             "--temperatures", args.temperatures, "--num-samples", str(args.num_samples),
@@ -176,6 +179,9 @@ def main() -> None:
     ap.add_argument("--temperatures", default="1.0,1.2")
     ap.add_argument("--num-samples", type=int, default=16)
     ap.add_argument("--eval-batches", type=int, default=8)
+    ap.add_argument("--reuse", action="store_true", help="keep a corpus's bench results when "
+                                                          "its eval.json exists (a rerun after "
+                                                          "an interruption)")
     args = ap.parse_args()
     py = Path(args.python_pair)
     for objective in ("mdlm", "ar"):

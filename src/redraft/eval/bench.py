@@ -208,7 +208,8 @@ class Bench:
         from redraft.losses import make_process
         from redraft.sampling import generate_ar, generate_diffusion
 
-        kw = dict(batch=batch, length=self.length, seed=seed, temperature=temperature, **kw)
+        kw = {"batch": batch, "length": self.length, "seed": seed, "temperature": temperature,
+              **kw}
         if spec is None:
             kw.pop("suffix", None)
             return generate_ar(ck.model, bos_id=ck.tokenizer.eos_id,
