@@ -307,3 +307,12 @@ def test_score_samplers_leave_no_mask_with_an_imperfect_score(model, sampler):
         out = generate_diffusion(Shifted(shift), proc, steps=4, batch=3, objective="sedd",
                                  sampler=sampler, prefix=[1, 2]).tokens
         assert (out != MID).all()
+
+
+def test_time_at_inverts_every_schedule():
+    from redraft.diffusion import SCHEDULES
+
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    for name, cls in SCHEDULES.items():
+        sched = cls(None)
+        assert torch.allclose(sched.time_at(sched.alpha(t)), t, atol=1e-9), name

@@ -44,7 +44,7 @@ def cmd_sample(args, overrides: list[str]) -> int:
     from redraft.checkpoint import load_checkpoint
     from redraft.display import DraftView
     from redraft.losses import make_process
-    from redraft.sampling import Infill, generate_ar, generate_diffusion, parse_options
+    from redraft.sampling import generate_ar, generate_diffusion, infill, parse_options
 
     _no_overrides(overrides)
     ckpt = load_checkpoint(args.checkpoint)
@@ -60,7 +60,7 @@ def cmd_sample(args, overrides: list[str]) -> int:
         ("--sampler", args.sampler), ("--sampler-opt", args.sampler_opt),
         ("--suffix", suffix), ("--infill", template), ("--block-size", args.block_size),
         ("--guidance", args.guidance)) if used]
-    spec = None
+    texts = None
     if ckpt.config.diffusion.objective == "ar":
         if diffusion_only:
             raise RedraftError(f"{diffusion_only[0]} needs a diffusion model: the AR twin only "
@@ -70,24 +70,22 @@ def cmd_sample(args, overrides: list[str]) -> int:
     else:
         diff = ckpt.config.diffusion
         process = make_process(diff, tok.mask_id, ckpt.model.vocab_size)
-        if template is not None:
-            if prefix or suffix:
-                raise RedraftError("--infill holds its own fixed text: drop --prompt/--suffix")
-            spec = Infill.build(template, tok)
-            knobs["length"], extra = len(spec.canvas), dict(canvas=spec.canvas)
-        else:
-            extra = dict(prefix=prefix, suffix=suffix)
         name = args.sampler or DEFAULT_SAMPLER.get(diff.objective)
         options = parse_options(name, args.sampler_opt) if args.sampler_opt else None
         view = DraftView(tok.decode, args.steps, stream=sys.stderr) if args.show else None
-        gen = generate_diffusion(ckpt.model, process, steps=args.steps, on_step=view,
-                                 sampler=args.sampler, objective=diff.objective, options=options,
-                                 block_size=args.block_size,
-                                 eos_id=tok.eos_id if args.stop_at_eos else None,
-                                 guidance=args.guidance or 0.0, **extra, **knobs)
-    if spec is not None:
-        texts = [spec.fill(row.tolist(), tok)[0] for row in gen.tokens]
-    else:
+        common = dict(steps=args.steps, on_step=view, sampler=args.sampler,
+                      objective=diff.objective, options=options, block_size=args.block_size,
+                      eos_id=tok.eos_id if args.stop_at_eos else None,
+                      guidance=args.guidance or 0.0)
+        if template is not None:
+            if prefix or suffix:
+                raise RedraftError("--infill holds its own fixed text: drop --prompt/--suffix")
+            knobs.pop("length")  # the template sets the canvas
+            texts, _, gen = infill(ckpt.model, process, tok, template, **common, **knobs)
+        else:
+            gen = generate_diffusion(ckpt.model, process, prefix=prefix, suffix=suffix,
+                                     **common, **knobs)
+    if texts is None:
         texts = [tok.decode(row) for row in gen.tokens]
     if args.json:
         print(json.dumps({"samples": texts, "nfe": gen.nfe, "seconds": gen.seconds,

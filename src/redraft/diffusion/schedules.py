@@ -91,6 +91,10 @@ class LogLinearSchedule(Schedule):
         # Closed form avoids 0/0 noise at tiny t: (1 - eps) / ((1 - eps) t) = 1 / t.
         return 1.0 / t
 
+    def time_at(self, alpha: torch.Tensor) -> torch.Tensor:
+        """Closed form of the inverse (the samplers call it every step)."""
+        return ((1.0 - alpha.to(torch.float64)) / (1.0 - self.eps)).clamp(0.0, 1.0)
+
 
 class LinearSchedule(Schedule):
     """Linear total noise: sigma(t) = -log(eps) t, i.e. alpha(t) = eps^t (needs eps > 0)."""

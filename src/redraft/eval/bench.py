@@ -28,7 +28,7 @@ from redraft.data.tokenizers import write_text_atomic
 from redraft.errors import RedraftError
 from redraft.eval import flops, hardware, quality, speed
 from redraft.eval.judge import Judge, load_judge, texts_of
-from redraft.sampling.registry import DEFAULT_SAMPLER, MEAN_PARAMETERISED, SAMPLERS, parse_options
+from redraft.sampling.registry import DEFAULT_SAMPLER, SAMPLERS, parse_options, takes_temperature
 
 BATCH = 16  # the throughput batch
 CROSSOVER_NOTE = (
@@ -72,7 +72,6 @@ def machine() -> str:
 # Loop-level settings a spec may carry; "steps" pins step counts ("16/64") for this spec.
 LOOP_KNOBS = {"block": int, "guidance": float,
               "steps": lambda raw: tuple(int(v) for v in raw.split("/"))}
-ADAPTIVE = ("first_hitting", "threshold")  # choose their own number of network calls
 INFILL_TASKS = 32
 
 
@@ -91,7 +90,7 @@ class SamplerSpec:
 
     @property
     def adaptive(self) -> bool:
-        return self.name in ADAPTIVE
+        return SAMPLERS[self.name].adaptive
 
 
 def parse_spec(spec: str) -> SamplerSpec:
@@ -113,12 +112,6 @@ def parse_spec(spec: str) -> SamplerSpec:
         else:
             knobs.append(pair)
     return SamplerSpec(spec, name, parse_options(name, knobs), loop)
-
-
-def takes_temperature(name: str, objective: str) -> bool:
-    """Whether temperature means something for this sampler on this model (registry.py)."""
-    return name not in ("analytic", "euler") or (name == "analytic"
-                                                 and objective in MEAN_PARAMETERISED)
 
 
 def _is_code(corpus: str) -> bool:
@@ -198,8 +191,11 @@ class Bench:
         cuts = np.flatnonzero(val == ck.tokenizer.eos_id)
         docs = [ck.tokenizer.decode(d) for d in np.split(val, cuts) if len(d) > 1]
         tok = ck.tokenizer
-        return python_infill_tasks(docs, lambda text: len(tok.encode(text)), self.length,
-                                   INFILL_TASKS, seed=self.cfg.seed)
+        tasks = python_infill_tasks(docs, lambda text: len(tok.encode(text)), self.length,
+                                    INFILL_TASKS, seed=self.cfg.seed)
+        # Tokenised once here, not once per run: (task, prefix ids, span ids, suffix ids).
+        return [(task, tok.encode(task.before), tok.encode(task.span), tok.encode(task.after))
+                for task in tasks]
 
     # ---- speed ------------------------------------------------------------------------
     def generate(self, ck, spec: SamplerSpec | None, steps: int | None, batch: int, seed,
@@ -229,8 +225,7 @@ class Bench:
         if not self.infill_tasks:
             return None
         tok, ok = ck.tokenizer, 0
-        for i, task in enumerate(self.infill_tasks):
-            pre, span, suf = tok.encode(task.before), tok.encode(task.span), tok.encode(task.after)
+        for i, (task, pre, span, suf) in enumerate(self.infill_tasks):
             if spec is None:  # left to right: the fill sees only the prefix
                 gen = self.generate(ck, None, None, 1, self.cfg.seed + i, temperature,
                                     length=len(pre) + len(span), prefix=pre)

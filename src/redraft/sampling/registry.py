@@ -77,6 +77,12 @@ class SamplerInfo:
     summary: str
     models: str  # "denoiser" (mdlm, udlm), "masked" (mdlm), "any"
     knobs: dict[str, Knob] = field(default_factory=dict)
+    rule: type | None = None  # the step rule class of the masked-only samplers
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the rule chooses its own number of steps (network calls)."""
+        return bool(getattr(self.rule, "adaptive", False))
 
 
 SAMPLERS: dict[str, SamplerInfo] = {
@@ -87,22 +93,31 @@ SAMPLERS: dict[str, SamplerInfo] = {
     "euler": SamplerInfo("first-order step over the learned reverse rates (any objective)",
                          "any"),
     "first_hitting": SamplerInfo("exact: one reveal per call at drawn hitting times (mdlm)",
-                                 "masked"),
+                                 "masked", rule=FirstHitting),
     "confidence": SamplerInfo(
         "commit the k surest masked positions per step, k from the schedule (mdlm)", "masked",
-        {"measure": Knob(str, "confidence", "how sureness is scored", MEASURES)}),
+        {"measure": Knob(str, "confidence", "how sureness is scored", MEASURES)}, Confidence),
     "threshold": SamplerInfo(
         "commit every masked position surer than a threshold, at least one (mdlm)", "masked",
         {"threshold": Knob(float, 0.9, "score a candidate must exceed", low=0.0, high=1.0,
                            low_open=True),
-         "measure": Knob(str, "confidence", "how sureness is scored", ("confidence", "margin"))}),
+         "measure": Knob(str, "confidence", "how sureness is scored", ("confidence", "margin"))},
+        Threshold),
     "remask": SamplerInfo(
         "ReMDM: revealed tokens may be re-masked, extra steps buy quality (mdlm)", "masked",
         {"eta": Knob(float, 0.04, "re-mask strength", low=0.0),
-         "schedule": Knob(str, "cap", "how eta sets the re-mask probability", SCHEDULES)}),
+         "schedule": Knob(str, "cap", "how eta sets the re-mask probability", SCHEDULES)},
+        Remask),
 }
 DEFAULT_SAMPLER = {"mdlm": "ancestral", "udlm": "ancestral", "sedd": "analytic"}
 MEAN_PARAMETERISED = ("mdlm", "udlm")
+
+
+def takes_temperature(name: str, objective: str) -> bool:
+    """Whether temperature / top-k / top-p mean something for sampler `name` on a model
+    trained with `objective`: not for the rate-based steps of score models."""
+    return name not in ("analytic", "euler") or (name == "analytic"
+                                                 and objective in MEAN_PARAMETERISED)
 
 
 def sampler_options(name: str, options: dict | None) -> dict:
@@ -163,10 +178,7 @@ def make_sampler(name: str | None, process: Process, objective: str, temperature
         if objective != "mdlm":
             raise RedraftError(f"sampler {name!r} needs a masked denoiser (objective mdlm), got "
                                f"a {objective!r} model on the {process.name!r} process")
-        cls = {"first_hitting": FirstHitting, "confidence": Confidence, "threshold": Threshold,
-               "remask": Remask}[name]
-        return cls(process, temperature, top_k, top_p, **opts)
-    knobs = temperature != 1.0 or top_k is not None or top_p is not None
+        return SAMPLERS[name].rule(process, temperature, top_k, top_p, **opts)
     if name == "ancestral" or (name == "analytic" and objective in MEAN_PARAMETERISED):
         if objective not in MEAN_PARAMETERISED:
             raise RedraftError(f"sampler {name!r} needs a denoiser (objective mdlm or udlm); a "
@@ -174,7 +186,8 @@ def make_sampler(name: str | None, process: Process, objective: str, temperature
         if process.name == "mask":  # the same step, restricted to the masked positions
             return MaskedAncestral(process, temperature, top_k, top_p)
         return Ancestral(process, temperature, top_k, top_p)
-    if knobs:
+    if not takes_temperature(name, objective) and (temperature != 1.0 or top_k is not None
+                                                   or top_p is not None):
         raise RedraftError(f"sampler {name!r} on a {objective!r} model draws from rates, which "
                            "temperature / top-k / top-p do not apply to: leave them at 1 / none "
                            "or use a denoiser model with sampler 'ancestral'")
