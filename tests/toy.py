@@ -21,7 +21,7 @@ from redraft.diffusion import (
     sedd_loss,
     uniform_elbo,
 )
-from tests.test_diffusion import MASK, L, V, toy_distribution  # noqa: F401
+from tests.diffusion.test_masked import MASK, L, V, toy_distribution  # noqa: F401
 
 VOCAB = V + 1
 

@@ -8,7 +8,7 @@ ratio r,
 
 plus the head 2 B q d V and, for a time-conditioned model, its time MLP. Attention counts every
 (query, key) pair the kernel is handed: a causal prefill of q tokens counts q x q, as PyTorch's
-own FLOP counter does (tests/test_eval_speed.py checks the total against it).
+own FLOP counter does (tests/eval/test_flops.py checks the total against it).
 
 Bytes moved is the traffic of a minimal implementation: every weight read once per network
 call, each matrix product's input read and output written once, attention reads q, k, v and

@@ -6,8 +6,7 @@ training: for each model size, precision, batch and length it times
 - diffusion: one full bidirectional network call over (batch, length), median of a few, and
   the sampler's own work for a whole S-step loop (run on fixed logits, no network); a
   generation of S steps costs S network calls plus that loop, so its time is
-  S * t_call + t_sampler. (tests/test_eval_speed.py checks this against a timed
-  generate_diffusion on a small model);
+  S * t_call + t_sampler (an estimate: no test times it, since timings are not asserted);
 - AR: a whole timed generate_ar with its KV cache (prefill of BOS, then one call per token).
 
 and reports generated tokens/s, achieved GFLOP/s and arithmetic intensity (eval/flops.py),

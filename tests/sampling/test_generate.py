@@ -10,7 +10,7 @@ from redraft.diffusion import LogLinearSchedule, MaskProcess
 from redraft.errors import RedraftError
 from redraft.models import Transformer
 from redraft.sampling import generate_ar, generate_diffusion, probabilities, sample
-from tests.test_diffusion import MASK, exact_denoiser_logits, toy_distribution
+from tests.diffusion.test_masked import MASK, exact_denoiser_logits, toy_distribution
 
 CFG = ModelConfig(n_layer=2, n_head=2, d_model=32, seq_len=24)
 V = 13  # 10 symbols, eos 10, pad 11, mask 12

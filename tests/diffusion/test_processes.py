@@ -2,7 +2,8 @@
 
 (a) with the exact score / denoiser the bound equals the true entropy (Monte Carlo over t and
 xt, within 4 standard errors) and a perturbed model's bound is strictly larger; (b) corrupt()
-reproduces the analytic marginal of its process. Sampling (c) is in test_process_sampling.py.
+reproduces the analytic marginal of its process. Sampling (c) is in
+tests/sampling/test_process_sampling.py.
 """
 
 import math

@@ -22,8 +22,8 @@ from redraft.sampling import (
     parse_template,
     sampler_options,
 )
-from tests.test_diffusion import MASK
-from tests.test_sampling import ExactToyDenoiser
+from tests.diffusion.test_masked import MASK
+from tests.sampling.test_generate import ExactToyDenoiser
 
 MASKED = [n for n, info in SAMPLERS.items() if info.models == "masked"]
 EVERY = ["ancestral", *MASKED]
