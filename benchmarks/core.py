@@ -17,12 +17,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import SHARED, machine, write_json, write_section  # noqa: E402
 
-from redraft.checkpoint import load_checkpoint  # noqa: E402
 from redraft.config import config_from_dict  # noqa: E402
+from redraft.data import load_data  # noqa: E402
 from redraft.eval.likelihood import evaluate  # noqa: E402
-from redraft.losses import make_process  # noqa: E402
-from redraft.sampling import generate_ar, generate_diffusion  # noqa: E402
-from redraft.train import load_data, train  # noqa: E402
+from redraft.model import load  # noqa: E402
+from redraft.train import train  # noqa: E402
 
 CORPUS = SHARED / "data" / "tinyshakespeare" / "input.txt"
 
@@ -40,12 +39,11 @@ def config(objective: str, minutes: float, out_dir: Path, cache: Path, precision
     }
 
 
-def timed_sampling(ck, process, batch: int, steps: int | None) -> tuple[float, torch.Tensor]:
-    tok = ck.tokenizer
-    if steps is None:
-        g = generate_ar(ck.model, bos_id=tok.eos_id, batch=batch, length=256, seed=0)
-    else:
-        g = generate_diffusion(ck.model, process, steps=steps, batch=batch, length=256, seed=0)
+def timed_sampling(model, batch: int, steps: int | None) -> tuple[float, torch.Tensor]:
+    """One batch of 256-token canvases from redraft.Model (AR twin: KV cache; diffusion: its
+    default sampler with `steps`)."""
+    knobs = {} if steps is None else {"steps": steps}
+    g = model.sample([[]] * batch, length=256, seeds=list(range(batch)), **knobs)
     return g.seconds, g.tokens
 
 
@@ -67,9 +65,9 @@ def main() -> None:
                                       args.precision))
         print(f"training {objective} for {args.minutes} min ...", file=sys.stderr)
         res = train(cfg)
-        ck = ckpts[objective] = load_checkpoint(res.checkpoint)
+        ck = ckpts[objective] = load(res.checkpoint)
         _, data = load_data(ck.config.data, 256, ck.tokenizer)
-        nats, err, windows = evaluate(ck.model, data.val, ck.config, ck.tokenizer.mask_id,
+        nats, err, windows = evaluate(ck.backbone, data.val, ck.config, ck.tokenizer.mask_id,
                                       ck.tokenizer.eos_id, None, samples=args.mc_samples)
         to_bpc = 1 / math.log(2) / data.val_bytes_per_token
         results[objective] = {
@@ -79,7 +77,7 @@ def main() -> None:
         }
         if objective == "mdlm":
             # The same bound by the other estimator: agreement is a consistency check.
-            nats_k, err_k, _ = evaluate(ck.model, data.val, ck.config, ck.tokenizer.mask_id,
+            nats_k, err_k, _ = evaluate(ck.backbone, data.val, ck.config, ck.tokenizer.mask_id,
                                         ck.tokenizer.eos_id, None, samples=args.mc_samples,
                                         estimator="count")
             results[objective].update(val_bits_per_char_count=nats_k * to_bpc,
@@ -89,15 +87,14 @@ def main() -> None:
         print(results[objective], file=sys.stderr)
 
     tok = ckpts["mdlm"].tokenizer
-    process = make_process(ckpts["mdlm"].config.diffusion, tok.mask_id)
     speed, samples = [], {}
     for name, steps in (("diffusion, 16 steps", 16), ("diffusion, 64 steps", 64),
                         ("diffusion, 256 steps", 256), ("AR + KV cache", None)):
         ck = ckpts["ar" if steps is None else "mdlm"]
         row = {"sampler": name, "steps": steps}
         for batch in (1, 16):
-            timed_sampling(ck, process, batch, steps)  # warm-up
-            seconds, tokens = timed_sampling(ck, process, batch, steps)
+            timed_sampling(ck, batch, steps)  # warm-up
+            seconds, tokens = timed_sampling(ck, batch, steps)
             row[f"seconds_b{batch}"] = seconds
             row[f"tokens_per_s_b{batch}"] = batch * 256 / seconds
             if batch == 1:

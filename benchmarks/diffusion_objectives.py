@@ -20,10 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, write_json, write_section  # noqa: E402
 from core import CORPUS, config  # noqa: E402
 
-from redraft.checkpoint import load_checkpoint  # noqa: E402
 from redraft.config import config_from_dict, merge  # noqa: E402
+from redraft.data import load_data  # noqa: E402
 from redraft.eval.likelihood import evaluate  # noqa: E402
-from redraft.train import load_data, train  # noqa: E402
+from redraft.model import load  # noqa: E402
+from redraft.train import train  # noqa: E402
 
 # (diffusion.elbo_estimator, diffusion.train_weighting)
 VARIANTS = [("time", "elbo"), ("count", "elbo"), ("count", "token")]
@@ -46,9 +47,9 @@ def main() -> None:
                                           "train_weighting": weighting},
                             "train": {"ema": 0.0, "seed": seed, "eval_every": 10**9}})
             res = train(config_from_dict(values))
-            ck = load_checkpoint(res.checkpoint)
+            ck = load(res.checkpoint)
             _, data = load_data(ck.config.data, 256, ck.tokenizer)
-            nats, err, windows = evaluate(ck.model, data.val, ck.config, ck.tokenizer.mask_id,
+            nats, err, windows = evaluate(ck.backbone, data.val, ck.config, ck.tokenizer.mask_id,
                                           ck.tokenizer.eos_id, None, samples=4)
             to_bpc = 1 / math.log(2) / data.val_bytes_per_token
             runs.append({"estimator": estimator, "weighting": weighting, "seed": seed,

@@ -29,14 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import ROOT, machine, write_json, write_section  # noqa: E402
 from core import CORPUS, config  # noqa: E402
 
-from redraft.checkpoint import load_checkpoint  # noqa: E402
 from redraft.config import config_from_dict  # noqa: E402
+from redraft.data import load_data  # noqa: E402
 from redraft.eval.judge import RedraftJudge, texts_of  # noqa: E402
 from redraft.eval.likelihood import evaluate  # noqa: E402
 from redraft.eval.quality import unigram_entropy  # noqa: E402
-from redraft.losses import make_process  # noqa: E402
-from redraft.sampling import DEFAULT_SAMPLER, generate_diffusion  # noqa: E402
-from redraft.train import load_data, train  # noqa: E402
+from redraft.model import load  # noqa: E402
+from redraft.train import train  # noqa: E402
 
 PARTIAL = ROOT / "runs" / "processes-partial.json"
 COMBOS = ["mask-mdlm", "mask-sedd", "uniform-sedd", "uniform-udlm", "mixture-sedd",
@@ -107,15 +106,14 @@ def main() -> None:
         cfg = config_from_dict(combo_config(combo, args.minutes, work, args.precision))
         print(f"training {combo} for {args.minutes} min ...", file=sys.stderr)
         res = train(cfg)
-        ck = load_checkpoint(res.checkpoint)
-        nats, err, windows = evaluate(ck.model, data.val, ck.config, tok.mask_id, tok.eos_id,
+        ck = load(res.checkpoint)
+        nats, err, windows = evaluate(ck.backbone, data.val, ck.config, tok.mask_id, tok.eos_id,
                                       args.max_batches, samples=args.mc_samples)
         diff = ck.config.diffusion
-        process = make_process(diff, tok.mask_id, ck.model.vocab_size)
         quality = []
         for steps in steps_list:
-            g = generate_diffusion(ck.model, process, steps=steps, batch=args.samples,
-                                   length=256, seed=0, objective=diff.objective)
+            g = ck.sample([[]] * args.samples, length=256, seeds=list(range(args.samples)),
+                          steps=steps)
             texts = texts_of(g.tokens, tok)
             quality.append({
                 "steps": steps, "seconds": g.seconds, "nfe": g.nfe,
@@ -124,7 +122,7 @@ def main() -> None:
                 "sample": texts[0][:200],
             })
         run = {"process": diff.process, "objective": diff.objective,
-               "sampler": DEFAULT_SAMPLER[diff.objective], "steps": res.step,
+               "sampler": ck.objective.default_sampler, "steps": res.step,
                "val_bits_per_char": nats * to_bpc, "val_stderr_bits": err * to_bpc,
                "val_windows": windows, "train_tokens_per_s": res.train_tokens_per_s,
                "params": res.params, "sampling": quality}

@@ -116,27 +116,21 @@ def offline_ceiling(runs: list[Path], args) -> dict:
     at batch 16 over batch 1, same request shape (no server, median of 3 runs each)."""
     import statistics
 
-    from redraft.checkpoint import load_checkpoint
-    from redraft.losses import make_process
-    from redraft.sampling import generate_ar, generate_diffusion
+    from redraft.model import load
 
     out = {}
     for run in runs:
-        ck = load_checkpoint(run)
-        tok = ck.tokenizer
+        model = load(run)
+        tok = model.tokenizer
         prefix = tok.encode(PROMPTS[0])
         length = len(prefix) + args.max_tokens
         rates = {}
         for batch in (1, 16):
             times = []
             for rep in range(3):
-                if ck.config.diffusion.objective == "ar":
-                    g = generate_ar(ck.model, bos_id=tok.eos_id, batch=batch, length=length,
-                                    prefix=prefix, seed=rep, banned=tok.non_text_ids)
-                else:
-                    process = make_process(ck.config.diffusion, tok.mask_id, ck.model.vocab_size)
-                    g = generate_diffusion(ck.model, process, steps=args.steps, batch=batch,
-                                           length=length, prefix=prefix, seed=rep)
+                knobs = {} if model.is_ar else {"steps": args.steps}
+                g = model.sample([prefix] * batch, length=length,
+                                 seeds=[rep + r for r in range(batch)], **knobs)
                 times.append(g.seconds)
             rates[batch] = batch * args.max_tokens / statistics.median(times)
         out[run.name] = {"tokens_per_s_batch1": rates[1], "tokens_per_s_batch16": rates[16],

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 
-from redraft.config import ModelConfig
 from redraft.diffusion import (
     CosineSchedule,
     GeometricSchedule,
@@ -103,11 +102,12 @@ def exact_logits(objective, proc, xt, t, seqs, p):
 class ExactModel(torch.nn.Module):
     """Stands in for a time-conditioned backbone: the exact network for `objective`."""
 
+    # models.Backbone; time-conditioned: generate_diffusion must call it every step
+    seq_len, time_conditioned, causal, device = L, True, False, torch.device("cpu")
+
     def __init__(self, objective: str, proc):
         super().__init__()
-        self.cfg = ModelConfig(seq_len=L)
         self.vocab_size = VOCAB
-        self.time = True  # time-conditioned: generate_diffusion must call it every step
         self.anchor = torch.nn.Parameter(torch.zeros(1))
         self.objective, self.proc = objective, proc
         self.seqs, self.p = toy_distribution()

@@ -198,7 +198,11 @@ def load_weights(model: Transformer, file: Path) -> None:
 
 
 def build_model(config: Config, vocab_size: int) -> Transformer:
-    return Transformer(config.model, vocab_size, causal=config.diffusion.objective == "ar")
+    """The backbone a config describes; its attention is the objective's (diffusion.registry)."""
+    from redraft.diffusion import objective
+
+    return Transformer(config.model, vocab_size,
+                       causal=objective(config.diffusion.objective).causal)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:

@@ -11,9 +11,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from redraft.config import BENCH, SAMPLE, SERVE
 from redraft.diffusion import OBJECTIVES, PROCESSES
 from redraft.errors import RedraftError
-from redraft.sampling.registry import DEFAULT_SAMPLER, SAMPLERS
+from redraft.sampling.registry import SAMPLERS
 
 
 def cmd_train(args, overrides: list[str]) -> int:
@@ -41,73 +42,56 @@ def cmd_train(args, overrides: list[str]) -> int:
 
 
 def cmd_sample(args, overrides: list[str]) -> int:
-    from redraft.checkpoint import load_checkpoint
     from redraft.display import DraftView
-    from redraft.losses import make_process
-    from redraft.sampling import generate_ar, generate_diffusion, infill, parse_options
+    from redraft.model import load
+    from redraft.sampling import parse_options
 
     _no_overrides(overrides)
-    ckpt = load_checkpoint(args.checkpoint)
-    _check_matches(ckpt.config.diffusion, args)
-    tok = ckpt.tokenizer
-    prefix, suffix = tok.encode(args.prompt or ""), tok.encode(args.suffix or "")
-    knobs = dict(batch=args.num_samples, length=args.length, temperature=args.temperature,
-                 top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    model = load(args.checkpoint)
+    _check_matches(model, args)
     template = args.infill
     if args.infill_file:
         template = Path(args.infill_file).read_text(encoding="utf-8")
-    diffusion_only = [name for name, used in (
-        ("--sampler", args.sampler), ("--sampler-opt", args.sampler_opt),
-        ("--suffix", suffix), ("--infill", template), ("--block-size", args.block_size),
-        ("--guidance", args.guidance)) if used]
-    texts = None
-    if ckpt.config.diffusion.objective == "ar":
-        if diffusion_only:
-            raise RedraftError(f"{diffusion_only[0]} needs a diffusion model: the AR twin only "
+    options = None
+    if args.sampler_opt:
+        if model.is_ar:
+            raise RedraftError("--sampler-opt needs a diffusion model: the AR twin only "
                                "continues a prefix, left to right")
-        gen = generate_ar(ckpt.model, bos_id=tok.eos_id, prefix=prefix,
-                          banned=tok.non_text_ids, **knobs)
+        options = parse_options(args.sampler or model.objective.default_sampler,
+                                args.sampler_opt)
+    view = (DraftView(model.tokenizer.decode, args.steps, stream=sys.stderr)
+            if args.show and not model.is_ar else None)
+    knobs = dict(num_samples=args.num_samples, seed=args.seed, steps=args.steps,
+                 sampler=args.sampler, options=options, temperature=args.temperature,
+                 top_k=args.top_k, top_p=args.top_p, block_size=args.block_size,
+                 stop_at_eos=args.stop_at_eos, guidance=args.guidance or 0.0, on_step=view)
+    if template is not None:
+        if args.prompt or args.suffix:
+            raise RedraftError("--infill holds its own fixed text: drop --prompt/--suffix")
+        out = model.infill(template, **knobs)
     else:
-        diff = ckpt.config.diffusion
-        process = make_process(diff, tok.mask_id, ckpt.model.vocab_size)
-        name = args.sampler or DEFAULT_SAMPLER.get(diff.objective)
-        options = parse_options(name, args.sampler_opt) if args.sampler_opt else None
-        view = DraftView(tok.decode, args.steps, stream=sys.stderr) if args.show else None
-        common = dict(steps=args.steps, on_step=view, sampler=args.sampler,
-                      objective=diff.objective, options=options, block_size=args.block_size,
-                      eos_id=tok.eos_id if args.stop_at_eos else None,
-                      guidance=args.guidance or 0.0)
-        if template is not None:
-            if prefix or suffix:
-                raise RedraftError("--infill holds its own fixed text: drop --prompt/--suffix")
-            knobs.pop("length")  # the template sets the canvas
-            texts, _, gen = infill(ckpt.model, process, tok, template, **common, **knobs)
-        else:
-            gen = generate_diffusion(ckpt.model, process, prefix=prefix, suffix=suffix,
-                                     **common, **knobs)
-    if texts is None:
-        texts = [tok.decode(row) for row in gen.tokens]
+        out = model.generate(args.prompt or "", suffix=args.suffix or "", length=args.length,
+                             **knobs)
+    tokens = sum(len(row) for row in out.tokens)
     if args.json:
-        print(json.dumps({"samples": texts, "nfe": gen.nfe, "seconds": gen.seconds,
-                          "tokens_per_s": gen.tokens.numel() / gen.seconds}, indent=2))
+        print(json.dumps({"samples": out.texts, "nfe": out.nfe, "seconds": out.seconds,
+                          "tokens_per_s": tokens / out.seconds}, indent=2))
     else:
-        for i, text in enumerate(texts):
+        for i, text in enumerate(out.texts):
             print(f"=== sample {i} ===\n{text}")
-        print(f"--- {gen.tokens.numel()} tokens in {gen.seconds:.2f} s "
-              f"({gen.tokens.numel() / gen.seconds:,.0f} tokens/s, {gen.nfe} network calls)",
-              file=sys.stderr)
+        print(f"--- {tokens} tokens in {out.seconds:.2f} s ({tokens / out.seconds:,.0f} "
+              f"tokens/s, {out.nfe} network calls)", file=sys.stderr)
     return 0
 
 
 def cmd_eval(args, overrides: list[str]) -> int:
-    from redraft.eval import evaluate_checkpoint
+    from redraft.model import load
 
     _no_overrides(overrides)
-    from redraft.checkpoint import load_checkpoint
-
-    _check_matches(load_checkpoint(args.checkpoint).config.diffusion, args)
-    out = evaluate_checkpoint(args.checkpoint, corpus=args.corpus, samples=args.samples,
-                              max_batches=args.max_batches, estimator=args.estimator)
+    model = load(args.checkpoint)
+    _check_matches(model, args)
+    out = model.evaluate(corpus=args.corpus, samples=args.samples,
+                         max_batches=args.max_batches, estimator=args.estimator)
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -122,7 +106,8 @@ def cmd_eval(args, overrides: list[str]) -> int:
 
 
 def cmd_bench(args, overrides: list[str]) -> int:
-    from redraft.eval.bench import Bench, BenchConfig, write
+    from redraft.config import BenchConfig
+    from redraft.eval.bench import Bench, write
 
     _no_overrides(overrides)
     cfg = BenchConfig(
@@ -144,11 +129,13 @@ def cmd_serve(args, overrides: list[str]) -> int:
     try:
         import uvicorn  # noqa: F401
 
-        from redraft.serve import create_app, load_served, run
+        from redraft.serve import create_app, run
     except ImportError as e:
         raise RedraftError(f"redraft serve needs the 'serve' extra ({e.name} is missing): "
                            "pip install -e '.[serve]'") from None
-    models = [load_served(path) for path in args.checkpoints]
+    from redraft.model import load
+
+    models = [load(path) for path in args.checkpoints]
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise RedraftError(f"two checkpoints share a model name {names}: serve run folders "
@@ -174,22 +161,26 @@ def cmd_samplers(args, overrides: list[str]) -> int:
     """List the samplers, which models they apply to and their knobs."""
     _no_overrides(overrides)
     for name, info in SAMPLERS.items():
-        models = {"denoiser": "mdlm, udlm", "masked": "mdlm", "any": "any objective"}
-        print(f"{name:14s} {info.summary} [{models[info.models]}]")
+        fits = [o.name for o in OBJECTIVES.values() if not o.autoregressive and (
+            info.models == "any" or (info.models == "denoiser" and o.denoiser)
+            or (info.models == "masked" and o.masked_denoiser))]
+        print(f"{name:14s} {info.summary} [{', '.join(fits)}]")
         for knob, k in info.knobs.items():
             allowed = f" one of {list(k.choices)}" if k.choices else ""
             print(f"{'':16s}--sampler-opt {knob}={k.default}  ({k.help}{allowed})")
     return 0
 
 
-def _check_matches(diff, args) -> None:
+def _check_matches(model, args) -> None:
     """--process / --objective on sample and eval state what the checkpoint must be: a model
     is trained for one process and parameterisation, so they cannot be switched afterwards."""
+    have = {"objective": model.objective.name,
+            "process": model.process.name if model.process is not None else None}
     for key in ("process", "objective"):
         want = getattr(args, key, None)
-        if want and want != getattr(diff, key):
+        if want and want != have[key]:
             raise RedraftError(f"--{key} {want}: the checkpoint was trained with diffusion.{key}="
-                               f"{getattr(diff, key)!r}, which cannot be changed after training")
+                               f"{have[key]!r}, which cannot be changed after training")
 
 
 def _no_overrides(overrides: list[str]) -> None:
@@ -221,7 +212,7 @@ def _list(kind):
     return parse
 def _process_args(p: argparse.ArgumentParser, process_help: str, objective_help: str) -> None:
     p.add_argument("--process", choices=list(PROCESSES), default=None, help=process_help)
-    p.add_argument("--objective", choices=[*OBJECTIVES, "ar"], default=None,
+    p.add_argument("--objective", choices=list(OBJECTIVES), default=None,
                    help=objective_help)
 
 
@@ -240,28 +231,28 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="generate text from a checkpoint")
     s.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")
-    s.add_argument("--steps", type=_positive_int, default=64,
+    s.add_argument("--steps", type=_positive_int, default=SAMPLE.steps,
                    help="denoising steps (diffusion; ignored by AR)")
     s.add_argument("--prompt", default="", help="text held fixed at the start")
     s.add_argument("--suffix", default="", help="text held fixed at the end (diffusion)")
     s.add_argument("--length", type=_positive_int, default=None,
                    help="canvas length in tokens, prompt included (default: seq_len)")
-    s.add_argument("--num-samples", type=_positive_int, default=1)
-    s.add_argument("--temperature", type=float, default=1.0)
-    s.add_argument("--top-k", type=int, default=None)
-    s.add_argument("--top-p", type=float, default=None)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--sampler", choices=list(SAMPLERS), default=None,
+    s.add_argument("--num-samples", type=_positive_int, default=SAMPLE.num_samples)
+    s.add_argument("--temperature", type=float, default=SAMPLE.temperature)
+    s.add_argument("--top-k", type=int, default=SAMPLE.top_k)
+    s.add_argument("--top-p", type=float, default=SAMPLE.top_p)
+    s.add_argument("--seed", type=int, default=SAMPLE.seed)
+    s.add_argument("--sampler", choices=list(SAMPLERS), default=SAMPLE.sampler,
                    help="diffusion step rule (default: ancestral for mdlm/udlm, analytic for "
                         "sedd); see `redraft samplers`")
     s.add_argument("--sampler-opt", action="append", metavar="NAME=VALUE", default=None,
                    help="a knob of the sampler, e.g. threshold=0.9 (repeatable)")
-    s.add_argument("--block-size", type=_positive_int, default=None,
+    s.add_argument("--block-size", type=_positive_int, default=SAMPLE.block_size,
                    help="decode blocks of this many tokens left to right (semi-autoregressive; "
                         "--steps is split over the blocks)")
     s.add_argument("--stop-at-eos", action="store_true",
                    help="stop a sample after the block in which it writes EOS")
-    s.add_argument("--guidance", type=float, default=None,
+    s.add_argument("--guidance", type=float, default=SAMPLE.guidance,
                    help="classifier-free guidance scale towards the prompt (0 = none)")
     s.add_argument("--infill", default=None, metavar="TEMPLATE",
                    help="fill the spans of a template, e.g. 'def f(x):\\n    <|mask:16|>\\n' "
@@ -297,14 +288,14 @@ def parser() -> argparse.ArgumentParser:
                         "name[:key=value+key=value], keys: the sampler's knobs, block, "
                         "guidance, steps (e.g. threshold:threshold=0.7, "
                         "confidence:block=32+steps=64); default: each model's own sampler")
-    b.add_argument("--steps", type=_list(int), default=[8, 16, 64, 256],
+    b.add_argument("--steps", type=_list(int), default=BENCH.steps,
                    help="diffusion step counts, comma-separated")
-    b.add_argument("--temperatures", type=_list(float), default=[1.0],
+    b.add_argument("--temperatures", type=_list(float), default=BENCH.temperatures,
                    help="two or more give gen-ppl at the held-out text's entropy")
-    b.add_argument("--num-samples", type=_positive_int, default=32)
+    b.add_argument("--num-samples", type=_positive_int, default=BENCH.num_samples)
     b.add_argument("--length", type=_positive_int, default=None,
                    help="tokens per sample (default: the smallest seq_len)")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=BENCH.seed)
     b.add_argument("--eval-batches", type=_positive_int, default=None,
                    help="validation batches for the likelihood table (default: all)")
     b.add_argument("--mauve", action="store_true",
@@ -312,28 +303,28 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--code", action=argparse.BooleanOptionalAction, default=None,
                    help="report the parse rate of samples as Python (default: when the "
                         "corpus is Python source)")
-    b.add_argument("--sweep", choices=("none", "tiny", "quick", "full"), default="quick",
+    b.add_argument("--sweep", choices=("none", "tiny", "quick", "full"), default=BENCH.sweep,
                    help="random-weight model-size sweep for the diffusion/AR crossover")
-    b.add_argument("--out", default="runs/bench", help="folder for report.md, eval.json, PNGs")
+    b.add_argument("--out", default=BENCH.out_dir, help="folder for report.md, eval.json, PNGs")
 
     v = sub.add_parser("serve", help="HTTP server: OpenAI-shaped API, step-level batching, "
                                      "streamed drafts, a live page at /")
     v.add_argument("checkpoints", nargs="+", help="checkpoint or run folders (the first is the "
                                                    "default model; each is named by its run "
                                                    "folder)")
-    v.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
-    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--host", default=SERVE.host, help="bind address (loopback by default)")
+    v.add_argument("--port", type=int, default=SERVE.port)
     v.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 "
                                                    "(default: $REDRAFT_API_KEY, else none)")
-    v.add_argument("--max-batch", type=_positive_int, default=64,
+    v.add_argument("--max-batch", type=_positive_int, default=SERVE.max_batch,
                    help="rows (sequences) in the step loop at once")
-    v.add_argument("--max-queue", type=_positive_int, default=256,
+    v.add_argument("--max-queue", type=_positive_int, default=SERVE.max_queue,
                    help="requests waiting to join; more get 429")
-    v.add_argument("--max-steps", type=_positive_int, default=4096,
+    v.add_argument("--max-steps", type=_positive_int, default=SERVE.max_steps,
                    help="the largest `steps` a request may ask for")
-    v.add_argument("--timeout", type=float, default=300.0,
+    v.add_argument("--timeout", type=float, default=SERVE.timeout_s,
                    help="seconds a request may take, queue included (then 504)")
-    v.add_argument("--grace", type=float, default=10.0,
+    v.add_argument("--grace", type=float, default=SERVE.grace_s,
                    help="seconds in-flight requests get to finish on shutdown")
     v.add_argument("--log-level", default="info")
 

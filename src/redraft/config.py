@@ -163,6 +163,86 @@ class TrainConfig:
 
 
 @dataclass
+class SampleConfig:
+    """Defaults of one generation request, written once: redraft.load(...).generate, `redraft
+    sample`, the server's request fields and `redraft bench` all read them from here."""
+
+    steps: int = 64
+    """Denoising steps per canvas (diffusion; adaptive samplers choose their own)."""
+    num_samples: int = 1
+    """Rows per prompt."""
+    temperature: float = 1.0
+    """Temperature (see sampling.registry for what it means for each sampler)."""
+    top_k: int | None = None
+    """Keep the k most likely tokens (None: all)."""
+    top_p: float | None = None
+    """Nucleus: the smallest set with this much probability (None: all)."""
+    seed: int = 0
+    """Row r of a request draws from seed + r."""
+    sampler: str | None = None
+    """Diffusion step rule (None: the objective's default; `redraft samplers`)."""
+    block_size: int | None = None
+    """Semi-autoregressive blocks of this many tokens (None: the whole canvas at once)."""
+    stop_at_eos: bool = False
+    """Stop a row after the block in which it writes EOS."""
+    guidance: float = 0.0
+    """Classifier-free guidance scale towards the prompt (0: none)."""
+
+
+SAMPLE = SampleConfig()
+"""The defaults themselves."""
+
+
+@dataclass
+class ServeConfig:
+    """`redraft serve`'s limits and their defaults (the CLI's flags read them)."""
+
+    host: str = "127.0.0.1"
+    """Bind address (loopback: only this machine can connect)."""
+    port: int = 8000
+    max_batch: int = 64
+    """Rows (sequences) in the step loop at once."""
+    max_queue: int = 256
+    """Requests waiting to join; more get 429."""
+    max_steps: int = 4096
+    """The largest `steps` a request may ask for."""
+    timeout_s: float = 300.0
+    """Seconds a request may take, queue included (then 504)."""
+    grace_s: float = 10.0
+    """Seconds in-flight requests get to finish on shutdown."""
+
+
+SERVE = ServeConfig()
+
+
+@dataclass
+class BenchConfig:
+    """`redraft bench`: what to run and its defaults (the CLI's flags read them)."""
+
+    checkpoints: list[str] = field(default_factory=list)
+    out_dir: str = "runs/bench"
+    judge: str | None = None
+    samplers: list[str] | None = None
+    """Sampler specs (eval.bench.parse_spec); None: each model's default."""
+    steps: list[int] = field(default_factory=lambda: [8, 16, 64, 256])
+    temperatures: list[float] = field(default_factory=lambda: [1.0])
+    num_samples: int = 32
+    length: int | None = None
+    seed: int = 0
+    eval_batches: int | None = None
+    """Validation batches for the likelihood table (None: all)."""
+    mauve: bool = False
+    code: bool | None = None
+    """None: decide from the corpus (Python source -> parse rate)."""
+    sweep: str = "quick"
+    """An eval.speed.PRESETS name or "none"."""
+    command: str = ""
+
+
+BENCH = BenchConfig()
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -214,8 +294,9 @@ class Config:
 def _validate_diffusion(d: DiffusionConfig) -> None:
     from redraft.diffusion import OBJECTIVES, PROCESSES, SCHEDULES
 
-    _require(d.objective in (*OBJECTIVES, "ar"), f"diffusion.objective={d.objective!r}: "
-             f"expected one of {[*OBJECTIVES, 'ar']}")
+    _require(d.objective in OBJECTIVES, f"diffusion.objective={d.objective!r}: "
+             f"expected one of {list(OBJECTIVES)}")
+    obj = OBJECTIVES[d.objective]
     _require(d.process in PROCESSES, f"diffusion.process={d.process!r}: expected one of "
              f"{list(PROCESSES)}")
     _require(d.schedule in SCHEDULES, f"diffusion.schedule={d.schedule!r}: expected one of "
@@ -226,20 +307,21 @@ def _validate_diffusion(d: DiffusionConfig) -> None:
              "expected >= 0 (0 = no prompt conditioning)")
     _require(0 <= d.cond_dropout <= 1, f"diffusion.cond_dropout={d.cond_dropout}: expected "
              "0 <= cond_dropout <= 1")
-    _require(d.cond_prefix_max == 0 or d.objective == "mdlm", f"diffusion.cond_prefix_max="
-             f"{d.cond_prefix_max} needs objective 'mdlm' (a masked prompt is the condition "
-             f"dropped), got {d.objective!r}")
-    if d.objective == "ar":
+    conditioned = [name for name, o in OBJECTIVES.items() if o.prompt_conditioning]
+    _require(d.cond_prefix_max == 0 or obj.prompt_conditioning, f"diffusion.cond_prefix_max="
+             f"{d.cond_prefix_max} needs objective {' or '.join(map(repr, conditioned))} (a "
+             f"masked prompt is the condition dropped), got {d.objective!r}")
+    if obj.autoregressive:
         return
-    _require(d.process in OBJECTIVES[d.objective], f"diffusion.objective={d.objective!r} does "
+    _require(d.process in obj.processes, f"diffusion.objective={d.objective!r} does "
              f"not apply to diffusion.process={d.process!r}: it needs one of "
-             f"{list(OBJECTIVES[d.objective])}")
+             f"{list(obj.processes)}")
     eps = SCHEDULES[d.schedule](d.schedule_eps).eps  # raises naming a bad eps
     _require(not (d.process == "mask" and eps > 0), f"diffusion.schedule_eps={eps:g} with "
              f"schedule {d.schedule!r}: the mask process needs alpha(1) = 0 (eps 0, schedule "
              "loglinear or cosine), else x1 is not all masks and the bound is infinite")
-    _require(not (d.objective == "sedd" and d.process != "mask" and eps == 0),
-             f"diffusion.schedule_eps=0 with objective 'sedd' and process {d.process!r}: "
+    _require(not (obj.parameterisation == "score" and d.process != "mask" and eps == 0),
+             f"diffusion.schedule_eps=0 with objective {d.objective!r} and process {d.process!r}: "
              "expected eps > 0 (e.g. 1e-3) so the score and the bound stay finite at t = 1")
 
 

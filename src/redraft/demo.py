@@ -12,14 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-from redraft.checkpoint import load_checkpoint
 from redraft.config import config_from_dict, merge, parse_overrides
+from redraft.data import load_data
 from redraft.display import DraftView
 from redraft.errors import RedraftError
 from redraft.eval.likelihood import evaluate, report
-from redraft.losses import make_process
-from redraft.sampling import generate_ar, generate_diffusion
-from redraft.train import load_data, train
+from redraft.model import load
+from redraft.train import train
 
 # About 0.8M parameters; trained share of the budget leaves time for data, eval and sampling.
 DEMO_CONFIG = {
@@ -56,13 +55,13 @@ def run_demo(minutes: float = 5.0, out_dir: str = "runs/demo", overrides=(),
     say(f"  {'model':22s} {'params':>8s} {'train tok/s':>12s} {'bits/byte':>10s}  kind")
     ckpts = {}
     for objective, res in results.items():
-        ck = ckpts[objective] = load_checkpoint(res.checkpoint)
+        ck = ckpts[objective] = load(res.checkpoint)
         _, data = load_data(ck.config.data, ck.config.model.seq_len, ck.tokenizer)
-        nats, err, windows = evaluate(ck.model, data.val, ck.config, ck.tokenizer.mask_id,
+        nats, err, windows = evaluate(ck.backbone, data.val, ck.config, ck.tokenizer.mask_id,
                                 ck.tokenizer.eos_id, max_batches=4, samples=4)
         r = report(nats, err, data.val_bytes_per_token)
-        kind = "upper bound (ELBO)" if objective == "mdlm" else "exact NLL"
-        name = "masked diffusion" if objective == "mdlm" else "AR twin"
+        kind = ck.objective.bound
+        name = "AR twin" if ck.is_ar else "masked diffusion"
         say(f"  {name:22s} {res.params:8,d} {res.train_tokens_per_s:12,.0f} "
             f"{r['bits_per_byte']:10.3f}  {kind} (± {r['bits_per_byte'] * err / nats:.3f})")
     say(f"  ({windows} windows of {cfg.model.seq_len} tokens; diffusion: 4 Monte Carlo t draws "
@@ -70,22 +69,20 @@ def run_demo(minutes: float = 5.0, out_dir: str = "runs/demo", overrides=(),
 
     diff, ar = ckpts["mdlm"], ckpts["ar"]
     tok = diff.tokenizer
-    process = make_process(diff.config.diffusion, tok.mask_id)
     prompt = "def "
     steps = 64
     say(f"\na diffusion sample being denoised ({steps} steps, prompt {prompt!r}):")
     view = DraftView(tok.decode, steps, stream=stream, delay=0.04, max_lines=14)
-    generate_diffusion(diff.model, process, steps=steps, prefix=tok.encode(prompt),
-                       length=min(192, diff.config.model.seq_len), seed=int(time.time()) % 1000,
-                       on_step=view)
+    diff.generate(prompt, steps=steps, length=min(192, diff.seq_len),
+                  seed=int(time.time()) % 1000, on_step=view)
 
     n_tok = diff.config.model.seq_len
     say(f"\nsampling speed, {n_tok} tokens at batch 1 (this machine, float64 sampling):")
     for n in (16, 64, 256):
-        g = generate_diffusion(diff.model, process, steps=n, seed=0)
+        g = diff.sample([[]], length=n_tok, seeds=[0], steps=n)
         say(f"  diffusion {n:4d} steps: {g.seconds:6.2f} s  {n_tok / g.seconds:8,.0f} tokens/s "
             f"({g.nfe} network calls)")
-    g = generate_ar(ar.model, bos_id=tok.eos_id, seed=0)
+    g = ar.sample([[]], length=n_tok, seeds=[0])
     say(f"  AR twin + KV cache : {g.seconds:6.2f} s  {n_tok / g.seconds:8,.0f} tokens/s "
         f"({g.nfe} network calls)")
     say(f"\ncheckpoints: {results['mdlm'].checkpoint}  {results['ar'].checkpoint}")

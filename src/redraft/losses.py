@@ -12,41 +12,22 @@ import torch
 
 from redraft.config import DiffusionConfig
 from redraft.diffusion import (
-    PROCESSES,
-    MaskProcess,
-    MixtureProcess,
     Process,
     ar_cross_entropy,
-    make_schedule,
-    masked_elbo,
+    make_process,
     masked_elbo_by_count,
     masked_nll,
+    objective,
     sample_mask_counts,
     sample_times,
-    sedd_loss,
-    uniform_elbo,
 )
-from redraft.errors import RedraftError
-
-# Objectives of the form f(logits, x0, xt, t, process) -> per-token nats (B, L), bound included.
-BOUNDS = {"sedd": sedd_loss, "udlm": uniform_elbo}
 
 
-def make_process(cfg: DiffusionConfig, mask_id: int, vocab_size: int | None = None) -> Process:
-    """The noise process a diffusion config describes. vocab_size (the model's) is needed by
-    every process but the mask one, whose noise is a single id."""
-    schedule = make_schedule(cfg.schedule, cfg.schedule_eps)
-    if cfg.process == "mask":
-        return MaskProcess(mask_id, schedule, vocab_size)
-    if cfg.process not in PROCESSES:
-        raise RedraftError(f"diffusion.process={cfg.process!r}: expected one of "
-                           f"{list(PROCESSES)}")
-    if vocab_size is None:
-        raise RedraftError(f"process {cfg.process!r} needs the vocabulary size: "
-                           "make_process(cfg, mask_id, vocab_size)")
-    if cfg.process == "mixture":
-        return MixtureProcess(vocab_size, mask_id, schedule, cfg.mask_share)
-    return PROCESSES[cfg.process](vocab_size, mask_id, schedule)
+def process_of(cfg: DiffusionConfig, mask_id: int, vocab_size: int | None = None) -> Process:
+    """The noise process a diffusion config describes (make_process with its values).
+    vocab_size (the model's) is needed by every process but the mask one."""
+    return make_process(cfg.process, cfg.schedule, mask_id=mask_id, vocab_size=vocab_size,
+                        schedule_eps=cfg.schedule_eps, mask_share=cfg.mask_share)
 
 
 def ar_inputs(x0: torch.Tensor, bos_id: int) -> torch.Tensor:
@@ -111,11 +92,12 @@ def draw_noise(
 ) -> Noise | None:
     """The corruption of a (batch, length) batch; None for "ar", which has no noise.
     vocab_size is needed by every process but the mask one."""
-    if cfg.objective == "ar":
+    obj = objective(cfg.objective)
+    if obj.autoregressive:
         return None
-    process = make_process(cfg, mask_id, vocab_size)
+    process = process_of(cfg, mask_id, vocab_size)
     k = None
-    if cfg.objective == "mdlm" and estimator == "count":
+    if obj.count_estimator and estimator == "count":
         k = sample_mask_counts(batch, length, generator, device=device)
         masked = process.mask_pattern_count((batch, length), k, generator, device)
         values = torch.full((batch, length), mask_id, dtype=torch.long, device=device)
@@ -147,7 +129,8 @@ def token_losses(
 ) -> torch.Tensor:
     """Per-token losses (B, L) in nats for clean windows x0 (B, L).
 
-    "mdlm": draw t (low-discrepancy, in (t_min, 1]), corrupt, and score with the masked ELBO
+    The objective's entry (diffusion.registry) decides. "mdlm": draw t (low-discrepancy, in
+    (t_min, 1]), corrupt, and score with the masked ELBO
     (an upper bound on NLL when t_min = 0), or with estimator "count" draw the number of masks
     instead (the same bound, t integrated out). With weighting "token" the noised batch is
     scored by the plain mean cross-entropy over all its masked tokens instead (a training
@@ -157,9 +140,10 @@ def token_losses(
     replaces the draw from `generator`, t_min and estimator.
     """
     device_type = x0.device.type
+    obj = objective(cfg.objective)
     with torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
                         enabled=autocast_dtype is not None):
-        if cfg.objective == "ar":
+        if obj.autoregressive:
             logits = model(ar_inputs(x0, bos_id))
             return ar_cross_entropy(logits, x0)
         vocab_size = vocab_size_of(model)
@@ -168,14 +152,10 @@ def token_losses(
                                estimator, x0.device, vocab_size)
         xt = torch.where(noise.masked, noise.values, x0)
         logits = model(xt, noise.t)
-        if cfg.objective in BOUNDS:
-            process = make_process(cfg, mask_id, vocab_size)
-            out = BOUNDS[cfg.objective](logits, x0, xt, noise.t, process)
-        elif weighting == "token":
+        if obj.count_estimator and weighting == "token":
             out = masked_nll(logits, x0, xt, mask_id) * noise.token_scale
-        elif noise.k is not None:
+        elif obj.count_estimator and noise.k is not None:
             out = masked_elbo_by_count(logits, x0, xt, noise.k, mask_id)
         else:
-            out = masked_elbo(logits, x0, xt, noise.t, make_process(cfg, mask_id).schedule,
-                              mask_id)
+            out = obj.loss(logits, x0, xt, noise.t, process_of(cfg, mask_id, vocab_size))
         return out if noise.scored is None else out * noise.scored

@@ -37,39 +37,11 @@ from redraft.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from redraft.config import Config, DataConfig, config_from_dict
-from redraft.data import (
-    Batches,
-    Tokenizer,
-    build_tokenizer,
-    iter_documents,
-    load_tokenizer,
-    prepare_shards,
-)
+from redraft.config import Config, config_from_dict
+from redraft.data import Batches, load_data, load_tokenizer
 from redraft.errors import RedraftError
 from redraft.eval.likelihood import evaluate, report
 from redraft.losses import condition_noise, draw_noise, token_losses
-
-
-def cache_dir(cfg: DataConfig) -> Path:
-    if cfg.cache_dir:
-        return Path(cfg.cache_dir)
-    return Path(os.environ.get("REDRAFT_CACHE", Path.home() / ".cache" / "redraft"))
-
-
-def load_data(cfg: DataConfig, seq_len: int, tokenizer: Tokenizer | None = None):
-    """(tokenizer, TokenData) for a data config; builds the tokenizer unless one is given."""
-    if tokenizer is None:
-        tokenizer = build_tokenizer(
-            cfg.tokenizer,
-            texts=lambda: iter_documents(cfg.corpus, cfg.text_field),
-            vocab_size=cfg.vocab_size,
-            path=cfg.tokenizer_path,
-        )
-    data = prepare_shards(cfg.corpus, tokenizer, cache_dir(cfg), val_fraction=cfg.val_fraction,
-                          text_field=cfg.text_field, seq_len=seq_len,
-                          shuffle_documents=cfg.shuffle_documents)
-    return tokenizer, data
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -377,4 +349,4 @@ def _trim_log(path: Path, start_step: int) -> list[dict]:
     return kept
 
 
-__all__ = ["TrainResult", "load_data", "train"]
+__all__ = ["TrainResult", "train"]

@@ -14,7 +14,8 @@ import pytest
 
 from redraft.cli import main
 from redraft.config import load_config
-from redraft.train import load_data, train
+from redraft.data import load_data
+from redraft.train import train
 from tests.conftest import tiny_overrides
 
 COMBOS = [("mask", "mdlm"), ("mask", "sedd"), ("uniform", "sedd"), ("uniform", "udlm"),

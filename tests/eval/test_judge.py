@@ -8,10 +8,10 @@ import torch
 
 from redraft.checkpoint import load_checkpoint
 from redraft.cli import main
+from redraft.data import load_data
 from redraft.errors import RedraftError
 from redraft.eval.judge import HFJudge, RedraftJudge, load_judge, texts_of
 from redraft.eval.likelihood import evaluate
-from redraft.train import load_data
 from tests.conftest import tiny_overrides
 
 

@@ -105,12 +105,13 @@ def test_inverse_cdf_sampling_is_exact_in_distribution():
 
 
 class ExactToyDenoiser(nn.Module):
-    """Stands in for a backbone: returns the exact denoiser of the toy distribution."""
+    """Stands in for a backbone (models.Backbone): returns the exact denoiser of the toy
+    distribution."""
+
+    seq_len, time_conditioned, causal, device = 3, False, False, torch.device("cpu")
 
     def __init__(self):
         super().__init__()
-        self.cfg = ModelConfig(seq_len=3)
-        self.time = None
         self.anchor = nn.Parameter(torch.zeros(1))
         self.seqs, self.p = toy_distribution()
 

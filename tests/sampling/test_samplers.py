@@ -117,9 +117,11 @@ def test_blocks_decode_left_to_right(model):
 class EosAt(torch.nn.Module):
     """A denoiser sure of token 2 everywhere except EOS at position `at`."""
 
+    seq_len, time_conditioned, causal, device = 24, False, False, torch.device("cpu")
+
     def __init__(self, at):
         super().__init__()
-        self.cfg, self.time, self.at = ModelConfig(seq_len=24), None, at
+        self.at = at
         self.anchor = torch.nn.Parameter(torch.zeros(1))
 
     def forward(self, xt, t=None):
@@ -296,7 +298,9 @@ def test_score_samplers_leave_no_mask_with_an_imperfect_score(model, sampler):
     class Shifted(torch.nn.Module):
         def __init__(self, shift):
             super().__init__()
-            self.cfg, self.time, self.vocab_size, self.shift = CFG, None, V, shift
+            self.vocab_size, self.shift = V, shift
+            self.seq_len, self.time_conditioned, self.causal = CFG.seq_len, False, False
+            self.device = torch.device("cpu")
             self.anchor = torch.nn.Parameter(torch.zeros(1))
 
         def forward(self, xt, t=None):
@@ -316,3 +320,18 @@ def test_time_at_inverts_every_schedule():
     for name, cls in SCHEDULES.items():
         sched = cls(None)
         assert torch.allclose(sched.time_at(sched.alpha(t)), t, atol=1e-9), name
+
+
+def test_every_sampler_follows_the_step_rule_protocol():
+    from redraft.diffusion import make_process
+    from redraft.sampling import SAMPLERS, AdaptiveStepRule, StepRule, make_sampler
+
+    for name, info in SAMPLERS.items():
+        trained_with, process = ("sedd", make_process("uniform", mask_id=MID, vocab_size=V,
+                                                      schedule_eps=1e-3)) \
+            if info.models == "any" else ("mdlm", make_process("mask", mask_id=MID))
+        rule = make_sampler(name, process, trained_with)
+        adaptive = getattr(rule, "adaptive", False)
+        assert adaptive == info.adaptive
+        assert isinstance(rule, AdaptiveStepRule if adaptive else StepRule)
+        assert rule.name == name

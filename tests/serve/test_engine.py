@@ -8,13 +8,14 @@ import torch
 
 pytest.importorskip("fastapi")
 
+from redraft.model import load  # noqa: E402
 from redraft.sampling import generate_ar, generate_diffusion  # noqa: E402
-from redraft.serve import Engine, QueueFull, Work, load_served  # noqa: E402
+from redraft.serve import Engine, QueueFull, Work  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def served(serve_runs):
-    return {name: load_served(path) for name, path in serve_runs.items()}
+    return {name: load(path) for name, path in serve_runs.items()}
 
 
 def _works(served):
@@ -55,12 +56,12 @@ def test_batched_equals_one_at_a_time_equals_offline(served):
         assert torch.equal(a.tokens, b.tokens), w
         model = served[w.model]
         if model.is_ar:
-            ref = generate_ar(model.model, bos_id=model.tokenizer.eos_id, batch=w.n,
+            ref = generate_ar(model.backbone, bos_id=model.tokenizer.eos_id, batch=w.n,
                               length=w.length, prefix=w.prefix, seed=w.seeds[0],
                               temperature=w.temperature, top_k=w.top_k, top_p=w.top_p,
                               banned=model.tokenizer.non_text_ids)
         else:
-            ref = generate_diffusion(model.model, model.process, steps=w.steps, batch=w.n,
+            ref = generate_diffusion(model.backbone, model.process, steps=w.steps, batch=w.n,
                                      length=w.length, prefix=w.prefix, suffix=w.suffix,
                                      seed=w.seeds[0], temperature=w.temperature, top_k=w.top_k,
                                      top_p=w.top_p, sampler=w.sampler, objective=model.objective)
@@ -145,7 +146,7 @@ def test_ar_rows_at_different_positions_share_a_call_and_stay_exact(served):
         engine.tick()
     for job in (first, second):
         w = job.work
-        ref = generate_ar(ar.model, bos_id=tok.eos_id, batch=w.n, length=w.length,
+        ref = generate_ar(ar.backbone, bos_id=tok.eos_id, batch=w.n, length=w.length,
                           prefix=w.prefix, seed=w.seeds[0], temperature=w.temperature,
                           banned=tok.non_text_ids)
         assert torch.equal(job.final.tokens, ref.tokens)

@@ -11,6 +11,13 @@ from redraft.diffusion.objectives import (
     subs_log_probs,
 )
 from redraft.diffusion.processes import MaskProcess, Process
+from redraft.diffusion.registry import (
+    OBJECTIVES,
+    PROCESSES,
+    Objective,
+    make_process,
+    objective,
+)
 from redraft.diffusion.schedules import (
     SCHEDULES,
     CosineSchedule,
@@ -31,16 +38,6 @@ from redraft.diffusion.score_entropy import (
 )
 from redraft.diffusion.uniform import UniformProcess
 
-# name -> class; each takes (vocab_size, mask_id, schedule, **knobs). Add a process here.
-PROCESSES = {"mask": MaskProcess, "uniform": UniformProcess, "mixture": MixtureProcess}
-
-# Objectives of the bidirectional model and the processes each is valid for.
-OBJECTIVES = {
-    "mdlm": ("mask",),  # SUBS denoiser + masked ELBO: absorbing only
-    "sedd": ("mask", "uniform", "mixture"),  # score entropy, s = exp(logits)
-    "udlm": ("mask", "uniform", "mixture"),  # mean-parameterised ELBO (UDLM / Duo)
-}
-
 __all__ = [
     "OBJECTIVES",
     "PROCESSES",
@@ -51,17 +48,20 @@ __all__ = [
     "LogLinearSchedule",
     "MaskProcess",
     "MixtureProcess",
+    "Objective",
     "Process",
     "Schedule",
     "UniformProcess",
     "ar_cross_entropy",
     "denoiser_log_probs",
     "log_score",
+    "make_process",
     "make_schedule",
     "masked_elbo",
     "masked_elbo_by_count",
     "masked_nll",
     "mean_log_score",
+    "objective",
     "sample_mask_counts",
     "sample_times",
     "score_entropy",

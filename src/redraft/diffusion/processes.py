@@ -12,7 +12,7 @@ jump y -> x (x != y) is dsigma(t) * pi[x], and everything follows in closed form
 A process is therefore just its pi (plus a name): MaskProcess (pi = onehot(mask): absorbing),
 UniformProcess (uniform.py: pi uniform over every id but the mask), MixtureProcess
 (mixture.py). To add one, write a small file with a subclass that implements `noise(V)` and
-register it in redraft.diffusion.PROCESSES. Objectives and samplers only ever use the
+register it in diffusion/registry.py (PROCESSES). Objectives and samplers only ever use the
 methods below, never the concrete class (except MDLM's SUBS, which is absorbing-only).
 """
 
@@ -177,3 +177,4 @@ class MaskProcess(Process):
         """
         a_t, a_s = self.schedule.alpha(t), self.schedule.alpha(s)
         return ((a_s - a_t) / (1.0 - a_t)).clamp(0.0, 1.0)
+

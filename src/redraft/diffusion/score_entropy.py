@@ -128,14 +128,15 @@ def uniform_elbo(logits, x0, xt, t, process: Process) -> torch.Tensor:
     return score_entropy(mean_log_score(logits, xt, t, process), x0, xt, t, process)
 
 
-def log_score(objective: str, logits: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
+def log_score(parameterisation: str, logits: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
               process: Process, alpha_floor: float = 0.0) -> torch.Tensor:
-    """The concrete score a model trained with `objective` implies, log s (B, L, V).
+    """The concrete score a model's logits imply, log s (B, L, V), by their parameterisation
+    (diffusion.registry): "score" (SEDD) or a denoiser ("subs", "mean").
 
-    "mdlm" and "udlm" are both denoiser (mean) parameterisations: for the mask process SUBS's
-    x^ at masked positions is the same softmax over non-mask ids, and unmasked positions have
-    no reverse rates (pi_i = 0), so the plug-in ratio serves both.
+    MDLM's "subs" and UDLM's "mean" are both denoiser (mean) parameterisations: for the mask
+    process SUBS's x^ at masked positions is the same softmax over non-mask ids, and unmasked
+    positions have no reverse rates (pi_i = 0), so the plug-in ratio serves both.
     """
-    if objective == "sedd":
+    if parameterisation == "score":
         return sedd_log_score(logits, xt, t, process, alpha_floor)
     return mean_log_score(logits, xt, t, process, alpha_floor=alpha_floor)

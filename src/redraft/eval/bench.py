@@ -17,18 +17,19 @@ import math
 import os
 import platform
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from redraft.config import BenchConfig
 from redraft.data.tokenizers import write_text_atomic
 from redraft.errors import RedraftError
 from redraft.eval import flops, hardware, quality, speed
 from redraft.eval.judge import Judge, load_judge, texts_of
-from redraft.sampling.registry import DEFAULT_SAMPLER, SAMPLERS, parse_options, takes_temperature
+from redraft.sampling.registry import SAMPLERS, parse_options, takes_temperature
 
 BATCH = 16  # the throughput batch
 CROSSOVER_NOTE = (
@@ -36,24 +37,6 @@ CROSSOVER_NOTE = (
     "above which diffusion generates faster, null if it never overtakes AR within the sweep; "
     "equal to the smallest size swept when diffusion is faster at every size (the crossover "
     "then lies at or below it). See crossovers for every setting.")
-
-
-@dataclass
-class BenchConfig:
-    checkpoints: list[str]
-    out_dir: str
-    judge: str | None = None
-    samplers: list[str] | None = None  # specs (see parse_spec); None: each model's default
-    steps: list[int] = field(default_factory=lambda: [8, 16, 64, 256])
-    temperatures: list[float] = field(default_factory=lambda: [1.0])
-    num_samples: int = 32
-    length: int | None = None
-    seed: int = 0
-    eval_batches: int | None = None  # validation batches for the likelihood table (None: all)
-    mauve: bool = False
-    code: bool | None = None  # None: decide from the corpus (Python source -> parse rate)
-    sweep: str = "quick"  # a speed.PRESETS name or "none"
-    command: str = ""
 
 
 def machine() -> str:
@@ -125,7 +108,7 @@ def _cut(row, eos_id: int) -> list[int]:
 
 class Bench:
     def __init__(self, cfg: BenchConfig):
-        from redraft.checkpoint import load_checkpoint
+        from redraft.model import load
 
         if not cfg.checkpoints and cfg.sweep == "none":
             raise RedraftError("nothing to do: give checkpoints, or a sweep preset")
@@ -134,7 +117,7 @@ class Bench:
         if any(s < 1 for s in cfg.steps):
             raise RedraftError(f"steps={cfg.steps}: each must be >= 1")
         self.cfg = cfg
-        self.ckpts = [load_checkpoint(p) for p in cfg.checkpoints]
+        self.ckpts = [load(p) for p in cfg.checkpoints]
         self.judge: Judge | None = load_judge(cfg.judge) if cfg.judge else None
         names = [self._name(c) for c in self.ckpts]
         if len(set(names)) != len(names):
@@ -142,7 +125,7 @@ class Bench:
 
     @staticmethod
     def _name(ck) -> str:
-        return f"{ck.config.diffusion.objective}:{ck.path.parent.name or ck.path.name}"
+        return f"{ck.objective.name}:{ck.name}"
 
     # ---- quality ----------------------------------------------------------------------
     def quality(self, rows, tokenizer, reference_texts) -> dict:
@@ -168,7 +151,7 @@ class Bench:
         """(rows, texts) of num_samples windows of `length` held-out tokens, evenly spaced over
         the val split; `second` moves each half-way to the next, a second set (disjoint from
         the first when the split holds 2 * num_samples windows)."""
-        from redraft.train import load_data
+        from redraft.data import load_data
 
         _, data = load_data(ck.config.data, ck.config.model.seq_len, ck.tokenizer)
         val = np.asarray(data.val)
@@ -183,8 +166,8 @@ class Bench:
 
     def python_tasks(self, ck) -> list:
         """Infilling tasks from functions in the held-out documents (eval/infilling.py)."""
+        from redraft.data import load_data
         from redraft.eval.infilling import python_infill_tasks
-        from redraft.train import load_data
 
         _, data = load_data(ck.config.data, ck.config.model.seq_len, ck.tokenizer)
         val = np.asarray(data.val)
@@ -201,21 +184,14 @@ class Bench:
     def generate(self, ck, spec: SamplerSpec | None, steps: int | None, batch: int, seed,
                  temperature, **kw):
         """spec None: the AR twin with its KV cache; kw: length, prefix, suffix overrides."""
-        from redraft.losses import make_process
-        from redraft.sampling import generate_ar, generate_diffusion
-
-        kw = {"batch": batch, "length": self.length, "seed": seed, "temperature": temperature,
-              **kw}
-        if spec is None:
-            kw.pop("suffix", None)
-            return generate_ar(ck.model, bos_id=ck.tokenizer.eos_id,
-                               banned=ck.tokenizer.non_text_ids, **kw)
-        diff = ck.config.diffusion
-        process = make_process(diff, ck.tokenizer.mask_id, ck.model.vocab_size)
-        return generate_diffusion(ck.model, process, steps=steps or 1, sampler=spec.name,
-                                  options=spec.options, objective=diff.objective,
-                                  block_size=spec.loop.get("block"),
-                                  guidance=spec.loop.get("guidance", 0.0), **kw)
+        seeds = [seed + r for r in range(batch)] if isinstance(seed, int) else list(seed)
+        prefix, suffix = kw.get("prefix") or [], kw.get("suffix") or []
+        knobs = {} if spec is None else dict(
+            steps=steps or 1, sampler=spec.name, options=spec.options,
+            block_size=spec.loop.get("block"), guidance=spec.loop.get("guidance", 0.0),
+            suffixes=[suffix] * batch)
+        return ck.sample([prefix] * batch, length=kw.get("length", self.length), seeds=seeds,
+                         temperature=temperature, **knobs)
 
     def infill_rate(self, ck, spec: SamplerSpec | None, steps: int | None,
                     temperature: float) -> float | None:
@@ -245,9 +221,9 @@ class Bench:
         return ok / len(self.infill_tasks)
 
     def cost(self, ck, gen, batch: int) -> flops.Cost:
-        cfg, V = ck.config.model, ck.model.vocab_size
-        tc = ck.model.time is not None
-        if ck.config.diffusion.objective == "ar":
+        cfg, V = ck.config.model, ck.backbone.vocab_size
+        tc = ck.time_conditioned
+        if ck.is_ar:
             return flops.ar_cost(cfg, V, batch=batch, prompt=1, new=self.length)
         return flops.diffusion_cost(cfg, V, calls=gen.nfe, row_calls=gen.row_nfe,
                                     length=self.length, time_conditioning=tc)
@@ -267,7 +243,7 @@ class Bench:
         lat = sorted(b1, key=lambda g: g.seconds)[1]  # the median of three
         c16, c1 = self.cost(ck, last, last.tokens.shape[0]), self.cost(ck, lat, 1)
         return {
-            "model": self._name(ck), "objective": ck.config.diffusion.objective,
+            "model": self._name(ck), "objective": ck.objective.name,
             "sampler": spec.label if spec is not None else "ar-kv", "steps": steps,
             "temperature": temperature, "length": self.length, "samples": n,
             "nfe": (sum(nfe) / len(nfe)) if spec is not None else self.length,
@@ -295,16 +271,15 @@ class Bench:
             if self.length > ck.config.model.seq_len:
                 raise RedraftError(f"length {self.length} exceeds {self._name(ck)}'s seq_len "
                                    f"{ck.config.model.seq_len}")
-            objective = ck.config.diffusion.objective
-            specs = [parse_spec(s) for s in cfg.samplers or [DEFAULT_SAMPLER.get(objective,
-                                                                                 "ancestral")]]
+            specs = [parse_spec(s) for s in cfg.samplers or [ck.objective.default_sampler
+                                                             or "ancestral"]]
             for temp in cfg.temperatures:
-                if objective == "ar":
+                if ck.is_ar:
                     plan.append((ck, None, None, temp))
                     continue
                 for spec in specs:
                     # Rate-based samplers have no temperature: they run at T = 1 only.
-                    if temp != 1.0 and not takes_temperature(spec.name, objective):
+                    if temp != 1.0 and not takes_temperature(spec.name, ck.objective):
                         continue
                     # Adaptive samplers choose their own number of calls: one run each.
                     for n in [None] if spec.adaptive else spec.loop.get("steps", cfg.steps):
@@ -322,7 +297,7 @@ class Bench:
         bar.update()
         self.ref_texts = None
         if first is not None:
-            from redraft.eval import evaluate_checkpoint
+            from redraft.model import load
 
             ref_rows, self.ref_texts = self.reference(first, self.length)
             ref = self.quality(ref_rows, first.tokenizer, None)
@@ -339,13 +314,13 @@ class Bench:
             result["reference"] = {"corpus": first.config.data.corpus, **ref}
             for ck in self.ckpts:
                 bar.set_postfix_str(f"likelihood {self._name(ck)}")
-                ev = evaluate_checkpoint(ck.path, samples=4, max_batches=cfg.eval_batches)
+                ev = ck.evaluate(samples=4, max_batches=cfg.eval_batches, progress=False)
                 result["likelihood"].append({"model": self._name(ck), **ev})
                 bar.update()
             judge_ck = getattr(self.judge, "ck", None)
             if judge_ck is not None:  # the judge's own loss on the same split, for scale
-                ev = evaluate_checkpoint(judge_ck.path, corpus=first.config.data.corpus,
-                                         samples=1, max_batches=cfg.eval_batches)
+                ev = load(judge_ck.path).evaluate(corpus=first.config.data.corpus, samples=1,
+                                                  max_batches=cfg.eval_batches, progress=False)
                 result["likelihood"].append({"model": "judge", **ev})
         if self.judge is not None:
             result["judge"] = {"path": self.judge.name, "params": self.judge.params,

@@ -97,9 +97,10 @@ class RedraftJudge(Judge):
 
     def __init__(self, path: str | Path, device: str = "cpu"):
         from redraft.checkpoint import load_checkpoint
+        from redraft.diffusion import objective
 
         ck = load_checkpoint(path, device=device)
-        if ck.config.diffusion.objective != "ar":
+        if not objective(ck.config.diffusion.objective).autoregressive:
             raise RedraftError(f"judge {str(path)!r} is a {ck.config.diffusion.objective!r} "
                                "model: the judge must be an autoregressive (objective 'ar') "
                                "checkpoint")

@@ -6,12 +6,16 @@ bits/byte (total bits over the UTF-8 bytes those tokens decode to) compares acro
 
 from __future__ import annotations
 
+import copy
 import math
+import sys
 
 import torch
+from tqdm.auto import tqdm
 
 from redraft.config import Config
 from redraft.data import eval_batches
+from redraft.diffusion import objective
 from redraft.errors import RedraftError
 from redraft.losses import draw_noise, token_losses, vocab_size_of
 
@@ -22,7 +26,7 @@ LN2 = math.log(2.0)
 def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches: int | None,
              samples: int = 1, seed: int = 1234, dtype: torch.dtype | None = None,
              batch_size: int | None = None, estimator: str = "time",
-             shard: tuple[int, int] = (0, 1)):
+             shard: tuple[int, int] = (0, 1), progress: bool | None = False):
     """(mean nats/token, standard error, windows) over validation windows of `tokens`.
 
     For diffusion each window gets `samples` Monte Carlo draws of (t, xt) with t integrated
@@ -34,24 +38,32 @@ def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches:
     shard=(rank, world_size) under torchrun: every rank draws the noise of every batch and
     scores its own slice of the batch's rows, and the per-window figures are gathered, so the
     result is the single-process one (up to summation order) on every rank.
+    progress: a bar over the batches on stderr (None: when stderr is a terminal).
     """
     if samples < 1:
         raise RedraftError(f"samples={samples}: expected >= 1")
     if estimator not in ("time", "count"):
         raise RedraftError(f"estimator={estimator!r}: expected 'time' or 'count'")
     rank, world_size = shard
-    if estimator == "count" and cfg.diffusion.objective not in ("mdlm", "ar"):
+    obj = objective(cfg.diffusion.objective)
+    if estimator == "count" and not (obj.count_estimator or obj.autoregressive):
         raise RedraftError(f"estimator 'count' is the masked ELBO's; objective "
-                           f"{cfg.diffusion.objective!r} is estimated by drawing t ('time')")
+                           f"{obj.name!r} is estimated by drawing t ('time')")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    draws = samples if cfg.diffusion.objective != "ar" else 1
+    draws = 1 if obj.autoregressive else samples
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     per_window = []
     batch_size = batch_size or cfg.train.batch_size
-    for x0 in eval_batches(tokens, cfg.model.seq_len, batch_size, max_batches):
+    batches = eval_batches(tokens, cfg.model.seq_len, batch_size, max_batches)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    total = -(-(len(tokens) // cfg.model.seq_len) // batch_size)
+    batches = tqdm(batches, desc="eval", unit="batch", file=sys.stderr, leave=False,
+                   total=min(total, max_batches or total), disable=not progress or rank != 0)
+    for x0 in batches:
         b, length = x0.shape
         lo, hi = rank * b // world_size, (rank + 1) * b // world_size
         # A rank with no rows of a small last batch still runs the model on one (and drops
@@ -92,34 +104,37 @@ def report(nats: float, stderr: float, bytes_per_token: float) -> dict[str, floa
     }
 
 
-def evaluate_checkpoint(path, corpus: str | None = None, samples: int = 4,
-                        max_batches: int | None = None, device: str = "cpu",
-                        estimator: str = "time") -> dict:
-    """Validation figures of a checkpoint on its own corpus's validation split (or `corpus`)."""
-    from redraft.checkpoint import load_checkpoint
-    from redraft.train import load_data
+def evaluate_model(model, corpus: str | None = None, samples: int = 4,
+                   max_batches: int | None = None, estimator: str = "time",
+                   progress: bool | None = None) -> dict:
+    """Validation figures of a redraft.Model on its own corpus's validation split (or
+    `corpus`). progress: a bar on stderr (None: when stderr is a terminal)."""
+    from redraft.data import load_data
 
-    ckpt = load_checkpoint(path, device=device)
-    cfg = ckpt.config
+    if model.config is None:
+        raise RedraftError(f"model {model.name!r} has no training config: nothing says which "
+                           "corpus and tokenisation its validation split is")
+    cfg = copy.deepcopy(model.config)
     if corpus is not None:
         cfg.data.corpus = corpus
-    _, data = load_data(cfg.data, cfg.model.seq_len, ckpt.tokenizer)
+    _, data = load_data(cfg.data, cfg.model.seq_len, model.tokenizer)
     if not data.meta["val_tokens"]:
         raise RedraftError(f"corpus {cfg.data.corpus!r} has no validation split "
                            f"(data.val_fraction={cfg.data.val_fraction})")
-    nats, err, windows = evaluate(ckpt.model, data.val, cfg, ckpt.tokenizer.mask_id,
-                                  ckpt.tokenizer.eos_id, max_batches, samples=samples,
-                                  estimator=estimator)
-    out = {
-        "checkpoint": str(ckpt.path),
-        "objective": cfg.diffusion.objective,
-        "process": cfg.diffusion.process if cfg.diffusion.objective != "ar" else None,
-        "kind": "exact NLL" if cfg.diffusion.objective == "ar" else "NLL upper bound (ELBO)",
+    nats, err, windows = evaluate(model.backbone, data.val, cfg, model.tokenizer.mask_id,
+                                  model.tokenizer.eos_id, max_batches, samples=samples,
+                                  estimator=estimator, progress=progress)
+    obj = model.objective
+    return {
+        "checkpoint": str(model.path) if model.path is not None else model.name,
+        "objective": obj.name,
+        "process": None if obj.autoregressive else cfg.diffusion.process,
+        "kind": obj.bound,
         "corpus": cfg.data.corpus,
         "windows": windows,
         "tokens": windows * cfg.model.seq_len,
-        "mc_samples": samples if cfg.diffusion.objective != "ar" else None,
-        "estimator": estimator if cfg.diffusion.objective != "ar" else None,
+        "mc_samples": None if obj.autoregressive else samples,
+        "estimator": None if obj.autoregressive else estimator,
         **report(nats, err, data.val_bytes_per_token),
     }
-    return out
+

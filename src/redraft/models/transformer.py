@@ -158,6 +158,18 @@ class Transformer(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    @property
+    def seq_len(self) -> int:
+        return self.cfg.seq_len
+
+    @property
+    def time_conditioned(self) -> bool:
+        return self.time is not None
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
                 cache: KVCache | None = None,
                 positions: torch.Tensor | None = None) -> torch.Tensor:

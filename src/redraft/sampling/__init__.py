@@ -1,20 +1,21 @@
 """Samplers (one algorithm a file) and the loops that drive them (generate.py)."""
 
-from redraft.sampling.categorical import RowRandom, probabilities, sample
+from redraft.sampling.categorical import RowRandom, next_tokens, probabilities, sample
 from redraft.sampling.generate import Generation, generate_ar, generate_diffusion
 from redraft.sampling.infill import Infill, Span, infill, parse_template
 from redraft.sampling.masked import MaskedAncestral
 from redraft.sampling.registry import (
-    DEFAULT_SAMPLER,
     SAMPLERS,
+    AdaptiveStepRule,
+    StepRule,
     make_sampler,
     parse_options,
     sampler_options,
 )
-from redraft.sampling.state import DiffusionState, next_tokens
+from redraft.sampling.state import DiffusionState
 
 __all__ = [
-    "DEFAULT_SAMPLER",
+    "AdaptiveStepRule",
     "SAMPLERS",
     "DiffusionState",
     "Generation",
@@ -22,6 +23,7 @@ __all__ = [
     "MaskedAncestral",
     "RowRandom",
     "Span",
+    "StepRule",
     "generate_ar",
     "generate_diffusion",
     "infill",

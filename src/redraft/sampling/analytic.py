@@ -21,18 +21,19 @@ from __future__ import annotations
 
 import torch
 
-from redraft.diffusion import Process, log_score
+from redraft.diffusion import Objective, Process, log_score, objective
 from redraft.diffusion.score_entropy import ALPHA_FLOOR
 from redraft.sampling.categorical import RowRandom, sample
 
 
-def score_probs(objective: str, process: Process, logits: torch.Tensor, xt: torch.Tensor,
+def score_probs(parameterisation: str, process: Process, logits: torch.Tensor, xt: torch.Tensor,
                 t: float) -> torch.Tensor:
-    """The concrete score s (B, L, V) float64 the model implies: s_i = 1, 0 off the states."""
+    """The concrete score s (B, L, V) float64 that logits of this parameterisation
+    (diffusion.registry) imply: s_i = 1, 0 off the states."""
     B = xt.shape[0]
     tt = torch.full((B,), t, dtype=torch.float64, device=xt.device)
     # Capped so that exp stays finite: a huge ratio only ever meets a zero rate or weight.
-    log_s = log_score(objective, logits.to(torch.float64), xt, tt, process, ALPHA_FLOOR)
+    log_s = log_score(parameterisation, logits.to(torch.float64), xt, tt, process, ALPHA_FLOOR)
     s = torch.exp(log_s.clamp_max(700))
     s = torch.where(process.states(xt.device), s, 0.0)
     return s.scatter(-1, xt[..., None], 1.0)
@@ -64,14 +65,15 @@ def draw(probs: torch.Tensor, xt: torch.Tensor, u: torch.Tensor) -> torch.Tensor
 class Analytic:
     name = "analytic"
 
-    def __init__(self, process: Process, objective: str):
-        self.process, self.objective = process, objective
+    def __init__(self, process: Process, trained_with: str | Objective):
+        self.process = process
+        self.parameterisation = objective(trained_with).parameterisation
 
     def step(self, logits: torch.Tensor, xt: torch.Tensor, t: float, s: float,
              rng: RowRandom, free: torch.Tensor | None = None) -> torch.Tensor:
         """logits (B, L, V) of the score model at (xt, t), xt (B, L) -> xs (B, L) at time s."""
         u = rng.uniform(xt.shape[1]).to(xt.device)
-        score = score_probs(self.objective, self.process, logits, xt, t)
+        score = score_probs(self.parameterisation, self.process, logits, xt, t)
         probs = analytic_probs(self.process, score, xt, t, s)
         if s <= 0:
             # At s = 0 the chain is data, and the mask is never a data token. The exact score

@@ -13,6 +13,7 @@ consumes the same random numbers whether it runs alone or with others.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -127,3 +128,15 @@ def gumbel_max(logits: torch.Tensor, dtype: torch.dtype = torch.float64,
     noise = torch.rand(logits.shape, dtype=dtype, generator=generator, device=logits.device)
     noise.log_().neg_().log_().neg_()  # in place: this runs over (rows, V) at large V
     return (noise.add_(logits.to(dtype))).argmax(dim=-1)
+
+
+def next_tokens(logits: torch.Tensor, rng: RowRandom, temperature: float = 1.0,
+                top_k: int | None = None, top_p: float | None = None,
+                banned: Sequence[int] = ()) -> torch.Tensor:
+    """One AR draw per row: logits (G, V) of the next position -> token ids (G,); `banned` ids
+    (mask, pad) get probability 0; each row consumes one uniform of its own stream."""
+    if banned:
+        logits = logits.clone()
+        logits[:, list(banned)] = -torch.inf
+    probs = probabilities(logits, temperature, top_k, top_p)
+    return sample(probs, rng.uniform(1)[:, 0].to(logits.device))

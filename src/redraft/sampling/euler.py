@@ -33,7 +33,7 @@ class Euler(Analytic):
         if s <= 0:
             return super().step(logits, xt, t, s, rng)
         u = rng.uniform(xt.shape[1]).to(xt.device)
-        score = score_probs(self.objective, self.process, logits, xt, t)
+        score = score_probs(self.parameterisation, self.process, logits, xt, t)
         sched = self.process.schedule
         # sigma(1) is infinite when alpha(1) = 0: the same floor as the score's.
         a_t = max(float(sched.alpha(torch.tensor(t, dtype=torch.float64))), ALPHA_FLOOR)

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 
 import torch
 
-from redraft.diffusion import Process
+from redraft.diffusion import Objective, Process
+from redraft.diffusion.registry import objective as objective_entry
 from redraft.errors import RedraftError
-from redraft.models import Transformer
-from redraft.sampling.categorical import RowRandom, check_knobs
+from redraft.models import Backbone
+from redraft.sampling.categorical import RowRandom, check_knobs, next_tokens
 from redraft.sampling.registry import make_sampler
-from redraft.sampling.state import DiffusionState, next_tokens
+from redraft.sampling.state import DiffusionState
 
 
 @dataclass
@@ -63,7 +64,7 @@ def _seeds(seed: int | Sequence[int], batch: int) -> list[int]:
 
 @torch.no_grad()
 def generate_diffusion(
-    model: Transformer,
+    model: Backbone,
     process: Process,
     *,
     steps: int,
@@ -77,7 +78,7 @@ def generate_diffusion(
     seed: int | Sequence[int] = 0,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
     sampler: str | None = None,
-    objective: str | None = None,
+    objective: str | Objective | None = None,
     options: dict | None = None,
     canvas: Sequence[int | None] | Sequence[Sequence[int | None]] | None = None,
     block_size: int | None = None,
@@ -87,9 +88,10 @@ def generate_diffusion(
     """Sample a (batch, length) canvas with `steps` reverse steps; prefix/suffix stay fixed.
 
     sampler: a name in sampling.registry.SAMPLERS (None: the objective's default, "ancestral"
-    for mdlm/udlm, "analytic" for sedd), with its `options`. objective: how the model's logits
-    are parameterised, the checkpoint's diffusion.objective (None: "mdlm", which only the mask
-    process has). canvas: instead of prefix/suffix, a fixed id or None (free) per position,
+    for mdlm/udlm, "analytic" for sedd), with its `options`. objective: the objective the
+    model was trained with (a name or a diffusion.registry entry; it says what the logits
+    mean; None: "mdlm", which only the mask process has). redraft.load(...).generate passes
+    all of this for you. canvas: instead of prefix/suffix, a fixed id or None (free) per position,
     once for all rows or one per row (sampling/infill.py builds one from a template).
     block_size: decode blocks of that many positions left to right (semi-autoregressive);
     eos_id: stop a row after the block in which it wrote EOS (the rest becomes EOS);
@@ -97,11 +99,11 @@ def generate_diffusion(
     Adaptive samplers (first_hitting, threshold) take as many steps as they need; `steps` is
     then unused.
     """
-    length = length or model.cfg.seq_len
+    length = length or model.seq_len
     if not isinstance(steps, int) or steps < 1:
         raise RedraftError(f"steps={steps!r}: expected an integer >= 1")
-    if not 1 <= length <= model.cfg.seq_len:
-        raise RedraftError(f"length={length}: expected 1..{model.cfg.seq_len} (the model's "
+    if not 1 <= length <= model.seq_len:
+        raise RedraftError(f"length={length}: expected 1..{model.seq_len} (the model's "
                            "seq_len)")
     check_knobs(temperature, top_k, top_p)
     if objective is None:
@@ -110,19 +112,20 @@ def generate_diffusion(
                                "diffusion.objective, 'sedd' or 'udlm') so the sampler knows "
                                "what the model's logits mean")
         objective = "mdlm"
+    objective = objective_entry(objective)
     if process.name != "mask" and process.vocab_size != model.vocab_size:
         raise RedraftError(f"process over {process.vocab_size} ids but the model has "
-                           f"{model.vocab_size}: build it with make_process(cfg, mask_id, "
-                           "model.vocab_size)")
+                           f"{model.vocab_size}: build it with make_process(..., "
+                           "vocab_size=model.vocab_size)")
     step_rule = make_sampler(sampler, process, objective, temperature, top_k, top_p, options)
-    device = next(model.parameters()).device
+    device = model.device
     if canvas is not None and len(canvas) and not isinstance(canvas[0], (list, tuple)):
         canvas = [list(canvas) for _ in range(batch)]
     state = DiffusionState(process, step_rule, steps=steps, length=length,
                            prefixes=_rows(prefix, batch), suffixes=_rows(suffix, batch),
                            canvases=canvas, seeds=_seeds(seed, batch), block_size=block_size,
                            eos_id=eos_id, guidance=guidance, device=device)
-    time_cond = model.time is not None
+    time_cond = model.time_conditioned
     nfe = row_nfe = 0
     start = time.perf_counter()
     while not state.done:
@@ -140,7 +143,7 @@ def generate_diffusion(
 
 @torch.no_grad()
 def generate_ar(
-    model: Transformer,
+    model: Backbone,
     *,
     bos_id: int,
     batch: int = 1,
@@ -156,6 +159,9 @@ def generate_ar(
 ) -> Generation:
     """Sample a (batch, length) canvas left to right from the causal twin after [bos, prefix].
 
+    bos_id: the token every sequence starts from (redraft's twins are trained with the
+    tokenizer's eos_id there, so a text starts as if after a document break).
+
     With use_cache, one prefill pass then one single-token pass per new token against the KV
     cache; without it, the whole sequence is re-run every token (same result, for testing).
     `banned` ids (the tokenizer's non_text_ids: mask, pad) get probability 0.
@@ -163,14 +169,14 @@ def generate_ar(
     """
     if not model.causal:
         raise RedraftError("generate_ar needs a causal (objective 'ar') model")
-    length = length or model.cfg.seq_len
-    if not 1 <= length <= model.cfg.seq_len:
-        raise RedraftError(f"length={length}: expected 1..{model.cfg.seq_len} (the model's "
+    length = length or model.seq_len
+    if not 1 <= length <= model.seq_len:
+        raise RedraftError(f"length={length}: expected 1..{model.seq_len} (the model's "
                            "seq_len)")
     check_knobs(temperature, top_k, top_p)
     prefixes = _rows(prefix, batch)
     seeds = _seeds(seed, batch)
-    device = next(model.parameters()).device
+    device = model.device
     out = torch.empty((batch, length), dtype=torch.long, device=device)
     nfe = row_nfe = 0
     start = time.perf_counter()

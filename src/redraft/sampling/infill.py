@@ -117,9 +117,9 @@ def infill(model, process, tokenizer: Tokenizer, template: str | Sequence[str | 
     from redraft.sampling.generate import generate_diffusion
 
     spec = Infill.build(template, tokenizer)
-    if len(spec.canvas) > model.cfg.seq_len:
+    if len(spec.canvas) > model.seq_len:
         raise RedraftError(f"the template takes {len(spec.canvas)} tokens, more than the model's "
-                           f"context of {model.cfg.seq_len}")
+                           f"context of {model.seq_len}")
     gen = generate_diffusion(model, process, steps=steps, batch=batch, length=len(spec.canvas),
                              canvas=spec.canvas, objective=objective, **kwargs)
     filled = [spec.fill(row.tolist(), tokenizer) for row in gen.tokens]

@@ -1,4 +1,5 @@
-"""Sampler names -> step rules, their knobs, and the default for each objective.
+"""Sampler names -> step rules and their knobs (each objective's default sampler is in its
+entry, diffusion.registry).
 
     name           models             knobs
     ancestral      mdlm, udlm         -
@@ -29,16 +30,46 @@ All draws are float64 inverse-CDF through sampling/categorical.py, one stream pe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar, Protocol, runtime_checkable
 
-from redraft.diffusion import Process
+import torch
+
+from redraft.diffusion import Objective, Process, objective
 from redraft.errors import RedraftError
 from redraft.sampling.analytic import Analytic
 from redraft.sampling.ancestral import Ancestral
+from redraft.sampling.categorical import RowRandom
 from redraft.sampling.confidence import MEASURES, Confidence, Threshold
 from redraft.sampling.euler import Euler
 from redraft.sampling.first_hitting import FirstHitting
 from redraft.sampling.masked import MaskedAncestral
 from redraft.sampling.remask import SCHEDULES, Remask
+
+
+@runtime_checkable
+class StepRule(Protocol):
+    """A reverse step on the time grid: step(logits, xt, t, s, rng, free) -> xs.
+
+    logits (B, L, V) of the backbone at (xt, t); xt (B, L); times 1 >= t > s >= 0; rng the rows'
+    random streams; free (B, L) bool, the positions the step may change (None: all). Returns
+    xs (B, L). A rule never owns the model: the loop (sampling/state.py) calls the network."""
+
+    name: ClassVar[str]
+
+    def step(self, logits: torch.Tensor, xt: torch.Tensor, t: float, s: float, rng: RowRandom,
+             free: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class AdaptiveStepRule(Protocol):
+    """A rule that chooses its own times: step(logits, xt, t, rng, free) -> (xs, s), with t and
+    s per row (B,) float64; `adaptive = True` tells the loop which protocol a rule follows."""
+
+    name: ClassVar[str]
+    adaptive: ClassVar[bool]
+
+    def step(self, logits: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, rng: RowRandom,
+             free: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -86,38 +117,36 @@ class SamplerInfo:
 
 
 SAMPLERS: dict[str, SamplerInfo] = {
-    "ancestral": SamplerInfo("reverse posterior with the denoiser plugged in (mdlm, udlm)",
+    "ancestral": SamplerInfo("reverse posterior with the denoiser plugged in",
                              "denoiser"),
-    "analytic": SamplerInfo("Tweedie tau-leaping from the concrete score (any objective)",
+    "analytic": SamplerInfo("Tweedie tau-leaping from the concrete score",
                             "any"),
-    "euler": SamplerInfo("first-order step over the learned reverse rates (any objective)",
+    "euler": SamplerInfo("first-order step over the learned reverse rates",
                          "any"),
-    "first_hitting": SamplerInfo("exact: one reveal per call at drawn hitting times (mdlm)",
+    "first_hitting": SamplerInfo("exact: one reveal per call at drawn hitting times",
                                  "masked", rule=FirstHitting),
     "confidence": SamplerInfo(
-        "commit the k surest masked positions per step, k from the schedule (mdlm)", "masked",
+        "commit the k surest masked positions per step, k from the schedule", "masked",
         {"measure": Knob(str, "confidence", "how sureness is scored", MEASURES)}, Confidence),
     "threshold": SamplerInfo(
-        "commit every masked position surer than a threshold, at least one (mdlm)", "masked",
+        "commit every masked position surer than a threshold, at least one", "masked",
         {"threshold": Knob(float, 0.9, "score a candidate must exceed", low=0.0, high=1.0,
                            low_open=True),
          "measure": Knob(str, "confidence", "how sureness is scored", ("confidence", "margin"))},
         Threshold),
     "remask": SamplerInfo(
-        "ReMDM: revealed tokens may be re-masked, extra steps buy quality (mdlm)", "masked",
+        "ReMDM: revealed tokens may be re-masked, extra steps buy quality", "masked",
         {"eta": Knob(float, 0.04, "re-mask strength", low=0.0),
          "schedule": Knob(str, "cap", "how eta sets the re-mask probability", SCHEDULES)},
         Remask),
 }
-DEFAULT_SAMPLER = {"mdlm": "ancestral", "udlm": "ancestral", "sedd": "analytic"}
-MEAN_PARAMETERISED = ("mdlm", "udlm")
 
 
-def takes_temperature(name: str, objective: str) -> bool:
+def takes_temperature(name: str, trained_with: str | Objective) -> bool:
     """Whether temperature / top-k / top-p mean something for sampler `name` on a model
-    trained with `objective`: not for the rate-based steps of score models."""
+    trained with objective `trained_with`: not for the rate-based steps of score models."""
     return name not in ("analytic", "euler") or (name == "analytic"
-                                                 and objective in MEAN_PARAMETERISED)
+                                                 and objective(trained_with).denoiser)
 
 
 def sampler_options(name: str, options: dict | None) -> dict:
@@ -159,36 +188,37 @@ def parse_options(name: str, pairs: list[str] | None) -> dict:
     return sampler_options(name, out)
 
 
-def make_sampler(name: str | None, process: Process, objective: str, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None,
-                 options: dict | None = None):
-    """The step rule `name` (None: the objective's default) for a model trained with
-    `objective` on `process`, with its `options` (see SAMPLERS). Time-grid rules have
-    step(logits, xt, t, s, rng, free) -> xs; adaptive ones (`adaptive = True`)
-    step(logits, xt, t, rng, free) -> (xs, s)."""
-    if objective not in DEFAULT_SAMPLER:
-        raise RedraftError(f"objective {objective!r} has no diffusion sampler: expected one of "
-                           f"{list(DEFAULT_SAMPLER)}")
-    name = name or DEFAULT_SAMPLER[objective]
+def make_sampler(name: str | None, process: Process, trained_with: str | Objective,
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                 options: dict | None = None) -> StepRule | AdaptiveStepRule:
+    """The step rule `name` (None: the objective's default) for a model trained with objective
+    `trained_with` (a name or a diffusion.registry entry) on `process`, with its `options`
+    (see SAMPLERS)."""
+    obj = objective(trained_with)
+    if obj.default_sampler is None:
+        raise RedraftError(f"objective {obj.name!r} has no diffusion sampler: it samples left "
+                           "to right")
+    name = name or obj.default_sampler
     opts = sampler_options(name, options)
-    if objective == "mdlm" and process.name != "mask":
-        raise RedraftError(f"objective 'mdlm' needs the mask process, got {process.name!r}")
+    if process.name not in obj.processes:
+        raise RedraftError(f"objective {obj.name!r} needs one of the processes "
+                           f"{list(obj.processes)}, got {process.name!r}")
     needs = SAMPLERS[name].models
     if needs == "masked":
-        if objective != "mdlm":
+        if not obj.masked_denoiser:
             raise RedraftError(f"sampler {name!r} needs a masked denoiser (objective mdlm), got "
-                               f"a {objective!r} model on the {process.name!r} process")
+                               f"a {obj.name!r} model on the {process.name!r} process")
         return SAMPLERS[name].rule(process, temperature, top_k, top_p, **opts)
-    if name == "ancestral" or (name == "analytic" and objective in MEAN_PARAMETERISED):
-        if objective not in MEAN_PARAMETERISED:
+    if name == "ancestral" or (name == "analytic" and obj.denoiser):
+        if not obj.denoiser:
             raise RedraftError(f"sampler {name!r} needs a denoiser (objective mdlm or udlm); a "
-                               f"{objective!r} model outputs scores: use 'analytic' or 'euler'")
+                               f"{obj.name!r} model outputs scores: use 'analytic' or 'euler'")
         if process.name == "mask":  # the same step, restricted to the masked positions
             return MaskedAncestral(process, temperature, top_k, top_p)
         return Ancestral(process, temperature, top_k, top_p)
-    if not takes_temperature(name, objective) and (temperature != 1.0 or top_k is not None
-                                                   or top_p is not None):
-        raise RedraftError(f"sampler {name!r} on a {objective!r} model draws from rates, which "
+    if not takes_temperature(name, obj) and (temperature != 1.0 or top_k is not None
+                                             or top_p is not None):
+        raise RedraftError(f"sampler {name!r} on a {obj.name!r} model draws from rates, which "
                            "temperature / top-k / top-p do not apply to: leave them at 1 / none "
                            "or use a denoiser model with sampler 'ancestral'")
-    return (Analytic if name == "analytic" else Euler)(process, objective)
+    return (Analytic if name == "analytic" else Euler)(process, obj)

@@ -1,4 +1,4 @@
-"""One diffusion canvas between reverse steps, and one AR draw: the loop bodies, on their own.
+"""One diffusion canvas between reverse steps: the loop body, on its own.
 
 generate_diffusion runs a DiffusionState from start to end; the server's batcher holds one per
 request and advances each at its own pace, joining the network calls of states of the same
@@ -32,7 +32,7 @@ import torch
 
 from redraft.diffusion import Process
 from redraft.errors import RedraftError
-from redraft.sampling.categorical import RowRandom, probabilities, sample
+from redraft.sampling.categorical import RowRandom
 from redraft.sampling.guidance import check_guidance, guided_logits
 
 
@@ -218,13 +218,25 @@ class DiffusionState:
         self.finished |= stop
 
 
-def next_tokens(logits: torch.Tensor, rng: RowRandom, temperature: float = 1.0,
-                top_k: int | None = None, top_p: float | None = None,
-                banned: Sequence[int] = ()) -> torch.Tensor:
-    """One AR draw per row: logits (G, V) of the next position -> token ids (G,); `banned` ids
-    (mask, pad) get probability 0; each row consumes one uniform of its own stream."""
-    if banned:
-        logits = logits.clone()
-        logits[:, list(banned)] = -torch.inf
-    probs = probabilities(logits, temperature, top_k, top_p)
-    return sample(probs, rng.uniform(1)[:, 0].to(logits.device))
+
+class ARState:
+    """The rows of one AR request between draws: [bos, prefix, generated...] (n, 1 + position),
+    each with its own random stream. The server's cohorts (serve/cohort.py) draw every row's next
+    token and run the network; generate_ar is the same loop for one batch."""
+
+    def __init__(self, bos_id: int, prefix: Sequence[int], seeds: Sequence[int], length: int,
+                 banned: Sequence[int] = ()):
+        self.tokens = torch.tensor([[bos_id, *prefix]] * len(seeds), dtype=torch.long)
+        self.rng = RowRandom(list(seeds))
+        self.length = length
+        self.banned = list(banned)
+
+    @property
+    def done(self) -> bool:
+        return self.tokens.shape[1] - 1 >= self.length
+
+    def canvas(self, placeholder: int) -> torch.Tensor:
+        """(n, length): generated so far, the rest shown as `placeholder` (the mask id)."""
+        out = torch.full((len(self.tokens), self.length), placeholder, dtype=torch.long)
+        out[:, :self.tokens.shape[1] - 1] = self.tokens[:, 1:]
+        return out

@@ -7,7 +7,6 @@ Importing this package needs the `serve` extra (fastapi, uvicorn).
 
 from redraft.serve.app import create_app, run
 from redraft.serve.engine import Engine, QueueFull, Unavailable
-from redraft.serve.jobs import Event, Job, Served, Work, load_served
+from redraft.serve.jobs import Event, Job, Work
 
-__all__ = ["Engine", "Event", "Job", "QueueFull", "Served", "Unavailable", "Work", "create_app",
-           "load_served", "run"]
+__all__ = ["Engine", "Event", "Job", "QueueFull", "Unavailable", "Work", "create_app", "run"]

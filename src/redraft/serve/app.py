@@ -23,11 +23,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Str
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
+from redraft.config import SERVE
 from redraft.display import MASK_GLYPH
 from redraft.errors import RedraftError
+from redraft.model import Model
 from redraft.sampling.registry import SAMPLERS
 from redraft.serve.engine import Engine, QueueFull, Unavailable
-from redraft.serve.jobs import Event, Job, Served
+from redraft.serve.jobs import Event, Job
 from redraft.serve.schemas import (
     ChatRequest,
     CompletionRequest,
@@ -58,9 +60,10 @@ def _validation_message(e: ValidationError) -> tuple[str, str | None]:
     return "; ".join(parts), first
 
 
-def create_app(models: list[Served], *, api_key: str | None = None, max_batch: int = 64,
-               max_queue: int = 256, timeout_s: float = 300.0, max_steps: int = 4096,
-               grace_s: float = 10.0) -> FastAPI:
+def create_app(models: list[Model], *, api_key: str | None = None,
+               max_batch: int = SERVE.max_batch, max_queue: int = SERVE.max_queue,
+               timeout_s: float = SERVE.timeout_s, max_steps: int = SERVE.max_steps,
+               grace_s: float = SERVE.grace_s) -> FastAPI:
     """The ASGI app for `models` (the first is the default); its engine runs during the app's
     lifespan (uvicorn, or `with TestClient(app)`)."""
     by_name = {m.name: m for m in models}
@@ -109,7 +112,7 @@ def create_app(models: list[Served], *, api_key: str | None = None, max_batch: i
         if (bad := unauthorised(request)) is not None:
             return record(request, bad)
         data = [{"id": m.name, "object": "model", "created": 0, "owned_by": "redraft",
-                 "kind": "ar" if m.is_ar else "diffusion", "objective": m.objective,
+                 "kind": m.kind, "objective": m.objective.name,
                  "context_length": m.seq_len,
                  "samplers": [] if m.is_ar else list(SAMPLERS)} for m in models]
         return record(request, JSONResponse({"object": "list", "data": data}))
@@ -190,7 +193,7 @@ def create_app(models: list[Served], *, api_key: str | None = None, max_batch: i
 class Reply:
     """Renders a job's events as OpenAI objects: text_completion or chat.completion(.chunk)."""
 
-    def __init__(self, kind: str, served: Served, job: Job, req):
+    def __init__(self, kind: str, served: Model, job: Job, req):
         self.kind, self.served, self.job, self.req = kind, served, job, req
         self.stop = stops(req)
         self.id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{secrets.token_hex(12)}"

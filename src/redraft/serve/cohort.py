@@ -15,9 +15,10 @@ import copy
 
 import torch
 
+from redraft.model import Model
 from redraft.models.transformer import KVCache
-from redraft.sampling.state import next_tokens
-from redraft.serve.jobs import Job, Served
+from redraft.sampling.categorical import next_tokens
+from redraft.serve.jobs import Job
 
 
 def _take(cache: KVCache, rows: torch.Tensor) -> KVCache:
@@ -28,7 +29,7 @@ def _take(cache: KVCache, rows: torch.Tensor) -> KVCache:
 
 
 class Cohort:
-    def __init__(self, served: Served, jobs: list[Job], cache: KVCache, logits: torch.Tensor,
+    def __init__(self, served: Model, jobs: list[Job], cache: KVCache, logits: torch.Tensor,
                  positions: torch.Tensor):
         self.served, self.jobs, self.cache = served, jobs, cache
         self.logits = logits  # (R, V): the next position's logits of every row
@@ -39,12 +40,12 @@ class Cohort:
         return len(self.logits)
 
     @classmethod
-    def prefill(cls, served: Served, jobs: list[Job]) -> Cohort:
+    def prefill(cls, served: Model, jobs: list[Job]) -> Cohort:
         """Requests with prompts of one length: one network call over [bos, prompt]."""
         x = torch.cat([job.state.tokens for job in jobs])  # (R, 1 + prompt)
-        device = next(served.model.parameters()).device
-        cache = served.model.new_cache(len(x))
-        logits = served.model(x.to(device), cache=cache)[:, -1]
+        device = served.device
+        cache = served.backbone.new_cache(len(x))
+        logits = served.backbone(x.to(device), cache=cache)[:, -1]
         for job in jobs:
             job.row_nfe += job.n
         positions = torch.full((len(x),), x.shape[1], dtype=torch.long, device=device)
@@ -92,7 +93,7 @@ class Cohort:
             return done, 0
         nxt = torch.cat([d for d, job in zip(drawn, jobs, strict=True) if not job.state.done])
         self.keep(running)
-        self.logits = self.served.model(nxt[:, None], cache=self.cache,
+        self.logits = self.served.backbone(nxt[:, None], cache=self.cache,
                                         positions=self.positions)[:, -1]
         self.positions = self.positions + 1
         for job in running:

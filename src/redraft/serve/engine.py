@@ -22,9 +22,11 @@ from collections import deque
 
 import torch
 
+from redraft.config import SERVE
 from redraft.errors import RedraftError
+from redraft.model import Model
 from redraft.serve.cohort import Cohort
-from redraft.serve.jobs import Event, Job, Served, Work
+from redraft.serve.jobs import Event, Job, Work
 from redraft.serve.metrics import Metrics
 
 
@@ -37,8 +39,9 @@ class Unavailable(RedraftError):
 
 
 class Engine:
-    def __init__(self, models: dict[str, Served], *, max_batch: int = 64, max_queue: int = 256,
-                 timeout_s: float = 300.0, metrics: Metrics | None = None):
+    def __init__(self, models: dict[str, Model], *, max_batch: int = SERVE.max_batch,
+                 max_queue: int = SERVE.max_queue, timeout_s: float = SERVE.timeout_s,
+                 metrics: Metrics | None = None):
         if not models:
             raise RedraftError("the engine needs at least one model")
         self.models, self.max_batch, self.max_queue = models, max_batch, max_queue
@@ -181,12 +184,12 @@ class Engine:
 
     def _diffusion_bucket(self, key: tuple[str, int], jobs: list[Job]) -> int:
         served = self.models[key[0]]
-        inputs = [job.state.inputs(served.time_cond) for job in jobs]  # (rows, x, t) each
+        inputs = [job.state.inputs(served.time_conditioned) for job in jobs]  # (rows, x, t) each
         counts = [len(x) for _, x, _ in inputs]
         if sum(counts):
             x = torch.cat([x for _, x, _ in inputs])
             t = torch.cat([t for _, _, t in inputs]).to(x.device)
-            logits = served.model(x, t).split(counts)
+            logits = served.backbone(x, t).split(counts)
             for job, (rows, _, _), lg, c in zip(jobs, inputs, logits, counts, strict=True):
                 if c:
                     job.state.set_logits(rows, lg)

@@ -13,8 +13,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from redraft.config import SAMPLE
 from redraft.errors import RedraftError
-from redraft.serve.jobs import Served, Work
+from redraft.model import Model
+from redraft.serve.jobs import Work
 
 # The chat template: every message on its own line as "role: content", then "assistant: ",
 # which the model continues. Small char-level models learn nothing of chat; this keeps the
@@ -31,22 +33,25 @@ class Knobs(BaseModel):
     model: str | None = None
     max_tokens: int | None = Field(None, ge=1, description="tokens to generate (default: the "
                                                            "rest of the context)")
-    temperature: float = Field(1.0, ge=0, le=100)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=1)
-    n: int = Field(1, ge=1, le=64)
+    temperature: float = Field(SAMPLE.temperature, ge=0, le=100)
+    top_p: float | None = Field(SAMPLE.top_p, gt=0, le=1)
+    top_k: int | None = Field(SAMPLE.top_k, ge=1)
+    n: int = Field(SAMPLE.num_samples, ge=1, le=64)
     seed: int | None = Field(None, ge=0, lt=2**63 - 64)
     stop: str | list[str] | None = None
     stream: bool = False
     user: str | None = None
     # diffusion knobs
-    steps: int = Field(64, ge=1)
-    sampler: str | None = None
+    steps: int = Field(SAMPLE.steps, ge=1)
+    sampler: str | None = SAMPLE.sampler
     sampler_options: dict[str, str | int | float] | None = Field(
         None, description="the sampler's knobs, e.g. {\"threshold\": 0.9} (`redraft samplers`)")
-    block_size: int | None = Field(None, ge=1, description="semi-autoregressive blocks")
-    stop_at_eos: bool = Field(False, description="stop a row after the block where it wrote EOS")
-    guidance: float = Field(0.0, ge=-1, le=100, description="classifier-free guidance scale")
+    block_size: int | None = Field(SAMPLE.block_size, ge=1,
+                                   description="semi-autoregressive blocks")
+    stop_at_eos: bool = Field(SAMPLE.stop_at_eos,
+                              description="stop a row after the block where it wrote EOS")
+    guidance: float = Field(SAMPLE.guidance, ge=-1, le=100,
+                            description="classifier-free guidance scale")
     diffusing: bool = Field(False, description="stream every intermediate draft")
 
 
@@ -91,7 +96,7 @@ def stops(req: Knobs) -> list[str]:
     return found
 
 
-def to_work(req: Knobs, served: Served, prefix: str, suffix: str, max_steps: int) -> Work:
+def to_work(req: Knobs, served: Model, prefix: str, suffix: str, max_steps: int) -> Work:
     """Tokenise and check sizes: prompt + max_tokens (+ suffix) must fit the model's context."""
     stops(req)
     if req.steps > max_steps:
