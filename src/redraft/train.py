@@ -49,6 +49,7 @@ from redraft.data import (
 from redraft.errors import RedraftError
 from redraft.eval.likelihood import evaluate, report
 from redraft.losses import condition_noise, draw_noise, token_losses
+from redraft.validate import check_device, check_output_dir
 
 
 def cache_dir(cfg: DataConfig) -> Path:
@@ -126,6 +127,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
     over all ranks, and only rank 0 writes the log and the checkpoints.
     """
     cfg.validate()
+    _check_before_work(cfg)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     world = distributed.setup(cfg.train.device)
@@ -133,6 +135,14 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
         return _train(cfg, resume, world)
     finally:
         world.close()
+
+
+def _check_before_work(cfg: Config) -> None:
+    """The device exists and the output and cache folders can be written: fail now, not at
+    the first checkpoint."""
+    check_device(cfg.train.device)
+    check_output_dir(cfg.train.out_dir, "train.out_dir")
+    check_output_dir(cache_dir(cfg.data), "data.cache_dir")
 
 
 def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
