@@ -31,7 +31,7 @@ BIG = 2**31 - 1  # the bound of every count argument (the server's): no overflow
 
 def cmd_train(args, overrides: list[str]) -> int:
     from redraft.config import load_config
-    from redraft.train import train
+    from redraft.train import TrainingStopped, train
 
     config = args.config
     if config is not None and "=" in config and not Path(config).exists():
@@ -40,7 +40,11 @@ def cmd_train(args, overrides: list[str]) -> int:
     overrides = [*overrides, *(f"diffusion.{k}={v}" for k, v in
                                (("process", args.process), ("objective", args.objective)) if v)]
     cfg = load_config(config, overrides)
-    result = train(cfg, resume=args.resume)
+    try:
+        result = train(cfg, resume=args.resume)
+    except TrainingStopped as e:  # SIGINT/SIGTERM: saved at a step boundary
+        print(f"redraft train: {e}", file=sys.stderr)
+        return 128 + e.signum
     if result.rank != 0:  # under torchrun, rank 0 speaks for all
         return 0
     print(json.dumps({"checkpoint": str(result.checkpoint), "step": result.step,
