@@ -79,6 +79,16 @@ CASES = [
     ("heads_do_not_divide", lambda w: train_args(w, **{"model.n_head": 3}), "divisible"),
     ("unknown_key", lambda w: train_args(w, **{"train.colour": 1}), "colour"),
     ("wrong_type", lambda w: train_args(w, **{"train.max_steps": "many"}), "many"),
+    ("vocab_size_huge", lambda w: train_args(w, **{"data.tokenizer": "bpe",
+                                                   "data.vocab_size": 99999999999}),
+     "data.vocab_size"),
+    ("override_conflict", lambda w: [*train_args(w), "train=3", "train.lr=0.1"], "earlier"),
+    # resources estimated before the first step: memory, threads
+    ("model_too_big_for_memory", lambda w: train_args(w, **{"model.d_model": 2**20,
+                                                            "model.n_head": 2}), "memory"),
+    ("batch_too_big_for_memory", lambda w: train_args(w, **{"train.batch_size": 10**9}),
+     "train.batch_size"),
+    ("threads_absurd", lambda w: train_args(w, **{"train.threads": 10**8}), "train.threads"),
     # devices
     ("device_missing", lambda w: train_args(w, **{"train.device": "cuda:99"}), "cuda:99"),
     ("device_nonsense", lambda w: train_args(w, **{"train.device": "banana"}), "banana"),

@@ -20,6 +20,7 @@ from redraft.validate import (
     check_output_dir,
     check_work,
     integer,
+    memory_error_line,
     number,
     os_error_line,
     read_text,
@@ -392,6 +393,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:  # a full disk or a forbidden folder is the user's, not a bug
         line = os_error_line(e)
+        if line is None:
+            raise
+        print(f"redraft {args.command}: error: {line}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:
+        line = memory_error_line(e)
         if line is None:
             raise
         print(f"redraft {args.command}: error: {line}", file=sys.stderr)

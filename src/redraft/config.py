@@ -218,6 +218,8 @@ class Config:
                      "0 <= beta < 1")
         _require(t.threads is None or t.threads >= 1, f"train.threads={t.threads}: expected "
                  ">= 1 or null")
+        _require(2 <= self.data.vocab_size <= 2**20, f"data.vocab_size={self.data.vocab_size}: "
+                 f"expected 2..{2**20}")
         _require(m.rope_base > 0, f"model.rope_base={m.rope_base}: expected > 0")
         _require(t.time_budget_s is None or t.time_budget_s > 0,
                  f"train.time_budget_s={t.time_budget_s}: expected > 0 or null")
@@ -347,6 +349,9 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RedraftError(f"override {_shown(item)}: {part!r} was given a value by an "
+                                   "earlier override, so it has no keys")
         node[parts[-1]] = value
     return out
 

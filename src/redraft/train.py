@@ -54,7 +54,7 @@ from redraft.data import (
 from redraft.errors import RedraftError
 from redraft.eval.likelihood import evaluate, report
 from redraft.losses import condition_noise, draw_noise, token_losses
-from redraft.validate import check_device, check_output_dir
+from redraft.validate import check_device, check_output_dir, check_training_fits
 
 
 def cache_dir(cfg: DataConfig) -> Path:
@@ -147,6 +147,10 @@ def _check_before_work(cfg: Config) -> None:
     """The device exists and the output and cache folders can be written: fail now, not at
     the first checkpoint."""
     check_device(cfg.train.device)
+    cores = os.cpu_count() or 1
+    if cfg.train.threads is not None and cfg.train.threads > 4 * cores:
+        raise RedraftError(f"train.threads={cfg.train.threads}: this machine has {cores} cores; "
+                           f"expected at most {4 * cores}")
     check_output_dir(cfg.train.out_dir, "train.out_dir")
     check_output_dir(cache_dir(cfg.data), "data.cache_dir")
 
@@ -167,6 +171,7 @@ def _train(cfg: Config, resume, world: distributed.World, stop: _StopSignals) ->
     tokenizer = load_tokenizer(ckpt) if ckpt is not None else None
     with world.main_first():  # rank 0 writes the token shards, the others then map them
         tokenizer, data = load_data(cfg.data, L, tokenizer)
+    check_training_fits(cfg, tokenizer.vocab_size, device, world.world_size, world.main)
     torch.manual_seed(tc.seed)
     model = build_model(cfg, tokenizer.vocab_size).to(device)
     model.checkpoint_blocks = tc.activation_checkpointing

@@ -11,6 +11,7 @@ import argparse
 import errno
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -160,3 +161,59 @@ def os_error_line(e: OSError) -> str | None:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"no space left on the device{where}: free some space and run again"
     return f"{e.strerror or e}{where}"
+
+
+def memory_error_line(e: BaseException) -> str | None:
+    """One line for running out of memory (host or accelerator), else None."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or \
+            "can't allocate memory" in str(e):
+        return ("out of memory: lower the model size, train.batch_size (or raise "
+                "train.grad_accum), --num-samples or --length")
+    return None
+
+
+def estimate_params(model_cfg, vocab_size: int) -> int:
+    """Parameters of the Transformer (blocks: attention 4 d^2 + MLP 2 r d^2; embeddings),
+    within a few percent (norms and biases left out)."""
+    d = model_cfg.d_model
+    embed = vocab_size * d * (1 if model_cfg.tie_weights else 2)
+    return model_cfg.n_layer * (4 + 2 * model_cfg.mlp_ratio) * d * d + embed
+
+
+def check_training_fits(cfg, vocab_size: int, device, world_size: int = 1,
+                        main: bool = True) -> None:
+    """Refuse, before the first step, a run that cannot fit: memory for the weights, AdamW
+    state and one micro-batch's logits (a lower bound, so no run that fits is refused), and
+    disk for one more checkpoint in train.out_dir."""
+    import torch
+
+    tc = cfg.train
+    params = estimate_params(cfg.model, vocab_size)
+    copies = 4 + (1 if tc.ema > 0 else 0)  # weights, gradients, two AdamW moments, EMA
+    micro = max(1, tc.batch_size // (world_size * tc.grad_accum))
+    logits = 3 * micro * cfg.model.seq_len * vocab_size * 4  # logits, softmax, their gradient
+    need = copies * params * 4 + logits
+    device = torch.device(device)
+    if device.type == "cuda":
+        have = torch.cuda.get_device_properties(device).total_memory
+    else:
+        try:
+            have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            have = None
+    if have is not None and need > have:
+        raise RedraftError(f"this run needs at least {need / 2**30:,.1f} GiB of {device.type} "
+                           f"memory (~{params:,} parameters with AdamW state, and the logits of "
+                           f"a micro-batch of {micro} x {cfg.model.seq_len} tokens x "
+                           f"{vocab_size} ids); the device has {have / 2**30:,.1f} GiB: lower "
+                           "the model size or train.batch_size, or raise train.grad_accum")
+    if not main:
+        return
+    ckpt = (copies + 1) * params * 4  # inference weights + the training state, roughly
+    probe = Path(tc.out_dir)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if ckpt > free:
+        raise RedraftError(f"train.out_dir {tc.out_dir!r}: {free / 2**20:,.0f} MiB free, a "
+                           f"checkpoint of this model takes about {ckpt / 2**20:,.0f} MiB")
