@@ -12,12 +12,13 @@ import sys
 from pathlib import Path
 
 from redraft.diffusion import OBJECTIVES, PROCESSES
-from redraft.errors import RedraftError
+from redraft.errors import RedraftError, TrainingStopped
 from redraft.sampling.registry import DEFAULT_SAMPLER, SAMPLERS
 from redraft.validate import (
     MAX_SAMPLE_SEED,
     MAX_WORK,
     check_output_dir,
+    check_sampling_memory,
     check_work,
     integer,
     memory_error_line,
@@ -32,7 +33,7 @@ BIG = 2**31 - 1  # the bound of every count argument (the server's): no overflow
 
 def cmd_train(args, overrides: list[str]) -> int:
     from redraft.config import load_config
-    from redraft.train import TrainingStopped, train
+    from redraft.train import train
 
     config = args.config
     if config is not None and "=" in config and not Path(config).exists():
@@ -41,11 +42,7 @@ def cmd_train(args, overrides: list[str]) -> int:
     overrides = [*overrides, *(f"diffusion.{k}={v}" for k, v in
                                (("process", args.process), ("objective", args.objective)) if v)]
     cfg = load_config(config, overrides)
-    try:
-        result = train(cfg, resume=args.resume)
-    except TrainingStopped as e:  # SIGINT/SIGTERM: saved at a step boundary
-        print(f"redraft train: {e}", file=sys.stderr)
-        return 128 + e.signum
+    result = train(cfg, resume=args.resume)
     if result.rank != 0:  # under torchrun, rank 0 speaks for all
         return 0
     print(json.dumps({"checkpoint": str(result.checkpoint), "step": result.step,
@@ -70,6 +67,8 @@ def cmd_sample(args, overrides: list[str]) -> int:
     _check_matches(ckpt.config.diffusion, args)
     check_work(args.num_samples, args.steps, args.length or ckpt.config.model.seq_len,
                ckpt.config.diffusion.objective == "ar", args.max_work)
+    check_sampling_memory(args.num_samples, args.length or ckpt.config.model.seq_len,
+                          ckpt.model.vocab_size)
     tok = ckpt.tokenizer
     prefix, suffix = tok.encode(args.prompt or ""), tok.encode(args.suffix or "")
     knobs = dict(batch=args.num_samples, length=args.length, temperature=args.temperature,
@@ -275,7 +274,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=_positive_int, default=None)
     s.add_argument("--top-p", type=number(0, 1, low_open=True), default=None)
     s.add_argument("--seed", type=integer(0, MAX_SAMPLE_SEED), default=0)
-    s.add_argument("--max-work", type=_positive_int, default=MAX_WORK,
+    s.add_argument("--max-work", type=integer(1, 2**62), default=MAX_WORK,
                    help="refuse more than this many token positions of work, num-samples x "
                         "steps x length (AR: num-samples x length); the server's default "
                         f"(default {MAX_WORK:,})")
@@ -333,7 +332,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--length", type=_positive_int, default=None,
                    help="tokens per sample (default: the smallest seq_len)")
     b.add_argument("--seed", type=integer(0, MAX_SAMPLE_SEED), default=0)
-    b.add_argument("--max-work", type=_positive_int, default=MAX_WORK,
+    b.add_argument("--max-work", type=integer(1, 2**62), default=MAX_WORK,
                    help="refuse settings of more than this many token positions of work, "
                         f"num-samples x steps x length (default {MAX_WORK:,})")
     b.add_argument("--eval-batches", type=_positive_int, default=None,
@@ -403,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"redraft {args.command}: error: {line}", file=sys.stderr)
         return 2
+    except TrainingStopped as e:  # SIGINT/SIGTERM in training: saved at a step boundary
+        print(f"redraft {args.command}: {e}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print(f"redraft {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -51,7 +51,7 @@ from redraft.data import (
     load_tokenizer,
     prepare_shards,
 )
-from redraft.errors import RedraftError
+from redraft.errors import RedraftError, TrainingStopped
 from redraft.eval.likelihood import evaluate, report
 from redraft.losses import condition_noise, draw_noise, token_losses
 from redraft.validate import check_device, check_output_dir, check_training_fits
@@ -336,15 +336,6 @@ def _train(cfg: Config, resume, world: distributed.World, stop: _StopSignals) ->
     return TrainResult(run_dir, ckpt_path, step, tokens_per_s,
                        last.get("val_nats_per_token"), last.get("val_bits_per_byte"),
                        model.num_params(), history, world.world_size, world.rank)
-
-
-class TrainingStopped(Exception):
-    """Training stopped by SIGINT/SIGTERM after saving a checkpoint at a step boundary."""
-
-    def __init__(self, signum: int, step: int, checkpoint: Path):
-        self.signum, self.step, self.checkpoint = signum, step, checkpoint
-        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; saved "
-                         f"{str(checkpoint)!r}: continue with --resume auto (or that folder)")
 
 
 class _StopSignals:

@@ -172,6 +172,32 @@ def memory_error_line(e: BaseException) -> str | None:
     return None
 
 
+def device_memory(device) -> int | None:
+    """Total bytes of memory of a device (host RAM for the CPU), or None when unknown."""
+    import torch
+
+    device = torch.device(device)
+    try:
+        if device.type == "cuda":
+            return torch.cuda.get_device_properties(device).total_memory
+        if device.type == "cpu":
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        pass
+    return None
+
+
+def check_sampling_memory(n: int, length: int, vocab_size: int, device="cpu") -> None:
+    """All n rows are denoised in one batch: refuse when their logits alone (logits, their
+    softmax and a sampling buffer: 3 x n x length x vocab float32) exceed the device's memory."""
+    need = 3 * n * length * vocab_size * 4
+    have = device_memory(device)
+    if have is not None and need > have:
+        raise RedraftError(f"{n} samples of {length} tokens need at least {need / 2**30:,.1f} GiB "
+                           f"for their logits over {vocab_size} ids; this machine has "
+                           f"{have / 2**30:,.1f} GiB: lower --num-samples or --length")
+
+
 def estimate_params(model_cfg, vocab_size: int) -> int:
     """Parameters of the Transformer (blocks: attention 4 d^2 + MLP 2 r d^2; embeddings),
     within a few percent (norms and biases left out)."""
@@ -194,13 +220,7 @@ def check_training_fits(cfg, vocab_size: int, device, world_size: int = 1,
     logits = 3 * micro * cfg.model.seq_len * vocab_size * 4  # logits, softmax, their gradient
     need = copies * params * 4 + logits
     device = torch.device(device)
-    if device.type == "cuda":
-        have = torch.cuda.get_device_properties(device).total_memory
-    else:
-        try:
-            have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            have = None
+    have = device_memory(device)
     if have is not None and need > have:
         raise RedraftError(f"this run needs at least {need / 2**30:,.1f} GiB of {device.type} "
                            f"memory (~{params:,} parameters with AdamW state, and the logits of "
