@@ -280,7 +280,7 @@ def _train(cfg: Config, resume, world: distributed.World, stop: _StopSignals) ->
             bar.close()
             saved = list_checkpoints(run_dir)
             kept = (f"the last good checkpoint {str(saved[-1])!r} is kept" if saved
-                    else "no checkpoint was saved (train.save_every=0)")
+                    else "no checkpoint had been saved yet")
             raise RedraftError(f"training diverged at step {step + 1}: loss {loss_sum}, gradient "
                                f"norm {norm} (lr {lr:g}); {kept}: lower train.lr, or raise "
                                "train.warmup_steps")
@@ -321,7 +321,7 @@ def _train(cfg: Config, resume, world: distributed.World, stop: _StopSignals) ->
         bar.set_postfix(step=step, loss=f"{loss_sum:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}",
                         **({"val": f"{record['val_nats_per_token']:.3f}"}
                            if "val_nats_per_token" in record else {}))
-        if stopping:
+        if stopping and not final:  # (a last step ends normally: its save is next anyway)
             bar.close()
             path = save(step)
             raise TrainingStopped(stop.signum or signal.SIGTERM, step, path)
