@@ -65,10 +65,7 @@ def cmd_sample(args, overrides: list[str]) -> int:
     template = read_text(args.infill_file, "--infill-file") if args.infill_file else args.infill
     ckpt = load_checkpoint(args.checkpoint)
     _check_matches(ckpt.config.diffusion, args)
-    check_work(args.num_samples, args.steps, args.length or ckpt.config.model.seq_len,
-               ckpt.config.diffusion.objective == "ar", args.max_work)
-    check_sampling_memory(args.num_samples, args.length or ckpt.config.model.seq_len,
-                          ckpt.model.vocab_size)
+    _check_sample_limits(args, ckpt.config, ckpt.model.vocab_size)
     tok = ckpt.tokenizer
     prefix, suffix = tok.encode(args.prompt or ""), tok.encode(args.suffix or "")
     knobs = dict(batch=args.num_samples, length=args.length, temperature=args.temperature,
@@ -211,6 +208,14 @@ def _check_matches(diff, args) -> None:
         if want and want != getattr(diff, key):
             raise RedraftError(f"--{key} {want}: the checkpoint was trained with diffusion.{key}="
                                f"{getattr(diff, key)!r}, which cannot be changed after training")
+
+
+def _check_sample_limits(args, config, vocab_size: int) -> None:
+    """The server's work bound (--max-work) and the logits of the batch within memory."""
+    length = args.length or config.model.seq_len
+    check_work(args.num_samples, args.steps, length, config.diffusion.objective == "ar",
+               args.max_work)
+    check_sampling_memory(args.num_samples, length, vocab_size)
 
 
 def _no_overrides(overrides: list[str]) -> None:
