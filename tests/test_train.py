@@ -122,5 +122,5 @@ def test_torn_train_state_is_a_clear_error(tmp_path, corpus):
     cfg = load_config(None, tiny_overrides(corpus, tmp_path / "run"))
     result = train(cfg)
     (result.checkpoint / "train_state.pt").write_bytes(b"torn")
-    with pytest.raises(RedraftError, match="train_state.pt is unreadable"):
+    with pytest.raises(RedraftError, match="train_state.pt does not match its SHA-256"):
         train(cfg, resume=result.checkpoint)

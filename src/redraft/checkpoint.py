@@ -3,18 +3,27 @@
 A run folder holds checkpoints as `ckpt-<step>/` subfolders. Each is written into a temporary
 folder first, flushed to disk (fsync) and renamed into place, so a folder named ckpt-* is
 complete even after a SIGKILL or a power cut; a crash mid-write leaves only a `.tmp-*` folder
-that nothing trusts (and the next save clears). Resuming still checks each file
-(`load_train_state`), so a checkpoint torn some other way (a partial copy) is skipped by
-`--resume auto` rather than trusted.
+that nothing trusts (and the next run clears, `clean_run_dir`). config.json lists a SHA-256 of
+every other file (`files`), checked on load, so a checkpoint damaged some other way (flipped
+bytes, a partial copy) is refused with a clear error: `--resume auto` then skips it for the one
+before, and readers given a run folder fall back to its newest checkpoint that verifies (and
+say so on stderr). Checkpoints written before checksums existed still load, unverified.
+
+Crash-safe retention: a checkpoint being replaced (the same step written again) is first
+renamed aside to `.old-ckpt-*`, and old checkpoints are pruned only once the new one is in
+place, each renamed to `.tmp-*` before it is deleted, so no `ckpt-*` folder is ever half
+deleted and a crash at any point leaves at least one complete checkpoint.
 `model.safetensors` holds the weights to use for inference (the EMA weights when EMA is on);
 `train_state.pt` holds what exact resumption needs: raw weights, optimizer, EMA, RNG, step.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +80,7 @@ def save_checkpoint(
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / f"ckpt-{step:08d}"
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-ckpt-", dir=run_dir))
+    aside = None
     try:
         meta = {
             "format": FORMAT,
@@ -86,20 +96,98 @@ def save_checkpoint(
         tokenizer.save(tmp)
         if train_state is not None:
             torch.save(train_state, tmp / "train_state.pt")
+        meta["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         _fsync_folder(tmp)
         if final.exists():
-            shutil.rmtree(final)
+            # The same step again (e.g. a finished run resumed): the old copy stays on disk,
+            # under a name clean_run_dir restores, until the new one is in place.
+            aside = run_dir / f".old-{final.name}"
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(final, aside)
         os.replace(tmp, final)
         _fsync(run_dir)  # make the rename itself durable
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if aside is not None:
+        _remove(aside)
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    for stale in run_dir.glob(".tmp-ckpt-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if old != final:
+            _remove(old)
     return final
+
+
+def _remove(folder: Path) -> None:
+    """Delete a folder so that a crash midway never leaves it half there under its name: rename
+    it to a `.tmp-*` name first (atomic), then delete that."""
+    doomed = folder.with_name(f".tmp-rm-{folder.name.lstrip('.')}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(folder, doomed)
+    shutil.rmtree(doomed)
+
+
+def clean_run_dir(run_dir: str | Path) -> list[str]:
+    """Finish what a crash interrupted in a run folder; returns a line per thing done.
+
+    A `.old-ckpt-*` folder is restored when its checkpoint is missing (a crash between moving
+    it aside and renaming the new one in), else deleted; `.tmp-*` folders (writes and
+    deletions that never finished) and `ckpt-*` folders without config.json (never complete)
+    are deleted.
+    """
+    run_dir = Path(run_dir)
+    done = []
+    if not run_dir.is_dir():
+        return done
+    for old in sorted(run_dir.glob(".old-ckpt-*")):
+        final = run_dir / old.name.removeprefix(".old-")
+        if (final / "config.json").is_file():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(old, final)
+            done.append(f"restored {str(final)!r} (its replacement never finished)")
+    for tmp in sorted(run_dir.glob(".tmp-*")):
+        shutil.rmtree(tmp, ignore_errors=True)
+        done.append(f"removed {str(tmp)!r}: a checkpoint write or deletion that never finished")
+    for ckpt in sorted(run_dir.glob("ckpt-*")):
+        if ckpt.is_dir() and not (ckpt / "config.json").exists():
+            shutil.rmtree(ckpt, ignore_errors=True)
+            done.append(f"removed {str(ckpt)!r}: an incomplete checkpoint folder")
+    return done
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_files(path: Path, meta: dict[str, Any], names: list[str] | None = None) -> bool:
+    """Check the SHA-256 of the checkpoint's files (all listed, or just `names`) against
+    config.json; False when the checkpoint predates checksums (nothing to check)."""
+    files = meta.get("files")
+    if files is None:
+        return False
+    if not isinstance(files, dict):
+        raise RedraftError(f"checkpoint {str(path)!r}: config.json 'files' is not a mapping")
+    for name in names if names is not None else sorted(files):
+        if name not in files:
+            raise RedraftError(f"checkpoint {str(path)!r}: config.json has no checksum of {name}")
+        file = path / name
+        if not file.is_file():
+            raise RedraftError(f"checkpoint {str(path)!r} has no {name}")
+        if sha256_file(file) != files[name]:
+            raise RedraftError(f"checkpoint {str(path)!r}: {name} does not match its SHA-256 in "
+                               "config.json (the file is damaged)")
+    return True
+
+
+def _legacy_note(path: Path) -> None:
+    print(f"redraft: note: checkpoint {str(path)!r} has no checksums (written by an older "
+          "redraft): loaded unverified", file=sys.stderr)
 
 
 def _fsync(path: Path) -> None:
@@ -145,10 +233,12 @@ def checkpoint_folders(run_dir: str | Path) -> list[Path]:
 def load_train_state(path: Path) -> dict[str, Any]:
     """The training state of checkpoint `path`, after checking that each of its files is there
     and readable; a RedraftError names the first one that is missing or torn."""
-    read_meta(path)
+    meta = read_meta(path)
     for name in ("model.safetensors", "train_state.pt"):
         if not (path / name).is_file():
             raise RedraftError(f"checkpoint {str(path)!r} has no {name}")
+    if not verify_files(path, meta):
+        _legacy_note(path)
     try:
         with safe_open(str(path / "model.safetensors"), "pt") as f:
             f.keys()
@@ -184,6 +274,14 @@ def load_weights(model: Transformer, file: Path) -> None:
     except (OSError, SafetensorError) as e:
         raise RedraftError(f"checkpoint weights {str(file)!r} are unreadable ({e})") from None
     expected = weights_to_save(model)
+    wrong = [(n, t.dtype) for n, t in tensors.items()
+             if n in expected and t.dtype != expected[n].dtype]
+    if wrong:
+        # The rule: stored tensors have exactly the model's dtype (float32); a conversion on
+        # load would hide a file written by something else.
+        name, dtype = wrong[0]
+        raise RedraftError(f"checkpoint weights {str(file)!r}: tensor {name!r} is {dtype}, "
+                           f"expected {expected[name].dtype} ({len(wrong)} tensor(s) differ)")
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -206,9 +304,36 @@ def build_model(config: Config, vocab_size: int) -> Transformer:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load a checkpoint (or a run folder's newest) for inference: EMA weights, eval mode."""
-    path = resolve_checkpoint(path)
+    """Load a checkpoint for inference: EMA weights, eval mode, files verified.
+
+    Given a run folder, its newest checkpoint that loads and verifies; when a newer one is
+    damaged, stderr says which and why. A checkpoint folder named directly must verify.
+    """
+    path = Path(path)
+    if (path / "config.json").is_file() or not path.is_dir():
+        return _load_one(resolve_checkpoint(path), device)
+    found = list_checkpoints(path)[::-1]
+    if not found:
+        resolve_checkpoint(path)  # raises the "no checkpoint" error
+    failed = []
+    for ckpt in found:
+        try:
+            loaded = _load_one(ckpt, device)
+        except RedraftError as e:
+            failed.append(f"{ckpt.name} ({e})")
+            continue
+        if failed:
+            print(f"redraft: warning: using {str(ckpt)!r}: newer checkpoint(s) are damaged: "
+                  f"{'; '.join(failed)}", file=sys.stderr)
+        return loaded
+    raise RedraftError(f"every checkpoint in {str(path)!r} is damaged: {'; '.join(failed)}")
+
+
+def _load_one(path: Path, device) -> Checkpoint:
     meta = read_meta(path)
+    names = [n for n in (meta.get("files") or {}) if n != "train_state.pt"]
+    if not verify_files(path, meta, names):
+        _legacy_note(path)
     config = config_from_dict(meta.get("config", {}))
     tokenizer = load_tokenizer(path)
     if tokenizer.vocab_size != meta.get("vocab_size"):

@@ -13,8 +13,23 @@ from pathlib import Path
 
 from redraft.config import BENCH, SAMPLE, SERVE
 from redraft.diffusion import OBJECTIVES, PROCESSES
-from redraft.errors import RedraftError
+from redraft.errors import RedraftError, TrainingStopped
 from redraft.sampling.registry import SAMPLERS
+from redraft.validate import (
+    MAX_SAMPLE_SEED,
+    MAX_WORK,
+    check_output_dir,
+    check_sampling_memory,
+    check_work,
+    integer,
+    memory_error_line,
+    number,
+    os_error_line,
+    read_text,
+    shown,
+)
+
+BIG = 2**31 - 1  # the bound of every count argument (the server's): no overflow further down
 
 
 def cmd_train(args, overrides: list[str]) -> int:
@@ -47,11 +62,10 @@ def cmd_sample(args, overrides: list[str]) -> int:
     from redraft.sampling import parse_options
 
     _no_overrides(overrides)
+    template = read_text(args.infill_file, "--infill-file") if args.infill_file else args.infill
     model = load(args.checkpoint)
     _check_matches(model, args)
-    template = args.infill
-    if args.infill_file:
-        template = Path(args.infill_file).read_text(encoding="utf-8")
+    _check_sample_limits(args, model)
     options = None
     if args.sampler_opt:
         if model.is_ar:
@@ -110,6 +124,9 @@ def cmd_bench(args, overrides: list[str]) -> int:
     from redraft.eval.bench import Bench, write
 
     _no_overrides(overrides)
+    check_output_dir(args.out, "--out")  # before the run, not after an hour of it
+    if args.length is not None:
+        check_work(args.num_samples, max(args.steps), args.length, False, args.max_work)
     cfg = BenchConfig(
         checkpoints=args.checkpoints, out_dir=args.out, judge=args.judge,
         samplers=args.samplers, steps=args.steps, temperatures=args.temperatures,
@@ -153,6 +170,7 @@ def cmd_serve(args, overrides: list[str]) -> int:
 def cmd_demo(args, overrides: list[str]) -> int:
     from redraft.demo import run_demo
 
+    check_output_dir(args.out, "--out")
     run_demo(minutes=args.minutes, out_dir=args.out, overrides=overrides)
     return 0
 
@@ -183,33 +201,42 @@ def _check_matches(model, args) -> None:
                                f"{have[key]!r}, which cannot be changed after training")
 
 
+def _check_sample_limits(args, model) -> None:
+    """The server's work bound (--max-work) and the logits of the batch within memory."""
+    length = args.length or model.seq_len
+    check_work(args.num_samples, args.steps, length, model.is_ar, args.max_work)
+    check_sampling_memory(args.num_samples, length, model.backbone.vocab_size)
+
+
 def _no_overrides(overrides: list[str]) -> None:
     if overrides:
         raise RedraftError(f"unexpected arguments {overrides}")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
-    return value
+_positive_int = integer(1, BIG)
 
 
 def _list(kind):
+    """argparse type: a comma-separated list of `kind` (a type or an argparse type function)."""
     def parse(text: str):
         try:
             values = [kind(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of "
-                                             f"{kind.__name__}") from None
+        except (ValueError, argparse.ArgumentTypeError) as e:
+            raise argparse.ArgumentTypeError(f"{shown(text)} is not a comma-separated list of "
+                                             f"{getattr(kind, '__name__', 'values')} ({e})") \
+                from None
         if not values:
             raise argparse.ArgumentTypeError("empty list")
         return values
 
     return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block): `redraft sample: error: ...`, status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 def _process_args(p: argparse.ArgumentParser, process_help: str, objective_help: str) -> None:
     p.add_argument("--process", choices=list(PROCESSES), default=None, help=process_help)
     p.add_argument("--objective", choices=list(OBJECTIVES), default=None,
@@ -217,7 +244,7 @@ def _process_args(p: argparse.ArgumentParser, process_help: str, objective_help:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="redraft", description="Diffusion language models.")
+    p = _Parser(prog="redraft", description="Diffusion language models.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model from a YAML config",
@@ -238,10 +265,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--length", type=_positive_int, default=None,
                    help="canvas length in tokens, prompt included (default: seq_len)")
     s.add_argument("--num-samples", type=_positive_int, default=SAMPLE.num_samples)
-    s.add_argument("--temperature", type=float, default=SAMPLE.temperature)
-    s.add_argument("--top-k", type=int, default=SAMPLE.top_k)
-    s.add_argument("--top-p", type=float, default=SAMPLE.top_p)
-    s.add_argument("--seed", type=int, default=SAMPLE.seed)
+    s.add_argument("--temperature", type=number(0, 100), default=SAMPLE.temperature)
+    s.add_argument("--top-k", type=_positive_int, default=SAMPLE.top_k)
+    s.add_argument("--top-p", type=number(0, 1, low_open=True), default=SAMPLE.top_p)
+    s.add_argument("--seed", type=integer(0, MAX_SAMPLE_SEED), default=SAMPLE.seed)
+    s.add_argument("--max-work", type=integer(1, 2**62), default=MAX_WORK,
+                   help="refuse more than this many token positions of work, num-samples x "
+                        "steps x length (AR: num-samples x length); the server's default "
+                        f"(default {MAX_WORK:,})")
     s.add_argument("--sampler", choices=list(SAMPLERS), default=SAMPLE.sampler,
                    help="diffusion step rule (default: ancestral for mdlm/udlm, analytic for "
                         "sedd); see `redraft samplers`")
@@ -252,7 +283,7 @@ def parser() -> argparse.ArgumentParser:
                         "--steps is split over the blocks)")
     s.add_argument("--stop-at-eos", action="store_true",
                    help="stop a sample after the block in which it writes EOS")
-    s.add_argument("--guidance", type=float, default=SAMPLE.guidance,
+    s.add_argument("--guidance", type=number(-1, 100), default=SAMPLE.guidance,
                    help="classifier-free guidance scale towards the prompt (0 = none)")
     s.add_argument("--infill", default=None, metavar="TEMPLATE",
                    help="fill the spans of a template, e.g. 'def f(x):\\n    <|mask:16|>\\n' "
@@ -288,14 +319,17 @@ def parser() -> argparse.ArgumentParser:
                         "name[:key=value+key=value], keys: the sampler's knobs, block, "
                         "guidance, steps (e.g. threshold:threshold=0.7, "
                         "confidence:block=32+steps=64); default: each model's own sampler")
-    b.add_argument("--steps", type=_list(int), default=BENCH.steps,
+    b.add_argument("--steps", type=_list(_positive_int), default=BENCH.steps,
                    help="diffusion step counts, comma-separated")
-    b.add_argument("--temperatures", type=_list(float), default=BENCH.temperatures,
+    b.add_argument("--temperatures", type=_list(number(0, 100)), default=BENCH.temperatures,
                    help="two or more give gen-ppl at the held-out text's entropy")
     b.add_argument("--num-samples", type=_positive_int, default=BENCH.num_samples)
     b.add_argument("--length", type=_positive_int, default=None,
                    help="tokens per sample (default: the smallest seq_len)")
-    b.add_argument("--seed", type=int, default=BENCH.seed)
+    b.add_argument("--seed", type=integer(0, MAX_SAMPLE_SEED), default=BENCH.seed)
+    b.add_argument("--max-work", type=integer(1, 2**62), default=MAX_WORK,
+                   help="refuse settings of more than this many token positions of work, "
+                        f"num-samples x steps x length (default {MAX_WORK:,})")
     b.add_argument("--eval-batches", type=_positive_int, default=None,
                    help="validation batches for the likelihood table (default: all)")
     b.add_argument("--mauve", action="store_true",
@@ -313,7 +347,7 @@ def parser() -> argparse.ArgumentParser:
                                                    "default model; each is named by its run "
                                                    "folder)")
     v.add_argument("--host", default=SERVE.host, help="bind address (loopback by default)")
-    v.add_argument("--port", type=int, default=SERVE.port)
+    v.add_argument("--port", type=integer(0, 65535), default=SERVE.port)
     v.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 "
                                                    "(default: $REDRAFT_API_KEY, else none)")
     v.add_argument("--max-batch", type=_positive_int, default=SERVE.max_batch,
@@ -322,15 +356,16 @@ def parser() -> argparse.ArgumentParser:
                    help="requests waiting to join; more get 429")
     v.add_argument("--max-steps", type=_positive_int, default=SERVE.max_steps,
                    help="the largest `steps` a request may ask for")
-    v.add_argument("--timeout", type=float, default=SERVE.timeout_s,
+    v.add_argument("--timeout", type=number(0, low_open=True), default=SERVE.timeout_s,
                    help="seconds a request may take, queue included (then 504)")
-    v.add_argument("--grace", type=float, default=SERVE.grace_s,
+    v.add_argument("--grace", type=number(0, low_open=True), default=SERVE.grace_s,
                    help="seconds in-flight requests get to finish on shutdown")
     v.add_argument("--log-level", default="info")
 
     d = sub.add_parser("demo", help="train a diffusion LM and its AR twin on Python's stdlib, "
                                     "compare, and watch a sample denoise")
-    d.add_argument("--minutes", type=float, default=5.0, help="total time budget")
+    d.add_argument("--minutes", type=number(0, low_open=True), default=5.0,
+                   help="total time budget")
     d.add_argument("--out", default="runs/demo", help="where the two runs are written")
     return p
 
@@ -346,8 +381,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args, extra)
     except RedraftError as e:
-        print(f"redraft {args.command}: error: {e}", file=sys.stderr)
+        # One line, whatever the message holds (a YAML parser's error spans several).
+        line = " ".join(part.strip() for part in str(e).splitlines() if part.strip())
+        print(f"redraft {args.command}: error: {line}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk or a forbidden folder is the user's, not a bug
+        line = os_error_line(e)
+        if line is None:
+            raise
+        print(f"redraft {args.command}: error: {line}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:
+        line = memory_error_line(e)
+        if line is None:
+            raise
+        print(f"redraft {args.command}: error: {line}", file=sys.stderr)
+        return 2
+    except TrainingStopped as e:  # SIGINT/SIGTERM in training: saved at a step boundary
+        print(f"redraft {args.command}: {e}", file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:
+        print(f"redraft {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

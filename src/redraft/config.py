@@ -6,7 +6,9 @@ in a config file or on the command line fails loudly instead of being silently i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from typing import Any
 import yaml
 
 from redraft.errors import RedraftError
+from redraft.validate import MAX_TRAIN_SEED, read_text
 
 
 @dataclass
@@ -283,6 +286,21 @@ class Config:
                  f"train.save_every_minutes={t.save_every_minutes}: expected > 0 or null")
         _require(t.keep_checkpoints >= 1, f"train.keep_checkpoints={t.keep_checkpoints}: "
                  "expected >= 1")
+        _require(0 <= t.seed <= MAX_TRAIN_SEED, f"train.seed={t.seed}: expected 0 <= seed <= "
+                 f"{MAX_TRAIN_SEED}")
+        _require(t.grad_clip >= 0, f"train.grad_clip={t.grad_clip}: expected >= 0 (0 disables)")
+        _require(t.warmup_steps >= 0, f"train.warmup_steps={t.warmup_steps}: expected >= 0")
+        _require(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay}: expected >= 0")
+        _require(0 <= t.min_lr_ratio <= 1, f"train.min_lr_ratio={t.min_lr_ratio}: expected "
+                 "0 <= min_lr_ratio <= 1")
+        for name in ("beta1", "beta2"):
+            _require(0 <= getattr(t, name) < 1, f"train.{name}={getattr(t, name)}: expected "
+                     "0 <= beta < 1")
+        _require(t.threads is None or t.threads >= 1, f"train.threads={t.threads}: expected "
+                 ">= 1 or null")
+        _require(2 <= self.data.vocab_size <= 2**20, f"data.vocab_size={self.data.vocab_size}: "
+                 f"expected 2..{2**20}")
+        _require(m.rope_base > 0, f"model.rope_base={m.rope_base}: expected > 0")
         _require(t.time_budget_s is None or t.time_budget_s > 0,
                  f"train.time_budget_s={t.time_budget_s}: expected > 0 or null")
         return self
@@ -344,22 +362,29 @@ def _check_type(value: Any, tp: Any, name: str) -> Any:
                 return _check_type(value, arg, name)
             except RedraftError:
                 pass
-        raise RedraftError(f"config key {name}={value!r}: expected {_type_name(tp)}")
+        raise RedraftError(f"config key {name}={_shown(value)}: expected {_type_name(tp)}")
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value) if abs(value) < 2**63 else math.inf
     if tp is float and isinstance(value, str):
         # YAML 1.1 reads "3e-4" (no dot) as a string; accept it as the float it means.
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if tp in (int, float, str, bool) and (
-        type(value) is tp or (tp is int and type(value) is int)
-    ):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if tp is float and type(value) is float and not math.isfinite(value):
+        # No setting means anything at inf or nan (train.lr=inf trains to all-NaN weights).
+        raise RedraftError(f"config key {name}={value!r}: expected a finite number")
+    if tp is int and type(value) is int and not -(2**63) <= value < 2**63:
+        raise RedraftError(f"config key {name}={_shown(value)}: expected an integer that fits "
+                           "in 64 bits")
+    if tp in (int, float, str, bool) and type(value) is tp:
         return value
     raise RedraftError(
-        f"config key {name}={value!r} ({type(value).__name__}): expected {_type_name(tp)}"
+        f"config key {name}={_shown(value)} ({type(value).__name__}): expected {_type_name(tp)}"
     )
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}...({len(text)} chars)"
 
 
 def _type_name(tp: Any) -> str:
@@ -401,13 +426,25 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         key, sep, raw = item.removeprefix("--").partition("=")
         if not sep or not key:
             raise RedraftError(f"override {item!r}: expected section.key=value")
-        value = yaml.safe_load(raw) if raw.strip() else raw
+        value = _yaml(raw, f"override {_shown(item)}") if raw.strip() else raw
         node = out
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RedraftError(f"override {_shown(item)}: {part!r} was given a value by an "
+                                   "earlier override, so it has no keys")
         node[parts[-1]] = value
     return out
+
+
+def _yaml(text: str, what: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise RedraftError(f"{what} is not valid YAML: {e}") from None
+    except ValueError as e:  # e.g. an integer past Python's 4300-digit conversion limit
+        raise RedraftError(f"{what}: {e}") from None
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -428,10 +465,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         path = Path(path)
         if not path.is_file():
             raise RedraftError(f"config file {str(path)!r} does not exist")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise RedraftError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+        values = _yaml(read_text(path, "config file"), f"config file {str(path)!r}") or {}
         if not isinstance(values, dict):
             raise RedraftError(f"config file {str(path)!r}: expected a mapping at the top level")
     return config_from_dict(merge(values, parse_overrides(list(overrides))))

@@ -20,6 +20,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -32,16 +35,19 @@ from redraft import distributed
 from redraft.checkpoint import (
     build_model,
     checkpoint_folders,
+    clean_run_dir,
+    list_checkpoints,
     load_train_state,
     read_meta,
     resolve_checkpoint,
     save_checkpoint,
 )
 from redraft.config import Config, config_from_dict
-from redraft.data import Batches, load_data, load_tokenizer
-from redraft.errors import RedraftError
+from redraft.data import Batches, cache_dir, load_data, load_tokenizer
+from redraft.errors import RedraftError, TrainingStopped
 from redraft.eval.likelihood import evaluate, report
 from redraft.losses import condition_noise, draw_noise, token_losses
+from redraft.validate import check_device, check_output_dir, check_training_fits
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -98,16 +104,30 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
     over all ranks, and only rank 0 writes the log and the checkpoints.
     """
     cfg.validate()
+    _check_before_work(cfg)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     world = distributed.setup(cfg.train.device)
     try:
-        return _train(cfg, resume, world)
+        with _StopSignals() as stop:
+            return _train(cfg, resume, world, stop)
     finally:
         world.close()
 
 
-def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
+def _check_before_work(cfg: Config) -> None:
+    """The device exists and the output and cache folders can be written: fail now, not at
+    the first checkpoint."""
+    check_device(cfg.train.device)
+    cores = os.cpu_count() or 1
+    if cfg.train.threads is not None and cfg.train.threads > 4 * cores:
+        raise RedraftError(f"train.threads={cfg.train.threads}: this machine has {cores} cores; "
+                           f"expected at most {4 * cores}")
+    check_output_dir(cfg.train.out_dir, "train.out_dir")
+    check_output_dir(cache_dir(cfg.data), "data.cache_dir")
+
+
+def _train(cfg: Config, resume, world: distributed.World, stop: _StopSignals) -> TrainResult:
     tc = cfg.train
     device = world.device
     dtype = autocast_dtype(tc.precision, device)
@@ -115,10 +135,15 @@ def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
     L = cfg.model.seq_len
     rank_batch, micro = distributed.split_batch(tc.batch_size, tc.grad_accum, world.world_size)
 
+    if world.main:
+        for line in clean_run_dir(run_dir):  # what an earlier crash left half done
+            warnings.warn(line, stacklevel=3)
+    world.barrier()
     ckpt, state = _resume_point(resume, run_dir, cfg, world)
     tokenizer = load_tokenizer(ckpt) if ckpt is not None else None
     with world.main_first():  # rank 0 writes the token shards, the others then map them
         tokenizer, data = load_data(cfg.data, L, tokenizer)
+    check_training_fits(cfg, tokenizer.vocab_size, device, world.world_size, world.main)
     torch.manual_seed(tc.seed)
     model = build_model(cfg, tokenizer.vocab_size).to(device)
     model.checkpoint_blocks = tc.activation_checkpointing
@@ -190,6 +215,7 @@ def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
                dynamic_ncols=True)
     step, last, last_save = start_step, {}, time.monotonic()
     model.train()
+    stop.armed = True  # from here a first SIGINT/SIGTERM waits for the end of the step
     while step < tc.max_steps and (tc.time_budget_s is None or elapsed < tc.time_budget_s):
         t0 = time.perf_counter()
         progress = elapsed / tc.time_budget_s if tc.time_budget_s else step / tc.max_steps
@@ -219,6 +245,17 @@ def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
             loss_sum += loss.item() / world.world_size
         grad_norm = torch.nn.utils.clip_grad_norm_(
             model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+        # Before the update, so the weights (and any checkpoint) stay the last good ones. The
+        # gradient norm is global (the same on every rank), the loss here only this rank's.
+        norm = float(distributed.full(grad_norm))
+        if not math.isfinite(norm) or (world.world_size == 1 and not math.isfinite(loss_sum)):
+            bar.close()
+            saved = list_checkpoints(run_dir)
+            kept = (f"the last good checkpoint {str(saved[-1])!r} is kept" if saved
+                    else "no checkpoint had been saved yet")
+            raise RedraftError(f"training diverged at step {step + 1}: loss {loss_sum}, gradient "
+                               f"norm {norm} (lr {lr:g}); {kept}: lower train.lr, or raise "
+                               "train.warmup_steps")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
@@ -230,12 +267,14 @@ def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
         dt = time.perf_counter() - t0
         save_due = (tc.save_every_minutes is not None
                     and time.monotonic() - last_save >= 60 * tc.save_every_minutes)
+        stopping = stop.signum is not None
         if world.world_size > 1:
-            # One small all-reduce a step: the loss over all ranks, and rank 0's clock and save
-            # timer, so every rank makes the same decisions (lr, stop, save).
+            # One small all-reduce a step: the loss over all ranks, rank 0's clock and save
+            # timer, and any rank's stop signal, so every rank makes the same decisions (lr,
+            # stop, save).
             mine = [dt, float(save_due)] if world.main else [0.0, 0.0]
-            loss_sum, dt, due = world.sum([loss_sum, *mine])
-            save_due = due > 0
+            loss_sum, dt, due, stops = world.sum([loss_sum, *mine, float(stopping)])
+            save_due, stopping = due > 0, stops > 0
         elapsed += dt
         record = {"step": step, "loss": loss_sum, "lr": lr,
                   "grad_norm": float(distributed.full(grad_norm)),
@@ -254,6 +293,10 @@ def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
         bar.set_postfix(step=step, loss=f"{loss_sum:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}",
                         **({"val": f"{record['val_nats_per_token']:.3f}"}
                            if "val_nats_per_token" in record else {}))
+        if stopping and not final:  # (a last step ends normally: its save is next anyway)
+            bar.close()
+            path = save(step)
+            raise TrainingStopped(stop.signum or signal.SIGTERM, step, path)
         if not final and ((tc.save_every and step % tc.save_every == 0) or save_due):
             save(step)
             last_save = time.monotonic()
@@ -267,6 +310,37 @@ def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
                        model.num_params(), history, world.world_size, world.rank)
 
 
+class _StopSignals:
+    """SIGINT/SIGTERM while training: the first asks the loop to save at the end of the current
+    step and stop (TrainingStopped); a second one, or one before the loop runs (`armed`),
+    raises KeyboardInterrupt at once. Only in the main thread (where Python runs handlers)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.armed = False
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        if not self.armed or self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\nredraft: {signal.Signals(signum).name}: saving a checkpoint at the end of this "
+              "step, then stopping (signal again to stop at once, unsaved)", file=sys.stderr,
+              flush=True)
+
+
 def _resume_point(resume, run_dir: Path, cfg: Config, world: distributed.World):
     """(checkpoint, its training state) to continue from, or (None, None) to start afresh.
 
@@ -276,13 +350,9 @@ def _resume_point(resume, run_dir: Path, cfg: Config, world: distributed.World):
     if resume is None:
         return None, None
     auto = str(resume) == "auto"
-    if auto:
-        candidates = checkpoint_folders(run_dir)
-        for tmp in sorted(run_dir.glob(".tmp-ckpt-*")) if world.main else []:
-            warnings.warn(f"ignoring {str(tmp)!r}: a checkpoint write that never finished",
-                          stacklevel=3)
-    else:
-        candidates = [resolve_checkpoint(resume)]
+    # (clean_run_dir has already cleared the .tmp-* folders an earlier crash left.)
+    candidates = checkpoint_folders(run_dir) if auto else [resolve_checkpoint(resume)]
+    torn = []
     for ckpt in candidates:
         try:
             state = load_train_state(ckpt)
@@ -291,12 +361,17 @@ def _resume_point(resume, run_dir: Path, cfg: Config, world: distributed.World):
                 raise
             if world.main:
                 warnings.warn(f"skipping torn checkpoint: {e}", stacklevel=3)
+            torn.append(ckpt.name)
             continue
         saved = config_from_dict(read_meta(ckpt)["config"])
         if saved.model != cfg.model or saved.diffusion != cfg.diffusion:
             raise RedraftError(f"cannot resume {str(ckpt)!r}: its model/diffusion config differs "
                                "from the requested one")
         return ckpt, state
+    if torn:  # not a fresh start: silently training from step 0 would discard them
+        raise RedraftError(f"--resume auto: every checkpoint in {str(run_dir)!r} is damaged "
+                           f"({', '.join(torn)}): resume one by path to see why, or move them "
+                           "away to start afresh")
     return None, None
 
 
@@ -349,4 +424,4 @@ def _trim_log(path: Path, start_step: int) -> list[dict]:
     return kept
 
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["TrainResult", "TrainingStopped", "train"]

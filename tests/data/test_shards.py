@@ -1,3 +1,9 @@
+import hashlib
+import json
+import os
+import socket
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -99,12 +105,71 @@ def test_failed_write_leaves_nothing(corpus, tmp_path):
     assert list((tmp_path / "cache").iterdir()) == []
 
 
-def test_corrupt_cache_is_reported(corpus, char, tmp_path):
+def _damage(directory, how: str, tok):
+    if how == "appended":
+        with open(directory / "val.bin", "ab") as f:
+            f.write(b"\0\0")
+    elif how == "flipped":  # in-vocabulary ids changed: only the checksum sees it
+        train = np.fromfile(directory / "train.bin", dtype=np.uint16)
+        train[5] = (train[5] + 1) % (tok.vocab_size - 3)
+        train.tofile(directory / "train.bin")
+    elif how == "out_of_vocab":
+        train = np.fromfile(directory / "train.bin", dtype=np.uint16)
+        train[7] = 60_000
+        train.tofile(directory / "train.bin")
+        meta = json.loads((directory / "meta.json").read_text())
+        del meta["sha256"]  # as an older redraft wrote it: no checksum to catch it first
+        (directory / "meta.json").write_text(json.dumps(meta))
+    elif how == "no_meta":
+        (directory / "meta.json").unlink()
+    elif how == "bad_meta":
+        (directory / "meta.json").write_text("{not json")
+    elif how == "empty_folder":
+        for f in directory.iterdir():
+            f.unlink()
+
+
+@pytest.mark.parametrize("how", ["appended", "flipped", "out_of_vocab", "no_meta", "bad_meta",
+                                 "empty_folder"])
+def test_damaged_cache_is_rebuilt(corpus, char, tmp_path, how):
+    tmp_path = tmp_path / "cache"
     data = prepare_shards(corpus, char, tmp_path)
-    with open(data.directory / "val.bin", "ab") as f:
-        f.write(b"\0\0")
-    with pytest.raises(RedraftError, match="delete the folder"):
+    good = (np.array(data.train), np.array(data.val))
+    _damage(data.directory, how, char)
+    with pytest.warns(UserWarning, match="rebuilding the token shards") as caught:
+        again = prepare_shards(corpus, char, tmp_path)
+    expected = {"appended": "has 1", "flipped": "SHA-256", "out_of_vocab": "token id 60000",
+                "no_meta": "meta.json is unreadable", "bad_meta": "meta.json is unreadable",
+                "empty_folder": "meta.json is unreadable"}[how]
+    assert expected in str(caught[0].message)
+    assert np.array_equal(again.train, good[0]) and np.array_equal(again.val, good[1])
+    assert [p.name for p in tmp_path.iterdir()] == [data.directory.name]  # nothing left over
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and it verifies from now on: no warning
         prepare_shards(corpus, char, tmp_path)
+
+
+def test_stale_temporary_folders_are_removed(corpus, char, tmp_path):
+    tmp_path = tmp_path / "cache"
+    tmp_path.mkdir()
+    dead = tmp_path / f".tmp-abc-{socket.gethostname().replace('-', '_')}~999999999-x"
+    dead.mkdir()
+    (dead / "train.bin").write_bytes(b"partial")
+    alive = tmp_path / f".tmp-abc-{socket.gethostname().replace('-', '_')}~{os.getpid()}-y"
+    alive.mkdir()  # a build still running in this process: kept
+    old = tmp_path / ".tmp-abc-legacy"
+    old.mkdir()
+    os.utime(old, (0, 0))  # an older redraft's name, untouched for decades
+    data = prepare_shards(corpus, char, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([data.directory.name,
+                                                                 alive.name])
+
+
+def test_shard_checksums_are_recorded(corpus, char, tmp_path):
+    data = prepare_shards(corpus, char, tmp_path)
+    for split in ("train", "val"):
+        raw = (data.directory / f"{split}.bin").read_bytes()
+        assert data.meta["sha256"][f"{split}.bin"] == hashlib.sha256(raw).hexdigest()
 
 
 def test_bad_arguments_and_short_corpus(corpus, char, tmp_path):

@@ -8,6 +8,13 @@ validation and nothing from it ever appears in a training batch. Shards live in
 `cache_dir/<key>/`, where the key hashes the corpus, the tokenizer and the split settings,
 so a second run with the same inputs memory-maps them instead of tokenizing again.
 
+Damage is caught, not trained on: meta.json records a SHA-256 of each shard, checked (with the
+largest id, which must be inside the tokenizer's vocabulary) every time the cache is built or
+reused; a cache whose meta.json is missing or unreadable, whose files have the wrong size or
+checksum, or that holds an out-of-vocabulary id is rebuilt (into a temporary folder renamed
+into place, with a warning naming what was wrong). Temporary folders a killed build left are
+removed by the next run. Cost: one sequential read of the shards per run (see README).
+
 Batches are non-overlapping `seq_len` windows of a split that ignore document boundaries
 (documents are separated by <eos> inside a window), as in nanoGPT and MDLM's wrapped mode.
 """
@@ -20,7 +27,10 @@ import math
 import operator
 import os
 import shutil
+import socket
 import tempfile
+import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -87,10 +97,25 @@ def prepare_shards(
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     directory = cache_dir / key
-    if not (directory / "meta.json").is_file():
-        meta = {**settings, "key": key, "corpus": spec, "text_field": text_field}
+    _clean_stale(cache_dir)
+    meta = {**settings, "key": key, "corpus": spec, "text_field": text_field}
+    if not directory.exists():
         _write_shards(directory, spec, tokenizer, meta)
-    data = _open_shards(directory, key)
+        data = _open_shards(directory, key, tokenizer.vocab_size)
+    else:
+        try:
+            data = _open_shards(directory, key, tokenizer.vocab_size)
+        except RedraftError as damage:
+            warnings.warn(f"{damage}: rebuilding the token shards", stacklevel=2)
+            aside = _aside(directory, "damaged")
+            try:
+                _write_shards(directory, spec, tokenizer, meta)
+            except BaseException:
+                if not directory.exists():
+                    os.replace(aside, directory)  # leave the cache as it was
+                raise
+            shutil.rmtree(aside, ignore_errors=True)
+            data = _open_shards(directory, key, tokenizer.vocab_size)
     if seq_len is not None:
         if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
             raise RedraftError(f"seq_len must be a positive int or None, got {seq_len!r}")
@@ -128,10 +153,12 @@ def _write_shards(directory: Path, spec: str, tokenizer: Tokenizer, meta: dict) 
     )
     # Build in a temp folder and rename it into place, so an interrupted run never leaves a
     # folder that a later run would trust.
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{directory.name}-", dir=directory.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{directory.name}-{_owner()}-", dir=directory.parent))
     try:
         stream[:n_train].tofile(tmp / "train.bin")
         stream[n_train:].tofile(tmp / "val.bin")
+        meta["sha256"] = {f"{split}.bin": _digest(tmp / f"{split}.bin", dtype)[0]
+                          for split in ("train", "val")}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         try:
             os.replace(tmp, directory)
@@ -187,7 +214,62 @@ def _tail_bytes(stream, n_train: int, lengths: list[int], doc_bytes, tokenizer) 
     return whole + len(piece.encode("utf-8"))
 
 
-def _open_shards(directory: Path, key: str) -> TokenData:
+def _owner() -> str:
+    """host~pid of this process, in temporary folder names, so a later run knows whether the
+    process that made one is gone (then the folder is an interrupted build)."""
+    return f"{socket.gethostname().replace('-', '_')}~{os.getpid()}"
+
+
+def _clean_stale(cache_dir: Path, max_age_s: float = 86_400.0) -> None:
+    """Remove temporary folders of builds that died: made by a process of this host that no
+    longer runs, or (another host, or an older redraft's name) untouched for a day."""
+    host = socket.gethostname().replace("-", "_")
+    for tmp in cache_dir.glob(".tmp-*"):
+        parts = tmp.name.split("-")
+        owner = parts[2] if len(parts) >= 4 else ""
+        who, _, pid = owner.partition("~")
+        try:
+            if who == host and pid.isdigit():
+                dead = not _alive(int(pid))
+            else:
+                dead = time.time() - tmp.stat().st_mtime > max_age_s
+        except OSError:
+            continue  # already gone
+        if dead:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _aside(directory: Path, why: str) -> Path:
+    aside = directory.parent / f".tmp-{directory.name}-{_owner()}-{why}"
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(directory, aside)
+    return aside
+
+
+def _digest(path: Path, dtype, chunk_bytes: int = 1 << 24) -> tuple[str, int]:
+    """(SHA-256 hex, largest id or -1 when empty) of a shard, in one sequential read."""
+    h, top = hashlib.sha256(), -1
+    step = chunk_bytes - chunk_bytes % np.dtype(dtype).itemsize
+    with open(path, "rb") as f:
+        while chunk := f.read(step):
+            h.update(chunk)
+            top = max(top, int(np.frombuffer(chunk, dtype=dtype).max()))
+    return h.hexdigest(), top
+
+
+def _open_shards(directory: Path, key: str, vocab_size: int | None = None) -> TokenData:
+    """Map the shards after checking meta.json, sizes, checksums and (with vocab_size) that
+    every id is below it; a RedraftError says what is wrong."""
     advice = f"delete the folder {str(directory)!r} to rebuild it"
     try:
         meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
@@ -208,6 +290,14 @@ def _open_shards(directory: Path, key: str) -> TokenData:
             raise RedraftError(
                 f"{str(path)!r} has {found} bytes, expected {n * dtype.itemsize}: {advice}"
             )
+        digest, top = _digest(path, dtype)
+        want = (meta.get("sha256") or {}).get(path.name)
+        if want is not None and digest != want:
+            raise RedraftError(f"{str(path)!r} does not match its SHA-256 in meta.json (the "
+                               f"shard is damaged): {advice}")
+        if vocab_size is not None and top >= vocab_size:
+            raise RedraftError(f"{str(path)!r} holds token id {top}, outside the tokenizer's "
+                               f"{vocab_size} ids: {advice}")
         if n == 0:  # mmap cannot map an empty file
             arrays[split] = np.zeros(0, dtype=dtype)
             arrays[split].flags.writeable = False

@@ -193,13 +193,23 @@ class ByteTokenizer(Tokenizer):
     vocab_size = 259
 
     def encode(self, text: str) -> list[int]:
-        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).tolist()
+        return np.frombuffer(_utf8(text), dtype=np.uint8).tolist()
 
     def _decode_plain(self, ids: np.ndarray) -> str:
         return ids.astype(np.uint8).tobytes().decode("utf-8", errors="replace")
 
     def _definition(self):
         return "utf-8"
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8 bytes of text; a RedraftError for text no UTF-8 holds (a lone surrogate, as
+    Python makes of undecodable command-line bytes)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RedraftError(f"text has {text[e.start]!r} at character {e.start}, which is not "
+                           "valid Unicode (a lone surrogate): it cannot be encoded") from None
 
 
 class BackendTokenizer(Tokenizer):
@@ -225,6 +235,7 @@ class BackendTokenizer(Tokenizer):
         self._encode_batch = getattr(backend, "encode_batch_fast", backend.encode_batch)
 
     def encode(self, text: str) -> list[int]:
+        _utf8(text)  # the backend raises an opaque error on a lone surrogate
         return self.backend.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:

@@ -29,6 +29,7 @@ All draws are float64 inverse-CDF through sampling/categorical.py, one stream pe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -90,6 +91,9 @@ class Knob:
         if not isinstance(value, self.kind) or isinstance(value, bool):
             raise RedraftError(f"sampler {sampler!r} option {name}={value!r}: expected "
                                f"{self.kind.__name__} ({self.help})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RedraftError(f"sampler {sampler!r} option {name}={value!r}: expected a finite "
+                               f"number ({self.help})")
         if self.choices and value not in self.choices:
             raise RedraftError(f"sampler {sampler!r} option {name}={value!r}: expected one of "
                                f"{list(self.choices)}")
