@@ -251,9 +251,24 @@ def test_global_batch_must_split_over_ranks():
         load_config(None, ["train.parallel=zero"])
 
 
-def test_activation_checkpointing_changes_memory_not_results(work):
+def test_activation_checkpointing_reaches_the_model_and_changes_no_result(work, monkeypatch):
+    """The memory saving itself is tested on the backbone (tests/models/test_transformer.py:
+    fewer saved bytes, same gradients); here the config switch must turn it on in training
+    (every block of every forward recomputed) and leave losses and weights unchanged."""
+    from redraft.models import transformer
+
+    calls = []
+
+    def counting(*args, **kw):
+        calls.append(1)
+        return torch.utils.checkpoint.checkpoint(*args, **kw)
+
+    monkeypatch.setattr(transformer, "checkpoint", counting)
     plain = train(load_config(None, overrides(work, "plain", **{"train.max_steps": 4})))
+    assert not calls
     ckpt = train(load_config(None, overrides(work, "ac", **{
         "train.max_steps": 4, "train.activation_checkpointing": True})))
+    n_layer = load_config(None, overrides(work, "ac")).model.n_layer
+    assert len(calls) >= 4 * n_layer  # at least one checkpointed forward per step and block
     assert losses(work / "plain") == losses(work / "ac")
     assert_same_weights(plain.checkpoint, ckpt.checkpoint)
