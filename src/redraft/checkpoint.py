@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from redraft.config import Config, config_from_dict
 from redraft.data import Tokenizer, load_tokenizer
 from redraft.errors import RedraftError
+from redraft.files import user_modes
 from redraft.models import Transformer
 
 FORMAT = "redraft-checkpoint"
@@ -87,6 +88,7 @@ def save_checkpoint(
         if train_state is not None:
             torch.save(train_state, tmp / "train_state.pt")
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+        user_modes(tmp)  # safetensors writes its file 0600
         _fsync_folder(tmp)
         if final.exists():
             shutil.rmtree(final)
