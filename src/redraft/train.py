@@ -144,6 +144,8 @@ def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
     rank_batch, micro = distributed.split_batch(tc.batch_size, tc.grad_accum, world.world_size)
 
     ckpt, state = _resume_point(resume, run_dir, cfg, world)
+    if state is not None and _budget_spent(tc, state["step"], state["elapsed"]):
+        return _already_done(cfg, ckpt, state, world)
     tokenizer = load_tokenizer(ckpt) if ckpt is not None else None
     with world.main_first():  # rank 0 writes the token shards, the others then map them
         tokenizer, data = load_data(cfg.data, L, tokenizer)
@@ -218,7 +220,7 @@ def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
                dynamic_ncols=True)
     step, last, last_save = start_step, {}, time.monotonic()
     model.train()
-    while step < tc.max_steps and (tc.time_budget_s is None or elapsed < tc.time_budget_s):
+    while not _budget_spent(tc, step, elapsed):
         t0 = time.perf_counter()
         progress = elapsed / tc.time_budget_s if tc.time_budget_s else step / tc.max_steps
         lr = lr_at(tc, step, progress)
@@ -270,8 +272,7 @@ def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
                   "tokens_per_s": tokens_per_step / dt,
                   "tokens_per_s_per_rank": tokens_per_step / dt / world.world_size,
                   "elapsed_s": elapsed}
-        final = step >= tc.max_steps or (tc.time_budget_s is not None
-                                         and elapsed >= tc.time_budget_s)
+        final = _budget_spent(tc, step, elapsed)
         if step % tc.eval_every == 0 or final:
             record.update(val_metrics())
         if world.main and (step % tc.log_every == 0 or "val_nats_per_token" in record):
@@ -293,6 +294,29 @@ def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
     return TrainResult(run_dir, ckpt_path, step, tokens_per_s,
                        last.get("val_nats_per_token"), last.get("val_bits_per_byte"),
                        model.num_params(), history, world.world_size, world.rank)
+
+
+def _budget_spent(tc, step: int, elapsed: float) -> bool:
+    return step >= tc.max_steps or (tc.time_budget_s is not None and elapsed >= tc.time_budget_s)
+
+
+def _already_done(cfg: Config, ckpt: Path, state: dict, world: distributed.World) -> TrainResult:
+    """Resuming a run whose budget is spent trains nothing: say so (not a silent no-op), and
+    return the checkpoint as it is, so that re-running a finished `--resume auto` command is
+    harmless."""
+    tc, step, elapsed = cfg.train, state["step"], state["elapsed"]
+    if world.main:
+        budget = f"train.max_steps={tc.max_steps}"
+        if tc.time_budget_s is not None:
+            budget += f", train.time_budget_s={tc.time_budget_s:g}"
+        warnings.warn(f"nothing to train: {str(ckpt)!r} is at step {step} after {elapsed:.0f} s "
+                      f"of training, which already meets the budget ({budget}); raise "
+                      "train.max_steps or train.time_budget_s to train on", stacklevel=3)
+    history = _trim_log(Path(tc.out_dir) / "metrics.jsonl", step) if world.main else []
+    val = next((r for r in reversed(history) if "val_nats_per_token" in r), {})
+    return TrainResult(Path(tc.out_dir), ckpt, step, 0.0, val.get("val_nats_per_token"),
+                       val.get("val_bits_per_byte"), read_meta(ckpt)["params"], history,
+                       world.world_size, world.rank)
 
 
 def _resume_point(resume, run_dir: Path, cfg: Config, world: distributed.World):
