@@ -184,7 +184,11 @@ def _iter_hf(spec: str, text_field: str) -> Iterator[str]:
 
 
 def _load_hf(spec: str, name: str, split: str):
-    import datasets  # slow to import, so only when an hf corpus is used
+    try:
+        import datasets  # an optional extra, slow to import: only when an hf corpus is used
+    except ImportError:
+        raise RedraftError(f"corpus {spec!r} needs the Hugging Face `datasets` package: "
+                           "pip install 'redraft[hf-data]'") from None
 
     local = Path(name)
     try:
