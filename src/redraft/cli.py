@@ -42,7 +42,7 @@ def cmd_train(args, overrides: list[str]) -> int:
 
 def cmd_sample(args, overrides: list[str]) -> int:
     from redraft.checkpoint import load_checkpoint
-    from redraft.display import DraftView
+    from redraft.display import DraftView, StepBar
     from redraft.losses import make_process
     from redraft.sampling import generate_ar, generate_diffusion, infill, parse_options
 
@@ -65,14 +65,17 @@ def cmd_sample(args, overrides: list[str]) -> int:
         if diffusion_only:
             raise RedraftError(f"{diffusion_only[0]} needs a diffusion model: the AR twin only "
                                "continues a prefix, left to right")
+        steps = (args.length or ckpt.config.model.seq_len) - len(prefix)
         gen = generate_ar(ckpt.model, bos_id=tok.eos_id, prefix=prefix,
-                          banned=tok.non_text_ids, **knobs)
+                          banned=tok.non_text_ids, on_step=StepBar(steps), **knobs)
     else:
         diff = ckpt.config.diffusion
         process = make_process(diff, tok.mask_id, ckpt.model.vocab_size)
         name = args.sampler or DEFAULT_SAMPLER.get(diff.objective)
         options = parse_options(name, args.sampler_opt) if args.sampler_opt else None
-        view = DraftView(tok.decode, args.steps, stream=sys.stderr) if args.show else None
+        known = not SAMPLERS[name].adaptive and template is None  # else: steps not known
+        view = (DraftView(tok.decode, args.steps, stream=sys.stderr) if args.show
+                else StepBar(args.steps if known else None))
         common = dict(steps=args.steps, on_step=view, sampler=args.sampler,
                       objective=diff.objective, options=options, block_size=args.block_size,
                       eos_id=tok.eos_id if args.stop_at_eos else None,

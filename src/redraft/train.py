@@ -46,6 +46,7 @@ from redraft.data import (
     load_tokenizer,
     prepare_shards,
 )
+from redraft.display import show_progress
 from redraft.errors import RedraftError
 from redraft.eval.likelihood import evaluate, report
 from redraft.losses import condition_noise, draw_noise, token_losses
@@ -216,8 +217,8 @@ def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
                initial=round(elapsed) if timed else start_step, unit="step",
                bar_format=("{desc}: {percentage:3.0f}%|{bar}| {n}/{total} s "
                            "[{elapsed}<{remaining}{postfix}]") if timed else None,
-               disable=not (tc.progress and world.main), desc=cfg.diffusion.objective,
-               dynamic_ncols=True)
+               disable=not (tc.progress and world.main and show_progress()),
+               desc=cfg.diffusion.objective, dynamic_ncols=True)
     step, last, last_save = start_step, {}, time.monotonic()
     model.train()
     while not _budget_spent(tc, step, elapsed):

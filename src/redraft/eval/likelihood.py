@@ -12,6 +12,7 @@ import torch
 
 from redraft.config import Config
 from redraft.data import eval_batches
+from redraft.display import progress_bar
 from redraft.errors import RedraftError
 from redraft.losses import draw_noise, token_losses, vocab_size_of
 
@@ -22,7 +23,7 @@ LN2 = math.log(2.0)
 def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches: int | None,
              samples: int = 1, seed: int = 1234, dtype: torch.dtype | None = None,
              batch_size: int | None = None, estimator: str = "time",
-             shard: tuple[int, int] = (0, 1)):
+             shard: tuple[int, int] = (0, 1), progress: bool = False):
     """(mean nats/token, standard error, windows) over validation windows of `tokens`.
 
     For diffusion each window gets `samples` Monte Carlo draws of (t, xt) with t integrated
@@ -33,7 +34,8 @@ def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches:
 
     shard=(rank, world_size) under torchrun: every rank draws the noise of every batch and
     scores its own slice of the batch's rows, and the per-window figures are gathered, so the
-    result is the single-process one (up to summation order) on every rank.
+    result is the single-process one (up to summation order) on every rank. `progress` shows
+    a bar over the batches on a terminal.
     """
     if samples < 1:
         raise RedraftError(f"samples={samples}: expected >= 1")
@@ -51,7 +53,11 @@ def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches:
     gen.manual_seed(seed)
     per_window = []
     batch_size = batch_size or cfg.train.batch_size
-    for x0 in eval_batches(tokens, cfg.model.seq_len, batch_size, max_batches):
+    n_batches = len(range(0, len(tokens) // cfg.model.seq_len, batch_size)[:max_batches])
+    batches = progress_bar(eval_batches(tokens, cfg.model.seq_len, batch_size, max_batches),
+                           enabled=progress and rank == 0, total=n_batches, desc="eval",
+                           unit="batch")
+    for x0 in batches:
         b, length = x0.shape
         lo, hi = rank * b // world_size, (rank + 1) * b // world_size
         # A rank with no rows of a small last batch still runs the model on one (and drops
@@ -109,7 +115,7 @@ def evaluate_checkpoint(path, corpus: str | None = None, samples: int = 4,
                            f"(data.val_fraction={cfg.data.val_fraction})")
     nats, err, windows = evaluate(ckpt.model, data.val, cfg, ckpt.tokenizer.mask_id,
                                   ckpt.tokenizer.eos_id, max_batches, samples=samples,
-                                  estimator=estimator)
+                                  estimator=estimator, progress=True)
     out = {
         "checkpoint": str(ckpt.path),
         "objective": cfg.diffusion.objective,
