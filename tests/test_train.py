@@ -23,6 +23,7 @@ def unigram_entropy(text):
     return -sum(c / len(text) * math.log(c / len(text)) for c in counts.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective, steps, share", [("ar", 80, 0.25), ("mdlm", 400, 0.8)])
 def test_tiny_training_learns(tmp_path, corpus, objective, steps, share):
     """Validation loss ends below a share of the corpus's unigram entropy (2.25 nats/char):
