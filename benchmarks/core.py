@@ -15,7 +15,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import SHARED, machine, write_json, write_section  # noqa: E402
+from _report import (  # noqa: E402
+    TINYSHAKESPEARE,
+    machine,
+    need_tinyshakespeare,
+    write_json,
+    write_section,
+)
 
 from redraft.checkpoint import load_checkpoint  # noqa: E402
 from redraft.config import config_from_dict  # noqa: E402
@@ -24,7 +30,7 @@ from redraft.losses import make_process  # noqa: E402
 from redraft.sampling import generate_ar, generate_diffusion  # noqa: E402
 from redraft.train import load_data, train  # noqa: E402
 
-CORPUS = SHARED / "data" / "tinyshakespeare" / "input.txt"
+CORPUS = TINYSHAKESPEARE
 
 
 def config(objective: str, minutes: float, out_dir: Path, cache: Path, precision: str) -> dict:
@@ -57,8 +63,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="keep the two runs here (default: a temporary "
                                                 "folder), e.g. for benchmarks/eval.py")
     args = ap.parse_args()
-    if not CORPUS.is_file():
-        sys.exit(f"missing {CORPUS}: this benchmark needs ../shared/data")
+    need_tinyshakespeare()
 
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="redraft-core-"))
     results, ckpts = {}, {}

@@ -164,3 +164,13 @@ def test_base_paths_do_not_import_optional_packages():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_missing_known_corpus_says_how_to_fetch_it(tmp_path):
+    spec = str(tmp_path / "data" / "tinyshakespeare" / "input.txt")
+    with pytest.raises(RedraftError, match=r"not found: .*; fetch it with: mkdir -p \S+ && "
+                                           r"curl -fL -o \S+input.txt https://raw\."
+                                           r"githubusercontent\.com/karpathy/char-rnn/"):
+        iter_document_paths(spec)
+    with pytest.raises(RedraftError, match=r"not found: expected[^;]*$"):
+        iter_document_paths(str(tmp_path / "other.txt"))  # no hint for unknown files
