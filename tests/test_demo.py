@@ -1,5 +1,8 @@
 import io
+import math
 from types import SimpleNamespace
+
+import pytest
 
 from redraft import demo
 from redraft.display import DraftView
@@ -40,6 +43,13 @@ def test_demo_runs_end_to_end_small(tmp_path, monkeypatch):
                                             for _ in range(runs)], *[("ar", None, 7)] * runs]
     assert f"median of {demo.SPEED_RUNS} runs after a warm-up" in text
     assert "can and cannot give" in text and "cannot: code that parses" in text
+    assert "token frequencies only" in text and "training tokens per model" in text
+
+
+def test_unigram_baseline_hand_computed():
+    # add-one counts of [0, 0, 1] over 3 ids: 3, 2, 1 -> p = 1/2, 1/3, 1/6
+    got = demo.unigram_nats([0, 0, 1], [0, 1, 2], 3)
+    assert got == pytest.approx(-(math.log(1 / 2) + math.log(1 / 3) + math.log(1 / 6)) / 3)
 
 
 def test_median_seconds_skips_the_warm_up():

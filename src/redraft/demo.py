@@ -15,6 +15,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from redraft.checkpoint import load_checkpoint
 from redraft.config import config_from_dict, merge, parse_overrides
 from redraft.display import DraftView
@@ -68,20 +70,28 @@ def run_demo(minutes: float = 5.0, out_dir: str = "runs/demo", overrides=(),
         results[objective] = train(cfg)
 
     say("\nvalidation on the same held-out tokens:")
-    say(f"  {'model':22s} {'params':>8s} {'train tok/s':>12s} {'bits/byte':>10s}  kind")
-    ckpts = {}
+    say(f"  {'model':22s} {'params':>8s} {'steps':>6s} {'train tokens':>13s} "
+        f"{'train tok/s':>12s} {'bits/byte':>10s}  kind")
+    ckpts, tokens_seen = {}, {}
     for objective, res in results.items():
         ck = ckpts[objective] = load_checkpoint(res.checkpoint)
         _, data = load_data(ck.config.data, ck.config.model.seq_len, ck.tokenizer)
         nats, err, windows = evaluate(ck.model, data.val, ck.config, ck.tokenizer.mask_id,
-                                ck.tokenizer.eos_id, max_batches=4, samples=4)
+                                      ck.tokenizer.eos_id, max_batches=4, samples=4)
         r = report(nats, err, data.val_bytes_per_token)
         kind = "upper bound (ELBO)" if objective == "mdlm" else "exact NLL"
         name = "masked diffusion" if objective == "mdlm" else "AR twin"
-        say(f"  {name:22s} {res.params:8,d} {res.train_tokens_per_s:12,.0f} "
-            f"{r['bits_per_byte']:10.3f}  {kind} (± {r['bits_per_byte'] * err / nats:.3f})")
-    say(f"  ({windows} windows of {cfg.model.seq_len} tokens; diffusion: 4 Monte Carlo t draws "
-        "per window; ± is one standard error)")
+        tokens_seen[objective] = res.step * ck.config.train.batch_size * ck.config.model.seq_len
+        say(f"  {name:22s} {res.params:8,d} {res.step:6,d} {tokens_seen[objective]:13,d} "
+            f"{res.train_tokens_per_s:12,.0f} {r['bits_per_byte']:10.3f}  {kind} "
+            f"(± {r['bits_per_byte'] * err / nats:.3f})")
+    L = cfg.model.seq_len
+    baseline = unigram_nats(data.train, data.val[:windows * L], ck.tokenizer.vocab_size)
+    baseline_bits = report(baseline, 0.0, data.val_bytes_per_token)["bits_per_byte"]
+    say(f"  {'token frequencies only':22s} {'-':>8s} {'-':>6s} {'-':>13s} {'-':>12s} "
+        f"{baseline_bits:10.3f}  exact (a unigram: no context)")
+    say(f"  ({windows} windows of {L} tokens; diffusion: 4 Monte Carlo t draws per window; ± is "
+        "one standard error)")
 
     diff, ar = ckpts["mdlm"], ckpts["ar"]
     tok = diff.tokenizer
@@ -105,23 +115,32 @@ def run_demo(minutes: float = 5.0, out_dir: str = "runs/demo", overrides=(),
                                                 banned=tok.non_text_ids), SPEED_RUNS)
     say(f"  AR twin + KV cache : {sec:6.2f} s  {n_tok / sec:8,.0f} tokens/s "
         f"({g.nfe} network calls)")
-    say(limits(budget, results["mdlm"].params))
+    say(limits(budget, results["mdlm"].params, min(tokens_seen.values()), baseline_bits))
     say(f"\ncheckpoints: {results['mdlm'].checkpoint}  {results['ar'].checkpoint}")
     say(f"try: redraft sample {Path(out_dir) / 'mdlm'} --steps 64 --prompt 'import ' --show")
     return results
 
 
-def limits(budget_s: float, params: int) -> str:
+def unigram_nats(train_tokens, val_tokens, vocab_size: int) -> float:
+    """Cross-entropy (nats/token) of val_tokens under add-one smoothed token frequencies of
+    train_tokens: what a model that ignores context can reach."""
+    counts = np.bincount(np.asarray(train_tokens), minlength=vocab_size) + 1.0
+    log_p = np.log(counts / counts.sum())
+    return float(-log_p[np.asarray(val_tokens)].mean())
+
+
+def limits(budget_s: float, params: int, tokens: int, baseline_bits: float) -> str:
     """What a demo-sized run can and cannot show, said plainly."""
     return f"""
-what {budget_s / 60:.1f} minutes of CPU training per model can and cannot give:
-  can:    a {params / 1e6:.1f}M-parameter model that has picked up the surface of Python
-          (indentation, keywords, common names, comments), and a like-for-like
-          comparison of masked diffusion and its AR twin: same backbone, same data, same
-          wall clock, same held-out bytes (diffusion: an upper bound; AR: exact)
-  cannot: code that parses or means anything, or figures near what these models reach
-          with hours of training; which objective leads, and by how much, can change
-          with the budget, the model size and the corpus: the gap above is this
-          budget's, not a verdict
+what {budget_s / 60:.1f} minutes of CPU training per model can and cannot give (here about
+{tokens:,} training tokens per model: the steps depend on this machine's speed):
+  can:    a like-for-like comparison of masked diffusion and its AR twin: same backbone
+          ({params / 1e6:.1f}M parameters), same data, same wall clock, same held-out bytes
+          (diffusion: an upper bound; AR: exact), and how far each gets below the
+          {baseline_bits:.2f} bits/byte of token frequencies alone by using context
+  cannot: code that parses or means anything (the samples above show what this budget
+          writes), or figures near what these models reach with hours of training; which
+          objective leads, and by how much, can change with the budget, the model size and
+          the corpus: the gap above is this budget's, not a verdict
   more:   redraft demo --minutes 30, or redraft train configs/stdlib-mdlm.yaml (a
           larger model: hours on a CPU); BENCHMARKS.md has longer, documented runs"""
