@@ -141,9 +141,12 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(tmp_path, corpus, c
     assert again.val_nats_per_token == done.val_nats_per_token
     assert (done.checkpoint / "model.safetensors").stat().st_mtime_ns == before  # not rewritten
     assert list_checkpoints(tmp_path / "run") == [done.checkpoint]
-    # A larger budget on the command line trains on from there.
-    with pytest.warns(UserWarning, match="nothing to train"):
-        assert main(["train", *overrides, "--resume", str(tmp_path / "run")]) == 0
-    assert json.loads(capsys.readouterr().out)["step"] == 4
+    # The command line says it in one plain line.
+    assert main(["train", *overrides, "--resume", str(tmp_path / "run")]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["step"] == 4
+    assert err.startswith("redraft train: warning: nothing to train: ")  # one plain line
+    assert len(err.strip().splitlines()) == 1
+    # A larger budget trains on from there.
     more = train(load_config(None, [*overrides, "train.max_steps=6"]), resume="auto")
     assert more.step == 6 and len(losses(tmp_path / "run")) == 6

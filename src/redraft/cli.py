@@ -6,9 +6,11 @@ Errors a user can cause (RedraftError) print one clear line and exit with status
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 from redraft.diffusion import OBJECTIVES, PROCESSES
@@ -27,7 +29,8 @@ def cmd_train(args, overrides: list[str]) -> int:
     overrides = [*overrides, *(f"diffusion.{k}={v}" for k, v in
                                (("process", args.process), ("objective", args.objective)) if v)]
     cfg = load_config(config, overrides)
-    result = train(cfg, resume=args.resume)
+    with _plain_warnings("train"):
+        result = train(cfg, resume=args.resume)
     if result.rank != 0:  # under torchrun, rank 0 speaks for all
         return 0
     print(json.dumps({"checkpoint": str(result.checkpoint), "step": result.step,
@@ -38,6 +41,26 @@ def cmd_train(args, overrides: list[str]) -> int:
                       "val_nats_per_token": result.val_nats_per_token,
                       "val_bits_per_byte": result.val_bits_per_byte}, indent=2))
     return 0
+
+
+@contextlib.contextmanager
+def _plain_warnings(command: str):
+    """Warnings raised by redraft itself (a torn checkpoint skipped, a spent budget) print as
+    one line, `redraft train: warning: ...`, not with a source location meant for developers."""
+    package = str(Path(__file__).parent)
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if str(filename).startswith(package):
+            print(f"redraft {command}: warning: {message}", file=file or sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
 
 
 def cmd_sample(args, overrides: list[str]) -> int:
