@@ -12,8 +12,25 @@ from pathlib import Path
 
 import torch
 
+from redraft.data.corpus import DOWNLOADS
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+# The README's one-line download writes data/tinyshakespeare/input.txt; the project's own
+# machines keep a copy in ../shared/data.
+SHAKESPEARE_URL = DOWNLOADS["tinyshakespeare/input.txt"]
+_SHAKESPEARE_PLACES = [ROOT / "data" / "tinyshakespeare" / "input.txt",
+                       SHARED / "data" / "tinyshakespeare" / "input.txt"]
+TINYSHAKESPEARE = next((p for p in _SHAKESPEARE_PLACES if p.is_file()), _SHAKESPEARE_PLACES[0])
+
+
+def need_tinyshakespeare() -> Path:
+    """The corpus file, or exit with the one line that fetches it."""
+    if not TINYSHAKESPEARE.is_file():
+        raise SystemExit(f"missing {TINYSHAKESPEARE}: this benchmark needs tinyshakespeare; "
+                         f"from the repository root: mkdir -p data/tinyshakespeare && curl -fL "
+                         f"-o data/tinyshakespeare/input.txt {SHAKESPEARE_URL}")
+    return TINYSHAKESPEARE
 
 
 def machine() -> dict:

@@ -15,7 +15,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import SHARED, machine, write_json, write_section  # noqa: E402
+from _report import (  # noqa: E402
+    TINYSHAKESPEARE,
+    machine,
+    need_tinyshakespeare,
+    write_json,
+    write_section,
+)
 
 from redraft.config import config_from_dict  # noqa: E402
 from redraft.data import load_data  # noqa: E402
@@ -23,7 +29,7 @@ from redraft.eval.likelihood import evaluate  # noqa: E402
 from redraft.model import load  # noqa: E402
 from redraft.train import train  # noqa: E402
 
-CORPUS = SHARED / "data" / "tinyshakespeare" / "input.txt"
+CORPUS = TINYSHAKESPEARE
 
 
 def config(objective: str, minutes: float, out_dir: Path, cache: Path, precision: str) -> dict:
@@ -55,8 +61,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="keep the two runs here (default: a temporary "
                                                 "folder), e.g. for benchmarks/eval.py")
     args = ap.parse_args()
-    if not CORPUS.is_file():
-        sys.exit(f"missing {CORPUS}: this benchmark needs ../shared/data")
+    need_tinyshakespeare()
 
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="redraft-core-"))
     results, ckpts = {}, {}

@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, write_json, write_section  # noqa: E402
-from core import CORPUS, config  # noqa: E402
+from _report import machine, need_tinyshakespeare, write_json, write_section  # noqa: E402
+from core import config  # noqa: E402
 
 from redraft.config import config_from_dict, merge  # noqa: E402
 from redraft.data import load_data  # noqa: E402
@@ -35,8 +35,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=90.0, help="training wall clock per run")
     ap.add_argument("--seeds", type=int, default=2, help="runs per estimator")
     args = ap.parse_args()
-    if not CORPUS.is_file():
-        sys.exit(f"missing {CORPUS}: this benchmark needs ../shared/data")
+    need_tinyshakespeare()
     work = Path(tempfile.mkdtemp(prefix="redraft-est-"))
     runs = []
     for seed in range(args.seeds):

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, SHARED, machine, write_json, write_section  # noqa: E402
+from _report import ROOT, TINYSHAKESPEARE, machine, write_json, write_section  # noqa: E402
 
-SHAKESPEARE = SHARED / "data" / "tinyshakespeare" / "input.txt"
+SHAKESPEARE = TINYSHAKESPEARE
 MODEL = {"n_layer": 4, "n_head": 4, "d_model": 128, "seq_len": 256}
 
 

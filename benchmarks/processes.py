@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, machine, write_json, write_section  # noqa: E402
-from core import CORPUS, config  # noqa: E402
+from _report import ROOT, machine, need_tinyshakespeare, write_json, write_section  # noqa: E402
+from core import config  # noqa: E402
 
 from redraft.config import config_from_dict  # noqa: E402
 from redraft.data import load_data  # noqa: E402
@@ -70,8 +70,7 @@ def main() -> None:
                          "(written after each one) from an interrupted run with the same "
                          "--minutes")
     args = ap.parse_args()
-    if not CORPUS.is_file():
-        sys.exit(f"missing {CORPUS}: this benchmark needs ../shared/data")
+    need_tinyshakespeare()
     combos = [c for c in args.combos.split(",") if c]
     steps_list = [int(s) for s in args.steps.split(",")]
     work = Path(tempfile.mkdtemp(prefix="redraft-processes-"))

@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-
 # A corpus with learnable structure: short repeated "words" the models can memorise fast.
 TEXT = "".join(f"the {w} sat on the mat. " for w in ("cat", "dog", "bat", "rat") * 120)
 

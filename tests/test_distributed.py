@@ -107,6 +107,7 @@ def final(run_dir: Path) -> Path:
     return run_dir / f"ckpt-{STEPS:08d}"
 
 
+@pytest.mark.slow
 def test_ddp_two_ranks_match_one_rank_with_the_whole_batch(work, ddp_run):
     # Rank r scores rows [4r, 4r + 4) of each step's batch of 8 with the noise drawn for all
     # 8, so 2 ranks x 4 rows equal 1 rank x 8 rows in 2 micro-batches exactly (the gradient
@@ -125,6 +126,7 @@ def test_ddp_two_ranks_match_one_rank_with_the_whole_batch(work, ddp_run):
     assert "val_nats_per_token" in log[-1]
 
 
+@pytest.mark.slow
 def test_fsdp_matches_ddp(ddp_run, fsdp_run):
     a, b = losses(ddp_run), losses(fsdp_run)
     assert a.keys() == b.keys()
@@ -132,6 +134,7 @@ def test_fsdp_matches_ddp(ddp_run, fsdp_run):
     assert_same_weights(final(ddp_run), final(fsdp_run), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_two_rank_checkpoint_continues_on_one_rank(work, ddp_run, fsdp_run, mode):
     source = {"ddp": ddp_run, "fsdp": fsdp_run}[mode]
@@ -203,6 +206,7 @@ def _finish(proc: subprocess.Popen) -> str:
         raise
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_auto_reaches_the_same_weights(work, ddp_run):
     args = overrides(work, "killed")
     proc = _launch_and_kill_after_first_checkpoint(args, work / "killed", 0, whole_job=True)
@@ -213,6 +217,7 @@ def test_sigkill_then_resume_auto_reaches_the_same_weights(work, ddp_run):
     assert losses(work / "killed") == losses(ddp_run)
 
 
+@pytest.mark.slow
 def test_elastic_restart_resumes_by_itself(work, ddp_run):
     """torchrun --max-restarts: one worker is SIGKILLed, torchrun restarts the group, and
     --resume auto carries on from the newest checkpoint with no manual step."""
@@ -251,9 +256,24 @@ def test_global_batch_must_split_over_ranks():
         load_config(None, ["train.parallel=zero"])
 
 
-def test_activation_checkpointing_changes_memory_not_results(work):
+def test_activation_checkpointing_reaches_the_model_and_changes_no_result(work, monkeypatch):
+    """The memory saving itself is tested on the backbone (tests/models/test_transformer.py:
+    fewer saved bytes, same gradients); here the config switch must turn it on in training
+    (every block of every forward recomputed) and leave losses and weights unchanged."""
+    from redraft.models import transformer
+
+    calls = []
+
+    def counting(*args, **kw):
+        calls.append(1)
+        return torch.utils.checkpoint.checkpoint(*args, **kw)
+
+    monkeypatch.setattr(transformer, "checkpoint", counting)
     plain = train(load_config(None, overrides(work, "plain", **{"train.max_steps": 4})))
+    assert not calls
     ckpt = train(load_config(None, overrides(work, "ac", **{
         "train.max_steps": 4, "train.activation_checkpointing": True})))
+    n_layer = load_config(None, overrides(work, "ac")).model.n_layer
+    assert len(calls) >= 4 * n_layer  # at least one checkpointed forward per step and block
     assert losses(work / "plain") == losses(work / "ac")
     assert_same_weights(plain.checkpoint, ckpt.checkpoint)

@@ -23,6 +23,7 @@ def unigram_entropy(text):
     return -sum(c / len(text) * math.log(c / len(text)) for c in counts.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective, steps, share", [("ar", 80, 0.25), ("mdlm", 400, 0.8)])
 def test_tiny_training_learns(tmp_path, corpus, objective, steps, share):
     """Validation loss ends below a share of the corpus's unigram entropy (2.25 nats/char):
@@ -124,3 +125,28 @@ def test_torn_train_state_is_a_clear_error(tmp_path, corpus):
     (result.checkpoint / "train_state.pt").write_bytes(b"torn")
     with pytest.raises(RedraftError, match="train_state.pt does not match its SHA-256"):
         train(cfg, resume=result.checkpoint)
+
+
+def test_resuming_a_finished_run_says_so_and_changes_nothing(tmp_path, corpus, capsys):
+    from redraft.cli import main
+
+    overrides = tiny_overrides(corpus, tmp_path / "run", **{"train.max_steps": 4,
+                                                            "train.eval_every": 4})
+    done = train(load_config(None, overrides))
+    before = (done.checkpoint / "model.safetensors").stat().st_mtime_ns
+    with pytest.warns(UserWarning, match=r"nothing to train: .*ckpt-00000004.* at step 4 .*"
+                                         r"train.max_steps=4.*raise train.max_steps"):
+        again = train(load_config(None, overrides), resume="auto")
+    assert again.checkpoint == done.checkpoint and again.step == 4
+    assert again.val_nats_per_token == done.val_nats_per_token
+    assert (done.checkpoint / "model.safetensors").stat().st_mtime_ns == before  # not rewritten
+    assert list_checkpoints(tmp_path / "run") == [done.checkpoint]
+    # The command line says it in one plain line.
+    assert main(["train", *overrides, "--resume", str(tmp_path / "run")]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["step"] == 4
+    assert err.startswith("redraft train: warning: nothing to train: ")  # one plain line
+    assert len(err.strip().splitlines()) == 1
+    # A larger budget trains on from there.
+    more = train(load_config(None, [*overrides, "train.max_steps=6"]), resume="auto")
+    assert more.step == 6 and len(losses(tmp_path / "run")) == 6

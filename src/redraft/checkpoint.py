@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from redraft.config import Config, config_from_dict
 from redraft.data import Tokenizer, load_tokenizer
 from redraft.errors import RedraftError
+from redraft.files import user_modes
 from redraft.models import Transformer
 
 FORMAT = "redraft-checkpoint"
@@ -98,6 +99,7 @@ def save_checkpoint(
             torch.save(train_state, tmp / "train_state.pt")
         meta["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+        user_modes(tmp)  # safetensors writes its file 0600
         _fsync_folder(tmp)
         if final.exists():
             # The same step again (e.g. a finished run resumed): the old copy stays on disk,

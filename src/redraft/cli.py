@@ -6,9 +6,11 @@ Errors a user can cause (RedraftError) print one clear line and exit with status
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 from redraft.config import BENCH, SAMPLE, SERVE
@@ -43,7 +45,8 @@ def cmd_train(args, overrides: list[str]) -> int:
     overrides = [*overrides, *(f"diffusion.{k}={v}" for k, v in
                                (("process", args.process), ("objective", args.objective)) if v)]
     cfg = load_config(config, overrides)
-    result = train(cfg, resume=args.resume)
+    with _plain_warnings("train"):
+        result = train(cfg, resume=args.resume)
     if result.rank != 0:  # under torchrun, rank 0 speaks for all
         return 0
     print(json.dumps({"checkpoint": str(result.checkpoint), "step": result.step,
@@ -56,8 +59,28 @@ def cmd_train(args, overrides: list[str]) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _plain_warnings(command: str):
+    """Warnings raised by redraft itself (a torn checkpoint skipped, a spent budget) print as
+    one line, `redraft train: warning: ...`, not with a source location meant for developers."""
+    package = str(Path(__file__).parent)
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if str(filename).startswith(package):
+            print(f"redraft {command}: warning: {message}", file=file or sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
+
+
 def cmd_sample(args, overrides: list[str]) -> int:
-    from redraft.display import DraftView
+    from redraft.display import DraftView, StepBar
     from redraft.model import load
     from redraft.sampling import parse_options
 
@@ -73,8 +96,14 @@ def cmd_sample(args, overrides: list[str]) -> int:
                                "continues a prefix, left to right")
         options = parse_options(args.sampler or model.objective.default_sampler,
                                 args.sampler_opt)
-    view = (DraftView(model.tokenizer.decode, args.steps, stream=sys.stderr)
-            if args.show and not model.is_ar else None)
+    if args.show and not model.is_ar:
+        view = DraftView(model.tokenizer.decode, args.steps, stream=sys.stderr)
+    elif model.is_ar:  # one step per generated token
+        view = StepBar((args.length or model.seq_len) - len(model.encode(args.prompt or "")))
+    else:  # adaptive samplers and templates choose their own number of steps
+        sampler = args.sampler or model.objective.default_sampler
+        view = StepBar(None if SAMPLERS[sampler].adaptive or template is not None
+                       else args.steps)
     knobs = dict(num_samples=args.num_samples, seed=args.seed, steps=args.steps,
                  sampler=args.sampler, options=options, temperature=args.temperature,
                  top_k=args.top_k, top_p=args.top_p, block_size=args.block_size,

@@ -156,7 +156,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     """How many of the newest checkpoints a run folder keeps."""
     progress: bool = True
-    """Show a progress bar."""
+    """Show a progress bar (on stderr, when it is a terminal and $CI is unset)."""
     parallel: str = "ddp"
     """How a torchrun launch (world size > 1) shares the model: "ddp" (each process holds it
     all; gradients are averaged) or "fsdp" (FSDP2 fully_shard: parameters, gradients and

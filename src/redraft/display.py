@@ -1,16 +1,34 @@
-"""Show a draft being denoised in the terminal: redraw it in place after every step.
+"""Terminal output: a draft being denoised, redrawn in place after every step, and progress
+bars for every step that takes more than a few seconds.
 
 On a terminal the previous frame is erased with ANSI cursor moves so the text visibly
-resolves in place; in a log (not a TTY) a few snapshots are printed instead.
+resolves in place; in a log (not a TTY) a few snapshots are printed instead. Progress bars
+(tqdm, on stderr) show only on a terminal and never under CI (`$CI` set), where their
+carriage returns would fill the log.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
 
+from tqdm.auto import tqdm
+
 MASK_GLYPH = "░"
+
+
+def show_progress(stream=None) -> bool:
+    """Whether progress bars belong on `stream` (default stderr): a terminal, and not CI."""
+    stream = stream or sys.stderr
+    return stream.isatty() and not os.environ.get("CI")
+
+
+def progress_bar(iterable=None, enabled: bool = True, **kw) -> tqdm:
+    """A tqdm bar on stderr, shown only where show_progress() says so (and `enabled`)."""
+    return tqdm(iterable, file=sys.stderr, disable=not (enabled and show_progress()),
+                dynamic_ncols=True, **kw)
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -53,3 +71,17 @@ class DraftView:
         elif step in self.marks:
             self.stream.write(self.frame(step, tokens) + "\n")
             self.stream.flush()
+
+
+class StepBar:
+    """Callable for a sampling loop's on_step: a progress bar over its steps (see
+    progress_bar); `total` None when the step count is not known in advance."""
+
+    def __init__(self, total: int | None, desc: str = "sample"):
+        self.bar = progress_bar(total=total, desc=desc, unit="step")
+
+    def __call__(self, step: int, tokens) -> None:
+        if step + 1 > self.bar.n:  # AR prompts of different lengths restart the count
+            self.bar.update(step + 1 - self.bar.n)
+        if self.bar.total is not None and self.bar.n >= self.bar.total:
+            self.bar.close()

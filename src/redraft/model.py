@@ -361,7 +361,7 @@ class Model:
 
     def evaluate(self, corpus: str | None = None, samples: int = 4,
                  max_batches: int | None = None, estimator: str = "time",
-                 progress: bool | None = None) -> dict:
+                 progress: bool = True) -> dict:
         """Validation figures on the model's own corpus's validation split (or `corpus`): the
         bound (diffusion) or exact NLL (AR) in nats/token, bits/token, bits/byte."""
         from redraft.eval.likelihood import evaluate_model

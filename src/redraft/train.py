@@ -44,6 +44,7 @@ from redraft.checkpoint import (
 )
 from redraft.config import Config, config_from_dict
 from redraft.data import Batches, cache_dir, load_data, load_tokenizer
+from redraft.display import show_progress
 from redraft.errors import RedraftError, TrainingStopped
 from redraft.eval.likelihood import evaluate, report
 from redraft.losses import condition_noise, draw_noise, token_losses
@@ -140,6 +141,8 @@ def _train(cfg: Config, resume, world: distributed.World, stop: _StopSignals) ->
             warnings.warn(line, stacklevel=3)
     world.barrier()
     ckpt, state = _resume_point(resume, run_dir, cfg, world)
+    if state is not None and _budget_spent(tc, state["step"], state["elapsed"]):
+        return _already_done(cfg, ckpt, state, world)
     tokenizer = load_tokenizer(ckpt) if ckpt is not None else None
     with world.main_first():  # rank 0 writes the token shards, the others then map them
         tokenizer, data = load_data(cfg.data, L, tokenizer)
@@ -211,12 +214,12 @@ def _train(cfg: Config, resume, world: distributed.World, stop: _StopSignals) ->
                initial=round(elapsed) if timed else start_step, unit="step",
                bar_format=("{desc}: {percentage:3.0f}%|{bar}| {n}/{total} s "
                            "[{elapsed}<{remaining}{postfix}]") if timed else None,
-               disable=not (tc.progress and world.main), desc=cfg.diffusion.objective,
-               dynamic_ncols=True)
+               disable=not (tc.progress and world.main and show_progress()),
+               desc=cfg.diffusion.objective, dynamic_ncols=True)
     step, last, last_save = start_step, {}, time.monotonic()
     model.train()
     stop.armed = True  # from here a first SIGINT/SIGTERM waits for the end of the step
-    while step < tc.max_steps and (tc.time_budget_s is None or elapsed < tc.time_budget_s):
+    while not _budget_spent(tc, step, elapsed):
         t0 = time.perf_counter()
         progress = elapsed / tc.time_budget_s if tc.time_budget_s else step / tc.max_steps
         lr = lr_at(tc, step, progress)
@@ -281,8 +284,7 @@ def _train(cfg: Config, resume, world: distributed.World, stop: _StopSignals) ->
                   "tokens_per_s": tokens_per_step / dt,
                   "tokens_per_s_per_rank": tokens_per_step / dt / world.world_size,
                   "elapsed_s": elapsed}
-        final = step >= tc.max_steps or (tc.time_budget_s is not None
-                                         and elapsed >= tc.time_budget_s)
+        final = _budget_spent(tc, step, elapsed)
         if step % tc.eval_every == 0 or final:
             record.update(val_metrics())
         if world.main and (step % tc.log_every == 0 or "val_nats_per_token" in record):
@@ -339,6 +341,29 @@ class _StopSignals:
         print(f"\nredraft: {signal.Signals(signum).name}: saving a checkpoint at the end of this "
               "step, then stopping (signal again to stop at once, unsaved)", file=sys.stderr,
               flush=True)
+
+
+def _budget_spent(tc, step: int, elapsed: float) -> bool:
+    return step >= tc.max_steps or (tc.time_budget_s is not None and elapsed >= tc.time_budget_s)
+
+
+def _already_done(cfg: Config, ckpt: Path, state: dict, world: distributed.World) -> TrainResult:
+    """Resuming a run whose budget is spent trains nothing: say so (not a silent no-op), and
+    return the checkpoint as it is, so that re-running a finished `--resume auto` command is
+    harmless."""
+    tc, step, elapsed = cfg.train, state["step"], state["elapsed"]
+    if world.main:
+        budget = f"train.max_steps={tc.max_steps}"
+        if tc.time_budget_s is not None:
+            budget += f", train.time_budget_s={tc.time_budget_s:g}"
+        warnings.warn(f"nothing to train: {str(ckpt)!r} is at step {step} after {elapsed:.0f} s "
+                      f"of training, which already meets the budget ({budget}); raise "
+                      "train.max_steps or train.time_budget_s to train on", stacklevel=3)
+    history = _trim_log(Path(tc.out_dir) / "metrics.jsonl", step) if world.main else []
+    val = next((r for r in reversed(history) if "val_nats_per_token" in r), {})
+    return TrainResult(Path(tc.out_dir), ckpt, step, 0.0, val.get("val_nats_per_token"),
+                       val.get("val_bits_per_byte"), read_meta(ckpt)["params"], history,
+                       world.world_size, world.rank)
 
 
 def _resume_point(resume, run_dir: Path, cfg: Config, world: distributed.World):

@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -142,3 +144,33 @@ def test_hf_save_to_disk(datasets, tmp_path):
     assert list(iter_documents(spec, text_field="content")) == ["four"]
     with pytest.raises(RedraftError, match="no split 'test'"):
         list(iter_documents(f"hf:{tmp_path / 'dd'}#test", text_field="content"))
+
+
+def test_hf_corpus_without_datasets_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` raises ImportError
+    path = _write(tmp_path / "rows.jsonl", json.dumps({"text": "alpha"}) + "\n")
+    with pytest.raises(RedraftError, match=r"needs the Hugging Face `datasets` package: "
+                                           r"pip install 'redraft\[hf-data\]'"):
+        list(iter_documents(f"hf:{path}"))
+
+
+def test_base_paths_do_not_import_optional_packages():
+    """The base install has no `datasets` (nor its pyarrow / pandas): nothing but an hf:
+    corpus may import it, so training, sampling and evaluation on a file or stdlib work."""
+    code = ("import sys, redraft.cli, redraft.train, redraft.demo, redraft.eval.likelihood, "
+            "redraft.data; from redraft.data.corpus import iter_documents; "
+            "next(iter_documents('stdlib')); "
+            "print(sorted(m for m in ('datasets', 'pyarrow', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_missing_known_corpus_says_how_to_fetch_it(tmp_path):
+    spec = str(tmp_path / "data" / "tinyshakespeare" / "input.txt")
+    with pytest.raises(RedraftError, match=r"not found: .*; fetch it with: mkdir -p \S+ && "
+                                           r"curl -fL -o \S+input.txt https://raw\."
+                                           r"githubusercontent\.com/karpathy/char-rnn/"):
+        iter_document_paths(spec)
+    with pytest.raises(RedraftError, match=r"not found: expected[^;]*$"):
+        iter_document_paths(str(tmp_path / "other.txt"))  # no hint for unknown files

@@ -29,6 +29,7 @@ def unigram_nats(train_tokens, val_tokens, vocab: int) -> float:
     return float(-logp[np.asarray(val_tokens)].mean())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("combo", COMBOS, ids=[f"{p}-{o}" for p, o in COMBOS])
 def test_tiny_model_beats_unigram(combo, corpus, tmp_path):
     process, objective = combo

@@ -57,6 +57,7 @@ def _tail_share(dtype, logits, rows, seed):
     return hits / rows
 
 
+@pytest.mark.slow
 def test_float32_gumbel_lowers_entropy_float64_does_not():
     # One head token and a flat tail of 2^20 - 1 tokens holding 3% of the mass: each tail
     # token trails the head by ln(0.97 (V - 1) / 0.03) = 17.3 nats, past the ~16.6 that

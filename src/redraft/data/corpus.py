@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,8 +86,23 @@ def iter_document_paths(spec: str) -> list[Path]:
         return paths
     raise RedraftError(
         f"corpus {spec!r} not found: expected 'stdlib', an existing file or folder, a glob, "
-        "or 'hf:NAME_OR_PATH[#SPLIT]'"
+        "or 'hf:NAME_OR_PATH[#SPLIT]'" + _download_hint(path)
     )
+
+
+# Corpora the shipped configs name, and where to fetch each (the README's one-line download).
+DOWNLOADS = {
+    "tinyshakespeare/input.txt":
+        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+}
+
+
+def _download_hint(path: Path) -> str:
+    for tail, url in DOWNLOADS.items():
+        if path.as_posix().endswith(tail):
+            folder, file = shlex.quote(str(path.parent)), shlex.quote(str(path))
+            return f"; fetch it with: mkdir -p {folder} && curl -fL -o {file} {url}"
+    return ""
 
 
 def corpus_id(spec: str, text_field: str = "text") -> str:
@@ -184,7 +200,11 @@ def _iter_hf(spec: str, text_field: str) -> Iterator[str]:
 
 
 def _load_hf(spec: str, name: str, split: str):
-    import datasets  # slow to import, so only when an hf corpus is used
+    try:
+        import datasets  # an optional extra, slow to import: only when an hf corpus is used
+    except ImportError:
+        raise RedraftError(f"corpus {spec!r} needs the Hugging Face `datasets` package: "
+                           "pip install 'redraft[hf-data]'") from None
 
     local = Path(name)
     try:

@@ -42,6 +42,7 @@ import torch
 from redraft.data.corpus import corpus_id, iter_documents
 from redraft.data.tokenizers import Tokenizer
 from redraft.errors import RedraftError
+from redraft.files import user_modes
 
 FORMAT_VERSION = 1
 _CHUNK_CHARS = 4_000_000  # documents per encode_batch call, by size: parallel yet bounded
@@ -161,6 +162,7 @@ def _write_shards(directory: Path, spec: str, tokenizer: Tokenizer, meta: dict) 
                           for split in ("train", "val")}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         try:
+            user_modes(tmp)
             os.replace(tmp, directory)
         except OSError:
             # Another process (e.g. another rank) finished the same shards first: use theirs.

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from redraft.config import BenchConfig
 from redraft.data.tokenizers import write_text_atomic
+from redraft.display import show_progress
 from redraft.errors import RedraftError
 from redraft.eval import flops, hardware, quality, speed
 from redraft.eval.judge import Judge, load_judge, texts_of
@@ -291,7 +292,7 @@ class Bench:
                   "num_samples": cfg.num_samples, "temperatures": cfg.temperatures,
                   "judge": None, "reference": None, "likelihood": [], "runs": []}
         bar = tqdm(total=len(plan) + len(self.ckpts) + 2, desc="bench", unit="task",
-                   disable=not sys.stderr.isatty())
+                   disable=not show_progress(sys.stderr))
         bar.set_postfix_str("hardware ceilings")
         result.update(hardware.measure(quick=cfg.sweep in ("none", "tiny")))
         bar.update()

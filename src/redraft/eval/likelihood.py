@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 
 import torch
-from tqdm.auto import tqdm
 
 from redraft.config import Config
 from redraft.data import eval_batches
 from redraft.diffusion import objective
+from redraft.display import progress_bar
 from redraft.errors import RedraftError
 from redraft.losses import draw_noise, token_losses, vocab_size_of
 
@@ -26,7 +25,7 @@ LN2 = math.log(2.0)
 def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches: int | None,
              samples: int = 1, seed: int = 1234, dtype: torch.dtype | None = None,
              batch_size: int | None = None, estimator: str = "time",
-             shard: tuple[int, int] = (0, 1), progress: bool | None = False):
+             shard: tuple[int, int] = (0, 1), progress: bool = False):
     """(mean nats/token, standard error, windows) over validation windows of `tokens`.
 
     For diffusion each window gets `samples` Monte Carlo draws of (t, xt) with t integrated
@@ -37,8 +36,8 @@ def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches:
 
     shard=(rank, world_size) under torchrun: every rank draws the noise of every batch and
     scores its own slice of the batch's rows, and the per-window figures are gathered, so the
-    result is the single-process one (up to summation order) on every rank.
-    progress: a bar over the batches on stderr (None: when stderr is a terminal).
+    result is the single-process one (up to summation order) on every rank. `progress` shows
+    a bar over the batches on a terminal.
     """
     if samples < 1:
         raise RedraftError(f"samples={samples}: expected >= 1")
@@ -57,12 +56,10 @@ def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches:
     gen.manual_seed(seed)
     per_window = []
     batch_size = batch_size or cfg.train.batch_size
-    batches = eval_batches(tokens, cfg.model.seq_len, batch_size, max_batches)
-    if progress is None:
-        progress = sys.stderr.isatty()
-    total = -(-(len(tokens) // cfg.model.seq_len) // batch_size)
-    batches = tqdm(batches, desc="eval", unit="batch", file=sys.stderr, leave=False,
-                   total=min(total, max_batches or total), disable=not progress or rank != 0)
+    n_batches = len(range(0, len(tokens) // cfg.model.seq_len, batch_size)[:max_batches])
+    batches = progress_bar(eval_batches(tokens, cfg.model.seq_len, batch_size, max_batches),
+                           enabled=progress and rank == 0, total=n_batches, desc="eval",
+                           unit="batch")
     for x0 in batches:
         b, length = x0.shape
         lo, hi = rank * b // world_size, (rank + 1) * b // world_size
@@ -106,9 +103,9 @@ def report(nats: float, stderr: float, bytes_per_token: float) -> dict[str, floa
 
 def evaluate_model(model, corpus: str | None = None, samples: int = 4,
                    max_batches: int | None = None, estimator: str = "time",
-                   progress: bool | None = None) -> dict:
+                   progress: bool = True) -> dict:
     """Validation figures of a redraft.Model on its own corpus's validation split (or
-    `corpus`). progress: a bar on stderr (None: when stderr is a terminal)."""
+    `corpus`). progress: a bar on stderr where one belongs (display.show_progress)."""
     from redraft.data import load_data
 
     if model.config is None:
