@@ -145,18 +145,26 @@ def cmd_serve(args, overrides: list[str]) -> int:
         import uvicorn  # noqa: F401
 
         from redraft.serve import create_app, load_served, run
+        from redraft.serve.limits import Limits
     except ImportError as e:
         raise RedraftError(f"redraft serve needs the 'serve' extra ({e.name} is missing): "
                            "pip install -e '.[serve]'") from None
+    if args.max_rows is not None and args.max_rows < args.max_batch:
+        raise RedraftError(f"--max-rows {args.max_rows}: expected >= --max-batch "
+                           f"({args.max_batch})")
     models = [load_served(path) for path in args.checkpoints]
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise RedraftError(f"two checkpoints share a model name {names}: serve run folders "
                            "with different names")
     api_key = args.api_key or os.environ.get("REDRAFT_API_KEY") or None
+    limits = Limits(max_body_bytes=args.max_body, body_timeout_s=args.body_timeout,
+                    header_timeout_s=args.header_timeout, keep_alive_s=args.keep_alive,
+                    max_connections=args.max_connections, max_prompt_tokens=args.max_prompt_tokens,
+                    max_work=args.max_work, metrics_open=args.metrics_open)
     app = create_app(models, api_key=api_key, max_batch=args.max_batch,
                      max_queue=args.max_queue, timeout_s=args.timeout, max_steps=args.max_steps,
-                     grace_s=args.grace)
+                     grace_s=args.grace, max_rows=args.max_rows, limits=limits)
     print(f"serving {names} on http://{args.host}:{args.port}/ (page at /, API under /v1)",
           file=sys.stderr)
     run(app, args.host, args.port, args.grace, args.log_level)
@@ -204,6 +212,26 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number of seconds > 0")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port in 1-65535")
     return value
 
 
@@ -322,18 +350,40 @@ def parser() -> argparse.ArgumentParser:
                                                    "default model; each is named by its run "
                                                    "folder)")
     v.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
-    v.add_argument("--port", type=int, default=8000)
-    v.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 "
-                                                   "(default: $REDRAFT_API_KEY, else none)")
+    v.add_argument("--port", type=_port, default=8000, help="TCP port, 1-65535")
+    v.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every "
+                                                   "route but /health (default: "
+                                                   "$REDRAFT_API_KEY, else none)")
+    v.add_argument("--metrics-open", action="store_true",
+                   help="serve /metrics without the API key (for a Prometheus scraper)")
     v.add_argument("--max-batch", type=_positive_int, default=64,
-                   help="rows (sequences) in the step loop at once")
+                   help="rows (sequences) per network call in one tick")
+    v.add_argument("--max-rows", type=_positive_int, default=None,
+                   help="rows admitted at once, >= --max-batch (default 2 x --max-batch, so a "
+                        "small request runs beside a maximal one; = --max-batch: first come, "
+                        "first served)")
     v.add_argument("--max-queue", type=_positive_int, default=256,
                    help="requests waiting to join; more get 429")
     v.add_argument("--max-steps", type=_positive_int, default=4096,
                    help="the largest `steps` a request may ask for")
-    v.add_argument("--timeout", type=float, default=300.0,
+    v.add_argument("--max-work", type=_positive_int, default=1 << 24,
+                   help="the most work one request may ask for, n x steps x length tokens "
+                        "(AR: n x length); more gets 400 (default 16,777,216)")
+    v.add_argument("--max-prompt-tokens", type=_positive_int, default=None,
+                   help="the longest prompt (+ suffix) in tokens (default: the model's context)")
+    v.add_argument("--max-body", type=_positive_int, default=1 << 20,
+                   help="request body bytes; more gets 413 before it is read (default 1 MiB)")
+    v.add_argument("--body-timeout", type=_seconds, default=15.0,
+                   help="seconds a request body may take to arrive (then 408)")
+    v.add_argument("--header-timeout", type=_seconds, default=10.0,
+                   help="seconds a connection may take to send a request's headers (then 408)")
+    v.add_argument("--keep-alive", type=_seconds, default=5.0,
+                   help="seconds an idle keep-alive connection stays open")
+    v.add_argument("--max-connections", type=_positive_int, default=1000,
+                   help="open connections + requests in progress; more get 503")
+    v.add_argument("--timeout", type=_seconds, default=300.0,
                    help="seconds a request may take, queue included (then 504)")
-    v.add_argument("--grace", type=float, default=10.0,
+    v.add_argument("--grace", type=_seconds, default=10.0,
                    help="seconds in-flight requests get to finish on shutdown")
     v.add_argument("--log-level", default="info")
 

@@ -96,7 +96,7 @@ def test_cancel_shrinks_the_batch(served, model):
 
 def test_bounded_queue_timeout_and_shutdown(served):
     tok = served["mdlm"].tokenizer
-    engine = Engine(served, max_batch=1, max_queue=1).start()
+    engine = Engine(served, max_batch=1, max_rows=1, max_queue=1).start()
     running = engine.submit(Work("mdlm", tok.encode("the "), 64, [1], steps=10**6))
     _wait(lambda: engine.stats()["active_rows"] == 1)
     queued = engine.submit(Work("mdlm", tok.encode("the "), 16, [2], steps=4))
