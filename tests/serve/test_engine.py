@@ -160,7 +160,7 @@ def test_a_small_request_beside_a_maximal_one(served, max_rows):
     it gets alone."""
     tok = served["mdlm"].tokenizer
     engine = Engine(served, max_batch=4, max_rows=max_rows)  # not started
-    big = engine.submit(Work("mdlm", tok.encode("the "), 32, [1, 2, 3, 4], steps=120))
+    big = engine.submit(Work("mdlm", tok.encode("the "), 32, [1, 2, 3, 4], steps=40))
     engine.tick()
     small = engine.submit(Work("mdlm", tok.encode("the "), 12, [5], steps=6))
     ticks = 0
@@ -168,7 +168,7 @@ def test_a_small_request_beside_a_maximal_one(served, max_rows):
         engine.tick()
         ticks += 1
     if max_rows == 4:
-        assert big.finished.is_set() and ticks >= 119
+        assert big.finished.is_set() and ticks >= 39
     else:
         assert not big.finished.is_set() and ticks <= 2 * 6
         big.cancel()
