@@ -135,7 +135,7 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def _probe(port: int, stop, out) -> None:
+def _probe(port: int, ready, stop, out) -> None:
     """GET /health every 50 ms on one keep-alive connection until `stop` (its own process, so
     the load generator's busy event loop does not count as the server's latency)."""
     import http.client
@@ -154,6 +154,7 @@ def _probe(port: int, stop, out) -> None:
             status = -1
         seen.append((time.perf_counter() - t0) * 1000)
         statuses[status] = statuses.get(status, 0) + 1
+        ready.set()
         time.sleep(0.05)
     out.put((seen, statuses))
 
@@ -161,9 +162,10 @@ def _probe(port: int, stop, out) -> None:
 async def with_probe(port: int, tally: Tally, work) -> tuple[dict, object]:
     """Run `work` while a probe process times /health: its p50/p99/max in ms."""
     ctx = multiprocessing.get_context("spawn")
-    stop, out = ctx.Event(), ctx.Queue()
-    probe = ctx.Process(target=_probe, args=(port, stop, out), daemon=True)
+    ready, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    probe = ctx.Process(target=_probe, args=(port, ready, stop, out), daemon=True)
     probe.start()
+    await asyncio.to_thread(ready.wait, 60)  # the work starts once the probe is probing
     try:
         result = await work
     finally:
