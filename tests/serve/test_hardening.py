@@ -6,6 +6,7 @@ client gone mid-request; and `redraft serve` refusing limits it cannot honour.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -370,3 +371,24 @@ def test_serve_refuses_bad_limits_at_startup(serve_runs, capsys, argv, needle):
 def test_serve_refuses_max_rows_below_max_batch(serve_runs, capsys):
     assert main(["serve", str(serve_runs["ar"]), "--max-batch", "8", "--max-rows", "4"]) == 2
     assert "--max-rows 4: expected >= --max-batch (8)" in capsys.readouterr().err
+
+
+def test_a_stream_that_is_not_read_holds_one_draft():
+    """The engine posts a draft every step; a client that stops reading must not make the
+    server keep them all (a 4096-step stream would hold 4096 canvases)."""
+    from redraft.serve.app import Mailbox
+    from redraft.serve.jobs import Event
+
+    async def go():
+        box = Mailbox(asyncio.get_running_loop())
+        for step in range(1000):
+            box.put(Event("draft", step=step))
+        draft, final = await box.get(5)
+        assert draft.step == 999 and final is None
+        assert await box.get(0.01) == (None, None)
+        box.put(Event("draft", step=1000))
+        box.put(Event("done", step=1000))
+        draft, final = await box.get(5)  # the last draft is not lost behind the final event
+        assert draft.step == 1000 and final.kind == "done"
+
+    asyncio.run(go())

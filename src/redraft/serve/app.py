@@ -1,11 +1,12 @@
 """The HTTP side: an OpenAI-shaped API over the engine, Server-Sent Events, errors as JSON.
 
 Each generating request passes the guard (API key, declared size: serve/limits.py), then its
-body is read under a size and time limit, and parsed, validated and tokenised in a worker
-thread (a big body never stalls the event loop, so /health stays fast). It is submitted to the
-engine (which raises at once if the queue is full), and awaited: the engine thread hands
-events to this event loop through an asyncio.Queue. A request whose client goes away is
-cancelled, so the engine drops its rows at the next tick instead of computing for nobody.
+body is read under a size and time limit, and parsed, validated and tokenised in a worker thread
+(a big body never stalls the event loop, so /health stays fast). It is submitted to the engine
+(which raises at once if the queue is full), and awaited: the engine thread hands events to this
+event loop through a Mailbox (the newest draft and the final event). A request whose client goes
+away is cancelled, so the engine drops its rows at the next tick instead of computing for
+nobody.
 
 Errors are OpenAI's shape, {"error": {"message", "type", "param", "code"}}: 400 bad input,
 401 bad API key, 404 unknown model or route, 405 wrong method (with Allow), 408 body or
@@ -200,42 +201,32 @@ def create_app(models: list[Served], *, api_key: str | None = None, max_batch: i
 
     async def generate(request: Request):
         schema, kind = GENERATE[request.url.path]
-        loop, queue = asyncio.get_running_loop(), asyncio.Queue()
-
-        def listener(event: Event) -> None:  # engine thread -> this event loop
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
-                loop.call_soon_threadsafe(queue.put_nowait, event)
-
+        box = Mailbox(asyncio.get_running_loop())
         try:
             lim.check_json_type(dict(request.scope["headers"]))
             body = await lim.read_body(request.stream(), limits.max_body_bytes,
                                        limits.body_timeout_s)
             req, served, work = await asyncio.to_thread(prepare, body, schema, kind)
             # On the loop, not the thread: the response starts before the engine's first
-            # tick could fill the queue (the draft events of a stream reach the client).
+            # tick could post a draft (so a stream's every draft reaches a fast client).
             with _as_400():
-                job = engine.submit(work, listener)
+                job = engine.submit(work, box.put)
         except HTTPError as e:
             return error(e.status, str(e), e.param, e.close)
         except ClientDisconnect:
             return Response(status_code=CLIENT_GONE)
         reply = Reply(kind, served, job, req)
         if req.stream:
-            return StreamingResponse(reply.stream(queue), media_type="text/event-stream",
+            return StreamingResponse(reply.stream(box), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache",
                                               "X-Accel-Buffering": "no"})
         try:
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
-                except asyncio.TimeoutError:
-                    if await request.is_disconnected():
-                        return Response(status_code=CLIENT_GONE)  # counted; nobody reads it
-                    continue
-                if event.kind == "error":
-                    return error(event.status, event.message)
-                if event.kind == "done":
-                    return JSONResponse(reply.final(event))
+            while (event := (await box.get(HEARTBEAT_S))[1]) is None:
+                if await request.is_disconnected():
+                    return Response(status_code=CLIENT_GONE)  # counted; nobody reads it
+            if event.kind == "error":
+                return error(event.status, event.message)
+            return JSONResponse(reply.final(event))
         finally:
             job.cancel()  # a no-op for a finished job; drops it on a disconnect or shutdown
 
@@ -301,6 +292,37 @@ def _document(app: FastAPI) -> None:
     app.openapi = openapi
 
 
+class Mailbox:
+    """One request's events from the engine thread, kept on the event loop: the newest draft
+    and the final event only. A stream's client that stops reading holds one draft here, not
+    one per step (thousands of canvases), and a slow reader skips to the newest draft."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.draft, self.final = loop, None, None
+        self.ready = asyncio.Event()
+
+    def put(self, event: Event) -> None:  # the engine thread
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
+            self.loop.call_soon_threadsafe(self._put, event)
+
+    def _put(self, event: Event) -> None:
+        if event.kind == "draft":
+            self.draft = event
+        else:
+            self.final = event
+        self.ready.set()
+
+    async def get(self, timeout: float) -> tuple[Event | None, Event | None]:
+        """(the newest draft not yet taken, the final event), or (None, None) after timeout."""
+        try:
+            await asyncio.wait_for(self.ready.wait(), timeout)
+        except TimeoutError:
+            return None, None
+        self.ready.clear()
+        draft, self.draft = self.draft, None
+        return draft, self.final
+
+
 class Reply:
     """Renders a job's events as OpenAI objects: text_completion or chat.completion(.chunk)."""
 
@@ -353,21 +375,15 @@ class Reply:
                    for i, text in enumerate(self.texts(event.tokens, MASK_GLYPH))]
         return self._object(choices, chunk=True, draft=True, step=event.step, steps=total)
 
-    async def stream(self, queue: asyncio.Queue):
+    async def stream(self, box: Mailbox):
         try:
             while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
-                except asyncio.TimeoutError:
+                draft, event = await box.get(HEARTBEAT_S)
+                if draft is None and event is None:
                     yield ": keep-alive\n\n"
                     continue
-                waiting = [event]
-                while not queue.empty():
-                    waiting.append(queue.get_nowait())
-                drafts = [e for e in waiting if e.kind == "draft"]
-                if drafts:  # a slow reader gets the newest draft only (then the final one)
-                    yield _sse(self.draft(drafts[-1]))
-                event = next((e for e in waiting if e.kind != "draft"), None)
+                if draft is not None:
+                    yield _sse(self.draft(draft))
                 if event is None:
                     continue
                 if event.kind == "error":
