@@ -357,15 +357,15 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--metrics-open", action="store_true",
                    help="serve /metrics without the API key (for a Prometheus scraper)")
     v.add_argument("--max-batch", type=_positive_int, default=64,
-                   help="rows (sequences) per network call in one tick")
+                   help="rows (sequences) per network call in one tick (default 64)")
     v.add_argument("--max-rows", type=_positive_int, default=None,
                    help="rows admitted at once, >= --max-batch (default 2 x --max-batch, so a "
                         "small request runs beside a maximal one; = --max-batch: first come, "
                         "first served)")
     v.add_argument("--max-queue", type=_positive_int, default=256,
-                   help="requests waiting to join; more get 429")
+                   help="requests waiting to join; more get 429 (default 256)")
     v.add_argument("--max-steps", type=_positive_int, default=4096,
-                   help="the largest `steps` a request may ask for")
+                   help="the largest `steps` a request may ask for (default 4096)")
     v.add_argument("--max-work", type=_positive_int, default=1 << 24,
                    help="the most work one request may ask for, n x steps x length tokens "
                         "(AR: n x length); more gets 400 (default 16,777,216)")
@@ -374,18 +374,20 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--max-body", type=_positive_int, default=1 << 20,
                    help="request body bytes; more gets 413 before it is read (default 1 MiB)")
     v.add_argument("--body-timeout", type=_seconds, default=15.0,
-                   help="seconds a request body may take to arrive (then 408)")
+                   help="seconds a request body may take to arrive (then 408; default 15)")
     v.add_argument("--header-timeout", type=_seconds, default=10.0,
-                   help="seconds a connection may take to send a request's headers (then 408)")
+                   help="seconds a connection may take to send a request's headers (then 408; "
+                        "default 10)")
     v.add_argument("--keep-alive", type=_seconds, default=5.0,
-                   help="seconds an idle keep-alive connection stays open")
+                   help="seconds an idle keep-alive connection stays open (default 5)")
     v.add_argument("--max-connections", type=_positive_int, default=1000,
-                   help="open connections + requests in progress; more get 503")
+                   help="open connections + requests in progress; more get 503 (default 1000)")
     v.add_argument("--timeout", type=_seconds, default=300.0,
-                   help="seconds a request may take, queue included (then 504)")
+                   help="seconds a request may take, queue included (then 504; default 300)")
     v.add_argument("--grace", type=_seconds, default=10.0,
-                   help="seconds in-flight requests get to finish on shutdown")
-    v.add_argument("--log-level", default="info")
+                   help="seconds in-flight requests get to finish on shutdown (default 10)")
+    v.add_argument("--log-level", default="info",
+                   choices=("critical", "error", "warning", "info", "debug", "trace"))
 
     d = sub.add_parser("demo", help="train a diffusion LM and its AR twin on Python's stdlib, "
                                     "compare, and watch a sample denoise")

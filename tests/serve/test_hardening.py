@@ -359,6 +359,7 @@ def test_metrics_can_be_opened_for_scrapers(serve_runs):
     (["--max-work", "-3"], "--max-work"), (["--max-prompt-tokens", "0"], "--max-prompt-tokens"),
     (["--max-connections", "0"], "--max-connections"), (["--port", "70000"], "--port"),
     (["--port", "0"], "--port"), (["--max-batch", "9" * 5000], "--max-batch"),
+    (["--log-level", "loud"], "--log-level"),
 ])
 def test_serve_refuses_bad_limits_at_startup(serve_runs, capsys, argv, needle):
     with pytest.raises(SystemExit) as e:
