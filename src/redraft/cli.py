@@ -176,9 +176,13 @@ def cmd_serve(args, overrides: list[str]) -> int:
         import uvicorn  # noqa: F401
 
         from redraft.serve import create_app, run
+        from redraft.serve.limits import Limits
     except ImportError as e:
         raise RedraftError(f"redraft serve needs the 'serve' extra ({e.name} is missing): "
                            "pip install -e '.[serve]'") from None
+    if args.max_rows is not None and args.max_rows < args.max_batch:
+        raise RedraftError(f"--max-rows {args.max_rows}: expected >= --max-batch "
+                           f"({args.max_batch})")
     from redraft.model import load
 
     models = [load(path) for path in args.checkpoints]
@@ -187,9 +191,13 @@ def cmd_serve(args, overrides: list[str]) -> int:
         raise RedraftError(f"two checkpoints share a model name {names}: serve run folders "
                            "with different names")
     api_key = args.api_key or os.environ.get("REDRAFT_API_KEY") or None
+    limits = Limits(max_body_bytes=args.max_body, body_timeout_s=args.body_timeout,
+                    header_timeout_s=args.header_timeout, keep_alive_s=args.keep_alive,
+                    max_connections=args.max_connections, max_prompt_tokens=args.max_prompt_tokens,
+                    max_work=args.max_work, metrics_open=args.metrics_open)
     app = create_app(models, api_key=api_key, max_batch=args.max_batch,
                      max_queue=args.max_queue, timeout_s=args.timeout, max_steps=args.max_steps,
-                     grace_s=args.grace)
+                     grace_s=args.grace, max_rows=args.max_rows, limits=limits)
     print(f"serving {names} on http://{args.host}:{args.port}/ (page at /, API under /v1)",
           file=sys.stderr)
     run(app, args.host, args.port, args.grace, args.log_level)
@@ -243,6 +251,26 @@ def _no_overrides(overrides: list[str]) -> None:
 
 
 _positive_int = integer(1, BIG)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number of seconds > 0")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port in 1-65535")
+    return value
 
 
 def _list(kind):
@@ -376,20 +404,49 @@ def parser() -> argparse.ArgumentParser:
                                                    "default model; each is named by its run "
                                                    "folder)")
     v.add_argument("--host", default=SERVE.host, help="bind address (loopback by default)")
-    v.add_argument("--port", type=integer(0, 65535), default=SERVE.port)
-    v.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 "
-                                                   "(default: $REDRAFT_API_KEY, else none)")
+    v.add_argument("--port", type=_port, default=SERVE.port, help="TCP port, 1-65535")
+    v.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every "
+                                                   "route but /health (default: "
+                                                   "$REDRAFT_API_KEY, else none)")
+    v.add_argument("--metrics-open", action="store_true",
+                   help="serve /metrics without the API key (for a Prometheus scraper)")
     v.add_argument("--max-batch", type=_positive_int, default=SERVE.max_batch,
-                   help="rows (sequences) in the step loop at once")
+                   help="rows (sequences) per network call in one tick (default %(default)s)")
+    v.add_argument("--max-rows", type=_positive_int, default=SERVE.max_rows,
+                   help="rows admitted at once, >= --max-batch (default 2 x --max-batch, so a "
+                        "small request runs beside a maximal one; = --max-batch: first come, "
+                        "first served)")
     v.add_argument("--max-queue", type=_positive_int, default=SERVE.max_queue,
-                   help="requests waiting to join; more get 429")
+                   help="requests waiting to join; more get 429 (default %(default)s)")
     v.add_argument("--max-steps", type=_positive_int, default=SERVE.max_steps,
-                   help="the largest `steps` a request may ask for")
-    v.add_argument("--timeout", type=number(0, low_open=True), default=SERVE.timeout_s,
-                   help="seconds a request may take, queue included (then 504)")
-    v.add_argument("--grace", type=number(0, low_open=True), default=SERVE.grace_s,
-                   help="seconds in-flight requests get to finish on shutdown")
-    v.add_argument("--log-level", default="info")
+                   help="the largest `steps` a request may ask for (default %(default)s)")
+    v.add_argument("--max-work", type=_positive_int, default=SERVE.max_work,
+                   help="the most work one request may ask for, n x steps x length tokens "
+                        "(AR: n x length); more gets 400 (default %(default)s)")
+    v.add_argument("--max-prompt-tokens", type=_positive_int, default=SERVE.max_prompt_tokens,
+                   help="the longest prompt (+ suffix) in tokens (default: the model's context)")
+    v.add_argument("--max-body", type=_positive_int, default=SERVE.max_body_bytes,
+                   help="request body bytes; more gets 413 before it is read (default "
+                        "%(default)s)")
+    v.add_argument("--body-timeout", type=_seconds, default=SERVE.body_timeout_s,
+                   help="seconds a request body may take to arrive (then 408; default "
+                        "%(default)s)")
+    v.add_argument("--header-timeout", type=_seconds, default=SERVE.header_timeout_s,
+                   help="seconds a connection may take to send a request's headers (then 408; "
+                        "default %(default)s)")
+    v.add_argument("--keep-alive", type=_seconds, default=SERVE.keep_alive_s,
+                   help="seconds an idle keep-alive connection stays open (default %(default)s)")
+    v.add_argument("--max-connections", type=_positive_int, default=SERVE.max_connections,
+                   help="open connections + requests in progress; more get 503 (default "
+                        "%(default)s)")
+    v.add_argument("--timeout", type=_seconds, default=SERVE.timeout_s,
+                   help="seconds a request may take, queue included (then 504; default "
+                        "%(default)s)")
+    v.add_argument("--grace", type=_seconds, default=SERVE.grace_s,
+                   help="seconds in-flight requests get to finish on shutdown (default "
+                        "%(default)s)")
+    v.add_argument("--log-level", default="info",
+                   choices=("critical", "error", "warning", "info", "debug", "trace"))
 
     d = sub.add_parser("demo", help="train a diffusion LM and its AR twin on Python's stdlib, "
                                     "compare, and watch a sample denoise")

@@ -204,11 +204,28 @@ class ServeConfig:
     """Bind address (loopback: only this machine can connect)."""
     port: int = 8000
     max_batch: int = 64
-    """Rows (sequences) in the step loop at once."""
+    """Rows (sequences) per network call in one tick."""
+    max_rows: int | None = None
+    """Rows admitted at once, >= max_batch (None: 2 x max_batch, so a small request runs beside
+    a maximal one; = max_batch: first come, first served)."""
     max_queue: int = 256
     """Requests waiting to join; more get 429."""
     max_steps: int = 4096
     """The largest `steps` a request may ask for."""
+    max_work: int = 1 << 24
+    """The most work one request may ask for: n x steps x length tokens (AR: n x length)."""
+    max_prompt_tokens: int | None = None
+    """The longest prompt (+ suffix) in tokens (None: the model's context)."""
+    max_body_bytes: int = 1 << 20
+    """Request body bytes; more gets 413 before it is read."""
+    body_timeout_s: float = 15.0
+    """Seconds a request body may take to arrive (then 408)."""
+    header_timeout_s: float = 10.0
+    """Seconds a connection may take to send a request's headers (then 408)."""
+    keep_alive_s: float = 5.0
+    """Seconds an idle keep-alive connection stays open."""
+    max_connections: int = 1000
+    """Open connections + requests in progress; more get 503."""
     timeout_s: float = 300.0
     """Seconds a request may take, queue included (then 504)."""
     grace_s: float = 10.0

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from redraft.cli import main  # noqa: E402
 from redraft.model import load  # noqa: E402
 from redraft.serve import Work, create_app  # noqa: E402
+from redraft.serve.limits import Limits  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +186,8 @@ def test_models_health_metrics_page(client):
 
 
 def test_api_key_queue_full_and_timeout(models):
-    app = create_app(models, api_key="s3cret", max_batch=1, max_queue=1, timeout_s=0.5)
+    app = create_app(models, api_key="s3cret", max_batch=1, max_rows=1, max_queue=1,
+                     timeout_s=0.5)
     with TestClient(app) as c:
         body = {"max_tokens": 4, "steps": 2}
         assert c.post("/v1/completions", json=body).status_code == 401
@@ -205,7 +207,7 @@ def test_api_key_queue_full_and_timeout(models):
         r = c.post("/v1/completions", json={**body, "steps": 10**6 // 2, "max_tokens": 60},
                    headers=key)
         assert r.status_code == 400  # over the default max_steps
-        app2 = create_app(models, timeout_s=0.3, max_steps=10**6)
+        app2 = create_app(models, timeout_s=0.3, max_steps=10**6, limits=Limits(max_work=10**9))
         with TestClient(app2) as c2:
             r = c2.post("/v1/completions", json={"steps": 10**6})
             assert r.status_code == 504 and "timed out" in r.json()["error"]["message"]

@@ -97,7 +97,7 @@ def test_cancel_shrinks_the_batch(served, model):
 
 def test_bounded_queue_timeout_and_shutdown(served):
     tok = served["mdlm"].tokenizer
-    engine = Engine(served, max_batch=1, max_queue=1).start()
+    engine = Engine(served, max_batch=1, max_rows=1, max_queue=1).start()
     running = engine.submit(Work("mdlm", tok.encode("the "), 64, [1], steps=10**6))
     _wait(lambda: engine.stats()["active_rows"] == 1)
     queued = engine.submit(Work("mdlm", tok.encode("the "), 16, [2], steps=4))
@@ -150,3 +150,33 @@ def test_ar_rows_at_different_positions_share_a_call_and_stay_exact(served):
                           prefix=w.prefix, seed=w.seeds[0], temperature=w.temperature,
                           banned=tok.non_text_ids)
         assert torch.equal(job.final.tokens, ref.tokens)
+
+
+@pytest.mark.parametrize("max_rows", [4, 8])
+def test_a_small_request_beside_a_maximal_one(served, max_rows):
+    """Ticked by hand. max_rows = max_batch is first come, first served: the small request
+    waits for the whole maximal one. With room to spare (max_rows 8) it is admitted at once
+    and the ticks alternate, so it finishes in at most twice its own steps while the big one
+    still runs; no network call ever has more than max_batch rows; and its tokens are the ones
+    it gets alone."""
+    tok = served["mdlm"].tokenizer
+    engine = Engine(served, max_batch=4, max_rows=max_rows)  # not started
+    big = engine.submit(Work("mdlm", tok.encode("the "), 32, [1, 2, 3, 4], steps=40))
+    engine.tick()
+    small = engine.submit(Work("mdlm", tok.encode("the "), 12, [5], steps=6))
+    ticks = 0
+    while not small.finished.is_set():
+        engine.tick()
+        ticks += 1
+    if max_rows == 4:
+        assert big.finished.is_set() and ticks >= 39
+    else:
+        assert not big.finished.is_set() and ticks <= 2 * 6
+        big.cancel()
+        engine.tick()
+    assert engine.metrics.batch_rows.max <= 4
+    alone = Engine(served, max_batch=4)
+    job = alone.submit(Work("mdlm", tok.encode("the "), 12, [5], steps=6))
+    while not job.finished.is_set():
+        alone.tick()
+    assert torch.equal(small.final.tokens, job.final.tokens)

@@ -15,6 +15,7 @@ httpx = pytest.importorskip("httpx")
 
 from redraft.model import load  # noqa: E402
 from redraft.serve import create_app  # noqa: E402
+from redraft.serve.limits import Limits  # noqa: E402
 
 CHROMIUM = os.environ.get("REDRAFT_CHROMIUM") or shutil.which("chromium") or next(
     (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(p)), None)
@@ -29,7 +30,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(serve_runs):
     app = create_app([load(serve_runs["mdlm"]), load(serve_runs["ar"])],
-                     max_steps=10**6, grace_s=1.0)
+                     max_steps=10**6, grace_s=1.0, limits=Limits(max_work=10**9))
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)

@@ -1,12 +1,17 @@
 """The HTTP side: an OpenAI-shaped API over the engine, Server-Sent Events, errors as JSON.
 
-Each generating request is validated and tokenised here, submitted to the engine (which raises
-at once if the queue is full), and then awaited: the engine thread hands events to this event
-loop through an asyncio.Queue. A request whose client goes away is cancelled, so the engine
-drops its rows at the next tick instead of computing for nobody.
+Each generating request passes the guard (API key, declared size: serve/limits.py), then its
+body is read under a size and time limit, and parsed, validated and tokenised in a worker thread
+(a big body never stalls the event loop, so /health stays fast). It is submitted to the engine
+(which raises at once if the queue is full), and awaited: the engine thread hands events to this
+event loop through a Mailbox (the newest draft and the final event). A request whose client goes
+away is cancelled, so the engine drops its rows at the next tick instead of computing for
+nobody.
 
 Errors are OpenAI's shape, {"error": {"message", "type", "param", "code"}}: 400 bad input,
-401 bad API key, 404 unknown model or route, 429 queue full, 503 shutting down, 504 timeout.
+401 bad API key, 404 unknown model or route, 405 wrong method (with Allow), 408 body or
+headers too slow, 413 body too large, 415 not JSON, 429 queue full, 503 shutting down,
+504 timeout. 413 and 408 close the connection; every other error leaves it usable.
 """
 
 from __future__ import annotations
@@ -19,21 +24,33 @@ import time
 from importlib import resources
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from redraft.config import SERVE
 from redraft.display import MASK_GLYPH
 from redraft.errors import RedraftError
 from redraft.model import Model
 from redraft.sampling.registry import SAMPLERS
+from redraft.serve import limits as lim
 from redraft.serve.engine import Engine, QueueFull, Unavailable
 from redraft.serve.jobs import Event, Job
+from redraft.serve.limits import HTTPError, Limits
 from redraft.serve.schemas import (
     ChatRequest,
+    Completion,
     CompletionRequest,
+    ErrorReply,
     InfillRequest,
+    StreamEvent,
     chat_prompt,
     cut_at_stop,
     prompt_text,
@@ -42,32 +59,90 @@ from redraft.serve.schemas import (
 from redraft.serve.schemas import to_work as _to_work
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-               429: "rate_limit_error", 503: "server_unavailable", 504: "timeout_error"}
+               405: "invalid_request_error", 408: "timeout_error", 413: "invalid_request_error",
+               415: "invalid_request_error", 429: "rate_limit_error", 503: "server_unavailable",
+               504: "timeout_error"}
 HEARTBEAT_S = 1.0  # an SSE comment this often: a send to a closed socket shows a disconnect
+CLIENT_GONE = 499  # nginx's status for "the client closed the connection" (metrics only)
+GENERATE = {"/v1/completions": (CompletionRequest, "completion"),
+            "/v1/chat/completions": (ChatRequest, "chat"), "/v1/infill": (InfillRequest, "infill")}
 
 
-def error(status: int, message: str, param: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": ERROR_TYPES.get(status, "error"),
-                                   "param": param, "code": status}}, status_code=status)
+def error(status: int, message: str, param: str | None = None, close: bool = False,
+          headers: dict | None = None) -> JSONResponse:
+    headers = {**(headers or {}), **({"Connection": "close"} if close else {})}
+    return JSONResponse({"error": {"message": lim.safe_text(message),
+                                   "type": ERROR_TYPES.get(status, "error"),
+                                   "param": param, "code": status}},
+                        status_code=status, headers=headers)
 
 
 def _validation_message(e: ValidationError) -> tuple[str, str | None]:
     parts, first = [], None
-    for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "body"
+    for err in e.errors()[:5]:
+        loc = ".".join(str(p)[:60] for p in err["loc"]) or "body"
         first = first or loc
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts), first
 
 
+class Guard:
+    """ASGI middleware before every route: the API key (every path but /health, and /metrics
+    when it is opened for scrapers), a declared Content-Length over the limit (413 before a
+    byte of the body is read), and the request count by endpoint and status for /metrics."""
+
+    def __init__(self, app, *, api_key: str | None, limits: Limits, metrics, endpoints):
+        self.app, self.api_key, self.limits, self.metrics = app, api_key, limits, metrics
+        self.endpoints = set(endpoints)
+        self.open = set(lim.OPEN_PATHS) | ({"/metrics"} if limits.metrics_open else set())
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = 0
+
+        async def recorded(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        headers = dict(scope["headers"])
+        try:
+            if scope["path"] not in self.open and not lim.authorised(headers, self.api_key):
+                raise HTTPError(401, "missing or wrong API key: send 'Authorization: Bearer "
+                                     "<key>'")
+            lim.declared_length(headers, self.limits.max_body_bytes)
+        except HTTPError as e:
+            await error(e.status, str(e), e.param, e.close)(scope, receive, recorded)
+        else:
+            await self.app(scope, receive, recorded)
+        finally:
+            if status:
+                path = scope["path"] if scope["path"] in self.endpoints else "other"
+                self.metrics.request(path, status)
+
+
 def create_app(models: list[Model], *, api_key: str | None = None,
                max_batch: int = SERVE.max_batch, max_queue: int = SERVE.max_queue,
                timeout_s: float = SERVE.timeout_s, max_steps: int = SERVE.max_steps,
-               grace_s: float = SERVE.grace_s) -> FastAPI:
+               grace_s: float = SERVE.grace_s, max_rows: int | None = SERVE.max_rows,
+               limits: Limits | None = None) -> FastAPI:
     """The ASGI app for `models` (the first is the default); its engine runs during the app's
-    lifespan (uvicorn, or `with TestClient(app)`)."""
+    lifespan (uvicorn, or `with TestClient(app)`). Every limit is checked here (a RedraftError
+    names a bad one), so a server never starts with a limit it cannot honour."""
+    limits = limits or Limits()
+    for name, value in (("max_batch", max_batch), ("max_queue", max_queue),
+                        ("max_steps", max_steps)):
+        lim.positive(name, value, integer=True)
+    lim.positive("timeout", timeout_s)
+    if not (grace_s >= 0 and grace_s < float("inf")):
+        raise RedraftError(f"grace={grace_s!r}: expected a finite number of seconds >= 0")
+    if api_key is not None and not api_key:
+        raise RedraftError("api_key='': expected a non-empty key (or none)")
     by_name = {m.name: m for m in models}
-    engine = Engine(by_name, max_batch=max_batch, max_queue=max_queue, timeout_s=timeout_s)
+    engine = Engine(by_name, max_batch=max_batch, max_queue=max_queue, timeout_s=timeout_s,
+                    max_rows=max_rows)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -75,24 +150,13 @@ def create_app(models: list[Model], *, api_key: str | None = None,
         yield
         await asyncio.to_thread(engine.close, grace_s)
 
-    app = FastAPI(title="redraft", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.engine = engine
+    app = FastAPI(title="redraft", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  summary="OpenAI-shaped API over a diffusion LM server (redraft serve)")
+    app.state.engine, app.state.limits = engine, limits
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc):  # unknown routes and methods: JSON, not HTML
-        return error(exc.status_code, str(exc.detail))
-
-    def record(request: Request, response):
-        engine.metrics.request(request.url.path, response.status_code)
-        return response
-
-    def unauthorised(request: Request) -> JSONResponse | None:
-        if api_key is None:
-            return None
-        given = request.headers.get("authorization", "")
-        if secrets.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-            return None
-        return error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
+        return error(exc.status_code, str(exc.detail), headers=exc.headers)
 
     @app.get("/", response_class=HTMLResponse)
     async def page():
@@ -102,92 +166,164 @@ def create_app(models: list[Model], *, api_key: str | None = None,
     async def health():
         return {"status": "ok", **engine.stats()}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse,
+             responses={200: {"content": {"text/plain": {}},
+                              "description": "Prometheus text format 0.0.4"}})
     async def metrics():
         return PlainTextResponse(engine.metrics.render(engine.stats()),
                                  media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models")
-    async def list_models(request: Request):
-        if (bad := unauthorised(request)) is not None:
-            return record(request, bad)
+    async def list_models():
         data = [{"id": m.name, "object": "model", "created": 0, "owned_by": "redraft",
                  "kind": m.kind, "objective": m.objective.name,
                  "context_length": m.seq_len,
                  "samplers": [] if m.is_ar else list(SAMPLERS)} for m in models]
-        return record(request, JSONResponse({"object": "list", "data": data}))
+        return {"object": "list", "data": data}
 
-    async def generate(request: Request, schema, kind: str):
-        if (bad := unauthorised(request)) is not None:
-            return record(request, bad)
+    def prepare(body: bytes, schema, kind: str) -> tuple:
+        """Parse, validate and tokenise (a worker thread: all of it is CPU work that grows
+        with the body). Raises HTTPError for anything the client got wrong."""
         try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            return record(request, error(400, f"the body is not valid JSON: {e}"))
-        if not isinstance(body, dict):
-            return record(request, error(400, "the body must be a JSON object"))
-        try:
-            req = schema.model_validate(body)
+            req = schema.model_validate(lim.parse_json(body))
         except ValidationError as e:
-            return record(request, error(400, *_validation_message(e)))
+            raise HTTPError(400, *_validation_message(e)) from None
         served = models[0] if req.model is None else by_name.get(req.model)
         if served is None:
-            return record(request, error(404, f"model {req.model!r} does not exist: this server "
-                                              f"has {list(by_name)}", "model"))
-        loop, queue = asyncio.get_running_loop(), asyncio.Queue()
-
-        def listener(event: Event) -> None:  # engine thread -> this event loop
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
-                loop.call_soon_threadsafe(queue.put_nowait, event)
-
-        try:
+            raise HTTPError(404, f"model {req.model[:100]!r} does not exist: this server has "
+                                 f"{list(by_name)}", "model")
+        with _as_400():
             if kind == "chat":
                 prefix, suffix = chat_prompt(req.messages), ""
             elif kind == "infill":
                 prefix, suffix = req.prefix, req.suffix
             else:
                 prefix, suffix = prompt_text(req), req.suffix or ""
-            work = _to_work(req, served, prefix, suffix, max_steps)
-            job = engine.submit(work, listener)
-        except QueueFull as e:
-            return record(request, error(429, str(e)))
-        except Unavailable as e:
-            return record(request, error(503, str(e)))
-        except RedraftError as e:
-            return record(request, error(400, str(e)))
+            return req, served, _to_work(req, served, prefix, suffix, max_steps,
+                                         limits.max_prompt_tokens, limits.max_work)
+
+    async def generate(request: Request):
+        schema, kind = GENERATE[request.url.path]
+        box = Mailbox(asyncio.get_running_loop())
+        try:
+            lim.check_json_type(dict(request.scope["headers"]))
+            body = await lim.read_body(request.stream(), limits.max_body_bytes,
+                                       limits.body_timeout_s)
+            req, served, work = await asyncio.to_thread(prepare, body, schema, kind)
+            # On the loop, not the thread: the response starts before the engine's first
+            # tick could post a draft (so a stream's every draft reaches a fast client).
+            with _as_400():
+                job = engine.submit(work, box.put)
+        except HTTPError as e:
+            return error(e.status, str(e), e.param, e.close)
+        except ClientDisconnect:
+            return Response(status_code=CLIENT_GONE)
         reply = Reply(kind, served, job, req)
         if req.stream:
-            return record(request, StreamingResponse(
-                reply.stream(queue), media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}))
+            return StreamingResponse(reply.stream(box), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache",
+                                              "X-Accel-Buffering": "no"})
         try:
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
-                except asyncio.TimeoutError:
-                    if await request.is_disconnected():
-                        return None
-                    continue
-                if event.kind == "error":
-                    return record(request, error(event.status, event.message))
-                if event.kind == "done":
-                    return record(request, JSONResponse(reply.final(event)))
+            while (event := (await box.get(HEARTBEAT_S))[1]) is None:
+                if await request.is_disconnected():
+                    return Response(status_code=CLIENT_GONE)  # counted; nobody reads it
+            if event.kind == "error":
+                return error(event.status, event.message)
+            return JSONResponse(reply.final(event))
         finally:
             job.cancel()  # a no-op for a finished job; drops it on a disconnect or shutdown
 
-    @app.post("/v1/completions")
-    async def completions(request: Request):
-        return await generate(request, CompletionRequest, "completion")
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        return await generate(request, ChatRequest, "chat")
-
-    @app.post("/v1/infill")
-    async def infill(request: Request):
-        return await generate(request, InfillRequest, "infill")
-
+    for path, (schema, kind) in GENERATE.items():
+        app.post(path, name=kind, openapi_extra=_body_doc(schema),
+                 responses=_reply_doc())(generate)
+    _document(app)
+    app.add_middleware(Guard, api_key=api_key, limits=limits, metrics=engine.metrics,
+                       endpoints=[r.path for r in app.routes])
     return app
+
+
+@contextlib.contextmanager
+def _as_400():
+    """The engine's and samplers' own checks (all input-driven) as HTTP errors."""
+    try:
+        yield
+    except HTTPError:
+        raise
+    except QueueFull as e:
+        raise HTTPError(429, str(e)) from None
+    except Unavailable as e:
+        raise HTTPError(503, str(e)) from None
+    except (RedraftError, ValueError, TypeError, OverflowError) as e:
+        raise HTTPError(400, str(e)) from None
+
+
+def _body_doc(schema) -> dict:
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{schema.__name__}"}}}}}
+
+
+def _reply_doc() -> dict:
+    ref = "#/components/schemas/{}".format
+    errors = {s: {"description": d, "content": {"application/json": {
+        "schema": {"$ref": ref("ErrorReply")}}}} for s, d in (
+        (400, "bad input"), (401, "missing or wrong API key"), (404, "unknown model"),
+        (408, "body too slow"), (413, "body too large"), (415, "not application/json"),
+        (429, "queue full"), (503, "shutting down"), (504, "timed out"))}
+    return {200: {"description": "the completion; with stream=true, Server-Sent Events, each "
+                                 "`data:` line one StreamEvent, then `data: [DONE]`",
+                  "content": {"application/json": {"schema": {"$ref": ref("Completion")}},
+                              "text/event-stream": {"schema": {"$ref": ref("StreamEvent")}}}},
+            **errors}
+
+
+def _document(app: FastAPI) -> None:
+    """The OpenAPI schema with the request bodies, replies and SSE events: the routes read
+    their bodies by hand (to bound them), so FastAPI cannot infer these."""
+    base = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            doc = base()
+            found = doc.setdefault("components", {}).setdefault("schemas", {})
+            for model in (CompletionRequest, ChatRequest, InfillRequest, Completion,
+                          StreamEvent, ErrorReply):
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                found.update(schema.pop("$defs", {}))
+                found[model.__name__] = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+class Mailbox:
+    """One request's events from the engine thread, kept on the event loop: the newest draft
+    and the final event only. A stream's client that stops reading holds one draft here, not
+    one per step (thousands of canvases), and a slow reader skips to the newest draft."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.draft, self.final = loop, None, None
+        self.ready = asyncio.Event()
+
+    def put(self, event: Event) -> None:  # the engine thread
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
+            self.loop.call_soon_threadsafe(self._put, event)
+
+    def _put(self, event: Event) -> None:
+        if event.kind == "draft":
+            self.draft = event
+        else:
+            self.final = event
+        self.ready.set()
+
+    async def get(self, timeout: float) -> tuple[Event | None, Event | None]:
+        """(the newest draft not yet taken, the final event), or (None, None) after timeout."""
+        try:
+            await asyncio.wait_for(self.ready.wait(), timeout)
+        except TimeoutError:
+            return None, None
+        self.ready.clear()
+        draft, self.draft = self.draft, None
+        return draft, self.final
 
 
 class Reply:
@@ -242,18 +378,16 @@ class Reply:
                    for i, text in enumerate(self.texts(event.tokens, MASK_GLYPH))]
         return self._object(choices, chunk=True, draft=True, step=event.step, steps=total)
 
-    async def stream(self, queue: asyncio.Queue):
+    async def stream(self, box: Mailbox):
         try:
             while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
-                except asyncio.TimeoutError:
+                draft, event = await box.get(HEARTBEAT_S)
+                if draft is None and event is None:
                     yield ": keep-alive\n\n"
                     continue
-                while event.kind == "draft" and not queue.empty():
-                    event = queue.get_nowait()  # a slow reader gets the newest draft only
-                if event.kind == "draft":
-                    yield _sse(self.draft(event))
+                if draft is not None:
+                    yield _sse(self.draft(draft))
+                if event is None:
                     continue
                 if event.kind == "error":
                     yield _sse({"error": {"message": event.message, "code": event.status,
@@ -283,8 +417,11 @@ def run(app: FastAPI, host: str, port: int, grace_s: float, log_level: str = "in
 
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                           timeout_graceful_shutdown=grace_s + 5))
+    limits: Limits = app.state.limits
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=grace_s + 5,
+        http=lim.timeout_protocol(limits.header_timeout_s), timeout_keep_alive=limits.keep_alive_s,
+        limit_concurrency=limits.max_connections))
     handle_exit = server.handle_exit
 
     def on_signal(sig, frame):

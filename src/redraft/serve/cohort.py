@@ -90,6 +90,7 @@ class Cohort:
         done = [job for job in jobs if job.state.done]
         running = [job for job in jobs if not job.state.done]
         if not running:
+            self.jobs = []  # all done: the engine drops this cohort
             return done, 0
         nxt = torch.cat([d for d, job in zip(drawn, jobs, strict=True) if not job.state.done])
         self.keep(running)

@@ -1,11 +1,19 @@
 """Step-level continuous batching: one thread owns the models and runs one tick at a time.
 
 A tick: (1) retire cancelled and timed-out requests; (2) admit queued requests, first come first
-served, while the active rows stay within max_batch; (3) for every (model, canvas length) bucket
-of diffusion requests, stack the rows that need logits into ONE network call with a per-row t
-(so requests at different steps, with different step counts and samplers, share it), then let
-each request's own step rule advance its own rows; (4) step the AR rows of each model
-together, one token each, whatever their positions (serve/cohort.py). A request that
+served, while the admitted rows stay within max_rows (and the AR rows within max_batch);
+(3) choose the diffusion requests this tick steps: the ones passed over longest first, packed
+while the tick's rows stay within max_batch (always at least one); (4) for every (model, canvas
+length) bucket of the chosen requests, stack the rows that need logits into ONE network call
+with a per-row t (so requests at different steps, with different step counts and samplers,
+share it), then let each request's own step rule advance its own rows; (5) step the AR rows of
+each model together, one token each, whatever their positions (serve/cohort.py).
+
+Fairness: max_rows (default 2 x max_batch) lets a small request in beside a maximal one (n =
+max_batch rows for thousands of steps), and step (3) then alternates the two instead of
+running the big one to the end first: the small request's wait grows by the big one's tick
+time per step instead of by its whole run. max_rows = max_batch is plain first come, first
+served. A request that
 finishes is retired at once, and its slot is free for the next tick. Diffusion buckets use
 exact lengths, so no row is padded; AR rows mask the cache slots past their own position. A
 row's logits do not depend on its batch-mates (up to the float rounding of batched matmuls).
@@ -41,10 +49,14 @@ class Unavailable(RedraftError):
 class Engine:
     def __init__(self, models: dict[str, Model], *, max_batch: int = SERVE.max_batch,
                  max_queue: int = SERVE.max_queue, timeout_s: float = SERVE.timeout_s,
-                 metrics: Metrics | None = None):
+                 metrics: Metrics | None = None, max_rows: int | None = SERVE.max_rows):
         if not models:
             raise RedraftError("the engine needs at least one model")
+        max_rows = 2 * max_batch if max_rows is None else max_rows
+        if max_rows < max_batch:
+            raise RedraftError(f"max_rows={max_rows}: expected >= max_batch ({max_batch})")
         self.models, self.max_batch, self.max_queue = models, max_batch, max_queue
+        self.max_rows = max_rows
         self.timeout_s = timeout_s
         self.metrics = metrics or Metrics()
         self._pending: deque[Job] = deque()
@@ -138,7 +150,8 @@ class Engine:
         """One step for every active request (see the module docstring)."""
         self._retire_dropped()
         self._admit()
-        rows = [self._diffusion_bucket(key, jobs) for key, jobs in self._buckets().items()]
+        chosen = self._schedule()
+        rows = [self._diffusion_bucket(key, jobs) for key, jobs in self._buckets(chosen).items()]
         rows += self._ar_tick()
         self.last_batch_rows = max(rows, default=0)
         for r in rows:
@@ -148,7 +161,7 @@ class Engine:
     def _retire_dropped(self) -> None:
         now = time.monotonic()
         for job in self._all_running():
-            if job.cancelled:
+            if job.cancelled and not job.finished.is_set():  # cancel() after done is a no-op
                 self.metrics.cancelled += 1
             elif now > job.deadline:
                 job.emit(Event("error", status=504, message=f"request timed out after "
@@ -166,19 +179,47 @@ class Engine:
                 c.keep([j for j in c.jobs if j in keep])
             self._cohorts = [c for c in self._cohorts if c.jobs]
 
-    def _admit(self) -> None:
-        with self._cv:
-            used = sum(j.n for j in self._all_running())
-            while self._pending and used + self._pending[0].n <= self.max_batch:
-                job = self._pending.popleft()
-                if job.cancelled:
-                    continue
-                used += job.n
-                (self._fresh_ar if job.served.is_ar else self._active).append(job)
+    def _ar_rows(self) -> int:
+        return sum(j.n for j in [*self._fresh_ar, *(j for c in self._cohorts for j in c.jobs)])
 
-    def _buckets(self) -> dict[tuple[str, int], list[Job]]:
-        buckets: dict[tuple[str, int], list[Job]] = {}
+    def _admit(self) -> None:
+        """First come, first served: the head waits until it fits (nothing overtakes it, so
+        a big request is never starved by a stream of small ones)."""
+        with self._cv:
+            used, ar = sum(j.n for j in self._all_running()), self._ar_rows()
+            while self._pending:
+                job = self._pending[0]
+                if job.cancelled:
+                    self._pending.popleft()
+                    continue
+                # AR rows all step every tick, so they alone must fit one call.
+                if used + job.n > self.max_rows or (job.served.is_ar
+                                                    and ar + job.n > self.max_batch):
+                    break
+                self._pending.popleft()
+                used += job.n
+                if job.served.is_ar:
+                    ar += job.n
+                    self._fresh_ar.append(job)
+                else:
+                    self._active.append(job)
+
+    def _schedule(self) -> list[Job]:
+        """The diffusion requests this tick steps: longest passed over first (then oldest),
+        packed within max_batch rows beside the AR rows; the first always goes."""
+        order = sorted(self._active, key=lambda j: (-j.skipped, j.submitted))
+        chosen, rows = [], self._ar_rows()
+        for job in order:
+            if not chosen or rows + job.n <= self.max_batch:
+                chosen.append(job)
+                rows += job.n
         for job in self._active:
+            job.skipped = 0 if job in chosen else job.skipped + 1
+        return chosen
+
+    def _buckets(self, jobs: list[Job]) -> dict[tuple[str, int], list[Job]]:
+        buckets: dict[tuple[str, int], list[Job]] = {}
+        for job in jobs:
             buckets.setdefault((job.work.model, job.work.length), []).append(job)
         return buckets
 

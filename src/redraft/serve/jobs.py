@@ -66,6 +66,7 @@ class Job:
         self.finished = threading.Event()
         self.final: Event | None = None
         self.row_nfe = 0
+        self.skipped = 0  # ticks in a row the engine passed this request over (its fairness)
         self.state = start_state(served, work)
 
     @property

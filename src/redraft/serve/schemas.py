@@ -3,13 +3,17 @@ validated body into engine Work.
 
 Strict types: "8" is not an integer and 1 is not a boolean, so a client's mistake is a 400 that
 names the field rather than a silent conversion. Unknown fields are rejected too (a misspelt
-`stpes` would otherwise be ignored).
+`stpes` would otherwise be ignored). Every integer is bounded, so no request can carry a number
+that overflows a tensor or a loop further down.
+
+The response models at the end are documentation only (the OpenAPI schema's responses and SSE
+events); the replies themselves are built in app.py.
 """
 
 from __future__ import annotations
 
 import secrets
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +27,7 @@ from redraft.serve.jobs import Work
 # endpoint honest (a prompt you can read) rather than clever.
 CHAT_ROLE_FORMAT = "{role}: {content}\n"
 CHAT_REPLY_PREFIX = "assistant: "
+BIG = 2**31 - 1  # the bound of every count field: far past any real request, well inside int64
 
 
 class Knobs(BaseModel):
@@ -31,22 +36,22 @@ class Knobs(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str | None = None
-    max_tokens: int | None = Field(None, ge=1, description="tokens to generate (default: the "
-                                                           "rest of the context)")
+    max_tokens: int | None = Field(None, ge=1, le=BIG, description="tokens to generate (default: "
+                                                                    "the rest of the context)")
     temperature: float = Field(SAMPLE.temperature, ge=0, le=100)
     top_p: float | None = Field(SAMPLE.top_p, gt=0, le=1)
-    top_k: int | None = Field(SAMPLE.top_k, ge=1)
+    top_k: int | None = Field(SAMPLE.top_k, ge=1, le=BIG)
     n: int = Field(SAMPLE.num_samples, ge=1, le=64)
     seed: int | None = Field(None, ge=0, lt=2**63 - 64)
     stop: str | list[str] | None = None
     stream: bool = False
     user: str | None = None
     # diffusion knobs
-    steps: int = Field(SAMPLE.steps, ge=1)
+    steps: int = Field(SAMPLE.steps, ge=1, le=BIG)
     sampler: str | None = SAMPLE.sampler
     sampler_options: dict[str, str | int | float] | None = Field(
         None, description="the sampler's knobs, e.g. {\"threshold\": 0.9} (`redraft samplers`)")
-    block_size: int | None = Field(SAMPLE.block_size, ge=1,
+    block_size: int | None = Field(SAMPLE.block_size, ge=1, le=BIG,
                                    description="semi-autoregressive blocks")
     stop_at_eos: bool = Field(SAMPLE.stop_at_eos,
                               description="stop a row after the block where it wrote EOS")
@@ -96,13 +101,25 @@ def stops(req: Knobs) -> list[str]:
     return found
 
 
-def to_work(req: Knobs, served: Model, prefix: str, suffix: str, max_steps: int) -> Work:
-    """Tokenise and check sizes: prompt + max_tokens (+ suffix) must fit the model's context."""
+def work_units(served: Model, n: int, steps: int, length: int) -> int:
+    """Token positions the network evaluates for a request: n x steps x length for diffusion
+    (every step reads the whole canvas), n x length for the AR twin (one token per step)."""
+    return n * length if served.is_ar else n * steps * length
+
+
+def to_work(req: Knobs, served: Model, prefix: str, suffix: str, max_steps: int,
+            max_prompt_tokens: int | None = None, max_work: int | None = None) -> Work:
+    """Tokenise and check sizes: prompt + max_tokens (+ suffix) must fit the model's context,
+    the prompt must be within max_prompt_tokens and the request's work (work_units) within
+    max_work."""
     stops(req)
     if req.steps > max_steps:
         raise RedraftError(f"steps={req.steps}: this server allows at most {max_steps}")
     tok = served.tokenizer
     pre, suf = tok.encode(prefix), tok.encode(suffix)
+    if max_prompt_tokens is not None and len(pre) + len(suf) > max_prompt_tokens:
+        raise RedraftError(f"the prompt is {len(pre) + len(suf)} tokens; this server allows at "
+                           f"most {max_prompt_tokens} (--max-prompt-tokens)")
     room = served.seq_len - len(pre) - len(suf)
     if room < 1:
         raise RedraftError(f"the prompt is {len(pre) + len(suf)} tokens; the context of model "
@@ -112,8 +129,16 @@ def to_work(req: Knobs, served: Model, prefix: str, suffix: str, max_steps: int)
     if max_tokens > room:
         raise RedraftError(f"max_tokens={max_tokens}: the prompt takes {len(pre) + len(suf)} of "
                            f"the {served.seq_len}-token context, so at most {room} fit")
+    length = len(pre) + max_tokens + len(suf)
+    work = work_units(served, req.n, req.steps, length)
+    if max_work is not None and work > max_work:
+        what = (f"n x length = {req.n} x {length}" if served.is_ar
+                else f"n x steps x length = {req.n} x {req.steps} x {length}")
+        raise RedraftError(f"the request is {work:,} units of work ({what}); this server "
+                           f"allows at most {max_work:,} (--max-work): lower n, steps or "
+                           "max_tokens")
     seed = secrets.randbelow(2**31) if req.seed is None else req.seed
-    return Work(model=served.name, prefix=pre, suffix=suf, length=len(pre) + max_tokens + len(suf),
+    return Work(model=served.name, prefix=pre, suffix=suf, length=length,
                 seeds=[seed + r for r in range(req.n)], steps=req.steps, sampler=req.sampler,
                 options=req.sampler_options, block_size=req.block_size,
                 stop_at_eos=req.stop_at_eos, guidance=req.guidance,
@@ -125,3 +150,64 @@ def cut_at_stop(text: str, stop: list[str]) -> tuple[str, str]:
     """The text up to the first stop string, and OpenAI's finish_reason."""
     cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
     return (text[:min(cuts)], "stop") if cuts else (text, "length")
+
+
+# --- documentation only: what the endpoints answer (OpenAPI responses and SSE events) --------
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Choice(BaseModel):
+    index: int
+    text: str | None = Field(None, description="completions: the generated text")
+    message: dict[str, str] | None = Field(None, description="chat: {role, content}")
+    delta: dict[str, str] | None = Field(None, description="chat stream chunks: {role, content}")
+    finish_reason: Literal["stop", "length"] | None
+
+
+class Completion(BaseModel):
+    """A non-streamed reply (text_completion or chat.completion)."""
+
+    id: str
+    object: Literal["text_completion", "chat.completion"]
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    redraft: dict[str, Any] = Field(description="steps, network_rows, seconds, tokens_per_s, "
+                                                "seeds")
+
+
+class StreamEvent(BaseModel):
+    """One SSE `data:` line of a stream (`stream: true`); the stream ends with `data: [DONE]`.
+
+    With `diffusing: true`, draft events come first: `draft` true, `step` of `steps`, and each
+    choice's text is the WHOLE current draft (masks as U+2591), replacing the previous one.
+    Then, per choice, a chunk with the final text and one with its finish_reason; then a chunk
+    with no choices and the usage. An error after the stream began is an event
+    {"error": {message, type, code}}."""
+
+    id: str
+    object: Literal["text_completion", "chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[Choice]
+    draft: bool | None = None
+    step: int | None = None
+    steps: int | None = None
+    usage: Usage | None = None
+
+
+class ErrorDetail(BaseModel):
+    message: str = Field(description="one line naming the bad value and what was expected")
+    type: str
+    param: str | None = None
+    code: int = Field(description="the HTTP status")
+
+
+class ErrorReply(BaseModel):
+    error: ErrorDetail
