@@ -25,6 +25,7 @@ from tests.conftest import TEXT, tiny_overrides
 
 STEPS = {"train.max_steps": 6, "train.save_every": 2, "train.keep_checkpoints": 1,
          "train.eval_every": 6, "model.dropout": 0.1}
+EXTEND = {"train.max_steps": 8}
 
 
 def config(corpus, run, **extra):
@@ -77,8 +78,10 @@ class Killer:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """An uninterrupted run, the calls its checkpointing makes, and the same calls when the
-    finished run is started again with --resume auto."""
+    """An uninterrupted run and the calls its checkpointing makes; the same run extended from
+    its final checkpoint to more steps with --resume auto (keep_checkpoints=1: the new final
+    checkpoint replaces the old one) and the calls that makes; and what re-running the
+    finished run unchanged does (nothing: its checkpoint is left as it is)."""
     base = tmp_path_factory.mktemp("reference")
     (base / "corpus.txt").write_text(TEXT)
     mp = pytest.MonkeyPatch()
@@ -90,9 +93,15 @@ def reference(tmp_path_factory):
         killer.calls.clear()
         train(cfg, resume="auto")
         rerun_calls = list(killer.calls)
+        shutil.copytree(base / "run", base / "extended")
+        killer.calls.clear()
+        extended = train(config(base / "corpus.txt", base / "extended", **EXTEND),
+                         resume="auto")
+        extend_calls = list(killer.calls)
     finally:
         mp.undo()
-    return {"base": base, "ckpt": result.checkpoint, "fresh": fresh_calls, "rerun": rerun_calls}
+    return {"base": base, "ckpt": result.checkpoint, "fresh": fresh_calls, "rerun": rerun_calls,
+            "extended": extended.checkpoint, "extend": extend_calls}
 
 
 def test_checkpointing_makes_the_expected_calls(reference):
@@ -100,8 +109,13 @@ def test_checkpointing_makes_the_expected_calls(reference):
     fresh = reference["fresh"]
     assert fresh[0].startswith("replace .tmp-ckpt-")
     assert "replace ckpt-00000002" in fresh and "rmtree .tmp-rm-ckpt-00000002" in fresh
-    assert "replace ckpt-00000006" in reference["rerun"]  # the final one, moved aside
-    assert reference["rerun"][-1] == "rmtree .tmp-rm-old-ckpt-00000006"  # removed last
+    assert reference["rerun"] == []  # a finished run re-run unchanged is left as it is
+    extend = reference["extend"]
+    assert len(extend) == 4
+    # the new final checkpoint is moved into place first, then the old one renamed, deleted
+    assert extend[0].startswith("replace .tmp-ckpt-") and extend[-1] == \
+        "rmtree .tmp-rm-ckpt-00000006"
+    assert extend.index("replace ckpt-00000006") > 0
 
 
 @pytest.mark.parametrize("at", range(1, 10))
@@ -126,24 +140,27 @@ def test_a_kill_in_any_checkpoint_window_resumes_exactly(reference, tmp_path, mo
     assert leftovers == []
 
 
-@pytest.mark.parametrize("at", range(1, 7))
-def test_a_kill_while_rerunning_a_finished_run_keeps_its_checkpoint(reference, tmp_path,
-                                                                     monkeypatch, at):
-    """--resume auto on a finished run writes its final checkpoint again; with
-    keep_checkpoints=1 a kill at any point must still leave that checkpoint."""
-    if at > len(reference["rerun"]):
-        pytest.skip("fewer checkpoint calls")
+@pytest.mark.parametrize("at", range(1, 5))  # each of the extension's 4 calls
+def test_a_kill_while_extending_a_finished_run_keeps_a_checkpoint(reference, tmp_path,
+                                                                  monkeypatch, at):
+    """Extending a finished run (more steps, keep_checkpoints=1) replaces its final checkpoint;
+    a kill at any point of that must still leave a checkpoint, and resuming must reach exactly
+    the uninterrupted extension."""
+    if at > len(reference["extend"]):
+        pytest.fail(f"the extension made only {len(reference['extend'])} checkpoint calls")
     run = tmp_path / "run"
     shutil.copytree(reference["ckpt"].parent, run)
     cfg = config(reference["base"] / "corpus.txt", run,
-                 **{"data.cache_dir": str(reference["base"] / "cache")})
+                 **{"data.cache_dir": str(reference["base"] / "cache"), **EXTEND})
     Killer(monkeypatch, at)
     with pytest.raises(Kill):
         train(cfg, resume="auto")
     monkeypatch.undo()
-    result = train(cfg, resume="auto")  # cleans up, finds the checkpoint, has nothing to do
-    assert result.step == 6
-    assert_same(result.checkpoint, reference["ckpt"])
+    clean_run_dir(run)
+    assert list_checkpoints(run)  # never left without one
+    result = train(cfg, resume="auto")
+    assert result.step == 8
+    assert_same(result.checkpoint, reference["extended"])
 
 
 def test_debris_of_a_crash_is_cleaned(reference, tmp_path):

@@ -5,13 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from redraft.checkpoint import load_checkpoint
 from redraft.cli import main
 from redraft.eval import speed
 from redraft.eval.bench import matched_entropy
 from redraft.eval.features import frechet_distance
-from redraft.losses import make_process
-from redraft.sampling import generate_diffusion
+from redraft.model import load
 from tests.conftest import tiny_overrides
 
 
@@ -31,10 +29,8 @@ def expected_nfe(pair, steps, temperature) -> int:
     whose draft did not change since the last call, so its count is < steps at times."""
     if steps is None:
         return 16
-    ck = load_checkpoint(pair / "mdlm")
-    process = make_process(ck.config.diffusion, ck.tokenizer.mask_id, ck.model.vocab_size)
-    gen = generate_diffusion(ck.model, process, steps=steps, batch=1, length=16, seed=0,
-                             temperature=temperature)
+    gen = load(pair / "mdlm").sample([[]], length=16, seeds=[0], steps=steps,
+                                     temperature=temperature)
     assert 1 <= gen.nfe <= steps
     return gen.nfe
 

@@ -35,12 +35,12 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+import redraft.serve.limits as lim
 from redraft.config import SERVE
 from redraft.display import MASK_GLYPH
 from redraft.errors import RedraftError
 from redraft.model import Model
 from redraft.sampling.registry import SAMPLERS
-from redraft.serve import limits as lim
 from redraft.serve.engine import Engine, QueueFull, Unavailable
 from redraft.serve.jobs import Event, Job
 from redraft.serve.limits import HTTPError, Limits
