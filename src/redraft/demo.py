@@ -142,5 +142,5 @@ what {budget_s / 60:.1f} minutes of CPU training per model can and cannot give (
           writes), or figures near what these models reach with hours of training; which
           objective leads, and by how much, can change with the budget, the model size and
           the corpus: the gap above is this budget's, not a verdict
-  more:   redraft demo --minutes 30, or redraft train configs/stdlib-mdlm.yaml (a
-          larger model: hours on a CPU); BENCHMARKS.md has longer, documented runs"""
+  more:   redraft demo --minutes 30; configs/stdlib-mdlm.yaml is a 10.7M-parameter
+          Python model for a GPU; BENCHMARKS.md has longer, documented runs"""
