@@ -132,11 +132,11 @@ what {budget_s / 60:.1f} minutes of CPU training per model can and cannot give (
 {tokens:,} training tokens per model: the steps depend on this machine's speed):
   can:    a like-for-like comparison of masked diffusion and its AR twin: same backbone
           ({params / 1e6:.1f}M parameters), same data, same wall clock, same held-out bytes
-          (diffusion: an upper bound; AR: exact), and how far each gets below the
-          {baseline_bits:.2f} bits/byte of token frequencies alone by using context
+          (diffusion: an upper bound; AR: exact), and whether each has learned to use
+          context: below the {baseline_bits:.2f} bits/byte of token frequencies alone
   cannot: code that parses or means anything (the samples above show what this budget
           writes), or figures near what these models reach with hours of training; which
           objective leads, and by how much, can change with the budget, the model size and
           the corpus: the gap above is this budget's, not a verdict
-  more:   redraft demo --minutes 30, or redraft train configs/stdlib-mdlm.yaml (a
-          larger model: hours on a CPU); BENCHMARKS.md has longer, documented runs"""
+  more:   redraft demo --minutes 30; configs/stdlib-mdlm.yaml is a 10.7M-parameter
+          Python model for a GPU; BENCHMARKS.md has longer, documented runs"""
