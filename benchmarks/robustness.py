@@ -360,6 +360,7 @@ def report(summary: dict) -> str:
     m, p, w = summary["machine"], summary["phases"], summary["small_wait"]
     fifo = w["first_come_first_served"]["behind_maximal_s"]
     cancelled = p["disconnect100"]["cancelled_total"]
+    load = " / ".join(str(v) for v in summary.get("load_average_1min", {}).values()) or "?"
     rows = "\n".join(
         f"| {name} | {ph.get('completed', '')} | {ph['health']['probes']} | "
         f"{ph['health']['p50_ms']} | "
@@ -367,7 +368,8 @@ def report(summary: dict) -> str:
     return f"""## Robustness: the server under abuse
 
 `{summary['command']}` on {m['cpu']} ({m['cores']} cores, **shared with other jobs while it
-ran**: latencies are upper bounds), {m['date']}. Tiny model pair ({summary['model']}), served
+ran**: 1-minute load average {load} at the start and end; latencies are upper bounds),
+{m['date']}. Tiny model pair ({summary['model']}), served
 as `{summary['server_command_short']}`.
 
 | | value | bar |
@@ -414,10 +416,13 @@ def main() -> None:
         summary = json.loads((ROOT / "benchmarks" / "results" / "robustness.json").read_text())
         write_section("robustness", report(summary))
         return
+    load_before = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         runs = train_pair(folder)
         result = asyncio.run(run_all(runs, args, folder))
+    result["load_average_1min"] = {"start": round(load_before, 2),
+                                   "end": round(os.getloadavg()[0], 2)}
     command = "python benchmarks/robustness.py " + shlex.join(sys.argv[1:])
     summary = {"machine": machine(), "command": command.strip(),
                "model": f"byte tokenizer, 2 layers, d_model 64, context {SEQ_LEN}, mdlm + ar",
