@@ -198,7 +198,9 @@ def load_weights(model: Transformer, file: Path) -> None:
 
 
 def build_model(config: Config, vocab_size: int) -> Transformer:
-    return Transformer(config.model, vocab_size, causal=config.diffusion.objective == "ar")
+    d = config.diffusion
+    return Transformer(config.model, vocab_size, causal=d.objective == "ar",
+                       block_size=d.block_size if d.objective == "block" else None)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:

@@ -33,6 +33,7 @@ from redraft.checkpoint import (
     build_model,
     checkpoint_folders,
     load_train_state,
+    load_weights,
     read_meta,
     resolve_checkpoint,
     save_checkpoint,
@@ -144,7 +145,9 @@ def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
     rank_batch, micro = distributed.split_batch(tc.batch_size, tc.grad_accum, world.world_size)
 
     ckpt, state = _resume_point(resume, run_dir, cfg, world)
-    tokenizer = load_tokenizer(ckpt) if ckpt is not None else None
+    init = resolve_checkpoint(tc.init_from) if tc.init_from and state is None else None
+    source = ckpt if ckpt is not None else init
+    tokenizer = load_tokenizer(source) if source is not None else None
     with world.main_first():  # rank 0 writes the token shards, the others then map them
         tokenizer, data = load_data(cfg.data, L, tokenizer)
     torch.manual_seed(tc.seed)
@@ -152,6 +155,8 @@ def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
     model.checkpoint_blocks = tc.activation_checkpointing
     if state is not None:
         model.load_state_dict(state["model"])  # full weights, before any sharding
+    elif init is not None:
+        init_weights(model, init)
     if world.rank:
         # Each rank its own dropout stream; rank 0 keeps the single-process one.
         torch.manual_seed(tc.seed * 1_000_003 + world.rank)
@@ -228,7 +233,8 @@ def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
         # The noise of the whole global batch; this rank scores its rows of it.
         noise = draw_noise(cfg.diffusion, tc.batch_size, L, mask_id,
                            step_generator(tc.seed, step, device), cfg.diffusion.train_t_min,
-                           cfg.diffusion.elbo_estimator, device, model.vocab_size)
+                           cfg.diffusion.elbo_estimator, device, model.vocab_size,
+                           cfg.diffusion.train_t_max)
         if noise is not None and cfg.diffusion.cond_prefix_max:
             noise = condition_noise(noise, cfg.diffusion, mask_id,
                                     step_generator(tc.seed + 1, step, device))
@@ -293,6 +299,22 @@ def _train(cfg: Config, resume, world: distributed.World) -> TrainResult:
     return TrainResult(run_dir, ckpt_path, step, tokens_per_s,
                        last.get("val_nats_per_token"), last.get("val_bits_per_byte"),
                        model.num_params(), history, world.world_size, world.rank)
+
+
+def init_weights(model: torch.nn.Module, ckpt: Path) -> None:
+    """train.init_from: load a checkpoint's (inference) weights into a freshly built model.
+
+    The three attention kinds share one weights layout, so an AR twin, a masked model and a
+    block-diffusion model initialise one another as long as the shapes agree (same vocabulary,
+    widths and depth; a time-conditioned model needs a time-conditioned source). Anything
+    else is a RedraftError naming the first tensor that does not fit.
+    """
+    source = read_meta(ckpt).get("config", {}).get("diffusion", {}).get("objective")
+    try:
+        load_weights(model, ckpt / "model.safetensors")
+    except RedraftError as e:
+        raise RedraftError(f"train.init_from={str(ckpt)!r} (objective {source!r}) does not "
+                           f"fit this model: {e}") from None
 
 
 def _resume_point(resume, run_dir: Path, cfg: Config, world: distributed.World):

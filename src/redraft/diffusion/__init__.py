@@ -39,6 +39,10 @@ OBJECTIVES = {
     "mdlm": ("mask",),  # SUBS denoiser + masked ELBO: absorbing only
     "sedd": ("mask", "uniform", "mixture"),  # score entropy, s = exp(logits)
     "udlm": ("mask", "uniform", "mixture"),  # mean-parameterised ELBO (UDLM / Duo)
+    # Block diffusion (diffusion/block.py): SUBS denoiser inside blocks, block-causal attention
+    # (models.Transformer block_size), loss losses.block_token_losses, sampler
+    # sampling.block.generate_block with any masked step rule (default ancestral).
+    "block": ("mask",),
 }
 
 __all__ = [

@@ -40,7 +40,7 @@ def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches:
     if estimator not in ("time", "count"):
         raise RedraftError(f"estimator={estimator!r}: expected 'time' or 'count'")
     rank, world_size = shard
-    if estimator == "count" and cfg.diffusion.objective not in ("mdlm", "ar"):
+    if estimator == "count" and cfg.diffusion.objective not in ("mdlm", "block", "ar"):
         raise RedraftError(f"estimator 'count' is the masked ELBO's; objective "
                            f"{cfg.diffusion.objective!r} is estimated by drawing t ('time')")
     was_training = model.training
