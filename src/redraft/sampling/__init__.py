@@ -1,5 +1,6 @@
 """Samplers (one algorithm a file) and the loops that drive them (generate.py)."""
 
+from redraft.sampling.block import BlockState, generate_block
 from redraft.sampling.categorical import RowRandom, probabilities, sample
 from redraft.sampling.generate import Generation, generate_ar, generate_diffusion
 from redraft.sampling.infill import Infill, Span, infill, parse_template
@@ -14,6 +15,7 @@ from redraft.sampling.registry import (
 from redraft.sampling.state import DiffusionState, next_tokens
 
 __all__ = [
+    "BlockState",
     "DEFAULT_SAMPLER",
     "SAMPLERS",
     "DiffusionState",
@@ -23,6 +25,7 @@ __all__ = [
     "RowRandom",
     "Span",
     "generate_ar",
+    "generate_block",
     "generate_diffusion",
     "infill",
     "make_sampler",

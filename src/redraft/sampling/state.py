@@ -72,6 +72,8 @@ class DiffusionState:
     rules take as many as they need (at most one per free position) and ignore it.
     """
 
+    skip_fixed_blocks = False  # time-grid rules too skip blocks with nothing to reveal
+
     def __init__(self, process: Process, step_rule, *, steps: int, length: int,
                  seeds: Sequence[int], prefixes: Sequence[Sequence[int]] | None = None,
                  suffixes: Sequence[Sequence[int]] | None = None,
@@ -114,7 +116,7 @@ class DiffusionState:
         self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
         self.logits: torch.Tensor | None = None  # (B, L, V) of the last network call per row
         self.last_input: torch.Tensor | None = None
-        if self.adaptive:  # skip blocks with nothing to reveal (a block of prompt, say)
+        if self.adaptive or self.skip_fixed_blocks:  # skip blocks with nothing to reveal
             self._end_blocks(~((x == self.mask_id) & self.free()).any(dim=1))
 
     @property
@@ -171,12 +173,8 @@ class DiffusionState:
     def advance(self) -> torch.Tensor:
         """One reverse step for every unfinished row; returns the new canvas x (B, L)."""
         free = self.free()
-        if self.adaptive:
-            xs, s = self.step_rule.step(self.logits, self.x, self._t.clone(), self.rng, free)
-            self._t = torch.where(self.finished, self._t, s)
-        else:
-            t, s = 1.0 - self.local / self.per_block, 1.0 - (self.local + 1) / self.per_block
-            xs = self.step_rule.step(self.logits, self.x, t, s, self.rng, free=free)
+        xs = self._rule_step(self.x, self.logits, free)
+        if not self.adaptive:
             self.local += 1
         self.last_input = self.x
         # Fixed positions, other blocks and finished rows are clamped back: a non-absorbing
@@ -191,6 +189,17 @@ class DiffusionState:
             self._end_blocks(~self.finished)
         return self.x
 
+    def _rule_step(self, x: torch.Tensor, logits: torch.Tensor,
+                   free: torch.Tensor) -> torch.Tensor:
+        """The step rule's proposal for canvas x given the logits (sampling.block calls it on
+        one block's window instead of the whole canvas)."""
+        if self.adaptive:
+            xs, s = self.step_rule.step(logits, x, self._t.clone(), self.rng, free)
+            self._t = torch.where(self.finished, self._t, s)
+            return xs
+        t, s = 1.0 - self.local / self.per_block, 1.0 - (self.local + 1) / self.per_block
+        return self.step_rule.step(logits, x, t, s, self.rng, free=free)
+
     def _end_blocks(self, ended: torch.Tensor) -> None:
         """Move the `ended` rows (B,) to their next block (or finish them), then keep moving
         adaptive rows past blocks with nothing left to reveal."""
@@ -200,7 +209,7 @@ class DiffusionState:
             self.block = torch.where(ended, self.block + 1, self.block)
             self._t = torch.where(ended, 1.0, self._t)
             self.finished |= self.block >= self.n_blocks
-            if not self.adaptive:
+            if not (self.adaptive or self.skip_fixed_blocks):
                 return
             ended = ~self.finished & ~((self.x == self.mask_id) & self.free()).any(dim=1)
 
