@@ -188,3 +188,52 @@ def test_time_estimator_through_token_losses_matches_the_entropy():
     entropy = -(p * p.log()).sum().item()
     assert abs(est - entropy) < 4 * err, (est, entropy, err)
     assert err < 0.03 * entropy
+
+
+# --- training: redraft train / eval with objective "block", and train.init_from -------------
+
+
+def test_block_training_learns_and_reports_its_bound(tmp_path, corpus):
+    from redraft.config import load_config
+    from redraft.eval import evaluate_checkpoint
+    from redraft.train import train
+    from tests.conftest import tiny_overrides
+    from tests.test_train import TEXT, unigram_entropy
+
+    extra = {"train.max_steps": 150, "train.lr": 1e-2, "train.eval_every": 150,
+             "train.warmup_steps": 10, "diffusion.block_size": 4}
+    result = train(load_config(None, tiny_overrides(corpus, tmp_path / "b", "block", **extra)))
+    assert result.val_nats_per_token < 0.7 * unigram_entropy(TEXT), result.val_nats_per_token
+    out = evaluate_checkpoint(result.checkpoint, samples=2, max_batches=2, estimator="count")
+    assert out["objective"] == "block" and out["kind"] == "NLL upper bound (ELBO)"
+    assert out["nats_per_token"] < 0.7 * unigram_entropy(TEXT)
+
+
+def test_init_from_the_ar_twin_starts_at_its_likelihood(tmp_path, corpus):
+    """Block size 1, next-aligned, initialised from the AR twin: before any real update its
+    (deterministic, count-estimator) bound is the twin's NLL, less the mass the twin gives
+    the mask id (which SUBS removes)."""
+    from redraft.checkpoint import load_checkpoint
+    from redraft.config import load_config
+    from redraft.errors import RedraftError
+    from redraft.eval import evaluate_checkpoint
+    from redraft.train import train
+    from tests.conftest import tiny_overrides
+
+    ar = train(load_config(None, tiny_overrides(corpus, tmp_path / "ar", "ar", **{
+        "train.max_steps": 40, "train.lr": 1e-2})))
+    extra = {"diffusion.block_size": 1, "diffusion.block_shift": True,
+             "train.init_from": str(ar.run_dir), "train.max_steps": 1, "train.lr": 1e-12,
+             "train.warmup_steps": 1}
+    blk = train(load_config(None, tiny_overrides(corpus, tmp_path / "blk", "block", **extra)))
+    a = load_checkpoint(ar.checkpoint).model.state_dict()
+    b = load_checkpoint(blk.checkpoint).model.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    kw = dict(samples=1, max_batches=2, estimator="count")
+    nll = evaluate_checkpoint(ar.checkpoint, **kw)["nats_per_token"]
+    bound = evaluate_checkpoint(blk.checkpoint, **kw)["nats_per_token"]
+    assert bound <= nll + 1e-5 and nll - bound < 0.02, (bound, nll)
+
+    wide = {**extra, "model.d_model": 64, "train.out_dir": str(tmp_path / "wide")}
+    with pytest.raises(RedraftError, match="init_from.*does not fit.*shape"):
+        train(load_config(None, tiny_overrides(corpus, tmp_path / "wide", "block", **wide)))
