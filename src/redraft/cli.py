@@ -67,6 +67,10 @@ def cmd_sample(args, overrides: list[str]) -> int:
                                "continues a prefix, left to right")
         gen = generate_ar(ckpt.model, bos_id=tok.eos_id, prefix=prefix,
                           banned=tok.non_text_ids, **knobs)
+    elif ckpt.config.diffusion.objective == "block":
+        raise RedraftError("a block-diffusion checkpoint: sample it from Python with "
+                           "redraft.sampling.generate_block (the CLI and server take it once "
+                           "they go through redraft.load)")
     else:
         diff = ckpt.config.diffusion
         process = make_process(diff, tok.mask_id, ckpt.model.vocab_size)
