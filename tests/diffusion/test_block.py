@@ -237,3 +237,26 @@ def test_init_from_the_ar_twin_starts_at_its_likelihood(tmp_path, corpus):
     wide = {**extra, "model.d_model": 64, "train.out_dir": str(tmp_path / "wide")}
     with pytest.raises(RedraftError, match="init_from.*does not fit.*shape"):
         train(load_config(None, tiny_overrides(corpus, tmp_path / "wide", "block", **wide)))
+
+
+def test_config_checks_block_size_and_clipping():
+    from redraft.config import load_config
+    from redraft.errors import RedraftError
+
+    ok = load_config(None, ["diffusion.objective=block", "diffusion.block_size=16",
+                            "diffusion.elbo_estimator=time", "diffusion.train_t_min=0.3",
+                            "diffusion.train_t_max=0.8"])
+    assert ok.diffusion.block_shift
+    with pytest.raises(RedraftError, match="block_size=24: expected a divisor"):
+        load_config(None, ["diffusion.objective=block", "diffusion.block_size=24"])
+    with pytest.raises(RedraftError, match="train_t_max=0.8 clips.*'time'"):
+        load_config(None, ["diffusion.objective=block", "diffusion.train_t_max=0.8"])
+    with pytest.raises(RedraftError, match="train_t_max=0.2"):
+        load_config(None, ["diffusion.train_t_min=0.3", "diffusion.train_t_max=0.2",
+                           "diffusion.elbo_estimator=time"])
+    with pytest.raises(RedraftError, match="process='uniform'"):
+        load_config(None, ["diffusion.objective=block", "diffusion.process=uniform"])
+    # The clip reaches training's draws; evaluation's draw_noise keeps (0, 1].
+    c = DiffusionConfig(objective="block", block_size=4, elbo_estimator="time")
+    noise = draw_noise(c, 8, 16, MID, torch.Generator().manual_seed(0), 0.3, "time", t_max=0.8)
+    assert noise.t.min() > 0.3 and noise.t.max() <= 0.8
