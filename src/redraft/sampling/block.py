@@ -231,7 +231,9 @@ def generate_block(
     while not state.done:
         if use_cache:
             for rows, y, positions, t in state.calls(time_cond):
-                logits = model(y, t, cache=cache, positions=positions, cache_rows=rows)
+                every = len(rows) == batch  # then rows is 0..B-1: read the cache as a view
+                logits = model(y, t, cache=cache, positions=positions,
+                               cache_rows=None if every else rows)
                 state.set_window_logits(rows, logits[:, -b:])
                 nfe += 1
                 row_nfe += len(rows)
