@@ -15,7 +15,9 @@ Blocks (semi-autoregressive decoding, mask process only): the canvas is cut into
 would on a whole canvas, later blocks stay masked (the backbone sees them as masks), earlier
 ones are frozen. With `eos_id` a row stops after the first block in which it wrote EOS: the
 positions it generated after that EOS become EOS and no more network calls are spent on it,
-so the text's length is set by the model, not the canvas.
+so the text's length is set by the model, not the canvas. sampling/block.py (BlockState)
+reuses all of this for block-diffusion models with a KV cache: the rule then sees only the
+current block's window (`_rule_step`), and fully fixed blocks are skipped for every rule.
 
 Guidance (classifier-free, mask-aware processes): with scale w != 0 every call also runs the
 canvas with the condition (the fixed, prompt positions) masked out, and the step sees
