@@ -195,6 +195,8 @@ def markdown(results: dict, args) -> str:
              f"Model: 4 layers, 4 heads, d_model 128, context {LENGTH}, batch 16; every row "
              f"has the same {args.minutes:g} minutes of total training wall clock (an "
              f"adapted run: {args.ar_share:g} of it training the AR initialiser).", ""]
+    if results.get("note"):
+        lines += [f"**Note:** {results['note']}", ""]
     for corpus, r in results["corpora"].items():
         ar = r["ar"]
         lines += [f"### {corpus}", "",
@@ -249,7 +251,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=str(ROOT / "runs" / "block-bench"))
     ap.add_argument("--reuse", action="store_true", help="reuse finished runs in --out")
+    ap.add_argument("--note", default=None, help="a line of context for the section")
+    ap.add_argument("--render", action="store_true", help="only rewrite the section from "
+                    "benchmarks/results/block.json (pass the run's own settings)")
     args = ap.parse_args()
+    if args.render:
+        results = json.loads((ROOT / "benchmarks" / "results" / "block.json").read_text())
+        results["note"] = args.note or results.get("note")
+        write_json("block", results)
+        write_section("block", markdown(results, args))
+        return
     if "shakespeare" in args.corpus and not Path(CORPORA["shakespeare"][0]).is_file():
         print(f"skipped: {CORPORA['shakespeare'][0]} is missing (needs ../shared/data)")
         return
@@ -257,7 +268,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     work = Path(args.out)
     results = {"machine": machine(), "command": "python benchmarks/block.py " + " ".join(
-        sys.argv[1:]), "corpora": {}}
+        sys.argv[1:]), "note": args.note, "corpora": {}}
     for corpus in args.corpus:
         results["corpora"][corpus] = run_corpus(corpus, args, work)
     write_json("block", results)
