@@ -137,3 +137,37 @@ def test_parts_must_agree(models):
         Model(ar.backbone, ar.tokenizer, "mdlm", mdlm.process)
     with pytest.raises(RedraftError, match="objective 'nope'"):
         Model(ar.backbone, ar.tokenizer, "nope")
+
+
+@pytest.fixture(scope="module")
+def block_run(tmp_path_factory):
+    from tests.conftest import TEXT, tiny_overrides
+
+    base = tmp_path_factory.mktemp("block")
+    corpus = base / "corpus.txt"
+    corpus.write_text(TEXT)
+    run = base / "block"
+    overrides = tiny_overrides(corpus, run, "block", **{"data.tokenizer": "byte",
+                                                        "diffusion.block_size": 8,
+                                                        "train.max_steps": 4})
+    assert main(["train", *overrides]) == 0
+    return run
+
+
+def test_block_model_through_the_front_door(block_run, capsys):
+    """A block-diffusion checkpoint loads, generates (blocks over its KV cache), equals the
+    CLI for the same seed, scores texts with its bound, and the server refuses it clearly."""
+    m = redraft.load(block_run)
+    assert m.kind == "diffusion" and m.objective.blockwise and m.backbone.block_size == 8
+    out = m.generate("the ", max_new_tokens=12, steps=8, seed=4, num_samples=2)
+    assert [len(t) for t in out.tokens] == [16, 16] and out.texts[0].startswith("the ")
+    capsys.readouterr()
+    assert main(["sample", str(block_run), "--json", "--prompt", "the ", "--length", "16",
+                 "--steps", "8", "--seed", "4", "--num-samples", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == out.texts
+    (score,) = m.nll("the cat sat on the mat.", samples=4)
+    assert "block" in score.kind and score.nats > 0
+    with pytest.raises(RedraftError, match="blocks of 8"):
+        m.generate("the ", max_new_tokens=8, block_size=4)
+    with pytest.raises(RedraftError, match="does not batch block-diffusion"):
+        m.start(m.encode("the "), length=16, seeds=[0])

@@ -301,8 +301,10 @@ def build_model(config: Config, vocab_size: int) -> Transformer:
     """The backbone a config describes; its attention is the objective's (diffusion.registry)."""
     from redraft.diffusion import objective
 
-    return Transformer(config.model, vocab_size,
-                       causal=objective(config.diffusion.objective).causal)
+    d = config.diffusion
+    obj = objective(d.objective)
+    return Transformer(config.model, vocab_size, causal=obj.causal,
+                       block_size=d.block_size if obj.blockwise else None)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:

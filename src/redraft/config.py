@@ -68,7 +68,9 @@ class DiffusionConfig:
     objective: str = "mdlm"
     """"mdlm" (masked-diffusion ELBO, SUBS denoiser; mask process only), "sedd" (score
     entropy, the network outputs the log concrete score), "udlm" (mean-parameterised
-    continuous-time ELBO as in UDLM/Duo), or "ar" (causal twin, exact NLL)."""
+    continuous-time ELBO as in UDLM/Duo), "block" (block diffusion, BD3-LM: masked diffusion
+    inside blocks of block_size, autoregressive across them, block-causal attention with an
+    exact KV cache; mask process only) or "ar" (causal twin, exact NLL)."""
     process: str = "mask"
     """Noise process: "mask" (absorbing), "uniform" (any id to any id) or "mixture" (a resampled
     token is the mask w.p. mask_share, else uniform); see redraft.diffusion.PROCESSES."""
@@ -82,14 +84,26 @@ class DiffusionConfig:
     """Mixture process only: the probability that a resampled token becomes the mask."""
     train_t_min: float = 1e-3
     """Smallest t drawn in training (variance control); evaluation always integrates over (0, 1]."""
+    train_t_max: float = 1.0
+    """Largest t drawn in training (with train_t_min: BD3-LM's clipped schedule [beta, omega],
+    a variance knob for objective "block"; below 1 the training loss is no longer a bound).
+    Applies where t is drawn (elbo_estimator "time"); evaluation always uses (0, 1]."""
+    block_size: int = 16
+    """Objective "block": positions per block (1 is left to right, seq_len is one masked
+    canvas); seq_len must be a multiple of it."""
+    block_shift: bool = True
+    """Objective "block": keep the AR twin's next-token alignment (the output at position j-1
+    predicts token j; a block's first token is predicted from the clean last token of the
+    block before, or bos). With it, block_size 1 is exactly the AR twin and weights adapted
+    from it start aligned; without it (BD3-LM's), block_size seq_len is exactly mdlm."""
     elbo_estimator: str = "count"
-    """How the masked ELBO is estimated in training (objective mdlm only; the others always
-    draw t): "time" (draw t, mask each token w.p.
+    """How the masked ELBO is estimated in training (objectives mdlm and block, per block;
+    the others always draw t): "time" (draw t, mask each token w.p.
     1 - alpha(t), weight -alpha'/(1 - alpha)) or "count" (draw the number of masks k, weight
     1/k: the same bound with t integrated out analytically, lower variance)."""
     train_weighting: str = "token"
-    """How training weighs the masked tokens (objective mdlm only; the others train on their
-    bound): "elbo" (each sequence's ELBO estimate, so the
+    """How training weighs the masked tokens (objectives mdlm and block; the others train on
+    their bound): "elbo" (each sequence's ELBO estimate, so the
     training loss is the bound) or "token" (every masked token of the batch weighs the same, a
     reweighted ELBO that emphasises heavily masked sequences and, measured on tinyshakespeare,
     reached a lower validation bound in equal time; validation always reports the bound)."""
@@ -163,6 +177,11 @@ class TrainConfig:
     optimizer state are split across processes). Ignored in a single process."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in the backward pass (less memory, more compute)."""
+    init_from: str | None = None
+    """Start from the weights of this checkpoint (a ckpt-* folder or a run folder: its newest),
+    e.g. the AR twin or a masked model for objective "block": weights only (a fresh optimizer,
+    step 0), and its tokenizer. Every tensor must fit this config's model. Ignored when
+    resuming."""
 
 
 @dataclass
@@ -292,6 +311,18 @@ class Config:
         _require(d.train_weighting in ("elbo", "token"),
                  f"diffusion.train_weighting={d.train_weighting!r}: expected 'elbo' or 'token'")
         _require(0 <= d.train_t_min < 1, f"diffusion.train_t_min={d.train_t_min}: expected [0, 1)")
+        _require(d.train_t_min < d.train_t_max <= 1, f"diffusion.train_t_max={d.train_t_max}: "
+                 f"expected train_t_min={d.train_t_min} < train_t_max <= 1")
+        from redraft.diffusion import objective
+
+        obj = objective(d.objective)  # a known name: _validate_diffusion checked it
+        _require(d.train_t_max == 1 or d.elbo_estimator == "time" or not obj.count_estimator,
+                 f"diffusion.train_t_max={d.train_t_max} clips drawn times: it needs "
+                 "diffusion.elbo_estimator 'time', got 'count'")
+        if obj.blockwise:
+            _require(1 <= d.block_size <= m.seq_len and m.seq_len % d.block_size == 0,
+                     f"diffusion.block_size={d.block_size}: expected a divisor of model.seq_len="
+                     f"{m.seq_len}")
         _require(0 <= self.data.val_fraction < 1,
                  f"data.val_fraction={self.data.val_fraction}: expected 0 <= val_fraction < 1")
         _require(t.precision in ("fp32", "bf16", "auto"),

@@ -15,11 +15,23 @@ from redraft.diffusion import (
     Process,
     ar_cross_entropy,
     make_process,
+    make_schedule,
     masked_elbo_by_count,
     masked_nll,
     objective,
     sample_mask_counts,
     sample_times,
+)
+from redraft.diffusion.block import (
+    block_elbo,
+    block_inputs,
+    block_mask_pattern,
+    block_mask_pattern_count,
+    block_sizes,
+    block_weights,
+    per_position,
+    sample_block_counts,
+    sample_block_times,
 )
 
 
@@ -89,12 +101,17 @@ def draw_noise(
     estimator: str = "time",
     device: torch.device | str = "cpu",
     vocab_size: int | None = None,
+    t_max: float = 1.0,
 ) -> Noise | None:
     """The corruption of a (batch, length) batch; None for "ar", which has no noise.
-    vocab_size is needed by every process but the mask one."""
+    vocab_size is needed by every process but the mask one. t is drawn in (t_min, t_max]
+    (training's variance knobs; the bound needs (0, 1])."""
     obj = objective(cfg.objective)
     if obj.autoregressive:
         return None
+    if obj.blockwise:
+        return draw_block_noise(cfg, batch, length, mask_id, generator, t_min, t_max,
+                                estimator, device)
     process = process_of(cfg, mask_id, vocab_size)
     k = None
     if obj.count_estimator and estimator == "count":
@@ -104,9 +121,54 @@ def draw_noise(
         t = k.float() / length  # the mask rate, for a time-conditioned backbone
     else:
         t = sample_times(batch, generator, t_min=t_min, device=device)
+        t = t_min + (t - t_min) * (t_max - t_min) / (1.0 - t_min) if t_max < 1.0 else t
         masked, values = process.replacement((batch, length), t, generator, device)
     token_scale = batch * length / max(int(masked.sum()), 1)
     return Noise(masked, values, t, k, token_scale)
+
+
+# --- block diffusion (objective "block"; the maths is in diffusion/block.py) ---------------
+
+
+def draw_block_noise(cfg: DiffusionConfig, batch: int, length: int, mask_id: int,
+                     generator: torch.Generator | None = None, t_min: float = 0.0,
+                     t_max: float = 1.0, estimator: str = "time",
+                     device: torch.device | str = "cpu") -> Noise:
+    """Block diffusion's corruption: one time (or mask count) per block of every row,
+    stratified over all blocks of the batch. t and k are per position (B, L): each
+    position carries its block's; t is what a time-conditioned backbone sees."""
+    b = cfg.block_size
+    schedule = make_schedule(cfg.schedule, cfg.schedule_eps)
+    n_blocks = -(-length // b)
+    if estimator == "count":
+        sizes = block_sizes(length, b, device)[::b]  # (n_blocks,)
+        k = per_position(sample_block_counts(batch, sizes, generator), length, b)
+        masked = block_mask_pattern_count(k, b, generator)
+        t = k.float() / block_sizes(length, b, device)[None, :]  # the mask rate
+    else:
+        k = None
+        t = per_position(sample_block_times(batch, n_blocks, generator, t_min, t_max, device),
+                         length, b)
+        masked = block_mask_pattern(t, schedule, generator)
+    values = torch.full((batch, length), mask_id, dtype=torch.long, device=device)
+    return Noise(masked, values, t, k, batch * length / max(int(masked.sum()), 1))
+
+
+def block_token_losses(model: torch.nn.Module, x0: torch.Tensor, cfg: DiffusionConfig,
+                       mask_id: int, bos_id: int, noise: Noise,
+                       weighting: str = "elbo") -> torch.Tensor:
+    """Per-token block-diffusion losses (B, L) in nats: one backbone pass over the noised
+    and the clean sequence side by side (Transformer's x0 argument), the block ELBO of every
+    block given the clean blocks before it; weighting "token" scores the masked tokens by the
+    batch's mean cross-entropy instead (a training loss, as for mdlm)."""
+    xt = torch.where(noise.masked, noise.values, x0)
+    yt, y0 = block_inputs(xt, x0, cfg.block_size, cfg.block_shift, bos_id)
+    logits = model(yt, noise.t, x0=y0)  # (B, L, V): output l predicts x0_l
+    if weighting == "token":
+        return masked_nll(logits, x0, xt, mask_id) * noise.token_scale
+    weight = block_weights(make_schedule(cfg.schedule, cfg.schedule_eps), noise.t, noise.k,
+                           cfg.block_size)
+    return block_elbo(logits, x0, xt, weight, mask_id)
 
 
 def vocab_size_of(model: torch.nn.Module) -> int:
@@ -146,6 +208,11 @@ def token_losses(
         if obj.autoregressive:
             logits = model(ar_inputs(x0, bos_id))
             return ar_cross_entropy(logits, x0)
+        if obj.blockwise:
+            if noise is None:
+                noise = draw_block_noise(cfg, x0.shape[0], x0.shape[1], mask_id, generator,
+                                         t_min, 1.0, estimator, x0.device)
+            return block_token_losses(model, x0, cfg, mask_id, bos_id, noise, weighting)
         vocab_size = vocab_size_of(model)
         if noise is None:
             noise = draw_noise(cfg, x0.shape[0], x0.shape[1], mask_id, generator, t_min,

@@ -205,6 +205,10 @@ class Model:
                                temperature=temperature, top_k=top_k, top_p=top_p,
                                seed=list(seeds), banned=self.tokenizer.non_text_ids,
                                on_step=on_step)
+        if self.objective.blockwise:
+            return self._sample_blocks(prefixes, suffixes, canvases, length, seeds, steps,
+                                       sampler, options, temperature, top_k, top_p, block_size,
+                                       stop_at_eos, guidance, on_step)
         return generate_diffusion(
             self.backbone, self.process, steps=steps, batch=len(seeds), length=length,
             prefix=None if canvases is not None else [list(p) for p in prefixes],
@@ -214,6 +218,35 @@ class Model:
             seed=list(seeds), on_step=on_step, sampler=sampler, objective=self.objective,
             options=options, block_size=block_size,
             eos_id=self.tokenizer.eos_id if stop_at_eos else None, guidance=guidance)
+
+    def _sample_blocks(self, prefixes, suffixes, canvases, length, seeds, steps, sampler,
+                       options, temperature, top_k, top_p, block_size, stop_at_eos, guidance,
+                       on_step) -> Generation:
+        """A block-diffusion model: blocks left to right over its exact KV cache
+        (sampling/block.py). `steps` is the whole canvas's budget, split evenly over its
+        blocks (at least one step each); its blocks are the model's own."""
+        from redraft.sampling.block import generate_block
+
+        b = self.backbone.block_size
+        if block_size is not None and block_size != b:
+            raise RedraftError(f"block_size={block_size}: this block-diffusion model decodes "
+                               f"blocks of {b} (its training block size)")
+        if guidance:
+            raise RedraftError("guidance is not available for block-diffusion models yet")
+        if not isinstance(steps, int) or steps < 1:
+            raise RedraftError(f"steps={steps!r}: expected an integer >= 1")
+        if canvases is None and any(len(s) for s in suffixes or []):
+            canvases = [list(p) + [None] * (length - len(p) - len(s)) + list(s)
+                        for p, s in zip(prefixes, suffixes, strict=True)]
+        n_blocks = -(-length // b)
+        return generate_block(
+            self.backbone, self.process, steps_per_block=max(1, -(-steps // n_blocks)),
+            batch=len(seeds), length=length,
+            prefix=None if canvases is not None else [list(p) for p in prefixes],
+            canvas=canvases, shift=self._diffusion_config().block_shift,
+            bos_id=self.tokenizer.eos_id, temperature=temperature, top_k=top_k, top_p=top_p,
+            seed=list(seeds), sampler=sampler, options=options,
+            eos_id=self.tokenizer.eos_id if stop_at_eos else None, on_step=on_step)
 
     def start(self, prefix: Sequence[int], *, length: int, seeds: Sequence[int],
               suffix: Sequence[int] = (), steps: int = SAMPLE.steps,
@@ -232,6 +265,10 @@ class Model:
                                f"of {self.seq_len}")
         self._check_kind(suffix=len(suffix), sampler=sampler, sampler_options=options,
                          block_size=block_size, guidance=guidance)
+        if self.objective.blockwise:
+            raise RedraftError(f"{self.name!r} is a block-diffusion model: the server does not "
+                               "batch block-diffusion requests yet; sample it with redraft "
+                               "sample or redraft.load(...).generate")
         if self.is_ar:
             if len(prefix) >= length:
                 raise RedraftError("the prompt leaves nothing to generate")

@@ -38,6 +38,7 @@ from redraft.checkpoint import (
     clean_run_dir,
     list_checkpoints,
     load_train_state,
+    load_weights,
     read_meta,
     resolve_checkpoint,
     save_checkpoint,
@@ -143,7 +144,9 @@ def _train(cfg: Config, resume, world: distributed.World, stop: _StopSignals) ->
     ckpt, state = _resume_point(resume, run_dir, cfg, world)
     if state is not None and _budget_spent(tc, state["step"], state["elapsed"]):
         return _already_done(cfg, ckpt, state, world)
-    tokenizer = load_tokenizer(ckpt) if ckpt is not None else None
+    init = resolve_checkpoint(tc.init_from) if tc.init_from and state is None else None
+    source = ckpt if ckpt is not None else init
+    tokenizer = load_tokenizer(source) if source is not None else None
     with world.main_first():  # rank 0 writes the token shards, the others then map them
         tokenizer, data = load_data(cfg.data, L, tokenizer)
     check_training_fits(cfg, tokenizer.vocab_size, device, world.world_size, world.main)
@@ -152,6 +155,8 @@ def _train(cfg: Config, resume, world: distributed.World, stop: _StopSignals) ->
     model.checkpoint_blocks = tc.activation_checkpointing
     if state is not None:
         model.load_state_dict(state["model"])  # full weights, before any sharding
+    elif init is not None:
+        init_weights(model, init)
     if world.rank:
         # Each rank its own dropout stream; rank 0 keeps the single-process one.
         torch.manual_seed(tc.seed * 1_000_003 + world.rank)
@@ -229,7 +234,8 @@ def _train(cfg: Config, resume, world: distributed.World, stop: _StopSignals) ->
         # The noise of the whole global batch; this rank scores its rows of it.
         noise = draw_noise(cfg.diffusion, tc.batch_size, L, mask_id,
                            step_generator(tc.seed, step, device), cfg.diffusion.train_t_min,
-                           cfg.diffusion.elbo_estimator, device, model.vocab_size)
+                           cfg.diffusion.elbo_estimator, device, model.vocab_size,
+                           cfg.diffusion.train_t_max)
         if noise is not None and cfg.diffusion.cond_prefix_max:
             noise = condition_noise(noise, cfg.diffusion, mask_id,
                                     step_generator(tc.seed + 1, step, device))
@@ -364,6 +370,22 @@ def _already_done(cfg: Config, ckpt: Path, state: dict, world: distributed.World
     return TrainResult(Path(tc.out_dir), ckpt, step, 0.0, val.get("val_nats_per_token"),
                        val.get("val_bits_per_byte"), read_meta(ckpt)["params"], history,
                        world.world_size, world.rank)
+
+
+def init_weights(model: torch.nn.Module, ckpt: Path) -> None:
+    """train.init_from: load a checkpoint's (inference) weights into a freshly built model.
+
+    The three attention kinds share one weights layout, so an AR twin, a masked model and a
+    block-diffusion model initialise one another as long as the shapes agree (same vocabulary,
+    widths and depth; a time-conditioned model needs a time-conditioned source). Anything
+    else is a RedraftError naming the first tensor that does not fit.
+    """
+    source = read_meta(ckpt).get("config", {}).get("diffusion", {}).get("objective")
+    try:
+        load_weights(model, ckpt / "model.safetensors")
+    except RedraftError as e:
+        raise RedraftError(f"train.init_from={str(ckpt)!r} (objective {source!r}) does not "
+                           f"fit this model: {e}") from None
 
 
 def _resume_point(resume, run_dir: Path, cfg: Config, world: distributed.World):

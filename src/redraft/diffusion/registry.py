@@ -11,6 +11,7 @@ instead of comparing names:
     mdlm   mask                    SUBS denoiser p(x0 | xt)         bidirectional  masked ELBO
     udlm   mask, uniform, mixture  mean denoiser (UDLM / Duo)       bidirectional  ELBO
     sedd   mask, uniform, mixture  log concrete score (SEDD)        bidirectional  score entropy
+    block  mask                    SUBS denoiser inside blocks      block-causal   block ELBO
 
 To add an objective: write its loss as a pure function in objectives.py or score_entropy.py,
 then add one `Objective` here. To add a process: a small file with a Process subclass
@@ -69,7 +70,8 @@ class Objective:
     """"next-token" (causal LM), "subs" (MDLM's zero-masking denoiser), "mean" (a denoiser
     over every id, UDLM / Duo) or "score" (the log concrete score, SEDD)."""
     attention: str
-    """"causal" or "bidirectional"."""
+    """"causal", "bidirectional" or "block" (bidirectional inside blocks of
+    diffusion.block_size, causal across them: BD3-LM)."""
     processes: tuple[str, ...]
     """The noise processes it is defined for (none for the causal twin)."""
     bound: str
@@ -101,6 +103,12 @@ class Objective:
     def causal(self) -> bool:
         return self.attention == "causal"
 
+    @property
+    def blockwise(self) -> bool:
+        """Block diffusion: its loss (losses.block_token_losses) and sampler
+        (sampling/block.py) work block by block over a block-causal backbone."""
+        return self.attention == "block"
+
 
 OBJECTIVES: dict[str, Objective] = {
     "ar": Objective("ar", "the autoregressive twin: next-token cross-entropy", "next-token",
@@ -114,6 +122,11 @@ OBJECTIVES: dict[str, Objective] = {
     "sedd": Objective("sedd", "score entropy: the network outputs the log concrete score",
                       "score", "bidirectional", ("mask", "uniform", "mixture"),
                       "NLL upper bound (score entropy)", "analytic", sedd_loss),
+    # The loss needs the clean blocks beside the noised ones in one pass: losses.py
+    # (block_token_losses) runs it; the maths is in diffusion/block.py.
+    "block": Objective("block", "block diffusion (BD3-LM): masked diffusion inside blocks, "
+                       "autoregressive across them, exact KV cache", "subs", "block", ("mask",),
+                       "NLL upper bound (block ELBO)", "ancestral", count_estimator=True),
 }
 
 

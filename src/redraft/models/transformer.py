@@ -1,14 +1,26 @@
-"""One transformer backbone for both objectives: bidirectional for diffusion, causal for AR.
+"""One transformer backbone for every objective: bidirectional, causal or block-causal.
 
-It maps tokens (B, L) (and optionally diffusion time t (B,)) to logits (B, L, V) and
-nothing else: parameterisations, losses and samplers live elsewhere. Pre-norm blocks with
-RMSNorm, rotary position embeddings, PyTorch's scaled_dot_product_attention, a GELU MLP,
-optional tied embeddings. The causal variant takes a KVCache for incremental decoding.
+It maps tokens (B, L) (and optionally diffusion time t) to logits (B, L, V) and nothing
+else: parameterisations, losses and samplers live elsewhere. Pre-norm blocks with RMSNorm,
+rotary position embeddings, PyTorch's scaled_dot_product_attention, a GELU MLP, optional tied
+embeddings. The attention pattern is the only difference between the three kinds, so the
+weights of one load into the others:
+
+    bidirectional   every position sees every position            (masked diffusion)
+    causal          position i sees positions <= i                 (the AR twin)
+    block-causal b  position i sees positions j with j // b <= i // b: bidirectional inside
+                    a block of b positions, causal across blocks   (block diffusion)
+
+Block size 1 is the causal pattern and block size L the bidirectional one. Causal and
+block-causal models take a KVCache: finished positions are computed once, and a call may run
+only the newest positions (a token, or a block) against the cached keys.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn as nn
@@ -16,6 +28,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from redraft.config import ModelConfig
+from redraft.errors import RedraftError
 
 
 def rope_tables(seq_len: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,69 +56,77 @@ class KVCache:
         self.max_len = max_len
 
 
+@dataclass
+class Plan:
+    """What every layer of one forward call shares: rotary tables at the query positions, the
+    attention mask, and where the new keys/values go in the cache (if any)."""
+
+    cos: torch.Tensor  # (L, D/2) or (B, 1, L, D/2)
+    sin: torch.Tensor
+    mask: torch.Tensor | None = None  # bool, True = attend; broadcast to (B, H, L, keys)
+    is_causal: bool = False
+    cache: KVCache | None = None
+    start: int = 0  # contiguous write: new keys go to cache slots start..start+L-1
+    slots: torch.Tensor | None = None  # (B, L) per-row slots of a ragged write
+    rows: torch.Tensor | None = None  # (B,) cache rows of the call's rows (None: all, in order)
+    end: int = 0  # keys read from the cache: slots 0..end-1
+
+
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig, causal: bool):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.n_head, self.causal = cfg.n_head, causal
+        self.n_head = cfg.n_head
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.dropout = cfg.dropout
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0,
-                positions: torch.Tensor | None = None):
+    def forward(self, x, plan: Plan, layer: int = 0):
         B, L, C = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, L, D)
-        mask, is_causal = None, self.causal
-        if positions is not None:
-            # Ragged decode: row b's one new token sits at positions[b]; it is written there
-            # and sees the keys up to it (a row's slots past its own position are masked).
-            rows = torch.arange(B, device=x.device)
-            cache.k[layer][rows, :, positions] = k[:, :, 0]
-            cache.v[layer][rows, :, positions] = v[:, :, 0]
-            end = int(positions.max()) + 1
-            k, v = cache.k[layer][:, :, :end], cache.v[layer][:, :, :end]
-            mask = (torch.arange(end, device=x.device)[None, :] <= positions[:, None])
-            mask, is_causal = mask[:, None, None, :], False  # (B, 1, 1, end)
-        elif cache is not None:
-            start = cache.length
-            cache.k[layer][:, :, start:start + L] = k
-            cache.v[layer][:, :, start:start + L] = v
-            k, v = cache.k[layer][:, :, :start + L], cache.v[layer][:, :, :start + L]
-            if start > 0:
-                # New queries sit at positions start..start+L-1 and see every key up to their own.
-                is_causal = False
-                if L > 1:
-                    pos_q = torch.arange(start, start + L, device=x.device)[:, None]
-                    mask = torch.arange(start + L, device=x.device)[None, :] <= pos_q
+        q, k = apply_rope(q, plan.cos, plan.sin), apply_rope(k, plan.cos, plan.sin)  # (B, H, L, D)
+        cache = plan.cache
+        if cache is not None:
+            ck, cv = cache.k[layer], cache.v[layer]
+            if plan.slots is not None:
+                # Ragged: row b's tokens go to its own slots (and its own cache row).
+                rows = plan.rows if plan.rows is not None else torch.arange(B, device=x.device)
+                ck[rows[:, None], :, plan.slots] = k.transpose(1, 2)
+                cv[rows[:, None], :, plan.slots] = v.transpose(1, 2)
+            else:
+                ck[:, :, plan.start:plan.start + L] = k
+                cv[:, :, plan.start:plan.start + L] = v
+            if plan.rows is not None:
+                k, v = ck[plan.rows, :, :plan.end], cv[plan.rows, :, :plan.end]
+            else:
+                k, v = ck[:, :, :plan.end], cv[:, :, :plan.end]
         if q.dtype == torch.bfloat16 and q.device.type == "cpu":
             # PyTorch's CPU attention kernels are slower in bf16 than in fp32 (measured: about
             # 1.4x on AVX512-BF16), so bf16 autocast runs attention itself in fp32 there.
             with torch.autocast("cpu", enabled=False):
                 y = F.scaled_dot_product_attention(
-                    q.float(), k.float(), v.float(), attn_mask=mask, is_causal=is_causal,
-                    dropout_p=self.dropout if self.training else 0.0,
+                    q.float(), k.float(), v.float(), attn_mask=plan.mask,
+                    is_causal=plan.is_causal, dropout_p=self.dropout if self.training else 0.0,
                 ).to(x.dtype if x.dtype == torch.bfloat16 else q.dtype)
         else:
             y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=is_causal,
+                q, k, v, attn_mask=plan.mask, is_causal=plan.is_causal,
                 dropout_p=self.dropout if self.training else 0.0,
             )
         return self.proj(y.transpose(1, 2).reshape(B, L, C))
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig, causal: bool):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.norm1 = nn.LayerNorm(cfg.d_model, bias=False)
-        self.attn = Attention(cfg, causal)
+        self.attn = Attention(cfg)
         self.norm2 = nn.LayerNorm(cfg.d_model, bias=False)
         self.fc = nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model, bias=False)
         self.out = nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model, bias=False)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cos, sin, cache=None, layer=0, positions=None):
-        x = x + self.drop(self.attn(self.norm1(x), cos, sin, cache, layer, positions))
+    def forward(self, x, plan: Plan, layer: int = 0):
+        x = x + self.drop(self.attn(self.norm1(x), plan, layer))
         return x + self.drop(self.out(F.gelu(self.fc(self.norm2(x)))))
 
 
@@ -120,19 +141,60 @@ class TimeEmbedding(nn.Module):
                                  nn.Linear(d_model, d_model))
 
     def forward(self, t):
-        angles = 1000.0 * t.float()[:, None] * self.freqs[None, :]
+        """t (...) -> (..., d_model): one embedding per time (per row, or per position)."""
+        angles = 1000.0 * t.float()[..., None] * self.freqs
         return self.mlp(torch.cat((angles.cos(), angles.sin()), dim=-1))
 
 
-class Transformer(nn.Module):
-    """(tokens (B, L), t (B,) or None) -> logits (B, L, vocab_size)."""
+@lru_cache(maxsize=64)
+def pair_mask(length: int, clean: int, block_size: int, device: torch.device) -> torch.Tensor:
+    """The attention mask (length + clean, length + clean) of block diffusion's training pass
+    over [xt ; x0[:clean]] (BD3-LM), True = attend. Block of position i: i // block_size.
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int, causal: bool):
+        noisy i -> noisy j   same block            (bidirectional inside the noised block)
+        noisy i -> clean j   block(j) < block(i)   (the clean blocks before it)
+        clean i -> clean j   block(j) <= block(i)  (block-causal: what the KV cache holds)
+        clean i -> noisy j   never
+
+    so each noisy block sees exactly what it sees at sampling time: itself over the cache of
+    the finished blocks before it. Built once per shape (it is the same for every batch).
+    """
+    bn = torch.arange(length, device=device) // block_size
+    bc = torch.arange(clean, device=device) // block_size
+    top = torch.cat((bn[:, None] == bn[None, :], bc[None, :] < bn[:, None]), dim=1)
+    bottom = torch.cat((torch.zeros(clean, length, dtype=torch.bool, device=device),
+                        bc[None, :] <= bc[:, None]), dim=1)
+    return torch.cat((top, bottom), dim=0)
+
+
+@lru_cache(maxsize=64)
+def block_causal_mask(start: int, length: int, block_size: int,
+                      device: torch.device) -> torch.Tensor:
+    """(length, start + length) bool: queries at positions start.. see keys 0.. of blocks up to
+    their own, and only keys that exist (below start + length)."""
+    q = torch.arange(start, start + length, device=device)
+    k = torch.arange(start + length, device=device)
+    return (k[None, :] // block_size) <= (q[:, None] // block_size)
+
+
+class Transformer(nn.Module):
+    """(tokens (B, L), t (B,), (B, L) or None) -> logits (B, L, vocab_size).
+
+    causal=True: the AR twin. block_size=b (causal False): block-causal attention over blocks
+    of b positions, for block diffusion. Neither: bidirectional.
+    """
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, causal: bool,
+                 block_size: int | None = None):
         super().__init__()
+        if block_size is not None and (causal or not 1 <= block_size <= cfg.seq_len):
+            raise RedraftError(f"block_size={block_size!r}: expected 1..{cfg.seq_len} (seq_len) "
+                               "on a non-causal model")
         self.cfg, self.vocab_size, self.causal = cfg, vocab_size, causal
+        self.block_size = block_size
         self.embed = nn.Embedding(vocab_size, cfg.d_model)
         self.time = TimeEmbedding(cfg.d_model) if cfg.time_conditioning and not causal else None
-        self.blocks = nn.ModuleList(Block(cfg, causal) for _ in range(cfg.n_layer))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = nn.LayerNorm(cfg.d_model, bias=False)
         self.head = nn.Linear(cfg.d_model, vocab_size, bias=False)
         if cfg.tie_weights:
@@ -147,6 +209,11 @@ class Transformer(nn.Module):
         for block in self.blocks:  # GPT-2 style: residual writes scaled by depth
             for w in (block.attn.proj.weight, block.out.weight):
                 nn.init.normal_(w, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @property
+    def attention(self) -> str:
+        """"causal", "bidirectional" or "block" (block-causal, blocks of block_size)."""
+        return "causal" if self.causal else "bidirectional" if self.block_size is None else "block"
 
     @staticmethod
     def _init(module):
@@ -170,43 +237,103 @@ class Transformer(nn.Module):
     def device(self) -> torch.device:
         return self.embed.weight.device
 
+    def _limit(self, q: torch.Tensor) -> torch.Tensor:
+        """The last key position a query at position q may see (causal or block-causal)."""
+        if self.block_size is None:
+            return q
+        return (q // self.block_size + 1) * self.block_size - 1
+
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
                 cache: KVCache | None = None,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
-        """positions (B,) long, with a cache and x (B, 1): ragged decoding, row b's token at
-        its own position positions[b] (rows of one cache at different lengths; the caller
-        tracks them, cache.length is left alone)."""
+                positions: torch.Tensor | None = None, *,
+                x0: torch.Tensor | None = None,
+                cache_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, L, V) of x (B, L); t (B,) per row or (B, L) per position.
+
+        cache (causal or block models): without positions, x continues the cache at
+        cache.length (which advances by L). With positions (B,) long: ragged, row b's L tokens
+        sit at positions[b].. and are written there, each seeing the cached keys its pattern
+        allows up to its own row's last new position (the caller tracks lengths; cache.length
+        is left alone); cache_rows (B,) then names the cache row of each row of x (default:
+        row b is cache row b), so a call may run any subset of the cache's rows.
+
+        x0 (B, L) (block models, no cache): block diffusion's training pass. x is the noised
+        sequence; each of its blocks sees itself and the clean blocks of x0 before it, as it
+        would over a KV cache of the finished blocks (pair_mask): one pass over
+        [x ; x0 without its last block] for all blocks at once; logits of x only. t then
+        belongs to x; the clean positions get t = 0.
+        """
         B, L = x.shape
-        start = cache.length if cache is not None else 0
+        start = cache.length if cache is not None and positions is None else 0
         if start + L > self.cfg.seq_len:
             raise ValueError(f"sequence of {start + L} tokens exceeds seq_len={self.cfg.seq_len}")
-        if cache is not None and not self.causal:
-            raise ValueError("a KV cache needs a causal model")
+        if cache is not None and self.attention == "bidirectional":
+            raise ValueError("a KV cache needs a causal or block-causal model")
         if positions is not None:
-            if cache is None or L != 1 or positions.shape != (B,):
-                raise ValueError("positions need a cache, one token per row and one position "
-                                 "per row")
-            if int(positions.max()) >= self.cfg.seq_len:
-                raise ValueError(f"position {int(positions.max())} exceeds seq_len="
+            if cache is None or positions.shape != (B,):
+                raise ValueError("positions need a cache and one position per row")
+            if int(positions.max()) + L > self.cfg.seq_len:
+                raise ValueError(f"position {int(positions.max()) + L - 1} exceeds seq_len="
                                  f"{self.cfg.seq_len}")
-        h = self.embed(x)  # (B, L, C)
+        if x0 is not None and (self.block_size is None or cache is not None
+                               or x0.shape != x.shape):
+            raise ValueError("x0 (the clean sequence, shaped like x) needs a block model and no "
+                             "cache")
+        if cache_rows is not None and positions is None:
+            raise ValueError("cache_rows needs positions (a ragged call)")
+
+        clean = 0
+        if x0 is not None:
+            clean = (L - 1) // self.block_size * self.block_size  # the last block sees none
+            if clean:
+                x = torch.cat((x, x0[:, :clean]), dim=1)
+        h = self.embed(x)  # (B, L + clean, C)
         if self.time is not None:
             if t is None:
                 raise ValueError("this model is time-conditioned: pass t")
-            h = h + self.time(t)[:, None, :]
-        if positions is not None:
-            cos = self.rope_cos[positions][:, None, None, :]  # (B, 1, 1, D/2)
-            sin = self.rope_sin[positions][:, None, None, :]
-        else:
-            cos, sin = self.rope_cos[start:start + L], self.rope_sin[start:start + L]
+            t = t.float()
+            if clean:
+                t = t[:, None].expand(B, L) if t.dim() == 1 else t
+                t = torch.cat((t, t.new_zeros(B, clean)), dim=1)
+            h = h + (self.time(t)[:, None, :] if t.dim() == 1 else self.time(t))
+        plan = self._plan(B, L, start, cache, positions, cache_rows, clean, x.device)
         for i, block in enumerate(self.blocks):
             if self.checkpoint_blocks and self.training and torch.is_grad_enabled():
-                h = checkpoint(block, h, cos, sin, cache, i, use_reentrant=False)
+                h = checkpoint(block, h, plan, i, use_reentrant=False)
             else:
-                h = block(h, cos, sin, cache, i, positions)
+                h = block(h, plan, i)
         if cache is not None and positions is None:
             cache.length += L
-        return self.head(self.norm(h))  # (B, L, V)
+        return self.head(self.norm(h[:, :L]))  # (B, L, V)
+
+    def _plan(self, B, L, start, cache, positions, cache_rows, clean, device) -> Plan:
+        """Rotary tables, mask and cache slots of one call (shared by every layer)."""
+        if positions is not None:
+            qpos = positions[:, None] + torch.arange(L, device=device)  # (B, L)
+            end = int(qpos.max()) + 1
+            last = (positions + L - 1)[:, None]  # each row sees no key past its own new ones
+            limit = torch.minimum(self._limit(qpos), last)  # (B, L)
+            mask = torch.arange(end, device=device)[None, None, :] <= limit[..., None]
+            return Plan(self.rope_cos[qpos][:, None], self.rope_sin[qpos][:, None],
+                        mask[:, None], cache=cache, slots=qpos, rows=cache_rows, end=end)
+        if clean:
+            pos = torch.cat((torch.arange(L, device=device), torch.arange(clean, device=device)))
+            return Plan(self.rope_cos[pos], self.rope_sin[pos],
+                        pair_mask(L, clean, self.block_size, device))
+        cos, sin = self.rope_cos[start:start + L], self.rope_sin[start:start + L]
+        plan = Plan(cos, sin, cache=cache, start=start, end=start + L)
+        if self.attention == "bidirectional" or (self.block_size is not None
+                                                 and self.block_size >= start + L):
+            return plan  # one block holds everything: no mask at all
+        if self.causal and start == 0:
+            plan.is_causal = True
+        elif self.causal:
+            if L > 1:  # new queries at start.. see every key up to their own
+                q = torch.arange(start, start + L, device=device)[:, None]
+                plan.mask = torch.arange(start + L, device=device)[None, :] <= q
+        else:
+            plan.mask = block_causal_mask(start, L, self.block_size, device)
+        return plan
 
     def new_cache(self, batch: int) -> KVCache:
         c = self.cfg

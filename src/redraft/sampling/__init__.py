@@ -1,5 +1,6 @@
 """Samplers (one algorithm a file) and the loops that drive them (generate.py)."""
 
+from redraft.sampling.block import BlockState, generate_block
 from redraft.sampling.categorical import RowRandom, next_tokens, probabilities, sample
 from redraft.sampling.generate import Generation, generate_ar, generate_diffusion
 from redraft.sampling.infill import Infill, Span, infill, parse_template
@@ -16,6 +17,7 @@ from redraft.sampling.state import DiffusionState
 
 __all__ = [
     "AdaptiveStepRule",
+    "BlockState",
     "SAMPLERS",
     "DiffusionState",
     "Generation",
@@ -25,6 +27,7 @@ __all__ = [
     "Span",
     "StepRule",
     "generate_ar",
+    "generate_block",
     "generate_diffusion",
     "infill",
     "make_sampler",

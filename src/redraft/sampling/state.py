@@ -15,7 +15,9 @@ Blocks (semi-autoregressive decoding, mask process only): the canvas is cut into
 would on a whole canvas, later blocks stay masked (the backbone sees them as masks), earlier
 ones are frozen. With `eos_id` a row stops after the first block in which it wrote EOS: the
 positions it generated after that EOS become EOS and no more network calls are spent on it,
-so the text's length is set by the model, not the canvas.
+so the text's length is set by the model, not the canvas. sampling/block.py (BlockState)
+reuses all of this for block-diffusion models with a KV cache: the rule then sees only the
+current block's window (`_rule_step`), and fully fixed blocks are skipped for every rule.
 
 Guidance (classifier-free, mask-aware processes): with scale w != 0 every call also runs the
 canvas with the condition (the fixed, prompt positions) masked out, and the step sees
@@ -72,6 +74,8 @@ class DiffusionState:
     rules take as many as they need (at most one per free position) and ignore it.
     """
 
+    skip_fixed_blocks = False  # time-grid rules too skip blocks with nothing to reveal
+
     def __init__(self, process: Process, step_rule, *, steps: int, length: int,
                  seeds: Sequence[int], prefixes: Sequence[Sequence[int]] | None = None,
                  suffixes: Sequence[Sequence[int]] | None = None,
@@ -114,7 +118,7 @@ class DiffusionState:
         self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
         self.logits: torch.Tensor | None = None  # (B, L, V) of the last network call per row
         self.last_input: torch.Tensor | None = None
-        if self.adaptive:  # skip blocks with nothing to reveal (a block of prompt, say)
+        if self.adaptive or self.skip_fixed_blocks:  # skip blocks with nothing to reveal
             self._end_blocks(~((x == self.mask_id) & self.free()).any(dim=1))
 
     @property
@@ -171,12 +175,8 @@ class DiffusionState:
     def advance(self) -> torch.Tensor:
         """One reverse step for every unfinished row; returns the new canvas x (B, L)."""
         free = self.free()
-        if self.adaptive:
-            xs, s = self.step_rule.step(self.logits, self.x, self._t.clone(), self.rng, free)
-            self._t = torch.where(self.finished, self._t, s)
-        else:
-            t, s = 1.0 - self.local / self.per_block, 1.0 - (self.local + 1) / self.per_block
-            xs = self.step_rule.step(self.logits, self.x, t, s, self.rng, free=free)
+        xs = self._rule_step(self.x, self.logits, free)
+        if not self.adaptive:
             self.local += 1
         self.last_input = self.x
         # Fixed positions, other blocks and finished rows are clamped back: a non-absorbing
@@ -191,6 +191,17 @@ class DiffusionState:
             self._end_blocks(~self.finished)
         return self.x
 
+    def _rule_step(self, x: torch.Tensor, logits: torch.Tensor,
+                   free: torch.Tensor) -> torch.Tensor:
+        """The step rule's proposal for canvas x given the logits (sampling.block calls it on
+        one block's window instead of the whole canvas)."""
+        if self.adaptive:
+            xs, s = self.step_rule.step(logits, x, self._t.clone(), self.rng, free)
+            self._t = torch.where(self.finished, self._t, s)
+            return xs
+        t, s = 1.0 - self.local / self.per_block, 1.0 - (self.local + 1) / self.per_block
+        return self.step_rule.step(logits, x, t, s, self.rng, free=free)
+
     def _end_blocks(self, ended: torch.Tensor) -> None:
         """Move the `ended` rows (B,) to their next block (or finish them), then keep moving
         adaptive rows past blocks with nothing left to reveal."""
@@ -200,7 +211,7 @@ class DiffusionState:
             self.block = torch.where(ended, self.block + 1, self.block)
             self._t = torch.where(ended, 1.0, self._t)
             self.finished |= self.block >= self.n_blocks
-            if not self.adaptive:
+            if not (self.adaptive or self.skip_fixed_blocks):
                 return
             ended = ~self.finished & ~((self.x == self.mask_id) & self.free()).any(dim=1)
 

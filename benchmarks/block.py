@@ -1,0 +1,281 @@
+"""Block diffusion benchmark (issue 14): the AR twin vs block diffusion at several block sizes,
+trained from scratch and adapted from the AR twin, at equal total training wall clock.
+
+Every run gets the same budget T. "scratch" trains a block model for T; "ar" trains an AR
+model for share * T and then the block model initialised from it (train.init_from) for the
+rest, so the initialiser's training counts. The masked (mdlm) model trained for T is a
+reference row. Then, per run: the validation bound (bits/char, the count estimator over the
+validation windows), and sampling rows: network calls, gen-ppl by the judge, unigram entropy,
+batch-1 latency and batch-16 throughput for 256 tokens, and the cached vs uncached speed of
+the block sampler; the AR twin's same fields with its KV cache.
+
+    python benchmarks/block.py --minutes 8 --sizes 4 16 64 --judge runs/shakespeare-judge
+    python benchmarks/block.py --corpus python --minutes 8          # the stdlib corpus
+
+Writes the "block" section of BENCHMARKS.md and benchmarks/results/block.json (one entry per
+corpus). Without --judge the run's own AR twin judges (it then scores its own samples, which
+flatters the AR rows). Run on an otherwise idle machine: training throughput is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import ROOT, SHARED, machine, write_json, write_section  # noqa: E402
+
+from redraft.checkpoint import load_checkpoint  # noqa: E402
+from redraft.config import config_from_dict  # noqa: E402
+from redraft.eval.judge import load_judge  # noqa: E402
+from redraft.eval.likelihood import evaluate  # noqa: E402
+from redraft.eval.quality import unigram_entropy  # noqa: E402
+from redraft.losses import make_process  # noqa: E402
+from redraft.sampling import generate_ar, generate_block, generate_diffusion  # noqa: E402
+from redraft.train import load_data, train  # noqa: E402
+
+CORPORA = {"shakespeare": (str(SHARED / "data" / "tinyshakespeare" / "input.txt"), "char"),
+           "python": ("stdlib", "byte")}
+LENGTH = 256
+
+
+def config(corpus: str, objective: str, seconds: float, out: Path, threads: int | None,
+           **diffusion) -> dict:
+    path, tokenizer = CORPORA[corpus]
+    return {
+        "data": {"corpus": path, "tokenizer": tokenizer, "val_fraction": 0.1},
+        "model": {"n_layer": 4, "n_head": 4, "d_model": 128, "seq_len": LENGTH},
+        "diffusion": {"objective": objective, **diffusion},
+        "train": {"batch_size": 16, "time_budget_s": seconds, "max_steps": 10**9,
+                  "lr": 2e-3, "warmup_steps": 100, "eval_every": 10**9, "eval_batches": 8,
+                  "precision": "auto", "out_dir": str(out), "threads": threads,
+                  "progress": sys.stderr.isatty()},
+    }
+
+
+def trained(cfg: dict, reuse: bool) -> tuple[Path, float]:
+    """(checkpoint, training tokens/s) of a run, trained unless --reuse finds it."""
+    out = Path(cfg["train"]["out_dir"])
+    record = out / "bench-run.json"
+    if reuse and record.exists():
+        r = json.loads(record.read_text())
+        return Path(r["checkpoint"]), r["train_tokens_per_s"]
+    res = train(config_from_dict(cfg))
+    record.write_text(json.dumps({"checkpoint": str(res.checkpoint),
+                                  "train_tokens_per_s": res.train_tokens_per_s}))
+    return res.checkpoint, res.train_tokens_per_s
+
+
+def bits_per_char(ck, val_batches: int | None, samples: int) -> tuple[float, float]:
+    _, data = load_data(ck.config.data, LENGTH, ck.tokenizer)
+    estimator = "time" if ck.config.diffusion.objective in ("sedd", "udlm") else "count"
+    nats, err, _ = evaluate(ck.model, data.val, ck.config, ck.tokenizer.mask_id,
+                            ck.tokenizer.eos_id, val_batches, samples=samples,
+                            estimator=estimator)
+    scale = 1 / math.log(2) / data.val_bytes_per_token
+    return nats * scale, err * scale
+
+
+def sample(ck, spec: dict, batch: int, use_cache: bool = True):
+    tok, d = ck.tokenizer, ck.config.diffusion
+    banned = tok.non_text_ids
+    if d.objective == "ar":
+        return generate_ar(ck.model, bos_id=tok.eos_id, batch=batch, length=LENGTH, seed=0,
+                           banned=banned)
+    process = make_process(d, tok.mask_id, ck.model.vocab_size)
+    if d.objective == "mdlm":
+        return generate_diffusion(ck.model, process, steps=spec["steps"], batch=batch,
+                                  length=LENGTH, seed=0, sampler=spec["sampler"],
+                                  options=spec.get("options"))
+    return generate_block(ck.model, process, steps_per_block=spec["steps_per_block"],
+                          batch=batch, length=LENGTH, seed=0, sampler=spec["sampler"],
+                          options=spec.get("options"), shift=d.block_shift, bos_id=tok.eos_id,
+                          use_cache=use_cache)
+
+
+def sampling_row(ck, spec: dict, judge, n_samples: int) -> dict:
+    """nfe, gen-ppl, entropy, batch-1 latency and batch-16 throughput of one setting."""
+    tok = ck.tokenizer
+    sample(ck, spec, 1)  # warm-up
+    one = sample(ck, spec, 1)
+    many = sample(ck, spec, n_samples)
+    texts = [tok.decode(row) for row in many.tokens]
+    ppl, _, _ = judge.gen_ppl(texts)
+    return {**spec, "nfe": one.nfe, "gen_ppl": ppl, "entropy": unigram_entropy(many.tokens),
+            "latency_s_batch1": one.seconds,
+            f"tokens_per_s_batch{n_samples}": many.tokens.numel() / many.seconds,
+            "sample": texts[0][:300]}
+
+
+def block_specs(b: int) -> list[dict]:
+    steps = sorted({b, max(1, b // 4)}, reverse=True)
+    return ([{"sampler": "ancestral", "steps_per_block": s} for s in steps]
+            + [{"sampler": "threshold", "steps_per_block": 1, "options": {"threshold": 0.9}}])
+
+
+def run_corpus(corpus: str, args, work: Path) -> dict:
+    seconds = args.minutes * 60
+    cfg = lambda objective, name, secs, **d: config(  # noqa: E731
+        corpus, objective, secs, work / corpus / name, args.threads, **d)
+    ckpts, runs = {}, []
+    path, tps = trained(cfg("ar", "ar", seconds), args.reuse)
+    ckpts["ar"] = load_checkpoint(path)
+    ar_bits, ar_err = bits_per_char(ckpts["ar"], args.val_batches, 1)
+    ar_row = {"train_tokens_per_s": tps, "val_bits_per_char": ar_bits, "stderr": ar_err}
+    if args.with_mdlm:
+        path, tps = trained(cfg("mdlm", "mdlm", seconds), args.reuse)
+        ckpts["mdlm"] = load_checkpoint(path)
+        bits, err = bits_per_char(ckpts["mdlm"], args.val_batches, args.mc_samples)
+        runs.append({"block_size": None, "objective": "mdlm", "init": "scratch",
+                     "val_bits_per_char": bits, "stderr": err, "train_tokens_per_s": tps})
+    init_path = None
+    if "ar" in args.inits:
+        init_path, _ = trained(cfg("ar", f"ar-init-{args.ar_share:g}", args.ar_share * seconds),
+                               args.reuse)
+    for b in args.sizes:
+        for init in args.inits:
+            name = f"block{b}-{init}"
+            extra = {"block_size": b, "block_shift": args.shift}
+            if init == "ar":
+                c = cfg("block", name, (1 - args.ar_share) * seconds, **extra)
+                c["train"]["init_from"] = str(init_path)
+                c["train"]["warmup_steps"] = args.adapt_warmup
+            else:
+                c = cfg("block", name, seconds, **extra)
+            path, tps = trained(c, args.reuse)
+            ckpts[name] = load_checkpoint(path)
+            bits, err = bits_per_char(ckpts[name], args.val_batches, args.mc_samples)
+            runs.append({"block_size": b, "objective": "block", "init": init,
+                         "shift": args.shift, "val_bits_per_char": bits, "stderr": err,
+                         "train_tokens_per_s": tps, "name": name})
+            print(runs[-1], file=sys.stderr)
+
+    judge = load_judge(args.judge) if args.judge else load_judge(ckpts["ar"].path)
+    n = args.num_samples
+    rows = [{"run": "ar", **sampling_row(ckpts["ar"], {"sampler": "ar"}, judge, n)}]
+    best = {}
+    for r in runs:
+        if r["objective"] == "block":
+            b = r["block_size"]
+            if b not in best or r["val_bits_per_char"] < best[b]["val_bits_per_char"]:
+                best[b] = r
+    for b, r in sorted(best.items()):
+        for spec in block_specs(b):
+            rows.append({"run": r["name"], "block_size": b,
+                         **sampling_row(ckpts[r["name"]], spec, judge, n)})
+            print(rows[-1], file=sys.stderr)
+    # Cached vs uncached block sampling, batch 1 (the same tokens, the same calls).
+    cache_rows = []
+    for b, r in sorted(best.items()):
+        spec = {"sampler": "ancestral", "steps_per_block": max(1, b // 4)}
+        timing = {}
+        for use_cache in (True, False):
+            start = time.perf_counter()
+            g = sample(ckpts[r["name"]], spec, 1, use_cache)
+            timing[use_cache] = (time.perf_counter() - start, g.nfe)
+        cache_rows.append({"block_size": b, "steps_per_block": spec["steps_per_block"],
+                           "nfe": timing[True][1], "cached_s": timing[True][0],
+                           "uncached_s": timing[False][0],
+                           "speedup": timing[False][0] / timing[True][0]})
+    return {"ar_val_bits_per_char": ar_bits, "ar": ar_row, "runs": runs, "sampling": rows,
+            "cache": cache_rows, "judge": judge.name}
+
+
+def markdown(results: dict, args) -> str:
+    m = results["machine"]
+    lines = ["## Block diffusion (issue 14)", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} "
+             f"({m['torch_threads']} threads), {m['date']}. Command: `{results['command']}`.",
+             f"Model: 4 layers, 4 heads, d_model 128, context {LENGTH}, batch 16; every row "
+             f"has the same {args.minutes:g} minutes of total training wall clock (an "
+             f"adapted run: {args.ar_share:g} of it training the AR initialiser).", ""]
+    if results.get("note"):
+        lines += [f"**Note:** {results['note']}", ""]
+    for corpus, r in results["corpora"].items():
+        ar = r["ar"]
+        lines += [f"### {corpus}", "",
+                  "| model | init | train tokens/s | validation bits/char | / AR |",
+                  "|---|---|---:|---:|---:|",
+                  f"| AR twin (exact NLL) | - | {ar['train_tokens_per_s']:,.0f} | "
+                  f"{ar['val_bits_per_char']:.3f} ± {ar['stderr']:.3f} | 1 |"]
+        for run in r["runs"]:
+            name = "masked (mdlm)" if run["objective"] == "mdlm" else \
+                f"block {run['block_size']}"
+            lines.append(f"| {name} | {run['init']} | {run['train_tokens_per_s']:,.0f} | "
+                         f"{run['val_bits_per_char']:.3f} ± {run['stderr']:.3f} | "
+                         f"{run['val_bits_per_char'] / ar['val_bits_per_char']:.3f} |")
+        n = args.num_samples
+        lines += ["", f"Sampling {LENGTH} tokens (judge: {r['judge']}; {n} samples for "
+                  "gen-ppl and entropy):", "",
+                  f"| run | sampler | steps/block | network calls | gen-ppl | entropy | "
+                  f"batch-1 latency s | batch-{n} tokens/s |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for s in r["sampling"]:
+            opt = f" {s['options']}" if s.get("options") else ""
+            lines.append(f"| {s['run']} | {s['sampler']}{opt} | {s.get('steps_per_block', '-')} "
+                         f"| {s['nfe']} | {s['gen_ppl']:.2f} | {s['entropy']:.3f} | "
+                         f"{s['latency_s_batch1']:.3f} | {s[f'tokens_per_s_batch{n}']:,.0f} |")
+        lines += ["", "Cached vs uncached block sampling (batch 1, same calls and tokens):", "",
+                  "| block | steps/block | calls | cached s | uncached s | speed-up |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        for c in r["cache"]:
+            lines.append(f"| {c['block_size']} | {c['steps_per_block']} | {c['nfe']} | "
+                         f"{c['cached_s']:.3f} | {c['uncached_s']:.3f} | {c['speedup']:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", nargs="+", default=["shakespeare"], choices=list(CORPORA))
+    ap.add_argument("--minutes", type=float, default=8.0, help="total training per row")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[4, 16, 64])
+    ap.add_argument("--inits", nargs="+", default=["scratch", "ar"], choices=["scratch", "ar"])
+    ap.add_argument("--ar-share", type=float, default=0.5,
+                    help="share of an adapted row's budget spent training its AR initialiser")
+    ap.add_argument("--adapt-warmup", type=int, default=20, help="warmup steps when adapting")
+    ap.add_argument("--no-shift", dest="shift", action="store_false",
+                    help="BD3-LM's same-position alignment instead of the AR twin's")
+    ap.add_argument("--with-mdlm", action="store_true", help="add the masked model's row")
+    ap.add_argument("--judge", default=None, help="AR checkpoint that judges the samples")
+    ap.add_argument("--num-samples", type=int, default=16)
+    ap.add_argument("--mc-samples", type=int, default=2, help="noise draws per window")
+    ap.add_argument("--val-batches", type=int, default=None, help="default: all windows")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default=str(ROOT / "runs" / "block-bench"))
+    ap.add_argument("--reuse", action="store_true", help="reuse finished runs in --out")
+    ap.add_argument("--note", default=None, help="a line of context for the section")
+    ap.add_argument("--render", action="store_true", help="only rewrite the section from "
+                    "benchmarks/results/block.json (pass the run's own settings)")
+    args = ap.parse_args()
+    if args.render:
+        results = json.loads((ROOT / "benchmarks" / "results" / "block.json").read_text())
+        results["note"] = args.note or results.get("note")
+        write_json("block", results)
+        write_section("block", markdown(results, args))
+        return
+    if "shakespeare" in args.corpus and not Path(CORPORA["shakespeare"][0]).is_file():
+        print(f"skipped: {CORPORA['shakespeare'][0]} is missing (needs ../shared/data)")
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(args.out)
+    results = {"machine": machine(), "command": "python benchmarks/block.py " + " ".join(
+        sys.argv[1:]), "note": args.note, "corpora": {}}
+    for corpus in args.corpus:
+        results["corpora"][corpus] = run_corpus(corpus, args, work)
+    write_json("block", results)
+    text = markdown(results, args)
+    write_section("block", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

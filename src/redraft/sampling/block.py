@@ -1,0 +1,252 @@
+"""Block-diffusion sampling with an exact KV cache (BD3-LM): blocks left to right, each block
+denoised by any masked step rule, every finished block computed once.
+
+The canvas x (B, L) is cut into blocks of b positions (the model's block size). The backbone
+reads y, which is x itself ("same" alignment) or [bos, x_0 .. x_{L-2}] ("next", shift=True:
+the output at position j predicts x_j from y up to block j // b, as in training, see
+diffusion/block.py). Per row, at its current block k:
+
+    the cache holds y's blocks 0 .. k-1, all clean (prompt, or finished blocks);
+    one network call runs y's block k (the window) against the cache: bidirectional inside
+    the window, so its logits are exactly those of the uncached block-causal pass over the
+    whole canvas (test_block_sampling checks it at every step);
+    the step rule (ancestral, first_hitting, confidence, threshold, remask, analytic, euler)
+    updates the block's b positions from those logits: DiffusionState's own step call, on a
+    (B, b) window instead of the (B, L) canvas.
+
+When a block is finished its clean y block still has to reach the cache: it is not run on its
+own but as the first half of the next block's first call (the call covers blocks
+cached .. k, block-causal inside it), so committing costs no extra network call; the prompt's
+whole blocks go in with the first call the same way. A row's call is skipped when its window
+did not change (no time conditioning; the logits would be the same). Rows at different
+blocks (different prompts, adaptive rules, EOS stops) share calls: each row reads and writes
+its own cache row at its own positions (the ragged call of models.Transformer); rows whose
+calls have different lengths go in separate calls. Each row's draws come from its own stream,
+so a row's result does not depend on the batch.
+
+With eos_id a row stops after the block in which it wrote EOS (the rest becomes EOS). A
+length that is not a multiple of b ends in a partial block; its missing positions are
+treated as masks that are never revealed (cut from the output).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+from redraft.diffusion import Process
+from redraft.errors import RedraftError
+from redraft.sampling.categorical import check_knobs
+from redraft.sampling.generate import Generation, _rows, _seeds
+from redraft.sampling.registry import make_sampler
+from redraft.sampling.state import DiffusionState
+
+
+class BlockState(DiffusionState):
+    """A DiffusionState whose step rule sees one block's window, with the bookkeeping of the
+    block model's cache: `calls()` says what to run, `set_window_logits` takes the result."""
+
+    skip_fixed_blocks = True  # a block of prompt is committed, never denoised
+
+    def __init__(self, process: Process, step_rule, *, steps_per_block: int, length: int,
+                 block_size: int, seeds: Sequence[int],
+                 prefixes: Sequence[Sequence[int]] | None = None,
+                 canvases: Sequence[Sequence[int | None]] | None = None,
+                 shift: bool = False, bos_id: int | None = None, eos_id: int | None = None,
+                 device: torch.device | str = "cpu"):
+        if not isinstance(steps_per_block, int) or steps_per_block < 1:
+            raise RedraftError(f"steps_per_block={steps_per_block!r}: expected an integer >= 1")
+        if shift and bos_id is None:
+            raise RedraftError("the next-token alignment (shift) needs bos_id")
+        batch = len(seeds)
+        b = block_size
+        padded = -(-length // b) * b
+        pad = [process.mask_id] * (padded - length)  # never revealed: fixed masks
+        if canvases is not None:
+            rows = [list(c) + pad for c in canvases]
+            if any(len(c) != length for c in canvases):
+                raise RedraftError(f"a canvas must have {length} positions")
+        else:
+            prefixes = prefixes if prefixes is not None else [[]] * batch
+            for pre in prefixes:
+                if len(pre) > length:
+                    raise RedraftError(f"prompt of {len(pre)} tokens does not fit a canvas of "
+                                       f"{length} tokens")
+            rows = [list(pre) + [None] * (length - len(pre)) + pad for pre in prefixes]
+        if len(rows) != batch:
+            raise RedraftError(f"{len(rows)} canvases given for a batch of {batch}")
+        super().__init__(process, step_rule, steps=steps_per_block * (padded // b),
+                         length=padded, seeds=seeds, canvases=rows, block_size=b,
+                         eos_id=eos_id, device=device)
+        self.length, self.shift, self.bos_id = length, shift, bos_id
+        self.cached = torch.zeros(batch, dtype=torch.long, device=device)  # y blocks in cache
+        self.seen_block = torch.full((batch,), -1, dtype=torch.long, device=device)
+        self.seen_window: torch.Tensor | None = None
+
+    def model_input(self) -> torch.Tensor:
+        """y (B, L_padded): what the backbone reads for the canvas x."""
+        if not self.shift:
+            return self.x
+        bos = torch.full_like(self.x[:, :1], self.bos_id)
+        return torch.cat((bos, self.x[:, :-1]), dim=1)
+
+    def _index(self) -> torch.Tensor:
+        """(B, b) canvas positions of each row's current block."""
+        b = self.block_size
+        block = self.block.clamp(max=self.n_blocks - 1)  # finished rows: any valid window
+        return block[:, None] * b + torch.arange(b, device=self.x.device)
+
+    def window_time(self) -> torch.Tensor:
+        """(B,) float32: the time of each row's next call (its block's)."""
+        return self.t.float()
+
+    def stale(self, time_cond: bool) -> torch.Tensor:
+        """(B,) bool: unfinished rows whose window (or block, or cache) changed since their
+        last call, or every unfinished row for a time-conditioned backbone."""
+        window = self.model_input().gather(1, self._index())
+        if self.seen_window is None:
+            return ~self.finished
+        changed = ((window != self.seen_window).any(dim=1) | (self.block != self.seen_block)
+                   | (self.cached < self.block) | time_cond)
+        return changed & ~self.finished
+
+    def calls(self, time_cond: bool) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                   torch.Tensor]]:
+        """The cached calls of the next step: [(rows (R,) long, tokens (R, n), positions (R,),
+        t (R, n) float32)], one per call length n. Row r runs y from its first uncached block
+        to the end of its current block, at the positions where they belong; t is 0 on the
+        clean blocks and the row's time on the window."""
+        rows = torch.nonzero(self.stale(time_cond)).flatten()
+        y, b = self.model_input(), self.block_size
+        first, end = self.cached * b, (self.block + 1) * b
+        out = []
+        for n in torch.unique(end[rows] - first[rows]).tolist():
+            group = rows[(end[rows] - first[rows]) == n]
+            idx = first[group][:, None] + torch.arange(n, device=y.device)
+            t = torch.zeros((len(group), n), device=y.device)
+            t[:, -b:] = self.window_time()[group][:, None]
+            out.append((group, y[group[:, None], idx], first[group], t))
+        return out
+
+    def uncached_call(self, time_cond: bool) -> tuple[torch.Tensor, torch.Tensor,
+                                                      torch.Tensor]:
+        """The reference without a cache: (rows (R,), y (R, L_padded), t (R, L_padded)); the
+        window's logits are those of the plain block-causal pass over the whole canvas."""
+        rows = torch.nonzero(self.stale(time_cond)).flatten()
+        y = self.model_input()[rows]
+        cols = torch.arange(y.shape[1], device=y.device)
+        t = torch.where(cols[None, :] < (self.block[rows] * self.block_size)[:, None],
+                        0.0, self.window_time()[rows][:, None])
+        return rows, y, t
+
+    def set_window_logits(self, rows: torch.Tensor, logits: torch.Tensor) -> None:
+        """logits (R, b, V) of the windows of `rows`; marks their blocks as cached."""
+        logits = logits.float()
+        if self.logits is None:
+            self.logits = logits.new_zeros((len(self.x), *logits.shape[1:]))
+            self.seen_window = torch.full((len(self.x), self.block_size), -1,
+                                          dtype=torch.long, device=self.x.device)
+        self.logits[rows] = logits
+        self.seen_window[rows] = self.model_input().gather(1, self._index())[rows]
+        self.seen_block[rows] = self.block[rows]
+        self.cached[rows] = self.block[rows]
+
+    def _rule_step(self, x: torch.Tensor, logits: torch.Tensor,
+                   free: torch.Tensor) -> torch.Tensor:
+        idx = self._index()
+        xs = super()._rule_step(x.gather(1, idx), logits, free.gather(1, idx))
+        return x.scatter(1, idx, xs)
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """(B, length): the canvas without the padding of a partial last block."""
+        return self.x[:, :self.length]
+
+
+@torch.no_grad()
+def generate_block(
+    model,
+    process: Process,
+    *,
+    steps_per_block: int,
+    block_size: int | None = None,
+    batch: int = 1,
+    length: int | None = None,
+    prefix: Sequence[int] | Sequence[Sequence[int]] | None = None,
+    canvas: Sequence[int | None] | Sequence[Sequence[int | None]] | None = None,
+    shift: bool = False,
+    bos_id: int | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | Sequence[int] = 0,
+    sampler: str | None = None,
+    options: dict | None = None,
+    eos_id: int | None = None,
+    use_cache: bool = True,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
+) -> Generation:
+    """Sample a (batch, length) canvas block by block from a block-diffusion model.
+
+    model: a block-causal backbone (models.Transformer with block_size, from a checkpoint of
+    objective "block"); block_size, if given, must be its own. shift/bos_id: the model's
+    alignment (its diffusion.block_shift; bos_id is the tokenizer's eos_id, as in training).
+    steps_per_block: reverse steps per block for the time-grid rules (adaptive rules,
+    first_hitting and threshold, take what they need). sampler/options: any rule of
+    sampling.registry for a masked denoiser (default ancestral). prefix: the prompt (once
+    for all rows or one per row); canvas: instead, a fixed id or None per position. eos_id:
+    stop a row after the block in which it wrote EOS. use_cache False recomputes the whole
+    canvas every call (the same logits; for testing and measuring).
+    """
+    if getattr(model, "block_size", None) is None:
+        raise RedraftError("generate_block needs a block-diffusion model (objective 'block', "
+                           "block-causal attention)")
+    if block_size is not None and block_size != model.block_size:
+        raise RedraftError(f"block_size={block_size}: this model was trained with blocks of "
+                           f"{model.block_size}")
+    if process.name != "mask":
+        raise RedraftError(f"block diffusion uses the mask process, got {process.name!r}")
+    b = model.block_size
+    seq_len = model.cfg.seq_len
+    length = length or seq_len
+    if not 1 <= length <= seq_len or -(-length // b) * b > seq_len:
+        raise RedraftError(f"length={length}: expected 1..{seq_len // b * b} (whole blocks of "
+                           f"{b} within the model's seq_len {seq_len})")
+    check_knobs(temperature, top_k, top_p)
+    step_rule = make_sampler(sampler, process, "mdlm", temperature, top_k, top_p, options)
+    device = next(model.parameters()).device
+    if canvas is not None and len(canvas) and not isinstance(canvas[0], (list, tuple)):
+        canvas = [list(canvas) for _ in range(batch)]
+    state = BlockState(process, step_rule, steps_per_block=steps_per_block, length=length,
+                       block_size=b, seeds=_seeds(seed, batch),
+                       prefixes=_rows(prefix, batch) if canvas is None else None,
+                       canvases=canvas, shift=shift, bos_id=bos_id, eos_id=eos_id,
+                       device=device)
+    time_cond = model.time is not None
+    cache = model.new_cache(batch) if use_cache else None
+    nfe = row_nfe = 0
+    start = time.perf_counter()
+    while not state.done:
+        if use_cache:
+            for rows, y, positions, t in state.calls(time_cond):
+                every = len(rows) == batch  # then rows is 0..B-1: read the cache as a view
+                logits = model(y, t, cache=cache, positions=positions,
+                               cache_rows=None if every else rows)
+                state.set_window_logits(rows, logits[:, -b:])
+                nfe += 1
+                row_nfe += len(rows)
+        else:
+            rows, y, t = state.uncached_call(time_cond)
+            if len(rows):
+                logits = model(y, t)
+                state.set_window_logits(rows, logits.gather(
+                    1, state._index()[rows][..., None].expand(-1, -1, logits.shape[-1])))
+                nfe += 1
+                row_nfe += len(rows)
+        i = state.i
+        state.advance()
+        if on_step is not None:
+            on_step(i, state.tokens)
+    return Generation(state.tokens, nfe, row_nfe, time.perf_counter() - start, state.i)

@@ -1,0 +1,262 @@
+"""Block diffusion's objective: the correspondences with the AR twin and the masked model,
+the one-pass loss against a loop over blocks, and the bound on an enumerable toy law."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from redraft.config import DiffusionConfig, ModelConfig
+from redraft.diffusion import LogLinearSchedule, ar_cross_entropy, masked_elbo
+from redraft.diffusion.block import (
+    block_elbo,
+    block_inputs,
+    block_mask_pattern_count,
+    block_weights,
+    sample_block_counts,
+    sample_block_times,
+)
+from redraft.diffusion.objectives import masked_elbo_by_count
+from redraft.losses import Noise, ar_inputs, block_token_losses, draw_noise, token_losses
+from redraft.models import Transformer
+from tests.block_toy import BOS, MASK, ExactBlockModel, toy_law
+
+CFG = ModelConfig(n_layer=2, n_head=2, d_model=32, seq_len=16)
+V, MID, EOS = 12, 11, 10  # ids 0..9 text, 10 eos (the AR twin's bos), 11 mask
+
+
+def models(block_size):
+    torch.manual_seed(0)
+    ar = Transformer(CFG, V, causal=True).eval()
+    block = Transformer(CFG, V, causal=False, block_size=block_size).eval()
+    block.load_state_dict(ar.state_dict())
+    return ar, block
+
+
+def cfg(block_size, shift):
+    return DiffusionConfig(objective="block", block_size=block_size, block_shift=shift)
+
+
+def x0_batch():
+    return torch.randint(0, 10, (3, 16), generator=torch.Generator().manual_seed(1))
+
+
+def test_block_size_one_next_aligned_is_the_ar_twin():
+    """shift, b = 1: every input is clean and the pass is the AR twin's on [bos, x0[:-1]].
+    Logits equal; with the count estimator (k = 1: every block masked, weight 1) the loss is
+    deterministic and equals the twin's NLL of its next-token distribution renormalised
+    without the mask id (SUBS excludes the mask, which is never a data token)."""
+    ar, block = models(1)
+    x0 = x0_batch()
+    xt = torch.full_like(x0, MID)
+    yt, y0 = block_inputs(xt, x0, 1, True, EOS)
+    assert torch.equal(yt, ar_inputs(x0, EOS)) and torch.equal(y0, yt)
+    ar_logits = ar(ar_inputs(x0, EOS))
+    assert torch.allclose(block(yt, x0=y0), ar_logits, atol=1e-5)
+    noise = draw_noise(cfg(1, True), 3, 16, MID, torch.Generator().manual_seed(0),
+                       estimator="count")
+    assert noise.masked.all() and (noise.k == 1).all()
+    got = block_token_losses(block, x0, cfg(1, True), MID, EOS, noise)
+    no_mask = ar_logits.clone()
+    no_mask[..., MID] = -math.inf
+    assert torch.allclose(got, ar_cross_entropy(no_mask, x0), atol=1e-5)
+
+
+def test_block_size_one_same_aligned_bound_is_its_exact_nll():
+    """No shift, b = 1: block i sees the clean x0_<i and a mask at i. The one-token block's
+    ELBO integrates to its cross-entropy, so the bound is the exact NLL of the left-to-right
+    model p(x_i | x_<i) = softmax(backbone([x_<i, mask]))_i, computed here token by token."""
+    _, block = models(1)
+    x0 = x0_batch()
+    noise = draw_noise(cfg(1, False), 3, 16, MID, torch.Generator().manual_seed(0),
+                       estimator="count")
+    got = block_token_losses(block, x0, cfg(1, False), MID, EOS, noise)
+    for i in range(16):
+        seq = torch.cat((x0[:, :i], torch.full_like(x0[:, :1], MID)), dim=1)
+        lg = block(seq)[:, -1].clone()
+        lg[:, MID] = -math.inf
+        nll = torch.nn.functional.cross_entropy(lg, x0[:, i], reduction="none")
+        assert torch.allclose(got[:, i], nll, atol=1e-5)
+
+
+@pytest.mark.parametrize("estimator", ["time", "count"])
+def test_block_size_seq_len_same_aligned_is_the_masked_model(estimator):
+    """No shift, b = L: one block, no clean context, no mask: the masked (mdlm) model's very
+    computation; with the same corruption the loss is masked_elbo (or its count form)."""
+    torch.manual_seed(0)
+    mdlm = Transformer(CFG, V, causal=False).eval()
+    block = Transformer(CFG, V, causal=False, block_size=16).eval()
+    block.load_state_dict(mdlm.state_dict())
+    x0 = x0_batch()
+    noise = draw_noise(cfg(16, False), 3, 16, MID, torch.Generator().manual_seed(2),
+                       estimator=estimator)
+    xt = torch.where(noise.masked, MID, x0)
+    logits = mdlm(xt)
+    assert torch.equal(block(xt, x0=x0), logits)
+    got = block_token_losses(block, x0, cfg(16, False), MID, EOS, noise)
+    if estimator == "time":
+        want = masked_elbo(logits, x0, xt, noise.t[:, 0], LogLinearSchedule(), MID)
+    else:
+        want = masked_elbo_by_count(logits, x0, xt, noise.k[:, 0], MID)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("shift", [False, True])
+@pytest.mark.parametrize("block_size", [1, 4, 16])
+def test_one_pass_loss_equals_a_loop_over_blocks(shift, block_size):
+    """The vectorised [xt ; x0] pass equals scoring each block on its own: the plain
+    block-causal pass over the clean earlier blocks followed by the noised block."""
+    _, block = models(block_size)
+    x0 = x0_batch()
+    c = cfg(block_size, shift)
+    noise = draw_noise(c, 3, 16, MID, torch.Generator().manual_seed(3))
+    got = block_token_losses(block, x0, c, MID, EOS, noise)
+    xt = torch.where(noise.masked, MID, x0)
+    yt, y0 = block_inputs(xt, x0, block_size, shift, EOS)
+    weight = block_weights(LogLinearSchedule(), noise.t, None, block_size)
+    for k in range(16 // block_size):
+        a, b = k * block_size, (k + 1) * block_size
+        logits = block(torch.cat((y0[:, :a], yt[:, a:b]), dim=1))[:, a:]
+        want = block_elbo(logits, x0[:, a:b], xt[:, a:b], weight[:, a:b], MID)
+        assert torch.allclose(got[:, a:b], want, atol=1e-5)
+
+
+def test_noise_is_per_block_stratified_and_counts_are_exact():
+    t = sample_block_times(8, 4, torch.Generator().manual_seed(0))
+    strata = torch.floor((1 - t.flatten()) * 32).long().sort().values
+    assert torch.equal(strata, torch.arange(32))  # one t per 1/32 stratum, over all blocks
+    clipped = sample_block_times(8, 4, torch.Generator().manual_seed(0), 0.3, 0.8)
+    assert clipped.min() > 0.3 and clipped.max() <= 0.8
+    sizes = torch.tensor([4, 4, 2])
+    k = sample_block_counts(64, sizes, torch.Generator().manual_seed(1))
+    assert (k >= 1).all() and (k <= sizes).all()
+    kk = k[:, [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]]
+    masked = block_mask_pattern_count(kk, 4, torch.Generator().manual_seed(2))
+    per_block = torch.stack([masked[:, :4].sum(1), masked[:, 4:8].sum(1), masked[:, 8:].sum(1)],
+                            dim=1)
+    assert torch.equal(per_block, k)
+
+
+def toy_bound(block_size, shift):
+    """E over the count estimator's every (k, mask set) of every block, in closed form, of
+    the real loss (block_token_losses, one pair pass) with the exact block denoiser."""
+    seqs, p = toy_law()
+    model = ExactBlockModel(block_size, shift)
+    c = cfg(block_size, shift)
+    n_blocks = 4 // block_size
+    patterns = [m for m in itertools.product([False, True], repeat=block_size) if any(m)]
+    total = torch.zeros(len(seqs), dtype=torch.float64)
+    for joint in itertools.product(patterns, repeat=n_blocks):
+        masked = torch.tensor(sum(joint, ())).expand(len(seqs), 4)
+        k_block = [sum(m) for m in joint]
+        k = torch.tensor([kb for kb in k_block for _ in range(block_size)]).expand(len(seqs), 4)
+        # P(this pattern) = prod over blocks of P(k) P(set | k) = 1 / (b C(b, k)).
+        prob = math.prod(1 / (block_size * math.comb(block_size, kb)) for kb in k_block)
+        noise = Noise(masked, torch.full((len(seqs), 4), MASK), k / block_size, k, 1.0)
+        total += prob * block_token_losses(model, seqs, c, MASK, BOS, noise).double().sum(1)
+    return (p * total).sum().item(), -(p * p.log()).sum().item()
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 4])
+def test_exact_block_denoiser_bound_equals_the_entropy(block_size):
+    bound, entropy = toy_bound(block_size, shift=False)
+    assert abs(bound - entropy) < 1e-5, (bound, entropy)
+
+
+def test_next_aligned_bound_is_exact_at_block_one_and_loose_above():
+    """With the shift a block's last token is no input inside its own block (it enters as
+    the next block's first input), so even the exact denoiser's bound exceeds the entropy
+    for b > 1; b = 1 (the AR factorisation) is exact."""
+    one, entropy = toy_bound(1, shift=True)
+    two, _ = toy_bound(2, shift=True)
+    assert abs(one - entropy) < 1e-5
+    assert two > entropy + 0.01, (two, entropy)
+
+
+def test_time_estimator_through_token_losses_matches_the_entropy():
+    """The Monte Carlo path training and evaluation use (draw_noise + token_losses)."""
+    seqs, p = toy_law()
+    model = ExactBlockModel(2, False)
+    c = cfg(2, False)
+    g = torch.Generator().manual_seed(0)
+    draws = 400
+    x0 = seqs.repeat_interleave(draws, 0)
+    per_seq = token_losses(model, x0, c, MASK, BOS, g).double().sum(1).view(len(seqs), draws)
+    est = (p * per_seq.mean(1)).sum().item()
+    err = math.sqrt((p**2 * per_seq.var(1) / draws).sum().item())
+    entropy = -(p * p.log()).sum().item()
+    assert abs(est - entropy) < 4 * err, (est, entropy, err)
+    assert err < 0.03 * entropy
+
+
+# --- training: redraft train / eval with objective "block", and train.init_from -------------
+
+
+def test_block_training_learns_and_reports_its_bound(tmp_path, corpus):
+    from redraft.config import load_config
+    from redraft.eval import evaluate_checkpoint
+    from redraft.train import train
+    from tests.conftest import tiny_overrides
+    from tests.test_train import TEXT, unigram_entropy
+
+    extra = {"train.max_steps": 150, "train.lr": 1e-2, "train.eval_every": 150,
+             "train.warmup_steps": 10, "diffusion.block_size": 4}
+    result = train(load_config(None, tiny_overrides(corpus, tmp_path / "b", "block", **extra)))
+    assert result.val_nats_per_token < 0.7 * unigram_entropy(TEXT), result.val_nats_per_token
+    out = evaluate_checkpoint(result.checkpoint, samples=2, max_batches=2, estimator="count")
+    assert out["objective"] == "block" and out["kind"] == "NLL upper bound (ELBO)"
+    assert out["nats_per_token"] < 0.7 * unigram_entropy(TEXT)
+
+
+def test_init_from_the_ar_twin_starts_at_its_likelihood(tmp_path, corpus):
+    """Block size 1, next-aligned, initialised from the AR twin: before any real update its
+    (deterministic, count-estimator) bound is the twin's NLL, less the mass the twin gives
+    the mask id (which SUBS removes)."""
+    from redraft.checkpoint import load_checkpoint
+    from redraft.config import load_config
+    from redraft.errors import RedraftError
+    from redraft.eval import evaluate_checkpoint
+    from redraft.train import train
+    from tests.conftest import tiny_overrides
+
+    ar = train(load_config(None, tiny_overrides(corpus, tmp_path / "ar", "ar", **{
+        "train.max_steps": 40, "train.lr": 1e-2})))
+    extra = {"diffusion.block_size": 1, "diffusion.block_shift": True,
+             "train.init_from": str(ar.run_dir), "train.max_steps": 1, "train.lr": 1e-12,
+             "train.warmup_steps": 1}
+    blk = train(load_config(None, tiny_overrides(corpus, tmp_path / "blk", "block", **extra)))
+    a = load_checkpoint(ar.checkpoint).model.state_dict()
+    b = load_checkpoint(blk.checkpoint).model.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    kw = dict(samples=1, max_batches=2, estimator="count")
+    nll = evaluate_checkpoint(ar.checkpoint, **kw)["nats_per_token"]
+    bound = evaluate_checkpoint(blk.checkpoint, **kw)["nats_per_token"]
+    assert bound <= nll + 1e-5 and nll - bound < 0.02, (bound, nll)
+
+    wide = {**extra, "model.d_model": 64, "train.out_dir": str(tmp_path / "wide")}
+    with pytest.raises(RedraftError, match="init_from.*does not fit.*shape"):
+        train(load_config(None, tiny_overrides(corpus, tmp_path / "wide", "block", **wide)))
+
+
+def test_config_checks_block_size_and_clipping():
+    from redraft.config import load_config
+    from redraft.errors import RedraftError
+
+    ok = load_config(None, ["diffusion.objective=block", "diffusion.block_size=16",
+                            "diffusion.elbo_estimator=time", "diffusion.train_t_min=0.3",
+                            "diffusion.train_t_max=0.8"])
+    assert ok.diffusion.block_shift
+    with pytest.raises(RedraftError, match="block_size=24: expected a divisor"):
+        load_config(None, ["diffusion.objective=block", "diffusion.block_size=24"])
+    with pytest.raises(RedraftError, match="train_t_max=0.8 clips.*'time'"):
+        load_config(None, ["diffusion.objective=block", "diffusion.train_t_max=0.8"])
+    with pytest.raises(RedraftError, match="train_t_max=0.2"):
+        load_config(None, ["diffusion.train_t_min=0.3", "diffusion.train_t_max=0.2",
+                           "diffusion.elbo_estimator=time"])
+    with pytest.raises(RedraftError, match="process='uniform'"):
+        load_config(None, ["diffusion.objective=block", "diffusion.process=uniform"])
+    # The clip reaches training's draws; evaluation's draw_noise keeps (0, 1].
+    c = DiffusionConfig(objective="block", block_size=4, elbo_estimator="time")
+    noise = draw_noise(c, 8, 16, MID, torch.Generator().manual_seed(0), 0.3, "time", t_max=0.8)
+    assert noise.t.min() > 0.3 and noise.t.max() <= 0.8
