@@ -31,14 +31,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import ROOT, SHARED, machine, write_json, write_section  # noqa: E402
 
-from redraft.checkpoint import load_checkpoint  # noqa: E402
 from redraft.config import config_from_dict  # noqa: E402
+from redraft.data import load_data  # noqa: E402
 from redraft.eval.judge import load_judge  # noqa: E402
 from redraft.eval.likelihood import evaluate  # noqa: E402
 from redraft.eval.quality import unigram_entropy  # noqa: E402
-from redraft.losses import make_process  # noqa: E402
-from redraft.sampling import generate_ar, generate_block, generate_diffusion  # noqa: E402
-from redraft.train import load_data, train  # noqa: E402
+from redraft.model import load  # noqa: E402
+from redraft.sampling import generate_block  # noqa: E402
+from redraft.train import train  # noqa: E402
 
 CORPORA = {"shakespeare": (str(SHARED / "data" / "tinyshakespeare" / "input.txt"), "char"),
            "python": ("stdlib", "byte")}
@@ -74,8 +74,8 @@ def trained(cfg: dict, reuse: bool) -> tuple[Path, float]:
 
 def bits_per_char(ck, val_batches: int | None, samples: int) -> tuple[float, float]:
     _, data = load_data(ck.config.data, LENGTH, ck.tokenizer)
-    estimator = "time" if ck.config.diffusion.objective in ("sedd", "udlm") else "count"
-    nats, err, _ = evaluate(ck.model, data.val, ck.config, ck.tokenizer.mask_id,
+    estimator = "count" if ck.objective.count_estimator or ck.is_ar else "time"
+    nats, err, _ = evaluate(ck.backbone, data.val, ck.config, ck.tokenizer.mask_id,
                             ck.tokenizer.eos_id, val_batches, samples=samples,
                             estimator=estimator)
     scale = 1 / math.log(2) / data.val_bytes_per_token
@@ -83,20 +83,22 @@ def bits_per_char(ck, val_batches: int | None, samples: int) -> tuple[float, flo
 
 
 def sample(ck, spec: dict, batch: int, use_cache: bool = True):
-    tok, d = ck.tokenizer, ck.config.diffusion
-    banned = tok.non_text_ids
-    if d.objective == "ar":
-        return generate_ar(ck.model, bos_id=tok.eos_id, batch=batch, length=LENGTH, seed=0,
-                           banned=banned)
-    process = make_process(d, tok.mask_id, ck.model.vocab_size)
-    if d.objective == "mdlm":
-        return generate_diffusion(ck.model, process, steps=spec["steps"], batch=batch,
-                                  length=LENGTH, seed=0, sampler=spec["sampler"],
-                                  options=spec.get("options"))
-    return generate_block(ck.model, process, steps_per_block=spec["steps_per_block"],
-                          batch=batch, length=LENGTH, seed=0, sampler=spec["sampler"],
-                          options=spec.get("options"), shift=d.block_shift, bos_id=tok.eos_id,
-                          use_cache=use_cache)
+    """A batch of LENGTH-token canvases (row r: seed r) through redraft.Model; the uncached
+    block loop (use_cache False, for the cached-vs-uncached timing) runs generate_block."""
+    seeds = list(range(batch))
+    if ck.is_ar:
+        return ck.sample([[]] * batch, length=LENGTH, seeds=seeds)
+    if not ck.objective.blockwise:
+        return ck.sample([[]] * batch, length=LENGTH, seeds=seeds, steps=spec["steps"],
+                         sampler=spec["sampler"], options=spec.get("options"))
+    if use_cache:  # Model.sample's steps: the canvas's budget, split evenly over its blocks
+        steps = spec["steps_per_block"] * (LENGTH // ck.backbone.block_size)
+        return ck.sample([[]] * batch, length=LENGTH, seeds=seeds, steps=steps,
+                         sampler=spec["sampler"], options=spec.get("options"))
+    return generate_block(ck.backbone, ck.process, steps_per_block=spec["steps_per_block"],
+                          batch=batch, length=LENGTH, seed=seeds, sampler=spec["sampler"],
+                          options=spec.get("options"), shift=ck.config.diffusion.block_shift,
+                          bos_id=ck.tokenizer.eos_id, use_cache=False)
 
 
 def sampling_row(ck, spec: dict, judge, n_samples: int) -> dict:
@@ -125,12 +127,12 @@ def run_corpus(corpus: str, args, work: Path) -> dict:
         corpus, objective, secs, work / corpus / name, args.threads, **d)
     ckpts, runs = {}, []
     path, tps = trained(cfg("ar", "ar", seconds), args.reuse)
-    ckpts["ar"] = load_checkpoint(path)
+    ckpts["ar"] = load(path)
     ar_bits, ar_err = bits_per_char(ckpts["ar"], args.val_batches, 1)
     ar_row = {"train_tokens_per_s": tps, "val_bits_per_char": ar_bits, "stderr": ar_err}
     if args.with_mdlm:
         path, tps = trained(cfg("mdlm", "mdlm", seconds), args.reuse)
-        ckpts["mdlm"] = load_checkpoint(path)
+        ckpts["mdlm"] = load(path)
         bits, err = bits_per_char(ckpts["mdlm"], args.val_batches, args.mc_samples)
         runs.append({"block_size": None, "objective": "mdlm", "init": "scratch",
                      "val_bits_per_char": bits, "stderr": err, "train_tokens_per_s": tps})
@@ -149,7 +151,7 @@ def run_corpus(corpus: str, args, work: Path) -> dict:
             else:
                 c = cfg("block", name, seconds, **extra)
             path, tps = trained(c, args.reuse)
-            ckpts[name] = load_checkpoint(path)
+            ckpts[name] = load(path)
             bits, err = bits_per_char(ckpts[name], args.val_batches, args.mc_samples)
             runs.append({"block_size": b, "objective": "block", "init": init,
                          "shift": args.shift, "val_bits_per_char": bits, "stderr": err,

@@ -32,6 +32,7 @@ DEMO_CONFIG = {
     "train": {"batch_size": 16, "lr": 2e-3, "warmup_steps": 50, "eval_every": 10**9,
               "eval_batches": 8, "precision": "auto", "max_steps": 10**9},
 }
+DEMO_RUNS = {"mdlm": "masked diffusion", "ar": "autoregressive twin"}  # objective: what it is
 TRAIN_SHARE = 0.4  # of the total budget, per model
 SPEED_RUNS = 5  # timed runs per row of the speed table, after one untimed warm-up run
 
@@ -51,12 +52,12 @@ def run_demo(minutes: float = 5.0, out_dir: str = "runs/demo", overrides=(),
     say = lambda *a: print(*a, file=stream, flush=True)  # noqa: E731
     budget = minutes * 60 * TRAIN_SHARE
     results = {}
-    for objective in ("mdlm", "ar"):
+    for i, (objective, label) in enumerate(DEMO_RUNS.items()):
         values = merge(DEMO_CONFIG, {"diffusion": {"objective": objective},
                                      "train": {"time_budget_s": budget,
                                                "out_dir": str(Path(out_dir) / objective)}})
         cfg = config_from_dict(merge(values, parse_overrides(list(overrides))))
-        if objective == "mdlm":
+        if i == 0:
             seed = cfg.train.seed
             say(f"seed: {seed} (initialisation, batches, noise and samples; another: "
                 f"redraft demo train.seed=N)")
@@ -64,7 +65,6 @@ def run_demo(minutes: float = 5.0, out_dir: str = "runs/demo", overrides=(),
             say(f"corpus: {cfg.data.corpus!r} ({data.meta['n_documents']:,} documents) -> "
                 f"{data.meta['train_tokens']:,} train / {data.meta['val_tokens']:,} validation "
                 f"{tok.kind} tokens")
-        label = "masked diffusion" if objective == "mdlm" else "autoregressive twin"
         say(f"\ntraining the {label} for {budget:.0f} s ...")
         results[objective] = train(cfg)
 

@@ -195,7 +195,7 @@ def test_time_estimator_through_token_losses_matches_the_entropy():
 
 def test_block_training_learns_and_reports_its_bound(tmp_path, corpus):
     from redraft.config import load_config
-    from redraft.eval import evaluate_checkpoint
+    from redraft.model import load
     from redraft.train import train
     from tests.conftest import tiny_overrides
     from tests.test_train import TEXT, unigram_entropy
@@ -204,8 +204,8 @@ def test_block_training_learns_and_reports_its_bound(tmp_path, corpus):
              "train.warmup_steps": 10, "diffusion.block_size": 4}
     result = train(load_config(None, tiny_overrides(corpus, tmp_path / "b", "block", **extra)))
     assert result.val_nats_per_token < 0.7 * unigram_entropy(TEXT), result.val_nats_per_token
-    out = evaluate_checkpoint(result.checkpoint, samples=2, max_batches=2, estimator="count")
-    assert out["objective"] == "block" and out["kind"] == "NLL upper bound (ELBO)"
+    out = load(result.checkpoint).evaluate(samples=2, max_batches=2, estimator="count")
+    assert out["objective"] == "block" and out["kind"] == "NLL upper bound (block ELBO)"
     assert out["nats_per_token"] < 0.7 * unigram_entropy(TEXT)
 
 
@@ -216,7 +216,7 @@ def test_init_from_the_ar_twin_starts_at_its_likelihood(tmp_path, corpus):
     from redraft.checkpoint import load_checkpoint
     from redraft.config import load_config
     from redraft.errors import RedraftError
-    from redraft.eval import evaluate_checkpoint
+    from redraft.model import load
     from redraft.train import train
     from tests.conftest import tiny_overrides
 
@@ -230,8 +230,8 @@ def test_init_from_the_ar_twin_starts_at_its_likelihood(tmp_path, corpus):
     b = load_checkpoint(blk.checkpoint).model.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     kw = dict(samples=1, max_batches=2, estimator="count")
-    nll = evaluate_checkpoint(ar.checkpoint, **kw)["nats_per_token"]
-    bound = evaluate_checkpoint(blk.checkpoint, **kw)["nats_per_token"]
+    nll = load(ar.checkpoint).evaluate(**kw)["nats_per_token"]
+    bound = load(blk.checkpoint).evaluate(**kw)["nats_per_token"]
     assert bound <= nll + 1e-5 and nll - bound < 0.02, (bound, nll)
 
     wide = {**extra, "model.d_model": 64, "train.out_dir": str(tmp_path / "wide")}
