@@ -114,10 +114,16 @@ def save_checkpoint(
         raise
     if aside is not None:
         _remove(aside)
-    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        if old != final:
-            _remove(old)
+    prune_checkpoints(run_dir, keep, final)
     return final
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int, newest: Path) -> None:
+    """Keep only the newest `keep` complete checkpoints of a run (never `newest`, the one just
+    written or resumed from), each removed crash-safely."""
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        if old != newest:
+            _remove(old)
 
 
 def _remove(folder: Path) -> None:

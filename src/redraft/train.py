@@ -39,6 +39,7 @@ from redraft.checkpoint import (
     list_checkpoints,
     load_train_state,
     load_weights,
+    prune_checkpoints,
     read_meta,
     resolve_checkpoint,
     save_checkpoint,
@@ -359,6 +360,8 @@ def _already_done(cfg: Config, ckpt: Path, state: dict, world: distributed.World
     harmless."""
     tc, step, elapsed = cfg.train, state["step"], state["elapsed"]
     if world.main:
+        # A crash while the last save pruned may have left one more than train.keep_checkpoints.
+        prune_checkpoints(ckpt.parent, tc.keep_checkpoints, ckpt)
         budget = f"train.max_steps={tc.max_steps}"
         if tc.time_budget_s is not None:
             budget += f", train.time_budget_s={tc.time_budget_s:g}"
