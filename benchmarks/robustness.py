@@ -367,8 +367,8 @@ def report(summary: dict) -> str:
         f"{ph['health']['p99_ms']} | {ph['health']['max_ms']} |" for name, ph in p.items())
     return f"""## Robustness: the server under abuse
 
-`{summary['command']}` on {m['cpu']} ({m['cores']} cores, **shared with other jobs while it
-ran**: 1-minute load average {load} at the start and end; latencies are upper bounds),
+`{summary['command']}` on {m['cpu']} ({m['cores']} cores; 1-minute load average {load} at
+the start and end: above about 1, other jobs were running and the latencies are upper bounds),
 {m['date']}. Tiny model pair ({summary['model']}), served
 as `{summary['server_command_short']}`.
 
