@@ -12,7 +12,6 @@ import http.client
 import json
 import logging
 import socket
-import threading
 import time
 
 import pytest
@@ -24,18 +23,13 @@ from redraft.cli import main  # noqa: E402
 from redraft.model import load  # noqa: E402
 from redraft.serve import create_app  # noqa: E402
 from redraft.serve.limits import Limits, timeout_protocol  # noqa: E402
+from tests.serve.live import running  # noqa: E402
 
 KEY = "s3cret"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 JSON = {"Content-Type": "application/json"}
 LIMITS = Limits(max_body_bytes=1 << 20, body_timeout_s=1.0, header_timeout_s=1.0,
                 max_prompt_tokens=32, max_work=10**6)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Records(logging.Handler):
@@ -55,22 +49,12 @@ class Records(logging.Handler):
 def server(serve_runs):
     app = create_app([load(serve_runs["mdlm"]), load(serve_runs["ar"])],
                      api_key=KEY, max_steps=4096, grace_s=1.0, limits=LIMITS)
-    port = _free_port()
     log = Records()
     for name in ("uvicorn", "redraft", ""):  # log_config=None: records reach these loggers
         logging.getLogger(name).addHandler(log)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                        http=timeout_protocol(LIMITS.header_timeout_s),
-                                        timeout_keep_alive=5))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    end = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < end and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    yield port, app, log
-    srv.should_exit = True
-    thread.join(timeout=20)
+    with running(app, log_config=None, http=timeout_protocol(LIMITS.header_timeout_s),
+                 timeout_keep_alive=5) as (port, _):
+        yield port, app, log
     for name in ("uvicorn", "redraft", ""):
         logging.getLogger(name).removeHandler(log)
 

@@ -3,8 +3,6 @@ openai client, a client that disconnects mid-stream, and the page in headless Ch
 
 import os
 import shutil
-import socket
-import threading
 import time
 
 import pytest
@@ -16,32 +14,18 @@ httpx = pytest.importorskip("httpx")
 from redraft.model import load  # noqa: E402
 from redraft.serve import create_app  # noqa: E402
 from redraft.serve.limits import Limits  # noqa: E402
+from tests.serve.live import running  # noqa: E402
 
 CHROMIUM = os.environ.get("REDRAFT_CHROMIUM") or shutil.which("chromium") or next(
     (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(p)), None)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(serve_runs):
     app = create_app([load(serve_runs["mdlm"]), load(serve_runs["ar"])],
                      max_steps=10**6, grace_s=1.0, limits=Limits(max_work=10**9))
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    end = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < end and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", app.state.engine
-    srv.should_exit = True
-    thread.join(timeout=20)
+    with running(app, log_level="warning") as (port, thread):
+        yield f"http://127.0.0.1:{port}", app.state.engine
     assert not thread.is_alive()
 
 
