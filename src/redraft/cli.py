@@ -1,4 +1,5 @@
-"""Command line: `redraft train|sample|samplers|eval|bench|serve|demo`, plain functions of args.
+"""Command line: `redraft train|sample|samplers|eval|bench|serve|demo|export`, plain functions
+of args.
 
 Errors a user can cause (RedraftError) print one clear line and exit with status 2.
 """
@@ -209,6 +210,20 @@ def cmd_demo(args, overrides: list[str]) -> int:
 
     check_output_dir(args.out, "--out")
     run_demo(minutes=args.minutes, out_dir=args.out, overrides=overrides)
+    return 0
+
+
+def cmd_export(args, overrides: list[str]) -> int:
+    from redraft.export import export_model
+    from redraft.model import load
+
+    _no_overrides(overrides)
+    model = load(args.checkpoint)
+    out = export_model(model, args.out, overwrite=args.force)
+    auto = "AutoModelForCausalLM" if model.is_ar else "AutoModelForMaskedLM"
+    print(f"exported {model.name!r} to {str(out)!r}: load it with transformers' {auto}"
+          f".from_pretrained(..., trust_remote_code=True) or redraft.load('hf:{out}')",
+          file=sys.stderr)
     return 0
 
 
@@ -448,6 +463,16 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--log-level", default="info",
                    choices=("critical", "error", "warning", "info", "debug", "trace"))
 
+    x = sub.add_parser("export", help="write a checkpoint as a Hugging Face model folder "
+                                      "(trust_remote_code)",
+                       description="Write config.json, model.safetensors, tokenizer files and "
+                                   "the modelling code, so transformers' AutoModel... "
+                                   "from_pretrained(OUT, trust_remote_code=True) loads it; "
+                                   "redraft.load('hf:OUT') loads it back.")
+    x.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")
+    x.add_argument("out", help="the folder to write (written whole, then renamed into place)")
+    x.add_argument("--force", action="store_true", help="replace OUT if it exists")
+
     d = sub.add_parser("demo", help="train a diffusion LM and its AR twin on Python's stdlib, "
                                     "compare, and watch a sample denoise")
     d.add_argument("--minutes", type=number(0, low_open=True), default=5.0,
@@ -457,7 +482,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "samplers": cmd_samplers,
-            "eval": cmd_eval, "bench": cmd_bench, "serve": cmd_serve, "demo": cmd_demo}
+            "eval": cmd_eval, "bench": cmd_bench, "serve": cmd_serve, "demo": cmd_demo,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
