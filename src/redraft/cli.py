@@ -1,5 +1,5 @@
-"""Command line: `redraft train|sample|samplers|eval|bench|serve|demo|export`, plain functions
-of args.
+"""Command line: `redraft train|sample|samplers|eval|bench|serve|demo|export|lm-eval`, plain
+functions of args.
 
 Errors a user can cause (RedraftError) print one clear line and exit with status 2.
 """
@@ -225,6 +225,15 @@ def cmd_export(args, overrides: list[str]) -> int:
           f".from_pretrained(..., trust_remote_code=True) or redraft.load('hf:{out}')",
           file=sys.stderr)
     return 0
+
+
+def cmd_lm_eval(args, overrides: list[str]) -> int:
+    try:
+        from redraft.lm_eval import main as lm_eval_main
+    except ImportError as e:
+        raise RedraftError(f"redraft lm-eval needs the 'lm-eval' extra ({e.name} is missing): "
+                           "pip install -e '.[lm-eval]'") from None
+    return lm_eval_main(args.argv)  # every argument is the harness's own
 
 
 def cmd_samplers(args, overrides: list[str]) -> int:
@@ -473,6 +482,10 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("out", help="the folder to write (written whole, then renamed into place)")
     x.add_argument("--force", action="store_true", help="replace OUT if it exists")
 
+    sub.add_parser("lm-eval", add_help=False,
+                   help="EleutherAI's lm-evaluation-harness on a redraft model (its own "
+                        "arguments: --model_args pretrained=CKPT,mc_samples=16 --tasks ...)")
+
     d = sub.add_parser("demo", help="train a diffusion LM and its AR twin on Python's stdlib, "
                                     "compare, and watch a sample denoise")
     d.add_argument("--minutes", type=number(0, low_open=True), default=5.0,
@@ -483,7 +496,7 @@ def parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "samplers": cmd_samplers,
             "eval": cmd_eval, "bench": cmd_bench, "serve": cmd_serve, "demo": cmd_demo,
-            "export": cmd_export}
+            "export": cmd_export, "lm-eval": cmd_lm_eval}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,6 +63,20 @@ def register() -> None:
     model_registry.register(NAME, target="redraft.lm_eval:RedraftLM")
 
 
+def _device(device: str | None) -> str:
+    """The harness's CLI asks for cuda:0 unless told otherwise: CPU where there is no CUDA
+    (as its own HF model does), and CPU when nothing is asked."""
+    import torch
+
+    if device is None:
+        return "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        log.warning("redraft: device %r asked for but CUDA is not available: using the CPU",
+                    device)
+        return "cpu"
+    return str(device)
+
+
 class RedraftLM(LM):
     """A redraft Model behind the harness's LM interface (see the module docstring)."""
 
@@ -81,7 +95,7 @@ class RedraftLM(LM):
         if not isinstance(mc_samples, int) or mc_samples < 1:
             raise RedraftError(f"mc_samples={mc_samples!r}: expected an integer >= 1")
         self.model: Model = pretrained if isinstance(pretrained, Model) else load(
-            str(pretrained), device=device or "cpu")
+            str(pretrained), device=_device(device))
         self.mc_samples, self.estimator, self.seed = mc_samples, estimator, int(seed)
         self.steps, self.sampler, self.block_size = steps, sampler, block_size
         self.stderr_file = Path(stderr_file) if stderr_file else None
