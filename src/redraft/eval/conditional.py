@@ -28,8 +28,9 @@ other requests are scored with it, nor in which order.
 
 Long inputs: the context is cut from the left so the canvas fits the model (AR: [bos] context
 continuation minus its last token fits seq_len; diffusion: context + continuation fits
-seq_len). A continuation longer than that is an error (loglikelihood_rolling cuts texts into
-windows instead).
+seq_len). A continuation longer than seq_len is scored by the chain rule in pieces of
+seq_len // 2 tokens, each given everything before it that fits (exact for AR, a sum of bounds
+for diffusion).
 """
 
 from __future__ import annotations
@@ -86,9 +87,14 @@ def score(model, context: Sequence[int], continuation: Sequence[int], *, samples
     n = len(continuation)
     if n == 0:
         raise RedraftError("the continuation is empty: nothing to score")
-    if n > model.seq_len:
-        raise RedraftError(f"a continuation of {n} tokens does not fit the model's context of "
-                           f"{model.seq_len}; score it in windows (loglikelihood_rolling)")
+    if n > model.seq_len:  # the chain rule over pieces of half a context, each given all before
+        step = max(1, model.seq_len // 2)
+        parts = [score(model, context + continuation[:a], continuation[a:a + step],
+                       samples=samples, seed=seed, estimator=estimator)
+                 for a in range(0, n, step)]
+        return Conditional(sum(p.logprob for p in parts),
+                           math.sqrt(sum(p.stderr ** 2 for p in parts)),
+                           all(p.greedy for p in parts), n, parts[0].samples)
     if model.is_ar:
         return _score_ar(model, context, continuation)
     if not isinstance(samples, int) or samples < 1:
