@@ -8,7 +8,9 @@ so that `AutoTokenizer.from_pretrained(folder)` gives the ids redraft gives.
     bpe    the tokenizers.Tokenizer redraft already uses, as it is
     hf
 
-The specials (<eos>, <pad>, <mask> or the adopted tokenizer's) keep their ids.
+The specials (<eos>, <pad>, <mask> or the adopted tokenizer's) keep their ids. A character
+outside a char vocabulary, an error in redraft, becomes the pad id there (WordLevel needs an
+unknown token, and the vocabulary has no other to spare).
 """
 
 from __future__ import annotations
