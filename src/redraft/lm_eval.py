@@ -115,6 +115,9 @@ class RedraftLM(LM):
         for req in self._bar(requests, "loglikelihood"):
             context, continuation = req.args[0], req.args[1]
             ctx, cont = self._split(context, continuation)
+            if not cont:  # nothing to score: probability one
+                out.append((0.0, True))
+                continue
             s = score(self.model, ctx, cont, samples=self.mc_samples, seed=self.seed,
                       estimator=self.estimator)
             self._keep("loglikelihood", s)
@@ -169,6 +172,10 @@ class RedraftLM(LM):
         if not do_sample:
             temperature = 0.0
         top_k, top_p = kwargs.pop("top_k", None), kwargs.pop("top_p", None)
+        if kwargs:
+            log.warning("redraft generate_until: ignoring generation kwargs %s (redraft takes "
+                        "until, max_gen_toks, do_sample, temperature, top_k, top_p)",
+                        sorted(kwargs))
         seq_len = self.model.seq_len
         max_new = max(1, min(max_new, seq_len))
         ids = self.model.encode(context)
@@ -189,11 +196,9 @@ class RedraftLM(LM):
                              "tokens": s.tokens, "samples": s.samples})
 
     def _report(self, kind: str) -> None:
-        if self.model.is_ar or not self.stderrs:
-            return
         errs = [e["stderr"] for e in self.stderrs if e["kind"] == kind]
         finite = [e for e in errs if math.isfinite(e)]
-        if finite:
+        if finite and not self.model.is_ar:
             log.info("redraft %s: %d diffusion scores over %d Monte Carlo draws each, standard "
                      "error mean %.4f, max %.4f nats", kind, len(errs), self.mc_samples,
                      sum(finite) / len(finite), max(finite))
