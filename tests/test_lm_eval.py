@@ -142,6 +142,7 @@ def test_requests_do_not_depend_on_their_neighbours(serve_runs):
     assert forward == backward
     alone = lm.loglikelihood(reqs[1:2])
     assert alone == forward[1:2]
+    assert lm.loglikelihood([Instance("loglikelihood", {}, ("the cat", ""), 0)]) == [(0.0, True)]
     with pytest.raises(RedraftError, match="unknown redraft model_args"):
         RedraftLM(pretrained=str(serve_runs["mdlm"]), samples=3)
 
