@@ -1,4 +1,5 @@
-"""Command line: `redraft train|sample|samplers|eval|bench|serve|demo`, plain functions of args.
+"""Command line: `redraft train|sample|samplers|eval|bench|serve|demo|export|lm-eval`, plain
+functions of args.
 
 Errors a user can cause (RedraftError) print one clear line and exit with status 2.
 """
@@ -210,6 +211,29 @@ def cmd_demo(args, overrides: list[str]) -> int:
     check_output_dir(args.out, "--out")
     run_demo(minutes=args.minutes, out_dir=args.out, overrides=overrides)
     return 0
+
+
+def cmd_export(args, overrides: list[str]) -> int:
+    from redraft.export import export_model
+    from redraft.model import load
+
+    _no_overrides(overrides)
+    model = load(args.checkpoint)
+    out = export_model(model, args.out, overwrite=args.force)
+    auto = "AutoModelForCausalLM" if model.is_ar else "AutoModelForMaskedLM"
+    print(f"exported {model.name!r} to {str(out)!r}: load it with transformers' {auto}"
+          f".from_pretrained(..., trust_remote_code=True) or redraft.load('hf:{out}')",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_lm_eval(args, overrides: list[str]) -> int:
+    try:
+        from redraft.lm_eval import main as lm_eval_main
+    except ImportError as e:
+        raise RedraftError(f"redraft lm-eval needs the 'lm-eval' extra ({e.name} is missing): "
+                           "pip install -e '.[lm-eval]'") from None
+    return lm_eval_main(args.argv)  # every argument is the harness's own
 
 
 def cmd_samplers(args, overrides: list[str]) -> int:
@@ -448,6 +472,20 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--log-level", default="info",
                    choices=("critical", "error", "warning", "info", "debug", "trace"))
 
+    x = sub.add_parser("export", help="write a checkpoint as a Hugging Face model folder "
+                                      "(trust_remote_code)",
+                       description="Write config.json, model.safetensors, tokenizer files and "
+                                   "the modelling code, so transformers' AutoModel... "
+                                   "from_pretrained(OUT, trust_remote_code=True) loads it; "
+                                   "redraft.load('hf:OUT') loads it back.")
+    x.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")
+    x.add_argument("out", help="the folder to write (written whole, then renamed into place)")
+    x.add_argument("--force", action="store_true", help="replace OUT if it exists")
+
+    sub.add_parser("lm-eval", add_help=False,
+                   help="EleutherAI's lm-evaluation-harness on a redraft model (its own "
+                        "arguments: --model_args pretrained=CKPT,mc_samples=16 --tasks ...)")
+
     d = sub.add_parser("demo", help="train a diffusion LM and its AR twin on Python's stdlib, "
                                     "compare, and watch a sample denoise")
     d.add_argument("--minutes", type=number(0, low_open=True), default=5.0,
@@ -457,7 +495,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "samplers": cmd_samplers,
-            "eval": cmd_eval, "bench": cmd_bench, "serve": cmd_serve, "demo": cmd_demo}
+            "eval": cmd_eval, "bench": cmd_bench, "serve": cmd_serve, "demo": cmd_demo,
+            "export": cmd_export, "lm-eval": cmd_lm_eval}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,9 +106,14 @@ class Model:
                         name: str | None = None) -> Model:
         """A redraft checkpoint folder, or a run folder (its newest checkpoint)."""
         from redraft.checkpoint import load_checkpoint
+
+        return cls.from_loaded(load_checkpoint(path, device), name)
+
+    @classmethod
+    def from_loaded(cls, ck, name: str | None = None) -> Model:
+        """The Model of a loaded checkpoint.Checkpoint (a checkpoint, or an export read back)."""
         from redraft.losses import process_of
 
-        ck = load_checkpoint(path, device)
         obj = objective(ck.config.diffusion.objective)
         process = None if obj.autoregressive else process_of(
             ck.config.diffusion, ck.tokenizer.mask_id, ck.model.vocab_size)
@@ -421,10 +426,17 @@ class Model:
 def load(spec: str | Path, device: str | torch.device = "cpu", name: str | None = None) -> Model:
     """A Model from a spec: a redraft checkpoint folder or run folder (its newest checkpoint).
 
-    (Hugging Face models, "hf:<folder or hub id>", and a shipped default model plug in here.)
+    "hf:<folder>" of a folder `redraft export` wrote: that model back (redraft.export).
+    (Other Hugging Face models, "hf:<folder or hub id>", and a shipped default model plug in
+    here.)
     """
     spec_str = str(spec)
     if spec_str.startswith("hf:"):
+        # A folder written by `redraft export` comes back as the native model it was.
+        from redraft.export import is_exported, read_exported
+
+        if is_exported(spec_str[3:]):
+            return Model.from_loaded(read_exported(spec_str[3:], device), name)
         raise RedraftError(f"{spec_str!r}: Hugging Face models are not supported yet; give a "
                            "redraft checkpoint or run folder")
     return Model.from_checkpoint(spec, device=device, name=name)
