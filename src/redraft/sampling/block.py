@@ -165,8 +165,7 @@ class BlockState(DiffusionState):
         return self.x[:, :self.length]
 
 
-@torch.no_grad()
-def generate_block(
+def start_block(
     model,
     process: Process,
     *,
@@ -185,10 +184,10 @@ def generate_block(
     sampler: str | None = None,
     options: dict | None = None,
     eos_id: int | None = None,
-    use_cache: bool = True,
-    on_step: Callable[[int, torch.Tensor], None] | None = None,
-) -> Generation:
-    """Sample a (batch, length) canvas block by block from a block-diffusion model.
+) -> BlockState:
+    """The starting BlockState of a (batch, length) canvas of a block-diffusion model, checked
+    against the model; generate_block runs it to the end, the server's batcher
+    (serve/blocks.py) steps it beside other requests' states.
 
     model: a block-causal backbone (models.Transformer with block_size, from a checkpoint of
     objective "block"); block_size, if given, must be its own. shift/bos_id: the model's
@@ -197,8 +196,7 @@ def generate_block(
     first_hitting and threshold, take what they need). sampler/options: any rule of
     sampling.registry for a masked denoiser (default ancestral). prefix: the prompt (once
     for all rows or one per row); canvas: instead, a fixed id or None per position. eos_id:
-    stop a row after the block in which it wrote EOS. use_cache False recomputes the whole
-    canvas every call (the same logits; for testing and measuring).
+    stop a row after the block in which it wrote EOS.
     """
     if getattr(model, "block_size", None) is None:
         raise RedraftError("generate_block needs a block-diffusion model (objective 'block', "
@@ -219,11 +217,25 @@ def generate_block(
     device = next(model.parameters()).device
     if canvas is not None and len(canvas) and not isinstance(canvas[0], (list, tuple)):
         canvas = [list(canvas) for _ in range(batch)]
-    state = BlockState(process, step_rule, steps_per_block=steps_per_block, length=length,
-                       block_size=b, seeds=_seeds(seed, batch),
-                       prefixes=_rows(prefix, batch) if canvas is None else None,
-                       canvases=canvas, shift=shift, bos_id=bos_id, eos_id=eos_id,
-                       device=device)
+    return BlockState(process, step_rule, steps_per_block=steps_per_block, length=length,
+                      block_size=b, seeds=_seeds(seed, batch),
+                      prefixes=_rows(prefix, batch) if canvas is None else None,
+                      canvases=canvas, shift=shift, bos_id=bos_id, eos_id=eos_id,
+                      device=device)
+
+
+@torch.no_grad()
+def generate_block(model, process: Process, *, use_cache: bool = True,
+                   on_step: Callable[[int, torch.Tensor], None] | None = None,
+                   **knobs) -> Generation:
+    """Sample a (batch, length) canvas block by block from a block-diffusion model.
+
+    knobs: those of start_block (steps_per_block, batch, length, prefix, canvas, shift,
+    bos_id, temperature, top_k, top_p, seed, sampler, options, eos_id). use_cache False
+    recomputes the whole canvas every call (the same logits; for testing and measuring).
+    """
+    state = start_block(model, process, **knobs)
+    batch, b = len(state.x), state.block_size
     time_cond = model.time is not None
     cache = model.new_cache(batch) if use_cache else None
     nfe = row_nfe = 0

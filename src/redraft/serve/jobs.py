@@ -44,13 +44,15 @@ class Work:
 @dataclass
 class Event:
     """draft: the canvas after `step` steps; done: the final canvas; error: status + message.
-    tokens (n, length) on the CPU."""
+    tokens (n, length) on the CPU. committed (block diffusion): per row, the canvas positions
+    that can no longer change (the finished blocks)."""
 
     kind: str
     step: int = 0
     tokens: torch.Tensor | None = None
     status: int = 200
     message: str = ""
+    committed: list[int] | None = None
 
 
 class Job:
@@ -93,7 +95,7 @@ class Job:
         return self.final
 
 
-def start_state(served: Model, work: Work) -> DiffusionState | ARState:
+def start_state(served: Model, work: Work) -> DiffusionState | ARState:  # BlockState too
     """The starting rows of a request; a RedraftError names what is wrong with it."""
     return served.start(work.prefix, length=work.length, seeds=work.seeds, suffix=work.suffix,
                         steps=work.steps, sampler=work.sampler, options=work.options,

@@ -1,0 +1,174 @@
+"""Block-diffusion requests in the step-level batcher: the block model's side of the engine.
+
+A block-diffusion request holds a BlockState (sampling/block.py): its rows decode blocks left
+to right, each block denoised in a few steps over an exact KV cache of the prompt and the
+finished blocks. Here every block request of a model shares ONE KV cache: each request row
+owns a slot (a cache row) while it runs. Per tick, each request's state says which of its
+rows need a call and what they run (`BlockState.calls`: a row's not yet cached clean blocks,
+then its current window, at the positions where they belong); the rows of ALL requests are
+stacked into one network call per call length, with per-row positions and cache slots (the
+backbone's ragged cached call, `cache_rows`), so rows of different requests at different
+blocks and steps share a call, as the AR rows do (serve/cohort.py). In the steady state every
+call is a window of b tokens, so one tick is one call; a row that has just finished a block
+runs 2b tokens (the finished block enters the cache together with the next window), and a
+request's first call runs its prompt's blocks too: those go in calls of their own length.
+
+Then each request's own step rule advances its own rows (its own knobs and random streams),
+so a row's tokens are those of offline sampling (`Model.generate`) for the same seed, whatever
+else is running (up to the float rounding of batched matmuls). A request ends when all its
+rows are finished: every block decoded, or (stop_at_eos) the block in which a row wrote EOS.
+
+Events: a draft event whenever a row commits a block (every step with `drafts`), carrying the
+canvas and, per row, how many canvas positions are committed (they never change again), so
+the HTTP side can stream each block's text when it is committed.
+
+Slots are reused: a new request's rows take the slots of finished ones (their stale keys are
+never read: a row's call masks every key past its own positions); the cache doubles when it
+is full and is dropped with the model's last request. Lists here are replaced, never changed
+in place, so the HTTP thread's stats() may read them at any time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from redraft.model import Model
+from redraft.models.transformer import KVCache
+from redraft.serve.jobs import Event, Job
+
+
+def committed(state) -> list[int]:
+    """Per row of a BlockState: the canvas positions that can no longer change (the blocks
+    before the current one; all of them once the row is finished)."""
+    end = (state.block * state.block_size).clamp(max=state.length)
+    return torch.where(state.finished, state.length, end).tolist()
+
+
+class BlockBatch:
+    """One block model's running requests and their shared KV cache."""
+
+    def __init__(self, served: Model):
+        self.served = served
+        self.jobs: list[Job] = []
+        self.slots: dict[Job, torch.Tensor] = {}  # each request's cache rows, (n,) long
+        self.shown: dict[Job, list[int]] = {}  # committed positions last sent, per row
+        self.free: list[int] = []
+        self.cache: KVCache | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(job.n for job in self.jobs)
+
+    def add(self, job: Job) -> None:
+        if len(self.free) < job.n:
+            self._grow(job.n - len(self.free))
+        take, self.free = self.free[:job.n], self.free[job.n:]
+        self.slots = {**self.slots, job: torch.tensor(take, dtype=torch.long,
+                                                      device=self.served.device)}
+        self.shown = {**self.shown, job: committed(job.state)}
+        self.jobs = [*self.jobs, job]
+
+    def _grow(self, more: int) -> None:
+        """At least `more` new slots: double the cache (copying the running rows' keys)."""
+        old = 0 if self.cache is None else self.cache.k[0].shape[0]
+        size = max(2 * old, old + more)
+        cache = self.served.backbone.new_cache(size)
+        if self.cache is not None:
+            for new, cur in zip([*cache.k, *cache.v], [*self.cache.k, *self.cache.v],
+                                strict=True):
+                new[:old] = cur
+        self.cache = cache
+        self.free = [*self.free, *range(old, size)]
+
+    def keep(self, keep: list[Job]) -> None:
+        """Drop every request not in `keep` and free its slots."""
+        gone = [job for job in self.jobs if job not in keep]
+        if not gone:
+            return
+        self.free = [*self.free, *(s for job in gone for s in self.slots[job].tolist())]
+        self.jobs = [job for job in self.jobs if job in keep]
+        self.slots = {job: self.slots[job] for job in self.jobs}
+        self.shown = {job: self.shown[job] for job in self.jobs}
+
+    def step(self, finish: Callable[[Job, torch.Tensor, int], None]) -> list[int]:
+        """One step for every request: the network calls, then each state's own step; emits
+        drafts, calls finish(job, tokens, steps) for the requests now complete. Returns the
+        rows of each network call."""
+        backbone, device = self.served.backbone, self.served.device
+        b, time_cond = backbone.block_size, self.served.time_conditioned
+        by_length: dict[int, list] = {}
+        for job in self.jobs:
+            for rows, y, positions, t in job.state.calls(time_cond):
+                by_length.setdefault(y.shape[1], []).append((job, rows, y, positions, t))
+        sizes = []
+        for _, parts in sorted(by_length.items()):
+            y = torch.cat([p[2] for p in parts]).to(device)
+            positions = torch.cat([p[3] for p in parts]).to(device)
+            t = torch.cat([p[4] for p in parts]).to(device)
+            slots = torch.cat([self.slots[job][rows] for job, rows, *_ in parts])
+            logits = backbone(y, t, cache=self.cache, positions=positions, cache_rows=slots)
+            counts = [len(p[1]) for p in parts]
+            for (job, rows, *_), lg in zip(parts, logits[:, -b:].split(counts), strict=True):
+                job.state.set_window_logits(rows, lg)
+                job.row_nfe += len(rows)
+            sizes.append(len(y))
+        done = []
+        for job in self.jobs:
+            state = job.state
+            state.advance()
+            if state.done:
+                done.append(job)
+                continue
+            now = committed(state)
+            if job.work.drafts or now != self.shown[job]:
+                self.shown = {**self.shown, job: now}
+                job.emit(Event("draft", step=state.i, tokens=state.tokens.cpu().clone(),
+                               committed=now))
+        if done:
+            self.keep([job for job in self.jobs if job not in done])
+            for job in done:
+                finish(job, job.state.tokens, job.state.i)
+        return sizes
+
+
+class BlockLane:
+    """The block requests of every served model, one BlockBatch (one cache) per model. All
+    their rows step every tick, so the engine counts them with the AR rows."""
+
+    def __init__(self):
+        self.batches: dict[str, BlockBatch] = {}
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [job for batch in list(self.batches.values()) for job in batch.jobs]
+
+    @property
+    def rows(self) -> int:
+        return sum(batch.rows for batch in list(self.batches.values()))
+
+    def add(self, job: Job) -> None:
+        batch = self.batches.get(job.served.name)
+        if batch is None:
+            batch = BlockBatch(job.served)
+            self.batches = {**self.batches, job.served.name: batch}
+        batch.add(job)
+
+    def keep(self, keep: list[Job]) -> None:
+        for batch in self.batches.values():
+            batch.keep(keep)
+        self._drop_empty()
+
+    def clear(self) -> None:
+        self.batches = {}
+
+    def tick(self, finish: Callable[[Job, torch.Tensor, int], None]) -> list[int]:
+        """One step of every block request; returns the rows of each network call."""
+        sizes = [n for batch in self.batches.values() for n in batch.step(finish)]
+        self._drop_empty()
+        return sizes
+
+    def _drop_empty(self) -> None:
+        if any(not batch.jobs for batch in self.batches.values()):
+            self.batches = {name: batch for name, batch in self.batches.items() if batch.jobs}
