@@ -96,7 +96,7 @@ def test_rows_at_different_blocks_share_a_call(served, monkeypatch):
         engine.tick()
     calls.clear()
     second = engine.submit(Work("block", tok.encode("a dog "), 40, [3], steps=20,
-                                temperature=0.7))
+                                temperature=0.7, stream=True))
     events = []
     second.listener = events.append
     while not (first.finished.is_set() and second.finished.is_set()):
@@ -107,11 +107,11 @@ def test_rows_at_different_blocks_share_a_call(served, monkeypatch):
     for job in (first, second):
         assert torch.equal(job.final.tokens, _offline(model, job.work))
     # Each committed block is announced once, in order, with the canvas it committed.
-    marks = [e.committed[0] for e in events if e.kind == "draft"]
-    assert marks == sorted(set(marks)) and marks[-1] == 40 - 8
+    marks = [e.counts[0] for e in events if e.kind == "commit"]
+    assert marks == [8, 16, 24, 32] and len(events) == 5 and events[-1].kind == "done"
     final = second.final.tokens[0]
     for e in events[:-1]:
-        assert torch.equal(e.tokens[0, :e.committed[0]], final[:e.committed[0]])
+        assert torch.equal(e.tokens[0, :e.counts[0]], final[:e.counts[0]])
 
 
 def test_cancel_frees_slots_and_drafts_every_step(served):
@@ -138,3 +138,96 @@ def test_cancel_frees_slots_and_drafts_every_step(served):
     assert len(drafts) == b.final.step - 1  # a draft after every step but the last
     for w, job in ((b.work, b), (c.work, c)):
         assert torch.equal(job.final.tokens, _offline(model, w))
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    from fastapi.testclient import TestClient
+
+    from redraft.serve import create_app
+
+    with TestClient(create_app([served["block"], served["mdlm"]], max_steps=1000)) as c:
+        yield c
+
+
+def _events(client, body):
+    import json
+
+    with client.stream("POST", "/v1/completions", json=body) as s:
+        lines = [line for line in s.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    return [json.loads(line[6:]) for line in lines[:-1]]
+
+
+def test_http_completion_equals_offline_and_streams_blocks(client, served):
+    body = {"model": "block", "prompt": "the ", "max_tokens": 36, "steps": 20, "seed": 7,
+            "n": 2, "temperature": 0.9}
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    texts = [c["text"] for c in r.json()["choices"]]
+    api = served["block"].generate("the ", max_new_tokens=36, steps=20, seed=7, num_samples=2,
+                                   temperature=0.9)
+    assert texts == api.completions
+    # A stream: chunks of text to append (each committed block, then the rest) that add up
+    # to the same text; with a stop string, to the same text cut at the stop.
+    stop = texts[0][12:14]  # it cuts row 0 in its second block
+    for extra, want in (({}, texts), ({"stop": [stop]}, [t.split(stop)[0] for t in texts])):
+        events = _events(client, {**body, **extra, "stream": True})
+        assert not any(e.get("draft") for e in events)
+        for i in range(2):
+            chunks = [e["choices"][0]["text"] for e in events
+                      if e["choices"] and e["choices"][0]["index"] == i]
+            assert "".join(chunks) == want[i]
+        finishes = [e["choices"][0]["finish_reason"] for e in events if e["choices"]]
+        assert [f for f in finishes if f] == ["stop" if want[i] != texts[i] else "length"
+                                              for i in range(2)]
+    # diffusing: the whole draft at every step (masks shown), then the final text.
+    events = _events(client, {**body, "n": 1, "stream": True, "diffusing": True})
+    drafts = [e for e in events if e.get("draft")]
+    assert drafts and "░" in drafts[0]["choices"][0]["text"]
+    assert [e["choices"][0]["text"] for e in events if not e.get("draft") and e["choices"]
+            ] == [texts[0], ""]
+
+
+def test_http_block_errors(client):
+    for body, needle in (({"block_size": 4}, "blocks of 8"), ({"guidance": 1.0}, "guidance"),
+                         ({"sampler": "nope"}, "unknown sampler")):
+        r = client.post("/v1/completions", json={"model": "block", "prompt": "the ",
+                                                 "max_tokens": 8, **body})
+        assert r.status_code == 400 and needle in r.json()["error"]["message"], r.text
+
+
+@pytest.mark.parametrize("stop", [None, ["e"], ["t th"]])
+def test_each_committed_block_becomes_a_delta(served, stop):
+    """Ticked by hand, so every commit event is rendered: one text delta per committed block
+    (less what a stop string may still claim), which add up to the final text."""
+    from redraft.serve.app import Reply
+    from redraft.serve.schemas import CompletionRequest
+
+    model = served["block"]
+    req = CompletionRequest(model="block", prompt="the ", max_tokens=36, steps=10, stop=stop,
+                            stream=True)
+    work = Work("block", model.encode("the "), 40, [11], steps=10, stream=True)
+    engine = Engine({"block": model}, max_batch=4)
+    events = []
+    job = engine.submit(work, events.append)
+    reply = Reply("completion", model, job, req)
+    while not job.finished.is_set():
+        engine.tick()
+    commits = [e for e in events if e.kind == "commit"]
+    assert [e.counts[0] for e in commits] == [8, 16, 24, 32]
+    deltas = [d["choices"][0]["text"] for e in commits for d in reply.deltas(e)]
+    final = reply.final(job.final)["choices"][0]["text"]
+    if stop is None:
+        assert len(deltas) == 4 and all(deltas)
+    assert final.startswith("".join(deltas))
+
+
+def test_settled_text_is_a_sure_prefix():
+    from redraft.serve.schemas import settled
+
+    assert settled("hello wor", []) == "hello wor"
+    assert settled("hello wor", ["world"]) == "hello"  # "wor" may become "world"
+    assert settled("a stop b and more", ["stop", "x"]) == "a "
+    assert settled("caf\ufffd", []) == "caf"  # a character whose bytes are not all in
+    assert settled("ab", ["abcd"]) == ""

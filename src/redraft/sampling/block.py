@@ -82,6 +82,7 @@ class BlockState(DiffusionState):
                          eos_id=eos_id, device=device)
         self.length, self.shift, self.bos_id = length, shift, bos_id
         self.cached = torch.zeros(batch, dtype=torch.long, device=device)  # y blocks in cache
+        self.stopped = torch.zeros(batch, dtype=torch.bool, device=device)  # by stop_rows
         self.seen_block = torch.full((batch,), -1, dtype=torch.long, device=device)
         self.seen_window: torch.Tensor | None = None
 
@@ -163,6 +164,32 @@ class BlockState(DiffusionState):
     def tokens(self) -> torch.Tensor:
         """(B, length): the canvas without the padding of a partial last block."""
         return self.x[:, :self.length]
+
+    # What a server streams and stops on (the same three calls as the other row states).
+
+    def committed(self) -> torch.Tensor:
+        """(B,) long: each row's leading canvas positions that can no longer change: its
+        finished blocks (the whole length once it has run to its end: the positions after
+        an EOS stop are EOS for good)."""
+        done = (self.block * self.block_size).clamp(max=self.length)
+        return torch.where(self.finished & ~self.stopped, self.length, done)
+
+    def current(self) -> torch.Tensor:
+        """(B, length): the canvas now."""
+        return self.tokens
+
+    def stop_rows(self, rows: torch.Tensor) -> None:
+        """Finish rows (B,) bool now (a server found a stop string in their committed text):
+        no further calls; their current block is masked again, so the canvas holds only what
+        was committed (and the fixed positions)."""
+        rows = rows.to(self.finished.device) & ~self.finished
+        if not rows.any():
+            return
+        cols = torch.arange(self.x.shape[1], device=self.x.device)
+        undo = rows[:, None] & (cols[None, :] >= (self.block * self.block_size)[:, None])
+        self.x = torch.where(undo & ~self.fixed, self.mask_id, self.x)
+        self.stopped |= rows
+        self.finished |= rows
 
 
 def start_block(

@@ -18,9 +18,12 @@ so a row's tokens are those of offline sampling (`Model.generate`) for the same 
 else is running (up to the float rounding of batched matmuls). A request ends when all its
 rows are finished: every block decoded, or (stop_at_eos) the block in which a row wrote EOS.
 
-Events: a draft event whenever a row commits a block (every step with `drafts`), carrying the
-canvas and, per row, how many canvas positions are committed (they never change again), so
-the HTTP side can stream each block's text when it is committed.
+After every step, `progress(job)` looks at the request's committed positions
+(BlockState.committed(): its finished blocks) and, for a streaming request, sends a "commit"
+event when they grew, so the HTTP side streams each block's text when it is committed; with
+`drafts` every step's canvas goes out instead. (The engine of issue 16 looks at every kind of
+request through the same three calls, committed / current / stop_rows: `announce` below is
+the block lane's own minimal version of it.)
 
 Slots are reused: a new request's rows take the slots of finished ones (their stale keys are
 never read: a row's call masks every key past its own positions); the cache doubles when it
@@ -39,11 +42,14 @@ from redraft.models.transformer import KVCache
 from redraft.serve.jobs import Event, Job
 
 
-def committed(state) -> list[int]:
-    """Per row of a BlockState: the canvas positions that can no longer change (the blocks
-    before the current one; all of them once the row is finished)."""
-    end = (state.block * state.block_size).clamp(max=state.length)
-    return torch.where(state.finished, state.length, end).tolist()
+def announce(job: Job) -> None:
+    """A streaming request (not drafts) gets a "commit" event when a row committed a block."""
+    counts = job.state.committed().tolist()
+    if counts == job.committed:
+        return
+    job.committed = counts
+    if job.work.stream and not job.work.drafts and not job.state.done:
+        job.emit(Event("commit", tokens=job.state.current().cpu().clone(), counts=counts))
 
 
 class BlockBatch:
@@ -53,7 +59,6 @@ class BlockBatch:
         self.served = served
         self.jobs: list[Job] = []
         self.slots: dict[Job, torch.Tensor] = {}  # each request's cache rows, (n,) long
-        self.shown: dict[Job, list[int]] = {}  # committed positions last sent, per row
         self.free: list[int] = []
         self.cache: KVCache | None = None
 
@@ -67,7 +72,7 @@ class BlockBatch:
         take, self.free = self.free[:job.n], self.free[job.n:]
         self.slots = {**self.slots, job: torch.tensor(take, dtype=torch.long,
                                                       device=self.served.device)}
-        self.shown = {**self.shown, job: committed(job.state)}
+        job.committed = job.state.committed().tolist()  # the prompt's blocks: no news
         self.jobs = [*self.jobs, job]
 
     def _grow(self, more: int) -> None:
@@ -90,12 +95,12 @@ class BlockBatch:
         self.free = [*self.free, *(s for job in gone for s in self.slots[job].tolist())]
         self.jobs = [job for job in self.jobs if job in keep]
         self.slots = {job: self.slots[job] for job in self.jobs}
-        self.shown = {job: self.shown[job] for job in self.jobs}
 
-    def step(self, finish: Callable[[Job, torch.Tensor, int], None]) -> list[int]:
-        """One step for every request: the network calls, then each state's own step; emits
-        drafts, calls finish(job, tokens, steps) for the requests now complete. Returns the
-        rows of each network call."""
+    def step(self, finish: Callable[[Job], None], progress: Callable[[Job], None]
+             ) -> list[int]:
+        """One step for every request: the network calls, then each state's own step;
+        progress(job) after it, drafts for the requests that asked, finish(job) for the
+        requests now complete. Returns the rows of each network call."""
         backbone, device = self.served.backbone, self.served.device
         b, time_cond = backbone.block_size, self.served.time_conditioned
         by_length: dict[int, list] = {}
@@ -116,20 +121,17 @@ class BlockBatch:
             sizes.append(len(y))
         done = []
         for job in self.jobs:
-            state = job.state
-            state.advance()
-            if state.done:
+            job.state.advance()
+            progress(job)
+            if job.state.done:
                 done.append(job)
-                continue
-            now = committed(state)
-            if job.work.drafts or now != self.shown[job]:
-                self.shown = {**self.shown, job: now}
-                job.emit(Event("draft", step=state.i, tokens=state.tokens.cpu().clone(),
-                               committed=now))
+            elif job.work.drafts:
+                job.emit(Event("draft", step=job.state.i,
+                               tokens=job.state.current().cpu().clone()))
         if done:
             self.keep([job for job in self.jobs if job not in done])
             for job in done:
-                finish(job, job.state.tokens, job.state.i)
+                finish(job)
         return sizes
 
 
@@ -163,9 +165,11 @@ class BlockLane:
     def clear(self) -> None:
         self.batches = {}
 
-    def tick(self, finish: Callable[[Job, torch.Tensor, int], None]) -> list[int]:
-        """One step of every block request; returns the rows of each network call."""
-        sizes = [n for batch in self.batches.values() for n in batch.step(finish)]
+    def tick(self, finish: Callable[[Job], None],
+             progress: Callable[[Job], None] = announce) -> list[int]:
+        """One step of every block request (BlockBatch.step); returns the rows of each
+        network call."""
+        sizes = [n for batch in self.batches.values() for n in batch.step(finish, progress)]
         self._drop_empty()
         return sizes
 
