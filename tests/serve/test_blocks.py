@@ -1,7 +1,7 @@
 """Block-diffusion requests in the step-level batcher (serve/blocks.py): a request's tokens equal
 offline sampling for the same seed and do not depend on the other requests running beside it;
-rows of different requests at different blocks and positions share one network call; each
-committed block is announced; cancelled requests free their cache slots."""
+rows of different requests at different blocks and positions share one network call a tick;
+each committed block is announced; cancelled requests free their cache slots."""
 
 import pytest
 import torch
@@ -103,7 +103,8 @@ def test_rows_at_different_blocks_share_a_call(served, monkeypatch):
         engine.tick()
     shared = [c for c in calls if len(set(c[2])) == 3]
     assert shared and any(len(set(pos)) > 1 for _, pos, _ in shared)
-    assert all(n % 8 == 0 for n, _, _ in calls)  # windows, or finished blocks + window
+    assert all(n == 8 for n, _, _ in calls)  # one block a row: windows and finished blocks
+    assert len(calls) == len(set(map(str, calls)))  # and one call a tick
     for job in (first, second):
         assert torch.equal(job.final.tokens, _offline(model, job.work))
     # Each committed block is announced once, in order, with the canvas it committed.

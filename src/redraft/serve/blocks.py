@@ -5,13 +5,14 @@ to right, each block denoised in a few steps over an exact KV cache of the promp
 finished blocks. Here every block request of a model shares ONE KV cache: each request row
 owns a slot (a cache row) while it runs. Per tick, each request's state says which of its
 rows need a call and what they run (`BlockState.calls`: a row's not yet cached clean blocks,
-then its current window, at the positions where they belong); the rows of ALL requests are
-stacked into one network call per call length, with per-row positions and cache slots (the
-backbone's ragged cached call, `cache_rows`), so rows of different requests at different
-blocks and steps share a call, as the AR rows do (serve/cohort.py). In the steady state every
-call is a window of b tokens, so one tick is one call; a row that has just finished a block
-runs 2b tokens (the finished block enters the cache together with the next window), and a
-request's first call runs its prompt's blocks too: those go in calls of their own length.
+then its current window, at the positions where they belong). All of it goes into ONE network
+call of shape (rows, b): every block of every call is a row of its own, at its own positions
+and cache slot (the backbone's ragged cached call, `cache_rows`). That is exact: each row
+writes its keys before any row reads, so a window reads the finished block that entered the
+cache in the same call, and a block never attends to the blocks after it. So rows of
+different requests at different blocks and steps share a call, as the AR rows do
+(serve/cohort.py), and a request that has just finished a block (whose clean block enters the
+cache with its next window) or a new request with a long prompt does not cost a second call.
 
 Then each request's own step rule advances its own rows (its own knobs and random streams),
 so a row's tokens are those of offline sampling (`Model.generate`) for the same seed, whatever
@@ -44,11 +45,13 @@ from redraft.serve.jobs import Event, Job
 
 def announce(job: Job) -> None:
     """A streaming request (not drafts) gets a "commit" event when a row committed a block."""
+    if not job.work.stream or job.work.drafts:
+        return
     counts = job.state.committed().tolist()
     if counts == job.committed:
         return
     job.committed = counts
-    if job.work.stream and not job.work.drafts and not job.state.done:
+    if not job.state.done:
         job.emit(Event("commit", tokens=job.state.current().cpu().clone(), counts=counts))
 
 
@@ -101,24 +104,7 @@ class BlockBatch:
         """One step for every request: the network calls, then each state's own step;
         progress(job) after it, drafts for the requests that asked, finish(job) for the
         requests now complete. Returns the rows of each network call."""
-        backbone, device = self.served.backbone, self.served.device
-        b, time_cond = backbone.block_size, self.served.time_conditioned
-        by_length: dict[int, list] = {}
-        for job in self.jobs:
-            for rows, y, positions, t in job.state.calls(time_cond):
-                by_length.setdefault(y.shape[1], []).append((job, rows, y, positions, t))
-        sizes = []
-        for _, parts in sorted(by_length.items()):
-            y = torch.cat([p[2] for p in parts]).to(device)
-            positions = torch.cat([p[3] for p in parts]).to(device)
-            t = torch.cat([p[4] for p in parts]).to(device)
-            slots = torch.cat([self.slots[job][rows] for job, rows, *_ in parts])
-            logits = backbone(y, t, cache=self.cache, positions=positions, cache_rows=slots)
-            counts = [len(p[1]) for p in parts]
-            for (job, rows, *_), lg in zip(parts, logits[:, -b:].split(counts), strict=True):
-                job.state.set_window_logits(rows, lg)
-                job.row_nfe += len(rows)
-            sizes.append(len(y))
+        sizes = self._call()
         done = []
         for job in self.jobs:
             job.state.advance()
@@ -133,6 +119,37 @@ class BlockBatch:
             for job in done:
                 finish(job)
         return sizes
+
+
+    def _call(self) -> list[int]:
+        """The network call of this tick: every request's calls (BlockState.calls), cut into
+        rows of one block each, in ONE call of shape (rows, b); returns [rows] (or [])."""
+        backbone, device = self.served.backbone, self.served.device
+        b, time_cond = backbone.block_size, self.served.time_conditioned
+        ys, ts, positions, slots, windows = [], [], [], [], []
+        at = 0
+        for job in self.jobs:
+            for rows, y, pos, t in job.state.calls(time_cond):
+                blocks = y.shape[1] // b
+                # Block j of a row's call becomes a row of its own at pos + j b in the same
+                # cache slot: the keys of every row are written before any row reads, and a
+                # block never sees the blocks after it, so this is the long call, exactly.
+                ys.append(y.view(len(rows), blocks, b).transpose(0, 1).reshape(-1, b))
+                ts.append(t.view(len(rows), blocks, b).transpose(0, 1).reshape(-1, b))
+                offsets = torch.arange(blocks, device=pos.device)[:, None] * b
+                positions.append((pos[None, :] + offsets).reshape(-1))
+                slots.append(self.slots[job][rows].repeat(blocks))
+                at += len(rows) * blocks
+                windows.append((job, rows, at - len(rows)))  # the last block's rows
+        if not ys:
+            return []
+        logits = backbone(torch.cat(ys).to(device), torch.cat(ts).to(device), cache=self.cache,
+                          positions=torch.cat(positions).to(device),
+                          cache_rows=torch.cat(slots))
+        for job, rows, start in windows:
+            job.state.set_window_logits(rows, logits[start:start + len(rows)])
+            job.row_nfe += len(rows)
+        return [at]
 
 
 class BlockLane:
