@@ -99,12 +99,14 @@ def test_rows_at_different_blocks_share_a_call(served, monkeypatch):
                                 temperature=0.7, stream=True))
     events = []
     second.listener = events.append
+    ticks = 0
     while not (first.finished.is_set() and second.finished.is_set()):
         engine.tick()
+        ticks += 1
     shared = [c for c in calls if len(set(c[2])) == 3]
     assert shared and any(len(set(pos)) > 1 for _, pos, _ in shared)
     assert all(n == 8 for n, _, _ in calls)  # one block a row: windows and finished blocks
-    assert len(calls) == len(set(map(str, calls)))  # and one call a tick
+    assert len(calls) <= ticks  # and at most one call a tick
     for job in (first, second):
         assert torch.equal(job.final.tokens, _offline(model, job.work))
     # Each committed block is announced once, in order, with the canvas it committed.
