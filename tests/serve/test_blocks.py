@@ -75,6 +75,19 @@ def test_batched_block_requests_equal_offline_and_each_alone(served):
         assert torch.equal(event.tokens, _offline(served["block"], w)), w
 
 
+def test_calls_stay_within_max_batch(served):
+    """One row a call (--max-batch 1): a long prompt's blocks and each finished block reach
+    the cache in calls of their own, before the window that reads them; still exact."""
+    model = served["block"]
+    w = Work("block", model.encode("the cat sat on the mat. the "), 48, [3], steps=12)
+    engine = Engine({"block": model}, max_batch=1)
+    job = engine.submit(w)
+    while not job.finished.is_set():
+        engine.tick()
+    assert engine.metrics.batch_rows.max == 1
+    assert torch.equal(job.final.tokens, _offline(model, w))
+
+
 def test_rows_at_different_blocks_share_a_call(served, monkeypatch):
     """Ticked by hand: a request admitted while another is some blocks in joins its calls at
     once (rows at different positions, one call), and both still equal offline sampling."""

@@ -99,12 +99,12 @@ class BlockBatch:
         self.jobs = [job for job in self.jobs if job in keep]
         self.slots = {job: self.slots[job] for job in self.jobs}
 
-    def step(self, finish: Callable[[Job], None], progress: Callable[[Job], None]
-             ) -> list[int]:
+    def step(self, finish: Callable[[Job], None], progress: Callable[[Job], None],
+             max_rows: int) -> list[int]:
         """One step for every request: the network calls, then each state's own step;
         progress(job) after it, drafts for the requests that asked, finish(job) for the
         requests now complete. Returns the rows of each network call."""
-        sizes = self._call()
+        sizes = self._call(max_rows)
         done = []
         for job in self.jobs:
             job.state.advance()
@@ -121,12 +121,13 @@ class BlockBatch:
         return sizes
 
 
-    def _call(self) -> list[int]:
+    def _call(self, max_rows: int) -> list[int]:
         """The network call of this tick: every request's calls (BlockState.calls), cut into
-        rows of one block each, in ONE call of shape (rows, b); returns [rows] (or [])."""
+        rows of one block each, in ONE call of shape (rows, b), or in calls of at most
+        max_rows rows, earlier blocks first; returns the rows of each call."""
         backbone, device = self.served.backbone, self.served.device
         b, time_cond = backbone.block_size, self.served.time_conditioned
-        ys, ts, positions, slots, windows = [], [], [], [], []
+        ys, ts, positions, slots, before, windows = [], [], [], [], [], []
         at = 0
         for job in self.jobs:
             for rows, y, pos, t in job.state.calls(time_cond):
@@ -139,17 +140,34 @@ class BlockBatch:
                 offsets = torch.arange(blocks, device=pos.device)[:, None] * b
                 positions.append((pos[None, :] + offsets).reshape(-1))
                 slots.append(self.slots[job][rows].repeat(blocks))
+                # blocks before its row's window (0: the window), for the order across calls
+                before.append((blocks - 1 - torch.arange(blocks))[:, None].expand(
+                    -1, len(rows)).reshape(-1))
                 at += len(rows) * blocks
                 windows.append((job, rows, at - len(rows)))  # the last block's rows
         if not ys:
             return []
-        logits = backbone(torch.cat(ys).to(device), torch.cat(ts).to(device), cache=self.cache,
-                          positions=torch.cat(positions).to(device),
-                          cache_rows=torch.cat(slots))
+        y, t, pos, slot = (torch.cat(a) for a in (ys, ts, positions, slots))
+        if len(y) <= max_rows:
+            logits = backbone(y.to(device), t.to(device), cache=self.cache,
+                              positions=pos.to(device), cache_rows=slot)
+            sizes = [len(y)]
+        else:
+            # Split: a row's earlier blocks must reach the cache before its window reads
+            # them, so the calls go farthest-from-the-window first.
+            order = torch.sort(torch.cat(before), descending=True, stable=True).indices
+            logits = torch.empty((len(y), b, backbone.vocab_size), device=device)
+            sizes = []
+            for part in order.split(max_rows):
+                logits[part.to(device)] = backbone(
+                    y[part].to(device), t[part].to(device), cache=self.cache,
+                    positions=pos[part].to(device), cache_rows=slot[part.to(slot.device)]
+                ).to(logits.dtype)
+                sizes.append(len(part))
         for job, rows, start in windows:
             job.state.set_window_logits(rows, logits[start:start + len(rows)])
             job.row_nfe += len(rows)
-        return [at]
+        return sizes
 
 
 class BlockLane:
@@ -182,11 +200,12 @@ class BlockLane:
     def clear(self) -> None:
         self.batches = {}
 
-    def tick(self, finish: Callable[[Job], None],
-             progress: Callable[[Job], None] = announce) -> list[int]:
-        """One step of every block request (BlockBatch.step); returns the rows of each
-        network call."""
-        sizes = [n for batch in self.batches.values() for n in batch.step(finish, progress)]
+    def tick(self, finish: Callable[[Job], None], progress: Callable[[Job], None] = announce,
+             max_rows: int = 1 << 30) -> list[int]:
+        """One step of every block request (BlockBatch.step), in network calls of at most
+        max_rows rows; returns the rows of each call."""
+        sizes = [n for batch in self.batches.values()
+                 for n in batch.step(finish, progress, max_rows)]
         self._drop_empty()
         return sizes
 

@@ -162,7 +162,8 @@ class Engine:
         chosen = self._schedule()
         rows = [self._diffusion_bucket(key, jobs) for key, jobs in self._buckets(chosen).items()]
         rows += self._ar_tick()
-        rows += self._blocks.tick(lambda job: self._finish(job, job.state.tokens, job.state.i))
+        rows += self._blocks.tick(lambda job: self._finish(job, job.state.tokens, job.state.i),
+                                  max_rows=self.max_batch)
         self.last_batch_rows = max(rows, default=0)
         for r in rows:
             if r:
