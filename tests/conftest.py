@@ -63,3 +63,20 @@ def serve_runs(tmp_path_factory) -> dict[str, Path]:
             "data.tokenizer": "byte", "model.seq_len": 64})
         assert main(["train", *overrides]) == 0
     return runs
+
+
+@pytest.fixture(scope="session")
+def serve_block_run(tmp_path_factory) -> Path:
+    """A tiny block-diffusion model (blocks of 8, the next-token alignment) for the server
+    tests, trained once per session. Byte tokenizer, context 64."""
+    from redraft.cli import main
+
+    base = tmp_path_factory.mktemp("serve-block")
+    corpus = base / "corpus.txt"
+    corpus.write_text(TEXT)
+    run = base / "block"
+    overrides = tiny_overrides(corpus, run, "block", **{
+        "data.tokenizer": "byte", "model.seq_len": 64, "diffusion.block_size": 8,
+        "diffusion.block_shift": True})
+    assert main(["train", *overrides]) == 0
+    return run

@@ -156,7 +156,7 @@ def block_run(tmp_path_factory):
 
 def test_block_model_through_the_front_door(block_run, capsys):
     """A block-diffusion checkpoint loads, generates (blocks over its KV cache), equals the
-    CLI for the same seed, scores texts with its bound, and the server refuses it clearly."""
+    CLI for the same seed, scores texts with its bound; start() checks like sample()."""
     m = redraft.load(block_run)
     assert m.kind == "diffusion" and m.objective.blockwise and m.backbone.block_size == 8
     out = m.generate("the ", max_new_tokens=12, steps=8, seed=4, num_samples=2)
@@ -169,5 +169,7 @@ def test_block_model_through_the_front_door(block_run, capsys):
     assert "block" in score.kind and score.nats > 0
     with pytest.raises(RedraftError, match="blocks of 8"):
         m.generate("the ", max_new_tokens=8, block_size=4)
-    with pytest.raises(RedraftError, match="does not batch block-diffusion"):
-        m.start(m.encode("the "), length=16, seeds=[0])
+    with pytest.raises(RedraftError, match="leaves nothing to generate"):
+        m.start(m.encode("the "), length=4, seeds=[0])
+    with pytest.raises(RedraftError, match="guidance"):
+        m.start(m.encode("the "), length=16, seeds=[0], guidance=1.0)

@@ -228,10 +228,19 @@ class Model:
                        options, temperature, top_k, top_p, block_size, stop_at_eos, guidance,
                        on_step) -> Generation:
         """A block-diffusion model: blocks left to right over its exact KV cache
-        (sampling/block.py). `steps` is the whole canvas's budget, split evenly over its
-        blocks (at least one step each); its blocks are the model's own."""
+        (sampling/block.py)."""
         from redraft.sampling.block import generate_block
 
+        return generate_block(self.backbone, self.process, on_step=on_step, **self._block_knobs(
+            prefixes, suffixes, canvases, length, seeds, steps, sampler, options, temperature,
+            top_k, top_p, block_size, stop_at_eos, guidance))
+
+    def _block_knobs(self, prefixes, suffixes, canvases, length, seeds, steps, sampler,
+                     options, temperature, top_k, top_p, block_size, stop_at_eos,
+                     guidance) -> dict:
+        """start_block's arguments for a request (shared by `sample` and `start`, so the
+        server's rows are the offline rows). `steps` is the whole canvas's budget, split
+        evenly over its blocks (at least one step each); its blocks are the model's own."""
         b = self.backbone.block_size
         if block_size is not None and block_size != b:
             raise RedraftError(f"block_size={block_size}: this block-diffusion model decodes "
@@ -244,14 +253,13 @@ class Model:
             canvases = [list(p) + [None] * (length - len(p) - len(s)) + list(s)
                         for p, s in zip(prefixes, suffixes, strict=True)]
         n_blocks = -(-length // b)
-        return generate_block(
-            self.backbone, self.process, steps_per_block=max(1, -(-steps // n_blocks)),
-            batch=len(seeds), length=length,
+        return dict(
+            steps_per_block=max(1, -(-steps // n_blocks)), batch=len(seeds), length=length,
             prefix=None if canvases is not None else [list(p) for p in prefixes],
             canvas=canvases, shift=self._diffusion_config().block_shift,
             bos_id=self.tokenizer.eos_id, temperature=temperature, top_k=top_k, top_p=top_p,
             seed=list(seeds), sampler=sampler, options=options,
-            eos_id=self.tokenizer.eos_id if stop_at_eos else None, on_step=on_step)
+            eos_id=self.tokenizer.eos_id if stop_at_eos else None)
 
     def start(self, prefix: Sequence[int], *, length: int, seeds: Sequence[int],
               suffix: Sequence[int] = (), steps: int = SAMPLE.steps,
@@ -261,9 +269,10 @@ class Model:
               stop_at_eos: bool = SAMPLE.stop_at_eos,
               guidance: float = SAMPLE.guidance) -> ARState | DiffusionState:
         """The starting state of one request's rows, for a caller that drives the steps itself
-        (the server's batcher): an ARState (draw a token, run the network, repeat) or a
-        DiffusionState (inputs -> network -> set_logits -> advance). Run to the end, either
-        gives what `sample` gives for the same seeds."""
+        (the server's batcher): an ARState (draw a token, run the network, repeat), a
+        DiffusionState (inputs -> network -> set_logits -> advance) or, for a block-diffusion
+        model, a BlockState (calls -> cached network calls -> set_window_logits -> advance).
+        Run to the end, each gives what `sample` gives for the same seeds."""
         check_knobs(temperature, top_k, top_p)
         if not 1 <= length <= self.seq_len:
             raise RedraftError(f"a canvas of {length} tokens does not fit the model's context "
@@ -271,9 +280,15 @@ class Model:
         self._check_kind(suffix=len(suffix), sampler=sampler, sampler_options=options,
                          block_size=block_size, guidance=guidance)
         if self.objective.blockwise:
-            raise RedraftError(f"{self.name!r} is a block-diffusion model: the server does not "
-                               "batch block-diffusion requests yet; sample it with redraft "
-                               "sample or redraft.load(...).generate")
+            from redraft.sampling.block import start_block
+
+            if len(prefix) + len(suffix) >= length:
+                raise RedraftError(f"a prompt of {len(prefix) + len(suffix)} tokens in a canvas "
+                                   f"of {length} leaves nothing to generate")
+            return start_block(self.backbone, self.process, **self._block_knobs(
+                [list(prefix)] * len(seeds), [list(suffix)] * len(seeds), None, length, seeds,
+                steps, sampler, options, temperature, top_k, top_p, block_size, stop_at_eos,
+                guidance))
         if self.is_ar:
             if len(prefix) >= length:
                 raise RedraftError("the prompt leaves nothing to generate")

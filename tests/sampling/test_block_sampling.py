@@ -170,3 +170,39 @@ def test_one_block_of_seq_len_is_the_masked_sampler():
     a = generate_block(m, process(), steps_per_block=6, **kw)
     b = generate_diffusion(m, process(), steps=6, **kw)
     assert torch.equal(a.tokens, b.tokens)
+
+
+def test_committed_counts_finished_blocks_and_stop_rows_ends_a_row(model):
+    """What a server streams and stops on: committed() grows a block at a time (the whole
+    length at the end); stop_rows finishes a row at once, keeps only its committed blocks, and
+    leaves the other rows exactly as they would be without it."""
+    def run(stop_at=None):
+        rule = make_sampler("ancestral", process(), "mdlm")
+        state = BlockState(process(), rule, steps_per_block=2, length=22, block_size=4,
+                           seeds=[0, 1, 2], prefixes=PROMPTS, shift=True, bos_id=EOS)
+        cache, seen, calls = model.new_cache(3), [], []
+        with torch.no_grad():
+            while not state.done:
+                for group, y, positions, t in state.calls(False):
+                    calls.append(group.tolist())
+                    state.set_window_logits(group, model(y, t, cache=cache, positions=positions,
+                                                         cache_rows=group)[:, -4:])
+                state.advance()
+                seen.append(state.committed().tolist())
+                if stop_at is not None and state.i == stop_at:
+                    state.stop_rows(torch.tensor([True, False, False]))
+                    stopped = state.committed().tolist()
+                    calls.clear()
+        return state, seen, calls, (stopped if stop_at is not None else None)
+
+    plain, seen, _, _ = run()
+    # Prompt [1,2,3,4,5] fills block 0 and [2]*9 blocks 0-1: they start committed there.
+    assert seen[0] == [4, 0, 8] and seen[1] == [8, 4, 12] and seen[-1] == [22, 22, 22]
+    for before, after in zip(seen[:-1], seen[1:], strict=True):
+        assert all(a >= b and (a - b) % 4 == 0 or a == 22
+                   for a, b in zip(after, before, strict=True))
+    stopped, _, calls_after, counts = run(stop_at=3)
+    assert counts[0] == 8 and not any(0 in c for c in calls_after)
+    assert (stopped.tokens[0, 8:] == MID).all()
+    assert torch.equal(stopped.tokens[0, :8], plain.tokens[0, :8])
+    assert torch.equal(stopped.tokens[1:], plain.tokens[1:])

@@ -1,6 +1,6 @@
 """Samplers (one algorithm a file) and the loops that drive them (generate.py)."""
 
-from redraft.sampling.block import BlockState, generate_block
+from redraft.sampling.block import BlockState, generate_block, start_block
 from redraft.sampling.categorical import RowRandom, next_tokens, probabilities, sample
 from redraft.sampling.generate import Generation, generate_ar, generate_diffusion
 from redraft.sampling.infill import Infill, Span, infill, parse_template
@@ -37,4 +37,5 @@ __all__ = [
     "probabilities",
     "sample",
     "sampler_options",
+    "start_block",
 ]

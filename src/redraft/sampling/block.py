@@ -82,6 +82,7 @@ class BlockState(DiffusionState):
                          eos_id=eos_id, device=device)
         self.length, self.shift, self.bos_id = length, shift, bos_id
         self.cached = torch.zeros(batch, dtype=torch.long, device=device)  # y blocks in cache
+        self.stopped = torch.zeros(batch, dtype=torch.bool, device=device)  # by stop_rows
         self.seen_block = torch.full((batch,), -1, dtype=torch.long, device=device)
         self.seen_window: torch.Tensor | None = None
 
@@ -164,9 +165,34 @@ class BlockState(DiffusionState):
         """(B, length): the canvas without the padding of a partial last block."""
         return self.x[:, :self.length]
 
+    # What a server streams and stops on (the same three calls as the other row states).
 
-@torch.no_grad()
-def generate_block(
+    def committed(self) -> torch.Tensor:
+        """(B,) long: each row's leading canvas positions that can no longer change: its
+        finished blocks (the whole length once it has run to its end: the positions after
+        an EOS stop are EOS for good)."""
+        done = (self.block * self.block_size).clamp(max=self.length)
+        return torch.where(self.finished & ~self.stopped, self.length, done)
+
+    def current(self) -> torch.Tensor:
+        """(B, length): the canvas now."""
+        return self.tokens
+
+    def stop_rows(self, rows: torch.Tensor) -> None:
+        """Finish rows (B,) bool now (a server found a stop string in their committed text):
+        no further calls; their current block is masked again, so the canvas holds only what
+        was committed (and the fixed positions)."""
+        rows = rows.to(self.finished.device) & ~self.finished
+        if not rows.any():
+            return
+        cols = torch.arange(self.x.shape[1], device=self.x.device)
+        undo = rows[:, None] & (cols[None, :] >= (self.block * self.block_size)[:, None])
+        self.x = torch.where(undo & ~self.fixed, self.mask_id, self.x)
+        self.stopped |= rows
+        self.finished |= rows
+
+
+def start_block(
     model,
     process: Process,
     *,
@@ -185,10 +211,10 @@ def generate_block(
     sampler: str | None = None,
     options: dict | None = None,
     eos_id: int | None = None,
-    use_cache: bool = True,
-    on_step: Callable[[int, torch.Tensor], None] | None = None,
-) -> Generation:
-    """Sample a (batch, length) canvas block by block from a block-diffusion model.
+) -> BlockState:
+    """The starting BlockState of a (batch, length) canvas of a block-diffusion model, checked
+    against the model; generate_block runs it to the end, the server's batcher
+    (serve/blocks.py) steps it beside other requests' states.
 
     model: a block-causal backbone (models.Transformer with block_size, from a checkpoint of
     objective "block"); block_size, if given, must be its own. shift/bos_id: the model's
@@ -197,8 +223,7 @@ def generate_block(
     first_hitting and threshold, take what they need). sampler/options: any rule of
     sampling.registry for a masked denoiser (default ancestral). prefix: the prompt (once
     for all rows or one per row); canvas: instead, a fixed id or None per position. eos_id:
-    stop a row after the block in which it wrote EOS. use_cache False recomputes the whole
-    canvas every call (the same logits; for testing and measuring).
+    stop a row after the block in which it wrote EOS.
     """
     if getattr(model, "block_size", None) is None:
         raise RedraftError("generate_block needs a block-diffusion model (objective 'block', "
@@ -219,11 +244,25 @@ def generate_block(
     device = next(model.parameters()).device
     if canvas is not None and len(canvas) and not isinstance(canvas[0], (list, tuple)):
         canvas = [list(canvas) for _ in range(batch)]
-    state = BlockState(process, step_rule, steps_per_block=steps_per_block, length=length,
-                       block_size=b, seeds=_seeds(seed, batch),
-                       prefixes=_rows(prefix, batch) if canvas is None else None,
-                       canvases=canvas, shift=shift, bos_id=bos_id, eos_id=eos_id,
-                       device=device)
+    return BlockState(process, step_rule, steps_per_block=steps_per_block, length=length,
+                      block_size=b, seeds=_seeds(seed, batch),
+                      prefixes=_rows(prefix, batch) if canvas is None else None,
+                      canvases=canvas, shift=shift, bos_id=bos_id, eos_id=eos_id,
+                      device=device)
+
+
+@torch.no_grad()
+def generate_block(model, process: Process, *, use_cache: bool = True,
+                   on_step: Callable[[int, torch.Tensor], None] | None = None,
+                   **knobs) -> Generation:
+    """Sample a (batch, length) canvas block by block from a block-diffusion model.
+
+    knobs: those of start_block (steps_per_block, batch, length, prefix, canvas, shift,
+    bos_id, temperature, top_k, top_p, seed, sampler, options, eos_id). use_cache False
+    recomputes the whole canvas every call (the same logits; for testing and measuring).
+    """
+    state = start_block(model, process, **knobs)
+    batch, b = len(state.x), state.block_size
     time_cond = model.time is not None
     cache = model.new_cache(batch) if use_cache else None
     nfe = row_nfe = 0

@@ -42,7 +42,7 @@ from redraft.errors import RedraftError
 from redraft.model import Model
 from redraft.sampling.registry import SAMPLERS
 from redraft.serve.engine import Engine, QueueFull, Unavailable
-from redraft.serve.jobs import Event, Job
+from redraft.serve.jobs import FINAL, Event, Job
 from redraft.serve.limits import HTTPError, Limits
 from redraft.serve.schemas import (
     ChatRequest,
@@ -54,6 +54,7 @@ from redraft.serve.schemas import (
     chat_prompt,
     cut_at_stop,
     prompt_text,
+    settled,
     stops,
 )
 from redraft.serve.schemas import to_work as _to_work
@@ -309,10 +310,10 @@ class Mailbox:
             self.loop.call_soon_threadsafe(self._put, event)
 
     def _put(self, event: Event) -> None:
-        if event.kind == "draft":
-            self.draft = event
-        else:
+        if event.kind in FINAL:
             self.final = event
+        else:  # a draft, or a commit (a request gets one kind or the other, never both)
+            self.draft = event
         self.ready.set()
 
     async def get(self, timeout: float) -> tuple[Event | None, Event | None]:
@@ -335,6 +336,7 @@ class Reply:
         self.id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{secrets.token_hex(12)}"
         self.created = int(time.time())
         self.started = time.monotonic()
+        self.sent = [""] * job.n  # text of each choice streamed so far (commit events)
 
     def texts(self, tokens, mask_text: str | None = None) -> list[str]:
         """The generated part of each row (prompt and suffix cut off)."""
@@ -378,6 +380,21 @@ class Reply:
                    for i, text in enumerate(self.texts(event.tokens, MASK_GLYPH))]
         return self._object(choices, chunk=True, draft=True, step=event.step, steps=total)
 
+    def deltas(self, event: Event) -> list[dict]:
+        """A commit event: for each choice whose committed text grew, a chunk with the new
+        text (to append; the final chunk brings the rest)."""
+        w, out = self.job.work, []
+        start, end = len(w.prefix), w.length - len(w.suffix)
+        for i, (row, count) in enumerate(zip(event.tokens, event.counts, strict=True)):
+            if count <= start:
+                continue
+            text = settled(self.served.tokenizer.decode(row[start:min(count, end)]), self.stop)
+            if len(text) > len(self.sent[i]) and text.startswith(self.sent[i]):
+                out.append(self._object([self._choice(i, text[len(self.sent[i]):], None, True)],
+                                        chunk=True))
+                self.sent[i] = text
+        return out
+
     async def stream(self, box: Mailbox):
         try:
             while True:
@@ -385,7 +402,10 @@ class Reply:
                 if draft is None and event is None:
                     yield ": keep-alive\n\n"
                     continue
-                if draft is not None:
+                if draft is not None and draft.kind == "commit":
+                    for chunk in self.deltas(draft):
+                        yield _sse(chunk)
+                elif draft is not None:
                     yield _sse(self.draft(draft))
                 if event is None:
                     continue
@@ -397,6 +417,8 @@ class Reply:
                     key = "message" if self.kind == "chat" else None
                     for c in done["choices"]:
                         text = c[key]["content"] if key else c["text"]
+                        sent = self.sent[c["index"]]
+                        text = text[len(sent):] if text.startswith(sent) else text
                         finish = c["finish_reason"]
                         yield _sse(self._object([self._choice(c["index"], text, None, True)],
                                                 chunk=True))

@@ -7,7 +7,9 @@ while the tick's rows stay within max_batch (always at least one); (4) for every
 length) bucket of the chosen requests, stack the rows that need logits into ONE network call
 with a per-row t (so requests at different steps, with different step counts and samplers,
 share it), then let each request's own step rule advance its own rows; (5) step the AR rows of
-each model together, one token each, whatever their positions (serve/cohort.py).
+each model together, one token each, whatever their positions (serve/cohort.py); (6) step the
+block-diffusion rows of each model together over one shared KV cache, each row at its own
+block and step (serve/blocks.py).
 
 Fairness: max_rows (default 2 x max_batch) lets a small request in beside a maximal one (n =
 max_batch rows for thousands of steps), and step (3) then alternates the two instead of
@@ -33,6 +35,7 @@ import torch
 from redraft.config import SERVE
 from redraft.errors import RedraftError
 from redraft.model import Model
+from redraft.serve.blocks import BlockLane
 from redraft.serve.cohort import Cohort
 from redraft.serve.jobs import Event, Job, Work
 from redraft.serve.metrics import Metrics
@@ -63,6 +66,7 @@ class Engine:
         self._active: list[Job] = []  # diffusion requests
         self._cohorts: list[Cohort] = []  # AR requests
         self._fresh_ar: list[Job] = []  # admitted AR requests not yet prefilled
+        self._blocks = BlockLane()  # block-diffusion requests (serve/blocks.py)
         self._cv = threading.Condition()
         self._accepting = True
         self._stop = False
@@ -92,6 +96,7 @@ class Engine:
     def stats(self) -> dict:
         with self._cv:
             active = self._active + self._fresh_ar + [j for c in self._cohorts for j in c.jobs]
+            active += self._blocks.jobs
             return {"queue_depth": len(self._pending), "active_requests": len(active),
                     "active_rows": sum(j.n for j in active),
                     "last_batch_rows": self.last_batch_rows}
@@ -117,10 +122,11 @@ class Engine:
         if self._thread is not None:
             self._thread.join()
         for job in [*self._pending, *self._active, *self._fresh_ar,
-                    *(j for c in self._cohorts for j in c.jobs)]:
+                    *(j for c in self._cohorts for j in c.jobs), *self._blocks.jobs]:
             job.emit(Event("error", status=503, message="the server shut down before the "
                                                           "request finished"))
         self._pending.clear()
+        self._blocks.clear()
         self._active, self._fresh_ar, self._cohorts = [], [], []
 
     # --- the engine thread -----------------------------------------------------------------
@@ -138,12 +144,15 @@ class Engine:
                 for job in self._all_running():
                     job.emit(Event("error", status=500, message=f"engine error: {e!r}"))
                 self._active, self._fresh_ar, self._cohorts = [], [], []
+                self._blocks.clear()
 
     def _busy(self) -> bool:
-        return bool(self._pending or self._active or self._fresh_ar or self._cohorts)
+        return bool(self._pending or self._active or self._fresh_ar or self._cohorts
+                    or self._blocks.jobs)
 
     def _all_running(self) -> list[Job]:
-        return [*self._active, *self._fresh_ar, *(j for c in self._cohorts for j in c.jobs)]
+        return [*self._active, *self._fresh_ar, *(j for c in self._cohorts for j in c.jobs),
+                *self._blocks.jobs]
 
     @torch.no_grad()
     def tick(self) -> None:
@@ -153,6 +162,8 @@ class Engine:
         chosen = self._schedule()
         rows = [self._diffusion_bucket(key, jobs) for key, jobs in self._buckets(chosen).items()]
         rows += self._ar_tick()
+        rows += self._blocks.tick(lambda job: self._finish(job, job.state.tokens, job.state.i),
+                                  max_rows=self.max_batch)
         self.last_batch_rows = max(rows, default=0)
         for r in rows:
             if r:
@@ -178,9 +189,12 @@ class Engine:
             for c in self._cohorts:
                 c.keep([j for j in c.jobs if j in keep])
             self._cohorts = [c for c in self._cohorts if c.jobs]
+            self._blocks.keep(keep)
 
     def _ar_rows(self) -> int:
-        return sum(j.n for j in [*self._fresh_ar, *(j for c in self._cohorts for j in c.jobs)])
+        """Rows that step every tick: the AR rows and the block-diffusion rows."""
+        return sum(j.n for j in [*self._fresh_ar, *(j for c in self._cohorts for j in c.jobs)]
+                   ) + self._blocks.rows
 
     def _admit(self) -> None:
         """First come, first served: the head waits until it fits (nothing overtakes it, so
@@ -192,13 +206,16 @@ class Engine:
                 if job.cancelled:
                     self._pending.popleft()
                     continue
-                # AR rows all step every tick, so they alone must fit one call.
-                if used + job.n > self.max_rows or (job.served.is_ar
-                                                    and ar + job.n > self.max_batch):
+                # AR and block rows all step every tick, so they alone must fit one call.
+                every_tick = job.served.is_ar or job.served.objective.blockwise
+                if used + job.n > self.max_rows or (every_tick and ar + job.n > self.max_batch):
                     break
                 self._pending.popleft()
                 used += job.n
-                if job.served.is_ar:
+                if job.served.objective.blockwise:
+                    ar += job.n
+                    self._blocks.add(job)
+                elif job.served.is_ar:
                     ar += job.n
                     self._fresh_ar.append(job)
                 else:

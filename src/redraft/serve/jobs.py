@@ -35,22 +35,28 @@ class Work:
     top_k: int | None = None
     top_p: float | None = None
     drafts: bool = False  # emit every intermediate canvas
+    stream: bool = False  # emit the committed text as it grows ("commit" events)
 
     @property
     def n(self) -> int:
         return len(self.seeds)
 
 
+FINAL = ("done", "error")  # the event kinds that end a request
+
+
 @dataclass
 class Event:
-    """draft: the canvas after `step` steps; done: the final canvas; error: status + message.
-    tokens (n, length) on the CPU."""
+    """draft: the canvas after `step` steps; commit: the canvas when some row's committed
+    text grew; done: the final canvas; error: status + message. tokens (n, length) on the CPU;
+    counts: per row, the leading canvas positions committed (commit events)."""
 
     kind: str
     step: int = 0
     tokens: torch.Tensor | None = None
     status: int = 200
     message: str = ""
+    counts: list[int] | None = None
 
 
 class Job:
@@ -67,6 +73,7 @@ class Job:
         self.final: Event | None = None
         self.row_nfe = 0
         self.skipped = 0  # ticks in a row the engine passed this request over (its fairness)
+        self.committed = [0] * work.n  # rows' committed canvas positions at the last look
         self.state = start_state(served, work)
 
     @property
@@ -79,11 +86,12 @@ class Job:
         self.cancelled = True
 
     def emit(self, event: Event) -> None:
-        if event.kind != "draft":
+        final = event.kind in FINAL
+        if final:
             self.final = event
         if self.listener is not None:
             self.listener(event)
-        if event.kind != "draft":
+        if final:
             self.finished.set()
 
     def wait(self, timeout: float | None = None) -> Event:
@@ -93,7 +101,7 @@ class Job:
         return self.final
 
 
-def start_state(served: Model, work: Work) -> DiffusionState | ARState:
+def start_state(served: Model, work: Work) -> DiffusionState | ARState:  # BlockState too
     """The starting rows of a request; a RedraftError names what is wrong with it."""
     return served.start(work.prefix, length=work.length, seeds=work.seeds, suffix=work.suffix,
                         steps=work.steps, sampler=work.sampler, options=work.options,

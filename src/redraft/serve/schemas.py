@@ -143,13 +143,23 @@ def to_work(req: Knobs, served: Model, prefix: str, suffix: str, max_steps: int,
                 options=req.sampler_options, block_size=req.block_size,
                 stop_at_eos=req.stop_at_eos, guidance=req.guidance,
                 temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
-                drafts=req.stream and req.diffusing)
+                drafts=req.stream and req.diffusing, stream=req.stream)
 
 
 def cut_at_stop(text: str, stop: list[str]) -> tuple[str, str]:
     """The text up to the first stop string, and OpenAI's finish_reason."""
     cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
     return (text[:min(cuts)], "stop") if cuts else (text, "length")
+
+
+def settled(text: str, stop: list[str]) -> str:
+    """The part of a committed text that the final text surely starts with: up to the first
+    stop string, less a tail that a later token could complete into one (a stop string can
+    straddle the seam), and less trailing U+FFFD (a character whose bytes are not all
+    committed yet)."""
+    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
+    end = min([len(text) - max((len(s) - 1 for s in stop), default=0), *cuts])
+    return text[:max(end, 0)].rstrip("\ufffd")
 
 
 # --- documentation only: what the endpoints answer (OpenAPI responses and SSE events) --------
@@ -187,8 +197,11 @@ class StreamEvent(BaseModel):
 
     With `diffusing: true`, draft events come first: `draft` true, `step` of `steps`, and each
     choice's text is the WHOLE current draft (masks as U+2591), replacing the previous one.
-    Then, per choice, a chunk with the final text and one with its finish_reason; then a chunk
-    with no choices and the usage. An error after the stream began is an event
+    Without it, a block-diffusion model's chunks carry each block's text as soon as the block
+    is committed (text to append). Then, per choice, a chunk with the rest of the final text
+    and one with its finish_reason; then a chunk with no choices and the usage. Concatenated,
+    the text of the chunks without `draft` is the final text. An error after the stream began
+    is an event
     {"error": {message, type, code}}."""
 
     id: str

@@ -1,0 +1,214 @@
+"""Block-diffusion requests in the step-level batcher: the block model's side of the engine.
+
+A block-diffusion request holds a BlockState (sampling/block.py): its rows decode blocks left
+to right, each block denoised in a few steps over an exact KV cache of the prompt and the
+finished blocks. Here every block request of a model shares ONE KV cache: each request row
+owns a slot (a cache row) while it runs. Per tick, each request's state says which of its
+rows need a call and what they run (`BlockState.calls`: a row's not yet cached clean blocks,
+then its current window, at the positions where they belong). All of it goes into ONE network
+call of shape (rows, b): every block of every call is a row of its own, at its own positions
+and cache slot (the backbone's ragged cached call, `cache_rows`). That is exact: each row
+writes its keys before any row reads, so a window reads the finished block that entered the
+cache in the same call, and a block never attends to the blocks after it. So rows of
+different requests at different blocks and steps share a call, as the AR rows do
+(serve/cohort.py), and a request that has just finished a block (whose clean block enters the
+cache with its next window) or a new request with a long prompt does not cost a second call.
+
+Then each request's own step rule advances its own rows (its own knobs and random streams),
+so a row's tokens are those of offline sampling (`Model.generate`) for the same seed, whatever
+else is running (up to the float rounding of batched matmuls). A request ends when all its
+rows are finished: every block decoded, or (stop_at_eos) the block in which a row wrote EOS.
+
+After every step, `progress(job)` looks at the request's committed positions
+(BlockState.committed(): its finished blocks) and, for a streaming request, sends a "commit"
+event when they grew, so the HTTP side streams each block's text when it is committed; with
+`drafts` every step's canvas goes out instead. (The engine of issue 16 looks at every kind of
+request through the same three calls, committed / current / stop_rows: `announce` below is
+the block lane's own minimal version of it.)
+
+Slots are reused: a new request's rows take the slots of finished ones (their stale keys are
+never read: a row's call masks every key past its own positions); the cache doubles when it
+is full and is dropped with the model's last request. Lists here are replaced, never changed
+in place, so the HTTP thread's stats() may read them at any time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from redraft.model import Model
+from redraft.models.transformer import KVCache
+from redraft.serve.jobs import Event, Job
+
+
+def announce(job: Job) -> None:
+    """A streaming request (not drafts) gets a "commit" event when a row committed a block."""
+    if not job.work.stream or job.work.drafts:
+        return
+    counts = job.state.committed().tolist()
+    if counts == job.committed:
+        return
+    job.committed = counts
+    if not job.state.done:
+        job.emit(Event("commit", tokens=job.state.current().cpu().clone(), counts=counts))
+
+
+class BlockBatch:
+    """One block model's running requests and their shared KV cache."""
+
+    def __init__(self, served: Model):
+        self.served = served
+        self.jobs: list[Job] = []
+        self.slots: dict[Job, torch.Tensor] = {}  # each request's cache rows, (n,) long
+        self.free: list[int] = []
+        self.cache: KVCache | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(job.n for job in self.jobs)
+
+    def add(self, job: Job) -> None:
+        if len(self.free) < job.n:
+            self._grow(job.n - len(self.free))
+        take, self.free = self.free[:job.n], self.free[job.n:]
+        self.slots = {**self.slots, job: torch.tensor(take, dtype=torch.long,
+                                                      device=self.served.device)}
+        job.committed = job.state.committed().tolist()  # the prompt's blocks: no news
+        self.jobs = [*self.jobs, job]
+
+    def _grow(self, more: int) -> None:
+        """At least `more` new slots: double the cache (copying the running rows' keys)."""
+        old = 0 if self.cache is None else self.cache.k[0].shape[0]
+        size = max(2 * old, old + more)
+        cache = self.served.backbone.new_cache(size)
+        if self.cache is not None:
+            for new, cur in zip([*cache.k, *cache.v], [*self.cache.k, *self.cache.v],
+                                strict=True):
+                new[:old] = cur
+        self.cache = cache
+        self.free = [*self.free, *range(old, size)]
+
+    def keep(self, keep: list[Job]) -> None:
+        """Drop every request not in `keep` and free its slots."""
+        gone = [job for job in self.jobs if job not in keep]
+        if not gone:
+            return
+        self.free = [*self.free, *(s for job in gone for s in self.slots[job].tolist())]
+        self.jobs = [job for job in self.jobs if job in keep]
+        self.slots = {job: self.slots[job] for job in self.jobs}
+
+    def step(self, finish: Callable[[Job], None], progress: Callable[[Job], None],
+             max_rows: int) -> list[int]:
+        """One step for every request: the network calls, then each state's own step;
+        progress(job) after it, drafts for the requests that asked, finish(job) for the
+        requests now complete. Returns the rows of each network call."""
+        sizes = self._call(max_rows)
+        done = []
+        for job in self.jobs:
+            job.state.advance()
+            progress(job)
+            if job.state.done:
+                done.append(job)
+            elif job.work.drafts:
+                job.emit(Event("draft", step=job.state.i,
+                               tokens=job.state.current().cpu().clone()))
+        if done:
+            self.keep([job for job in self.jobs if job not in done])
+            for job in done:
+                finish(job)
+        return sizes
+
+
+    def _call(self, max_rows: int) -> list[int]:
+        """The network call of this tick: every request's calls (BlockState.calls), cut into
+        rows of one block each, in ONE call of shape (rows, b), or in calls of at most
+        max_rows rows, earlier blocks first; returns the rows of each call."""
+        backbone, device = self.served.backbone, self.served.device
+        b, time_cond = backbone.block_size, self.served.time_conditioned
+        ys, ts, positions, slots, before, windows = [], [], [], [], [], []
+        at = 0
+        for job in self.jobs:
+            for rows, y, pos, t in job.state.calls(time_cond):
+                blocks = y.shape[1] // b
+                # Block j of a row's call becomes a row of its own at pos + j b in the same
+                # cache slot: the keys of every row are written before any row reads, and a
+                # block never sees the blocks after it, so this is the long call, exactly.
+                ys.append(y.view(len(rows), blocks, b).transpose(0, 1).reshape(-1, b))
+                ts.append(t.view(len(rows), blocks, b).transpose(0, 1).reshape(-1, b))
+                offsets = torch.arange(blocks, device=pos.device)[:, None] * b
+                positions.append((pos[None, :] + offsets).reshape(-1))
+                slots.append(self.slots[job][rows].repeat(blocks))
+                # blocks before its row's window (0: the window), for the order across calls
+                before.append((blocks - 1 - torch.arange(blocks))[:, None].expand(
+                    -1, len(rows)).reshape(-1))
+                at += len(rows) * blocks
+                windows.append((job, rows, at - len(rows)))  # the last block's rows
+        if not ys:
+            return []
+        y, t, pos, slot = (torch.cat(a) for a in (ys, ts, positions, slots))
+        if len(y) <= max_rows:
+            logits = backbone(y.to(device), t.to(device), cache=self.cache,
+                              positions=pos.to(device), cache_rows=slot)
+            sizes = [len(y)]
+        else:
+            # Split: a row's earlier blocks must reach the cache before its window reads
+            # them, so the calls go farthest-from-the-window first.
+            order = torch.sort(torch.cat(before), descending=True, stable=True).indices
+            logits = torch.empty((len(y), b, backbone.vocab_size), device=device)
+            sizes = []
+            for part in order.split(max_rows):
+                logits[part.to(device)] = backbone(
+                    y[part].to(device), t[part].to(device), cache=self.cache,
+                    positions=pos[part].to(device), cache_rows=slot[part.to(slot.device)]
+                ).to(logits.dtype)
+                sizes.append(len(part))
+        for job, rows, start in windows:
+            job.state.set_window_logits(rows, logits[start:start + len(rows)])
+            job.row_nfe += len(rows)
+        return sizes
+
+
+class BlockLane:
+    """The block requests of every served model, one BlockBatch (one cache) per model. All
+    their rows step every tick, so the engine counts them with the AR rows."""
+
+    def __init__(self):
+        self.batches: dict[str, BlockBatch] = {}
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [job for batch in list(self.batches.values()) for job in batch.jobs]
+
+    @property
+    def rows(self) -> int:
+        return sum(batch.rows for batch in list(self.batches.values()))
+
+    def add(self, job: Job) -> None:
+        batch = self.batches.get(job.served.name)
+        if batch is None:
+            batch = BlockBatch(job.served)
+            self.batches = {**self.batches, job.served.name: batch}
+        batch.add(job)
+
+    def keep(self, keep: list[Job]) -> None:
+        for batch in self.batches.values():
+            batch.keep(keep)
+        self._drop_empty()
+
+    def clear(self) -> None:
+        self.batches = {}
+
+    def tick(self, finish: Callable[[Job], None], progress: Callable[[Job], None] = announce,
+             max_rows: int = 1 << 30) -> list[int]:
+        """One step of every block request (BlockBatch.step), in network calls of at most
+        max_rows rows; returns the rows of each call."""
+        sizes = [n for batch in self.batches.values()
+                 for n in batch.step(finish, progress, max_rows)]
+        self._drop_empty()
+        return sizes
+
+    def _drop_empty(self) -> None:
+        if any(not batch.jobs for batch in self.batches.values()):
+            self.batches = {name: batch for name, batch in self.batches.items() if batch.jobs}
