@@ -44,10 +44,12 @@ def ship_pair(mdlm: Path, ar: Path, dest: Path) -> None:
     from redraft.checkpoint import load_checkpoint
     from redraft.default import NAMES, ship
 
-    for objective, source in (("mdlm", mdlm), ("ar", ar)):
+    pair = (("mdlm", mdlm), ("ar", ar))
+    for objective, source in pair:  # both checked before either is written
         got = load_checkpoint(source).config.diffusion.objective
         if got != objective:
             raise SystemExit(f"{source}: objective {got!r}, expected {objective!r}")
+    for objective, source in pair:
         folder = ship(source, dest / NAMES[PAIR[objective]])
         size = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
         print(f"{PAIR[objective]}: {source} -> {folder} ({size:.1f} MB)")
