@@ -9,7 +9,8 @@ Measures, on this machine (`--cores 2` pins the timed subprocesses to 2 cores wi
 this process to 2 torch threads, so that a bigger machine reports the 2-core figures):
 - wheel_mb: the wheel built from a copy of this checkout (pip wheel, no build isolation);
 - first_sample_s: a fresh `python -m redraft sample` process (the default model, prompt "def ",
-  FIRST_SAMPLE tokens and steps) from its start to its exit, median of 3 (bar: <= 5 s);
+  128 tokens, 32 steps: --first-length, --first-steps) from its start to its exit, median of 3
+  (bar: <= 5 s);
 - load_s: redraft.load("default") in a warm process, median of 3;
 - val_bits_per_byte: the validation split of the training corpus (the Python standard library
   of this interpreter), diffusion: the NLL upper bound, AR twin: exact;
@@ -87,11 +88,12 @@ def wheel_mb() -> float:
         return wheel.stat().st_size / 1e6
 
 
-def first_sample(cores: int | None, runs: int = 3) -> tuple[float, str]:
+def first_sample(cores: int | None, length: int, steps: int,
+                 runs: int = 3) -> tuple[float, str]:
     """Seconds from a fresh process's start to its exit, having sampled from the default model
     (median of `runs`), and the command."""
     cmd = [sys.executable, "-m", "redraft", "sample", "--prompt", "def ",
-           "--length", str(FIRST_SAMPLE["length"]), "--steps", str(FIRST_SAMPLE["steps"])]
+           "--length", str(length), "--steps", str(steps)]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     times = []
     for _ in range(runs):
@@ -153,7 +155,8 @@ def run(args, progress) -> dict:
            + " ".join(sys.argv[1:]), "cores": args.cores}
     res["wheel_mb"] = round(wheel_mb(), 2)
     progress(f"wheel: {res['wheel_mb']} MB")
-    res["first_sample_s"], res["first_sample_command"] = first_sample(args.cores)
+    res["first_sample_s"], res["first_sample_command"] = first_sample(
+        args.cores, args.first_length, args.first_steps)
     progress(f"first sample: {res['first_sample_s']:.2f} s")
     res["load_s"] = median_time(lambda: redraft.load("default"))
     m, ar = redraft.load("default"), redraft.load("default-ar")
@@ -266,6 +269,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cores", type=int, default=2, help="0: do not pin")
+    ap.add_argument("--first-length", type=int, default=FIRST_SAMPLE["length"],
+                    help="first_sample_s: tokens of the sample (prompt included)")
+    ap.add_argument("--first-steps", type=int, default=FIRST_SAMPLE["steps"],
+                    help="first_sample_s: diffusion steps")
     ap.add_argument("--eval-batches", type=int, default=8)
     ap.add_argument("--mc-samples", type=int, default=4)
     ap.add_argument("--infill-tasks", type=int, default=32)
