@@ -39,15 +39,15 @@ def test_demo_runs_end_to_end_small(tmp_path, monkeypatch):
     assert set(results) == {"mdlm", "ar"}
     assert "masked diffusion" in text and "AR twin" in text
     assert text.index("redraft.load('default')") < text.index("training the masked diffusion")
-    assert "── step 40/40" in text and "filled in: " in text
+    assert "── step 32/32" in text and "filled in: " in text
     assert "upper bound (ELBO)" in text and "exact NLL" in text
     assert "── step 64/64" in text  # the last frame of the denoising view
     assert "AR twin + KV cache" in text
     # One fixed, printed seed for everything; the speed table is a median after a warm-up.
     assert "seed: 7 " in text and {seed for _, _, seed in calls} == {7}
     runs = 1 + demo.SPEED_RUNS
-    # First the shipped default model infills (40 steps), then the pair trained here.
-    assert calls == [("diffusion", 40, 7), ("diffusion", 64, 7),
+    # First the shipped default model infills (32 steps), then the pair trained here.
+    assert calls == [("diffusion", 32, 7), ("diffusion", 64, 7),
                      *[("diffusion", n, 7) for n in (16, 64, 256)
                                             for _ in range(runs)], *[("ar", None, 7)] * runs]
     assert f"median of {demo.SPEED_RUNS} runs after a warm-up" in text

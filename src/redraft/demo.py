@@ -51,7 +51,7 @@ SHOWCASE = ('def mean(values):\n'
             '    """Return the arithmetic mean of a non-empty sequence of numbers."""\n'
             '    if not values:\n'
             '        raise ValueError("mean() needs at least one value")\n'
-            '<|mask:40|>\n'
+            '    <|mask:32|>\n'
             '\n\n'
             'def variance(values):\n'
             '    m = mean(values)\n'
@@ -66,7 +66,7 @@ def show_default(say, stream, seed: int = 0) -> None:
     except RedraftError as e:  # a source checkout without the weights: the rest still runs
         say(f"(no default model to show: {e})")
         return
-    steps = 40  # the span's length: one token a step, the most confident first
+    steps = 32  # the span's length (a one-line body): one token a step, most confident first
     say(f"the default model ({model.backbone.num_params() / 1e6:.1f}M parameters, shipped in "
         "the package; redraft.load('default')) filling in a function body,\nseeing the code on "
         "both sides (confidence sampler, one token a step):")
