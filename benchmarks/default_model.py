@@ -6,7 +6,9 @@ start-up, likelihood, infilling, sample quality and latency; the figures of the 
     python benchmarks/default_model.py --no-write     # print the JSON, touch no file
 
 Measures, on this machine (`--cores 2` pins the timed subprocesses to 2 cores with taskset and
-this process to 2 torch threads, so that a bigger machine reports the 2-core figures):
+this process to 2 torch threads, so that a bigger machine reports the 2-core figures;
+`--threads 1` runs torch single-threaded everywhere, which on a busy shared machine avoids
+threads waiting for each other):
 - wheel_mb: the wheel built from a copy of this checkout (pip wheel, no build isolation);
 - first_sample_s: a fresh `python -m redraft sample` process (the default model, prompt "def ",
   128 tokens, 32 steps: --first-length, --first-steps) from its start to its exit, median of 3
@@ -88,19 +90,21 @@ def wheel_mb() -> float:
         return wheel.stat().st_size / 1e6
 
 
-def first_sample(cores: int | None, length: int, steps: int,
+def first_sample(cores: int | None, threads: int | None, length: int, steps: int,
                  runs: int = 3) -> tuple[float, str]:
     """Seconds from a fresh process's start to its exit, having sampled from the default model
     (median of `runs`), and the command."""
     cmd = [sys.executable, "-m", "redraft", "sample", "--prompt", "def ",
            "--length", str(length), "--steps", str(steps)]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)  # torch's thread count in the fresh process
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
         subprocess.run(pinned(cmd, cores), check=True, env=env, capture_output=True)
         times.append(time.perf_counter() - t0)
-    shown = ["python", *cmd[1:]]
+    shown = [*([f"OMP_NUM_THREADS={threads}"] if threads else []), "python", *cmd[1:]]
     return statistics.median(times), " ".join(f"'{a}'" if " " in a else a for a in shown)
 
 
@@ -149,14 +153,14 @@ def quality_of(rows, tokenizer, judge) -> dict:
 
 
 def run(args, progress) -> dict:
-    if args.cores:
-        torch.set_num_threads(args.cores)
+    if args.threads or args.cores:
+        torch.set_num_threads(args.threads or args.cores)
     res = {"machine": machine(), "command": "python benchmarks/default_model.py "
            + " ".join(sys.argv[1:]), "cores": args.cores}
     res["wheel_mb"] = round(wheel_mb(), 2)
     progress(f"wheel: {res['wheel_mb']} MB")
     res["first_sample_s"], res["first_sample_command"] = first_sample(
-        args.cores, args.first_length, args.first_steps)
+        args.cores, args.threads, args.first_length, args.first_steps)
     progress(f"first sample: {res['first_sample_s']:.2f} s")
     res["load_s"] = median_time(lambda: redraft.load("default"))
     m, ar = redraft.load("default"), redraft.load("default-ar")
@@ -269,6 +273,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cores", type=int, default=2, help="0: do not pin")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads, here and in the timed subprocesses (default: one per "
+                         "core; on a machine shared with other jobs 1 can be much faster)")
     ap.add_argument("--first-length", type=int, default=FIRST_SAMPLE["length"],
                     help="first_sample_s: tokens of the sample (prompt included)")
     ap.add_argument("--first-steps", type=int, default=FIRST_SAMPLE["steps"],
