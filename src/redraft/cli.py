@@ -454,8 +454,9 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--log-level", default="info",
                    choices=("critical", "error", "warning", "info", "debug", "trace"))
 
-    d = sub.add_parser("demo", help="train a diffusion LM and its AR twin on Python's stdlib, "
-                                    "compare, and watch a sample denoise")
+    d = sub.add_parser("demo", help="watch the shipped default model fill in a function body, "
+                                    "then train a diffusion LM and its AR twin on Python's "
+                                    "stdlib, compare, and watch a sample denoise")
     d.add_argument("--minutes", type=number(0, low_open=True), default=5.0,
                    help="total time budget")
     d.add_argument("--out", default="runs/demo", help="where the two runs are written")
