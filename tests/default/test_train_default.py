@@ -46,7 +46,7 @@ def test_ship_refuses_swapped_models(tmp_path):
     for objective in ("mdlm", "ar"):
         assert main(["train", *tiny_overrides(corpus, tmp_path / objective, objective,
                                               **{"train.max_steps": 2})]) == 0
-    with pytest.raises(SystemExit, match="objective 'ar', expected 'mdlm'"):
+    with pytest.raises(SystemExit, match="objective 'ar', expected a diffusion"):
         script().main(["ship", str(tmp_path / "ar"), str(tmp_path / "mdlm"), "--dest",
                        str(tmp_path / "pkg")])
     with pytest.raises(SystemExit, match="objective 'mdlm', expected 'ar'"):  # nothing shipped
