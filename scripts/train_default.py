@@ -45,7 +45,8 @@ def train_pair(config: Path, out: Path, overrides: list[str],
 
 def ship_pair(diffusion: Path, ar: Path, dest: Path) -> None:
     from redraft.checkpoint import load_checkpoint
-    from redraft.default import NAMES, ship
+    from redraft.default import NAMES
+    from redraft.default.shipping import ship
     from redraft.diffusion import objective
 
     pair = (("default", diffusion, False), ("default-ar", ar, True))

@@ -9,6 +9,7 @@ import redraft
 from redraft import default
 from redraft.checkpoint import load_checkpoint, sha256_file
 from redraft.cli import main, parser
+from redraft.default.shipping import ship
 from redraft.errors import RedraftError
 from tests.conftest import tiny_overrides
 
@@ -24,7 +25,7 @@ def trained(tmp_path_factory):
 
 
 def test_ship_stores_bf16_and_loads_the_rounded_weights_exactly(trained, tmp_path):
-    dest = default.ship(trained, tmp_path / "pkg" / "mdlm")
+    dest = ship(trained, tmp_path / "pkg" / "mdlm")
     assert sorted(p.name for p in dest.iterdir()) == ["config.json", "model.safetensors",
                                                       "redraft_tokenizer.json"]
     meta = json.loads((dest / "config.json").read_text())
@@ -48,17 +49,17 @@ def test_ship_replaces_a_previous_copy_and_refuses_a_shipped_one(trained, tmp_pa
     dest = tmp_path / "mdlm"
     dest.mkdir()
     (dest / "stale.txt").write_text("old")
-    default.ship(trained, dest)
+    ship(trained, dest)
     assert not (dest / "stale.txt").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["mdlm"]  # no temporary folder left
     with pytest.raises(RedraftError, match="already a shipped copy"):
-        default.ship(dest, tmp_path / "again")
+        ship(dest, tmp_path / "again")
     with pytest.raises(RedraftError, match="dtype 'int8'"):
-        default.ship(trained, tmp_path / "x", dtype="int8")
+        ship(trained, tmp_path / "x", dtype="int8")
 
 
 def test_weights_must_have_the_declared_dtype(trained, tmp_path):
-    dest = default.ship(trained, tmp_path / "mdlm")
+    dest = ship(trained, tmp_path / "mdlm")
     weights = dest / "model.safetensors"
     save_file({k: v.float() for k, v in load_file(weights).items()}, str(weights))
     meta = json.loads((dest / "config.json").read_text())
