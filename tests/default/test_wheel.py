@@ -17,13 +17,15 @@ ROOT = Path(__file__).resolve().parents[2]
 PROBE = r"""
 import json, sys
 import redraft
+import redraft.default
 m, ar = redraft.load(), redraft.load("default-ar")
 gen = m.generate("def ", max_new_tokens=16, steps=8, seed=3)
 fill = m.infill("def f(x):\n    <|mask:8|>\n", steps=8, sampler="confidence", seed=3)
 cont = ar.generate("import ", max_new_tokens=8, seed=3)
 print(json.dumps({"file": redraft.__file__, "prefix": sys.prefix, "model_path": str(m.path),
                   "kinds": [m.kind, ar.kind], "gen": gen.tokens, "fill": fill.tokens,
-                  "fill_text": fill.text, "spans": fill.spans, "cont": cont.tokens}))
+                  "fill_text": fill.text, "spans": fill.spans, "cont": cont.tokens,
+                  "card": redraft.default.card().splitlines()[0]}))
 """
 
 
@@ -66,6 +68,7 @@ def test_the_wheel_alone_samples_and_infills_from_the_default_model(tmp_path):
     assert Path(got["file"]).resolve().is_relative_to(prefix)  # not this checkout's redraft
     assert Path(got["model_path"]).resolve().is_relative_to(prefix)
     assert got["kinds"] == ["diffusion", "ar"]
+    assert got["card"] == "# Model card: redraft's default models"  # the card is in the wheel
     assert len(got["gen"][0]) == 4 + 16 and len(got["cont"][0]) == 7 + 8
     assert got["fill_text"].startswith("def f(x):\n    ") and got["fill_text"].endswith("\n")
     assert len(got["spans"][0]) <= 8 and not (tmp_path / "cache").exists()
