@@ -108,3 +108,21 @@ def test_commands_default_to_the_shipped_model(capsys):
     assert p.parse_args(["serve", "runs/x"]).checkpoints == ["runs/x"]
     assert main(["sample", "--length", "12", "--steps", "3", "--prompt", "def ", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["samples"][0].startswith("def ")
+
+
+def test_training_time_comes_from_the_metrics_when_the_state_is_left_behind(trained, tmp_path):
+    from redraft.checkpoint import list_checkpoints
+
+    ckpt = list_checkpoints(trained)[-1]
+    copy = tmp_path / "copied" / ckpt.name
+    shutil.copytree(ckpt, copy, ignore=shutil.ignore_patterns("train_state.pt"))
+    assert ship(copy, tmp_path / "a").joinpath("config.json").is_file()
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["shipped"][
+        "train_seconds"] is None  # nothing says
+    records = [{"step": 2, "elapsed_s": 1.5}, {"step": 4, "elapsed_s": 3.5},
+               {"step": 6, "elapsed_s": 9.0}]  # step 6: after this checkpoint (a later resume)
+    (copy.parent / "metrics.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in records) + "\n{torn")
+    ship(copy, tmp_path / "b")
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["shipped"][
+        "train_seconds"] == 3.5

@@ -37,11 +37,7 @@ def ship(checkpoint: str | Path, dest: str | Path, dtype: str = "bfloat16") -> P
     config = ck.config
     config.data.cache_dir = None  # the training machine's folders mean nothing elsewhere
     config.train.init_from = None
-    elapsed = None
-    state_file = ck.path / "train_state.pt"
-    if state_file.is_file():
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
-        elapsed = state.get("elapsed")
+    elapsed = training_seconds(ck.path, ck.meta.get("step"))
     facts = {
         "source": f"{ck.path.resolve().parent.name}/{ck.path.name}",
         "objective": config.diffusion.objective,
@@ -76,3 +72,29 @@ def ship(checkpoint: str | Path, dest: str | Path, dtype: str = "bfloat16") -> P
         raise
     shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+def training_seconds(path: Path, step) -> float | None:
+    """Seconds of training behind checkpoint `path`: its train_state.pt's `elapsed`, else the
+    run's metrics.jsonl (the last record at or before `step`: a checkpoint copied off a training
+    machine often leaves its large train_state.pt behind); None when neither says."""
+    import torch
+
+    state_file = path / "train_state.pt"
+    if state_file.is_file():
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        if state.get("elapsed") is not None:
+            return float(state["elapsed"])
+    metrics = path.parent / "metrics.jsonl"
+    if not metrics.is_file() or not isinstance(step, int):
+        return None
+    found = None
+    for line in metrics.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by a crash
+        if isinstance(record, dict) and record.get("step", step + 1) <= step \
+                and isinstance(record.get("elapsed_s"), (int, float)):
+            found = float(record["elapsed_s"])
+    return found
