@@ -38,13 +38,17 @@ def test_demo_runs_end_to_end_small(tmp_path, monkeypatch):
     text = out.getvalue()
     assert set(results) == {"mdlm", "ar"}
     assert "masked diffusion" in text and "AR twin" in text
+    assert text.index("redraft.load('default')") < text.index("training the masked diffusion")
+    assert "── step 32/32" in text and "filled in: " in text
     assert "upper bound (ELBO)" in text and "exact NLL" in text
     assert "── step 64/64" in text  # the last frame of the denoising view
     assert "AR twin + KV cache" in text
     # One fixed, printed seed for everything; the speed table is a median after a warm-up.
     assert "seed: 7 " in text and {seed for _, _, seed in calls} == {7}
     runs = 1 + demo.SPEED_RUNS
-    assert calls == [("diffusion", 64, 7), *[("diffusion", n, 7) for n in (16, 64, 256)
+    # First the shipped default model infills (32 steps), then the pair trained here.
+    assert calls == [("diffusion", 32, 7), ("diffusion", 64, 7),
+                     *[("diffusion", n, 7) for n in (16, 64, 256)
                                             for _ in range(runs)], *[("ar", None, 7)] * runs]
     assert f"median of {demo.SPEED_RUNS} runs after a warm-up" in text
     assert "can and cannot give" in text and "cannot: code that parses" in text
@@ -74,3 +78,12 @@ def test_draft_view_snapshots_when_not_a_tty():
     text = out.getvalue()
     assert text.count("── step") == 2
     assert "step 4/8" in text and "step 8/8" in text and "xxxxxxxx" in text
+
+
+def test_the_showcase_without_a_default_model_says_so(tmp_path, monkeypatch):
+    from redraft import default
+
+    monkeypatch.setattr(default, "FOLDER", tmp_path)
+    lines = []
+    demo.show_default(lines.append, io.StringIO())
+    assert len(lines) == 1 and lines[0].startswith("(no default model to show:")

@@ -1,7 +1,9 @@
 """redraft: diffusion language models — train, sample, measure and serve, CPU first.
 
     import redraft
-    m = redraft.load("runs/shakespeare-mdlm")
+    m = redraft.load()  # "default": masked diffusion on Python source, shipped in the package
+    print(m.infill("def add(a, b):\\n    <|mask:<=24|>\\n"))
+    m = redraft.load("runs/shakespeare-mdlm")  # or a checkpoint you trained
     print(m.generate("ROMEO:", max_new_tokens=64))
 """
 

@@ -275,21 +275,25 @@ def read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def load_weights(model: Transformer, file: Path) -> None:
-    """Load safetensors weights into model, with clear errors for missing or misshapen tensors."""
+def load_weights(model: Transformer, file: Path, stored: str = "float32") -> None:
+    """Load safetensors weights into model, with clear errors for missing or misshapen tensors.
+    stored: the dtype config.json declares for the floating-point tensors (`weights_dtype`:
+    float32 as training writes them, bfloat16 in a shipped copy); they are cast to the model's
+    dtype on load."""
     try:
         tensors = load_file(str(file))
     except (OSError, SafetensorError) as e:
         raise RedraftError(f"checkpoint weights {str(file)!r} are unreadable ({e})") from None
     expected = weights_to_save(model)
-    wrong = [(n, t.dtype) for n, t in tensors.items()
-             if n in expected and t.dtype != expected[n].dtype]
+    declared = getattr(torch, stored)
+    want = {n: declared if t.is_floating_point() else t.dtype for n, t in expected.items()}
+    wrong = [(n, t.dtype) for n, t in tensors.items() if n in want and t.dtype != want[n]]
     if wrong:
-        # The rule: stored tensors have exactly the model's dtype (float32); a conversion on
-        # load would hide a file written by something else.
+        # The rule: stored tensors have exactly the dtype config.json declares; a silent
+        # conversion on load would hide a file written by something else.
         name, dtype = wrong[0]
         raise RedraftError(f"checkpoint weights {str(file)!r}: tensor {name!r} is {dtype}, "
-                           f"expected {expected[name].dtype} ({len(wrong)} tensor(s) differ)")
+                           f"expected {want[name]} ({len(wrong)} tensor(s) differ)")
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -300,7 +304,7 @@ def load_weights(model: Transformer, file: Path) -> None:
             raise RedraftError(f"checkpoint weights {str(file)!r}: tensor {name!r} has shape "
                                f"{tuple(tensor.shape)}, the config expects "
                                f"{tuple(expected[name].shape)}")
-    model.load_state_dict(tensors, strict=False)
+    model.load_state_dict({n: t.to(expected[n].dtype) for n, t in tensors.items()}, strict=False)
 
 
 def build_model(config: Config, vocab_size: int) -> Transformer:
@@ -318,8 +322,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
 
     Given a run folder, its newest checkpoint that loads and verifies; when a newer one is
     damaged, stderr says which and why. A checkpoint folder named directly must verify.
+    "default" and "default-ar" name the models shipped in the package (redraft/default/).
     """
-    path = Path(path)
+    from redraft.default import shipped
+
+    path = shipped(path) or Path(path)  # "default", "default-ar": the models in the package
     if (path / "config.json").is_file() or not path.is_dir():
         return _load_one(resolve_checkpoint(path), device)
     found = list_checkpoints(path)[::-1]
@@ -349,7 +356,13 @@ def _load_one(path: Path, device) -> Checkpoint:
     if tokenizer.vocab_size != meta.get("vocab_size"):
         raise RedraftError(f"checkpoint {str(path)!r}: tokenizer has {tokenizer.vocab_size} "
                            f"tokens but the model was built for {meta.get('vocab_size')}")
+    from redraft.default import DTYPES
+
+    stored = meta.get("weights_dtype", "float32")
+    if stored not in DTYPES:
+        raise RedraftError(f"checkpoint {str(path)!r}: weights_dtype {stored!r} in config.json, "
+                           "expected float32, bfloat16 or float16")
     model = build_model(config, tokenizer.vocab_size)
-    load_weights(model, path / "model.safetensors")
+    load_weights(model, path / "model.safetensors", stored)
     model.to(device).eval()
     return Checkpoint(config, model, tokenizer, path, meta)

@@ -338,7 +338,10 @@ def parser() -> argparse.ArgumentParser:
     _process_args(t, "shorthand for diffusion.process=...", "shorthand for diffusion.objective")
 
     s = sub.add_parser("sample", help="generate text from a checkpoint")
-    s.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")
+    s.add_argument("checkpoint", nargs="?", default="default",
+                   help="checkpoint folder, run folder (newest checkpoint), or a shipped model: "
+                        "'default' (masked diffusion on Python source; the default) or "
+                        "'default-ar' (its autoregressive twin)")
     s.add_argument("--steps", type=_positive_int, default=SAMPLE.steps,
                    help="denoising steps (diffusion; ignored by AR)")
     s.add_argument("--prompt", default="", help="text held fixed at the start")
@@ -377,7 +380,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("samplers", help="list the diffusion samplers and their knobs")
 
     e = sub.add_parser("eval", help="validation NLL (bound for diffusion, exact for AR)")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", nargs="?", default="default",
+                   help="checkpoint or run folder, or 'default' / 'default-ar' (the shipped "
+                        "models; 'default' when omitted)")
     e.add_argument("--corpus", default=None, help="another corpus spec to evaluate on")
     e.add_argument("--samples", type=_positive_int, default=4,
                    help="Monte Carlo draws of t per window (diffusion)")
@@ -424,9 +429,10 @@ def parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("serve", help="HTTP server: OpenAI-shaped API, step-level batching, "
                                      "streamed drafts, a live page at /")
-    v.add_argument("checkpoints", nargs="+", help="checkpoint or run folders (the first is the "
-                                                   "default model; each is named by its run "
-                                                   "folder)")
+    v.add_argument("checkpoints", nargs="*", default=["default", "default-ar"],
+                   help="checkpoint or run folders, or 'default' / 'default-ar' (the first is "
+                        "the default model; each is named by its run folder; none: the shipped "
+                        "'default' and 'default-ar')")
     v.add_argument("--host", default=SERVE.host, help="bind address (loopback by default)")
     v.add_argument("--port", type=_port, default=SERVE.port, help="TCP port, 1-65535")
     v.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every "
@@ -486,8 +492,9 @@ def parser() -> argparse.ArgumentParser:
                    help="EleutherAI's lm-evaluation-harness on a redraft model (its own "
                         "arguments: --model_args pretrained=CKPT,mc_samples=16 --tasks ...)")
 
-    d = sub.add_parser("demo", help="train a diffusion LM and its AR twin on Python's stdlib, "
-                                    "compare, and watch a sample denoise")
+    d = sub.add_parser("demo", help="watch the shipped default model fill in a function body, "
+                                    "then train a diffusion LM and its AR twin on Python's "
+                                    "stdlib, compare, and watch a sample denoise")
     d.add_argument("--minutes", type=number(0, low_open=True), default=5.0,
                    help="total time budget")
     d.add_argument("--out", default="runs/demo", help="where the two runs are written")

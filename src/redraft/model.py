@@ -1,6 +1,7 @@
 """`redraft.load(spec) -> Model`: one object for every kind of model, and the one place that
 tells an autoregressive twin from a diffusion model.
 
+    m = redraft.load()                    # the default model, shipped in the package
     m = redraft.load("runs/shakespeare-mdlm")
     print(m.generate("ROMEO:", max_new_tokens=64))
     m.infill("def add(a, b):\\n    <|mask:16|>\\n")
@@ -438,13 +439,17 @@ class Model:
         return cfg
 
 
-def load(spec: str | Path, device: str | torch.device = "cpu", name: str | None = None) -> Model:
-    """A Model from a spec: a redraft checkpoint folder or run folder (its newest checkpoint).
+def load(spec: str | Path = "default", device: str | torch.device = "cpu",
+         name: str | None = None) -> Model:
+    """A Model from a spec: "default" (the masked-diffusion model shipped in the package, the
+    default when no spec is given), "default-ar" (its autoregressive twin), or a redraft
+    checkpoint folder or run folder (its newest checkpoint).
 
     "hf:<folder>" of a folder `redraft export` wrote: that model back (redraft.export).
-    (Other Hugging Face models, "hf:<folder or hub id>", and a shipped default model plug in
-    here.)
+    (Other Hugging Face models, "hf:<folder or hub id>", plug in here.)
     """
+    from redraft.default import shipped
+
     spec_str = str(spec)
     if spec_str.startswith("hf:"):
         # A folder written by `redraft export` comes back as the native model it was.
@@ -454,4 +459,7 @@ def load(spec: str | Path, device: str | torch.device = "cpu", name: str | None 
             return Model.from_loaded(read_exported(spec_str[3:], device), name)
         raise RedraftError(f"{spec_str!r}: Hugging Face models are not supported yet; give a "
                            "redraft checkpoint or run folder")
+    folder = shipped(spec)
+    if folder is not None:
+        return Model.from_checkpoint(folder, device=device, name=name or spec_str)
     return Model.from_checkpoint(spec, device=device, name=name)

@@ -150,8 +150,11 @@ class HFJudge(Judge):
 
 
 def load_judge(path: str | Path, device: str = "cpu") -> Judge:
-    """A redraft AR checkpoint / run folder, or a Hugging Face causal-LM folder."""
-    p = Path(path)
+    """A redraft AR checkpoint / run folder, "default-ar" (the shipped AR twin), or a Hugging
+    Face causal-LM folder."""
+    from redraft.default import shipped
+
+    p = shipped(path) or Path(path)
     if not p.exists():
         raise RedraftError(f"judge {str(path)!r} does not exist")
     config = p / "config.json"
