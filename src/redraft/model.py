@@ -283,6 +283,18 @@ class Model:
                               block_size=block_size, eos_id=eos, guidance=guidance,
                               device=self.device)
 
+    def chat_prompt(self, messages: Sequence[dict]) -> str:
+        """The prompt of a chat ([{"role", "content"}, ...]) ending where the reply starts: the
+        tokenizer's chat template where it has one (Hugging Face models), else redraft's plain
+        "role: content" lines."""
+        chat = getattr(self.tokenizer, "chat", None)
+        if chat is not None and getattr(self.tokenizer, "has_chat_template", False):
+            return chat(messages)
+        from redraft.serve.schemas import CHAT_REPLY_PREFIX, CHAT_ROLE_FORMAT
+
+        return "".join(CHAT_ROLE_FORMAT.format(role=m["role"], content=m["content"])
+                       for m in messages) + CHAT_REPLY_PREFIX
+
     # --- the user-facing calls -----------------------------------------------------------
 
     def generate(self, prompts: Prompt | Sequence[Prompt] | None = None, *,
@@ -418,13 +430,17 @@ class Model:
         return cfg
 
 
-def load(spec: str | Path, device: str | torch.device = "cpu", name: str | None = None) -> Model:
-    """A Model from a spec: a redraft checkpoint folder or run folder (its newest checkpoint).
-
-    (Hugging Face models, "hf:<folder or hub id>", and a shipped default model plug in here.)
+def load(spec: str | Path, device: str | torch.device = "cpu", name: str | None = None,
+         **hf_options: Any) -> Model:
+    """A Model from a spec: a redraft checkpoint folder or run folder (its newest checkpoint),
+    or "hf:<folder or hub id>[?key=value&...]", a Hugging Face model (redraft.hf: DiffusionGemma,
+    masked diffusion models such as LLaDA / Dream, causal LMs; hf_options as after the `?`).
     """
     spec_str = str(spec)
     if spec_str.startswith("hf:"):
-        raise RedraftError(f"{spec_str!r}: Hugging Face models are not supported yet; give a "
-                           "redraft checkpoint or run folder")
+        from redraft.hf import load_hf
+
+        return load_hf(spec_str, device=device, name=name, **hf_options)
+    if hf_options:
+        raise RedraftError(f"{sorted(hf_options)[0]}=...: options like this are for hf: specs")
     return Model.from_checkpoint(spec, device=device, name=name)
