@@ -38,8 +38,10 @@ from redraft.sampling.entropy_bound import EntropyBound, Noise, RowNoise
 
 class GemmaRows:
     """The rows of one request: a prefix (shared), `length` canvas positions in all (prefix
-    included), row r drawn with seeds[r]. `tokens` (n, length) shows the prefix, committed
+    included), row r drawn with seeds[r]. `view()` (n, length) shows the prefix, committed
     canvases, the current draft, and `placeholder` past it."""
+
+    bucket = "canvas"  # the server batches all of a model's requests, whatever their length
 
     def __init__(self, hf, rule: EntropyBound, prefix: list[int], length: int,
                  seeds: list[int], *, bos_id: int | None, eos_id: int | None, placeholder: int,

@@ -53,6 +53,8 @@ class GemmaBackbone:
 
 
 class GemmaModel(Model):
+    batches_own_steps = True  # the server's engine hands its requests to serve/hf_batch.py
+
     def __init__(self, hf, tokenizer, *, name: str, path=None, meta: dict | None = None):
         # Model.__init__ checks redraft's own objective table; DiffusionGemma's entry is its own.
         self.backbone, self.tokenizer, self.objective = GemmaBackbone(hf), tokenizer, GEMMA
@@ -108,7 +110,7 @@ class GemmaModel(Model):
                                f"of {self.seq_len}")
         tok = self.tokenizer
         return GemmaRows(self.hf, rule, list(prefix), length, list(seeds), bos_id=tok.bos_id,
-                         eos_id=tok.eos_id if stop_at_eos else None, placeholder=tok.pad_id,
+                         eos_id=tok.eos_id if stop_at_eos else None, placeholder=tok.mask_id,
                          noise=noise)
 
     def _refuse(self, suffix=False, canvases=False, guidance=0.0, block_size=None,
