@@ -28,20 +28,40 @@ def _logits(out) -> torch.Tensor:
     return logits
 
 
-class MaskedBackbone:
-    causal = False
-    time_conditioned = False
+class _Wrapped:
+    """What redraft's evaluation loop asks of a module: train/eval flags, the device."""
 
-    def __init__(self, model, vocab_size: int, seq_len: int, shift: bool = False):
-        self.model, self.vocab_size, self._seq_len, self.shift = model, vocab_size, seq_len, shift
+    model: torch.nn.Module
+
+    @property
+    def training(self) -> bool:
+        return self.model.training
+
+    def train(self, mode: bool = True):
+        self.model.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def parameters(self):
+        return self.model.parameters()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     @property
     def seq_len(self) -> int:
         return self._seq_len
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+
+class MaskedBackbone(_Wrapped):
+    causal = False
+    time_conditioned = False
+
+    def __init__(self, model, vocab_size: int, seq_len: int, shift: bool = False):
+        self.model, self.vocab_size, self._seq_len, self.shift = model, vocab_size, seq_len, shift
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor | None = None, cache=None,
@@ -62,20 +82,12 @@ class _Box:
         self.past = None
 
 
-class CausalBackbone:
+class CausalBackbone(_Wrapped):
     causal = True
     time_conditioned = False
 
     def __init__(self, model, vocab_size: int, seq_len: int):
         self.model, self.vocab_size, self._seq_len = model, vocab_size, seq_len
-
-    @property
-    def seq_len(self) -> int:
-        return self._seq_len
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor | None = None, cache: _Box | None = None,
@@ -85,8 +97,8 @@ class CausalBackbone:
                                "the server's ragged AR batches are not supported for it")
         if cache is None:
             return _logits(self.model(input_ids=x)).float()[..., :self.vocab_size]
-        out = self.model(input_ids=x, past_key_values=cache.past, use_cache=True)
-        cache.past = out.past_key_values
+        out = self.model(input_ids=x, cache=cache.past, use_cache=True)
+        cache.past = getattr(out, "cache", None) or out.past_key_values
         return _logits(out).float()[..., :self.vocab_size]
 
     def new_cache(self, batch: int) -> _Box:

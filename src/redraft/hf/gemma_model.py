@@ -54,6 +54,7 @@ class GemmaBackbone:
 
 class GemmaModel(Model):
     batches_own_steps = True  # the server's engine hands its requests to serve/hf_batch.py
+    infills = False  # each canvas follows the prompt: `redraft bench` skips infilling for it
 
     def __init__(self, hf, tokenizer, *, name: str, path=None, meta: dict | None = None):
         # Model.__init__ checks redraft's own objective table; DiffusionGemma's entry is its own.
