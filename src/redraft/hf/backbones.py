@@ -87,7 +87,12 @@ class CausalBackbone(_Wrapped):
     time_conditioned = False
 
     def __init__(self, model, vocab_size: int, seq_len: int):
+        import inspect
+
         self.model, self.vocab_size, self._seq_len = model, vocab_size, seq_len
+        # transformers 5 renamed past_key_values to cache (the old name warns)
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor | None = None, cache: _Box | None = None,
@@ -97,7 +102,7 @@ class CausalBackbone(_Wrapped):
                                "the server's ragged AR batches are not supported for it")
         if cache is None:
             return _logits(self.model(input_ids=x)).float()[..., :self.vocab_size]
-        out = self.model(input_ids=x, cache=cache.past, use_cache=True)
+        out = self.model(input_ids=x, use_cache=True, **{self._cache_kw: cache.past})
         cache.past = getattr(out, "cache", None) or out.past_key_values
         return _logits(out).float()[..., :self.vocab_size]
 

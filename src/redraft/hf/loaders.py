@@ -74,7 +74,14 @@ def _finish(model, device):
 
 
 def load_gemma(path, config, opts, device, name):
-    from transformers import DiffusionGemmaForBlockDiffusion
+    try:
+        from transformers import DiffusionGemmaForBlockDiffusion
+    except ImportError:
+        import transformers
+
+        raise RedraftError(f"hf:{path} is a DiffusionGemma, which needs a transformers with "
+                           f"diffusion_gemma (5.x); this one is {transformers.__version__}"
+                           ) from None
 
     from redraft.hf.gemma_model import GemmaModel
 
