@@ -19,6 +19,8 @@ Options after `?` (also keyword arguments of redraft.load):
     shift=1|0                  Dream's logit shift (default on for model_type "Dream")
     seq_len=N                  the longest canvas (default: config.max_position_embeddings)
     revision=REV               a hub revision
+    device=DEV                 where to put it (cpu, cuda, cuda:1; overrides the device
+                               argument: the CLI's commands take it from the spec)
 Loading never downloads unless the folder is not local and the network allows it.
 """
 
@@ -30,7 +32,7 @@ from urllib.parse import parse_qsl
 from redraft.errors import RedraftError
 
 KINDS = ("gemma", "masked", "causal")
-_OPTIONS = ("kind", "trust_remote_code", "mask_id", "shift", "seq_len", "revision")
+_OPTIONS = ("kind", "trust_remote_code", "mask_id", "shift", "seq_len", "revision", "device")
 
 
 def _flag(key: str, value) -> bool:
@@ -92,4 +94,4 @@ def load_hf(spec: str, device="cpu", name: str | None = None, **options):
             kind = "causal"
     name = name or Path(path.rstrip("/")).name or path
     load = {"gemma": load_gemma, "masked": load_masked, "causal": load_causal}[kind]
-    return load(path, config, opts, device, name)
+    return load(path, config, opts, opts.get("device", device), name)

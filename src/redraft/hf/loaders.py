@@ -70,7 +70,10 @@ def _seq_len(config, opts: dict) -> int:
 
 def _finish(model, device):
     model.eval()
-    return model.to(device)
+    try:
+        return model.to(device)
+    except (RuntimeError, AssertionError) as e:  # no such device, or torch built without it
+        raise RedraftError(f"device {str(device)!r}: {str(e).splitlines()[0]}") from None
 
 
 def load_gemma(path, config, opts, device, name):
