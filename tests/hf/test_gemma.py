@@ -124,8 +124,16 @@ def test_batched_rows_equal_rows_alone(tmp_path):
     """Rows with prompts of different lengths share decoder calls (left-padded caches, each
     row at its own positions): each row's tokens equal its run alone."""
     model = redraft.load(f"hf:{tiny_gemma(tmp_path / 'g', sharpen=10.0)}")
-    prompts = [model.encode(p) for p in ("a", "Hello there, friend", "xyz")]
-    together = model.sample(prompts, length=28, seeds=[7, 8, 9], steps=5)
+    prompts = [model.encode(p) for p in ("a", "Hello there, friend", "xyz", "pqr")]
+    encoder_calls, inner = [], model.hf.model.encoder.forward
+
+    def count(*a, **kw):
+        encoder_calls.append(kw["input_ids"].shape)
+        return inner(*a, **kw)
+
+    model.hf.model.encoder.forward = count
+    together = model.sample(prompts, length=28, seeds=[7, 8, 9, 10], steps=5)
+    shared, encoder_calls[:] = list(encoder_calls), []
     calls = []
     for i, p in enumerate(prompts):
         alone = model.sample([p], length=28, seeds=[7 + i], steps=5)
@@ -133,6 +141,8 @@ def test_batched_rows_equal_rows_alone(tmp_path):
         calls.append(alone.nfe)
     # every live request steps in every call: the longest run's count, not the sum
     assert together.nfe == max(calls) < sum(calls)
+    # "xyz" and "pqr" (equal lengths, in step) share their encoder calls
+    assert len(shared) < len(encoder_calls) and any(s[0] == 2 for s in shared)
 
 
 def test_gemma_knobs_and_errors(tmp_path):

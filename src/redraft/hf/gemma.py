@@ -25,6 +25,7 @@ call sequence (generation_diffusion_gemma.py); tests/hf check logits and tokens 
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from types import SimpleNamespace
@@ -76,26 +77,12 @@ class GemmaRows:
     # --- the encoder side -----------------------------------------------------------------
 
     def encode(self) -> None:
-        """Write the pending tokens into the cache (the prompt once, then each committed
-        canvas), exactly as the reference's encoder call, then draw a fresh canvas."""
-        from transformers import DynamicCache
+        """Write the pending tokens into the cache and draw a fresh canvas (encode_pending
+        does this for several requests in one encoder call)."""
+        encode_pending(self.hf, [self])
 
-        hf, x = self.hf, self.pending
-        if self.cache is None:
-            self.cache = DynamicCache(config=hf.config.get_text_config(decoder=True))
-        t = x.shape[1]
-        pos = torch.arange(self.cache_len, self.cache_len + t, dtype=torch.int32,
-                           device=self.device)[None]
-        mask = torch.ones((len(x), self.cache_len + t), dtype=torch.bool, device=self.device)
-        dummy = torch.empty((len(x), t, 0), dtype=hf.dtype, device=self.device)
-        masks = hf.model.encoder.create_masks_for_generate(
-            config=hf.config, inputs_embeds=dummy, attention_mask=mask, cache=self.cache,
-            position_ids=pos, mm_token_type_ids=None)
-        hf.model.encoder(input_ids=x, attention_mask=masks, cache=self.cache, position_ids=pos)
-        if len(x) == 1 and self.n > 1:  # the prompt is shared: one pass, then one copy a row
-            self.cache.batch_repeat_interleave(self.n)
-        self.cache_len += t
-        self.pending = None
+    def _start_canvas(self) -> None:
+        """A fresh canvas of uniform tokens, no self-conditioning, no history."""
         everyone = torch.ones(self.n, dtype=torch.bool, device=self.device)
         self.canvas = self.noise.tokens(everyone, self.C, self.vocab)  # (n, C)
         self.draft = self.canvas
@@ -158,8 +145,7 @@ class GemmaRows:
         if self.canvas_no >= self.n_canvases:
             self.finished[:] = True
         if not self.done:
-            self.pending = draft
-            self.encode()
+            self.pending = draft  # encoded before this request's next decoder call
 
     def placeholder_eos(self) -> int:
         return self.eos_id if self.eos_id is not None else self.placeholder
@@ -168,7 +154,8 @@ class GemmaRows:
         """(n, length): prefix, committed canvases, the current draft, then placeholders;
         with an EOS stop, everything after a row's first EOS becomes EOS."""
         new = self.length - len(self.prefix)
-        body = self.generated if self.done else torch.cat((self.generated, self.draft), 1)
+        between = self.done or self.pending is not None  # no canvas on the way
+        body = self.generated if between else torch.cat((self.generated, self.draft), 1)
         body = body[:, :new]
         if body.shape[1] < new:
             pad = torch.full((self.n, new - body.shape[1]), self.placeholder, dtype=torch.long,
@@ -180,6 +167,59 @@ class GemmaRows:
             body = torch.where(after, self.eos_id, body)
         pre = torch.tensor(self.prefix, dtype=torch.long, device=self.device).expand(self.n, -1)
         return torch.cat((pre, body), dim=1)
+
+
+def _rows_of(cache, a: int, b: int):
+    """A cache holding rows a:b of `cache` (views; its counters shared by value)."""
+    out = copy.copy(cache)
+    out.layers = []
+    for layer in cache.layers:
+        part = copy.copy(layer)
+        part.keys, part.values = layer.keys[a:b], layer.values[a:b]
+        out.layers.append(part)
+    return out
+
+
+@torch.no_grad()
+def encode_pending(hf, states: list[GemmaRows]) -> None:
+    """Write each state's pending tokens (its prompt, or the canvas it just committed) into its
+    cache: states with the same cache length and pending length share ONE encoder call (their
+    caches stacked, then cut back per state), exactly the reference's call for each row. Then
+    each draws its fresh canvas."""
+    from transformers import DynamicCache
+
+    groups: dict[tuple, list[GemmaRows]] = {}
+    for st in states:
+        if st.pending is not None:
+            key = (st.cache is None, st.cache_len, st.pending.shape[1])
+            groups.setdefault(key, []).append(st)
+    for (fresh, cache_len, t), group in groups.items():
+        x = torch.cat([st.pending for st in group])  # (R, t)
+        device = x.device
+        if fresh:
+            cache = DynamicCache(config=hf.config.get_text_config(decoder=True))
+        else:
+            cache = _rows_of(group[0].cache, 0, None)
+            for i, layer in enumerate(cache.layers):
+                layer.keys = torch.cat([st.cache.layers[i].keys for st in group])
+                layer.values = torch.cat([st.cache.layers[i].values for st in group])
+        pos = torch.arange(cache_len, cache_len + t, dtype=torch.int32, device=device)[None]
+        mask = torch.ones((len(x), cache_len + t), dtype=torch.bool, device=device)
+        dummy = torch.empty((len(x), t, 0), dtype=hf.dtype, device=device)
+        masks = hf.model.encoder.create_masks_for_generate(
+            config=hf.config, inputs_embeds=dummy, attention_mask=mask, cache=cache,
+            position_ids=pos, mm_token_type_ids=None)
+        hf.model.encoder(input_ids=x, attention_mask=masks, cache=cache, position_ids=pos)
+        start = 0
+        for st in group:
+            m = len(st.pending)
+            st.cache = cache if len(group) == 1 else _rows_of(cache, start, start + m)
+            if m == 1 and st.n > 1:  # the prompt is shared: one pass, then one copy a row
+                st.cache.batch_repeat_interleave(st.n)
+            start += m
+            st.cache_len += t
+            st.pending = None
+            st._start_canvas()
 
 
 def _stack_layer(parts: list[tuple[GemmaRows, torch.Tensor]], layer: int):
@@ -201,8 +241,9 @@ def _stack_layer(parts: list[tuple[GemmaRows, torch.Tensor]], layer: int):
 
 @torch.no_grad()
 def decode_step(hf, states: list[GemmaRows]) -> int:
-    """One decoder call for the stale rows of all `states`, then each state's rule step.
-    Returns the number of rows in the call."""
+    """Encode what is pending, then one decoder call for the stale rows of all `states`, then
+    each state's rule step. Returns the number of rows in the call."""
+    encode_pending(hf, [s for s in states if not s.done])
     parts = [(s, s.stale()) for s in states]
     parts = [(s, r) for s, r in parts if r.any()]
     if not parts:  # a state commits as soon as its rows stop, so only finished ones remain
@@ -254,8 +295,6 @@ def run(hf, states: list[GemmaRows], on_step=None) -> tuple[int, float]:
     """Run the states to the end together: (network calls, seconds)."""
     start, calls = time.perf_counter(), 0
     with torch.no_grad():
-        for s in states:
-            s.encode()
         while not all(s.done for s in states):
             live = [s for s in states if not s.done]
             if decode_step(hf, live):

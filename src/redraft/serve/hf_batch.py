@@ -2,11 +2,11 @@
 
 The engine buckets a model's DiffusionGemma requests together whatever their lengths (their
 states say `bucket = "canvas"`: every request's canvas has the model's canvas_length) and
-hands the bucket here once per tick: a request's first tick writes its prompt into its own
-cache (one encoder pass), then ONE decoder call runs the canvases of all its requests that
-still denoise, their caches left-padded to a common length with the pad slots masked
-(hf/gemma.py: decode_step), and each request's own rule advances its rows. A request that
-commits a canvas encodes it into its cache before its next step. Drafts stream as usual.
+hands the bucket here once per tick (hf/gemma.py: decode_step): the prompts of new requests
+and the canvases just committed are written into each request's own cache (one encoder call
+for all of equal lengths), then ONE decoder call runs the canvases of all its requests that
+still denoise, their caches left-padded to a common length with the pad slots masked, and
+each request's own rule advances its rows. Drafts stream as usual.
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ from redraft.serve.jobs import Event, Job
 def step_jobs(jobs: list[Job], finish: Callable) -> int:
     """One step for every request of the bucket; returns the rows of the decoder call."""
     states = [job.state for job in jobs]
-    for s in states:
-        if s.cache is None:
-            s.encode()
     live = [s for s in states if not s.done]
     rows = decode_step(jobs[0].served.hf, live) if live else 0
     for job in jobs:
