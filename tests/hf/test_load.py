@@ -68,6 +68,15 @@ def test_causal_lm_loads_as_ar(tmp_path):
     assert score.nats == pytest.approx(exact, rel=1e-5)
 
 
+def test_causal_lm_is_refused_by_the_server_with_a_clear_error(tmp_path):
+    pytest.importorskip("fastapi")
+    from redraft.serve import Engine, Work
+
+    model = redraft.load(f"hf:{tiny_causal(tmp_path / 'c')}", name="c")
+    with pytest.raises(RedraftError, match="does not batch those yet"):
+        Engine({"c": model}).submit(Work("c", model.encode("ab"), 8, [0]))
+
+
 def test_chat_template(tmp_path):
     model = redraft.load(f"hf:{tiny_causal(tmp_path / 'c')}")
     assert model.tokenizer.tok.chat_template == CHAT_TEMPLATE

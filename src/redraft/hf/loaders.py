@@ -124,11 +124,24 @@ def load_masked(path, config, opts, device, name):
                  meta={"hf": path, "kind": "masked", "shift": shift})
 
 
+def _causal_model_class():
+    from redraft.model import Model
+
+    class HFCausalModel(Model):
+        """A Hugging Face causal LM as the AR baseline. The server's AR batches decode every
+        row at its own position in redraft's own KV cache, which this model does not have."""
+
+        def start(self, *args, **kwargs):
+            raise RedraftError(f"{self.name!r} is a Hugging Face causal LM: the server does not "
+                               "batch those yet; use redraft sample / generate")
+
+    return HFCausalModel
+
+
 def load_causal(path, config, opts, device, name):
     from transformers import AutoModelForCausalLM
 
     from redraft.hf.backbones import CausalBackbone
-    from redraft.model import Model
 
     model = _call("model", path, AutoModelForCausalLM.from_pretrained, path,
                   **_load_kwargs(path, opts.get("trust_remote_code", False),
@@ -136,6 +149,6 @@ def load_causal(path, config, opts, device, name):
     vocab = _vocab(config)
     tok = _tokenizer(path, opts, vocab)
     backbone = CausalBackbone(_finish(model, device), vocab, _seq_len(config, opts))
-    return Model(backbone, tok, "ar", None, name=name, path=None,
-                 meta={"hf": path, "kind": "causal"})
+    return _causal_model_class()(backbone, tok, "ar", None, name=name, path=None,
+                                 meta={"hf": path, "kind": "causal"})
 
