@@ -10,6 +10,8 @@ differ (a different generator), so only the rule's logic is shared, not the toke
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -161,3 +163,38 @@ def test_gemma_knobs_and_errors(tmp_path):
         model.nll("abc")
     with pytest.raises(RedraftError, match="entropy_bound"):
         model.generate("ab", max_new_tokens=4, options={"entropy_bound": -1.0})
+
+
+def test_entropy_bound_acceptance_exact():
+    """Entropies 0, ln 2, ln 4 at three positions: the bound sums the accepted entropies but
+    the largest, so 0.1 accepts the first two (0 + 0 and 0 + ln 2 - ln 2), 0.7 all three
+    (0 + ln 2 <= 0.7), and the confidence measure accepts ceil(3 (i+1) / N) surest."""
+    from redraft.sampling.entropy_bound import EntropyBound
+
+    big = -1e4
+    logits = torch.tensor([[[100.0, 0.0, 0.0, 0.0], [0.0, 0.0, big, big], [0.0, 0.0, 0.0, 0.0]]])
+    drawn = torch.tensor([[0, 1, 2]])
+    rule = EntropyBound(steps=3, t_min=1.0, t_max=1.0, entropy_bound=0.1)
+    accepted, h = rule.accept(logits, drawn, 0)
+    assert accepted.tolist() == [[True, True, False]]
+    assert h[0, 1].item() == pytest.approx(math.log(2)) and h[0, 2].item() == pytest.approx(
+        math.log(4))
+    rule.entropy_bound = 0.7
+    assert rule.accept(logits, drawn, 0)[0].tolist() == [[True, True, True]]
+    conf = EntropyBound(steps=3, t_min=1.0, t_max=1.0, measure="confidence")
+    assert conf.accept(logits, drawn, 0)[0].tolist() == [[True, False, False]]
+    assert conf.accept(logits, drawn, 1)[0].tolist() == [[True, True, False]]
+    assert conf.accept(logits, drawn, 2)[0].all()
+    # the schedule: T runs from t_max at the first step to t_min at the last
+    sched = EntropyBound(steps=4, t_min=0.4, t_max=0.8)
+    z = torch.ones(1, 1, 2)
+    assert sched.process(z, 0)[0, 0, 0].item() == pytest.approx(1 / 0.8)
+    assert sched.process(z, 3)[0, 0, 0].item() == pytest.approx(1 / (0.4 + 0.4 / 4))
+
+
+def test_entropy_bound_is_refused_by_redraft_models():
+    from redraft.diffusion import make_process
+    from redraft.sampling import make_sampler
+
+    with pytest.raises(RedraftError, match="needs a DiffusionGemma"):
+        make_sampler("entropy_bound", make_process("mask", mask_id=3), "mdlm")
