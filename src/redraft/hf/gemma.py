@@ -17,7 +17,9 @@ right, each with up to N = `steps` denoising steps, until the requested length i
 
 GemmaRows holds one request's rows between steps; `decode_step` runs the decoder ONCE for the
 rows of several requests (the server's batcher, serve/hf_batch.py) by stacking their caches,
-left-padded to a common length with the pad slots masked out, each row at its own positions.
+left-padded to a common length with the pad slots masked out, each row at its own positions;
+`encode_pending` runs one encoder call for the requests whose caches and pending tokens have
+equal lengths (a batch of prompts, canvases committed in step).
 `Model.sample` drives the same objects alone, so a served result equals `redraft sample`
 (up to the float rounding of a batched call). Every step is the transformers reference's own
 call sequence (generation_diffusion_gemma.py); tests/hf check logits and tokens against it.
