@@ -290,10 +290,8 @@ class Model:
         chat = getattr(self.tokenizer, "chat", None)
         if chat is not None and getattr(self.tokenizer, "has_chat_template", False):
             return chat(messages)
-        from redraft.serve.schemas import CHAT_REPLY_PREFIX, CHAT_ROLE_FORMAT
-
-        return "".join(CHAT_ROLE_FORMAT.format(role=m["role"], content=m["content"])
-                       for m in messages) + CHAT_REPLY_PREFIX
+        # The server's documented format (serve/schemas.py CHAT_ROLE_FORMAT, CHAT_REPLY_PREFIX)
+        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
 
     # --- the user-facing calls -----------------------------------------------------------
 
@@ -440,7 +438,7 @@ def load(spec: str | Path, device: str | torch.device = "cpu", name: str | None 
     if spec_str.startswith("hf:"):
         from redraft.hf import load_hf
 
-        return load_hf(spec_str, device=device, name=name, **hf_options)
+        return load_hf(spec_str, Model, device=device, name=name, **hf_options)
     if hf_options:
         raise RedraftError(f"{sorted(hf_options)[0]}=...: options like this are for hf: specs")
     return Model.from_checkpoint(spec, device=device, name=name)

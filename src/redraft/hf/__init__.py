@@ -76,8 +76,10 @@ def _options(opts: dict) -> dict:
     return out
 
 
-def load_hf(spec: str, device="cpu", name: str | None = None, **options):
-    """A redraft.Model for a Hugging Face folder or hub id (see the module docstring)."""
+def load_hf(spec: str, base: type, device="cpu", name: str | None = None, **options):
+    """A redraft.Model for a Hugging Face folder or hub id (see the module docstring). base:
+    redraft.model.Model (redraft.load passes it: this package does not import redraft.model,
+    which imports it)."""
     from redraft.hf.loaders import load_causal, load_gemma, load_masked, read_config
 
     path, opts = parse_spec(str(spec))
@@ -94,4 +96,4 @@ def load_hf(spec: str, device="cpu", name: str | None = None, **options):
             kind = "causal"
     name = name or Path(path.rstrip("/")).name or path
     load = {"gemma": load_gemma, "masked": load_masked, "causal": load_causal}[kind]
-    return load(path, config, opts, opts.get("device", device), name)
+    return load(path, config, opts, opts.get("device", device), name, base)

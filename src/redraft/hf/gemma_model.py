@@ -1,10 +1,11 @@
 """GemmaModel: a DiffusionGemma as a redraft.Model (generate, sample, start for the server).
 
-It is a Model like any other for its callers: `generate` / `sample` return the same objects,
-and `start` gives the server one request's rows (hf/gemma.py: GemmaRows), which the engine
-batches at step level through serve/hf_batch.py. What it does not have: a likelihood bound
-(DiffusionGemma is trained without one redraft can compute), infilling (its canvas always
-follows the prompt's cache), guidance, and blocks other than its canvas.
+Mixed into redraft.model.Model by load_hf, it is a Model like any other for its callers:
+`generate` / `sample` return the same objects, and `start` gives the server one request's rows
+(hf/gemma.py: GemmaRows), which the engine batches at step level through serve/hf_batch.py.
+What it does not have: a likelihood bound (DiffusionGemma is trained without one redraft can
+compute), infilling (its canvas always follows the prompt's cache), guidance, and blocks other
+than its canvas.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import torch
 from redraft.diffusion import make_process
 from redraft.diffusion.registry import Objective
 from redraft.errors import RedraftError
-from redraft.model import Model
 from redraft.sampling.categorical import check_knobs
 from redraft.sampling.entropy_bound import EntropyBound
 from redraft.sampling.generate import Generation
@@ -52,12 +52,18 @@ class GemmaBackbone:
                            "self-conditioning: drive it through redraft.hf.gemma")
 
 
-class GemmaModel(Model):
+class GemmaModel:
+    """The DiffusionGemma side of a redraft.Model: load_hf mixes it into redraft.model.Model
+    (passed in, since redraft.model imports this package and it cannot import that back), so
+    the result is a Model whose sample / start / infill / nll / evaluate / chat_prompt are
+    these."""
+
     batches_own_steps = True  # the server's engine hands its requests to serve/hf_batch.py
     infills = False  # each canvas follows the prompt: `redraft bench` skips infilling for it
 
     def __init__(self, hf, tokenizer, *, name: str, path=None, meta: dict | None = None):
-        # Model.__init__ checks redraft's own objective table; DiffusionGemma's entry is its own.
+        # Model.__init__ checks redraft's own objective table; DiffusionGemma's entry is its
+        # own, so it is not called.
         self.backbone, self.tokenizer, self.objective = GemmaBackbone(hf), tokenizer, GEMMA
         self.process = make_process("uniform", mask_id=tokenizer.mask_id,
                                     vocab_size=self.backbone.vocab_size)

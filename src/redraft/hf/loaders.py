@@ -1,7 +1,13 @@
-"""From a folder or hub id to a redraft.Model, one function per kind (see hf/__init__.py)."""
+"""From a folder or hub id to a redraft.Model, one function per kind (see hf/__init__.py).
+
+`base` is redraft.model.Model, passed in by redraft.load: redraft.model imports this package,
+so this package does not import it back (tests/test_imports.py keeps the graph acyclic). The
+DiffusionGemma and causal kinds mix their own methods into it (`_kind_class`).
+"""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from redraft.errors import RedraftError
@@ -76,7 +82,13 @@ def _finish(model, device):
         raise RedraftError(f"device {str(device)!r}: {str(e).splitlines()[0]}") from None
 
 
-def load_gemma(path, config, opts, device, name):
+@functools.cache
+def _kind_class(mixin: type, base: type) -> type:
+    """The Model subclass whose methods are first the mixin's, then base's."""
+    return type(mixin.__name__, (mixin, base), {"__module__": mixin.__module__})
+
+
+def load_gemma(path, config, opts, device, name, base):
     try:
         from transformers import DiffusionGemmaForBlockDiffusion
     except ImportError:
@@ -91,16 +103,15 @@ def load_gemma(path, config, opts, device, name):
     hf = _call("model", path, DiffusionGemmaForBlockDiffusion.from_pretrained, path,
                **_load_kwargs(path, False, opts.get("revision")))
     tok = _tokenizer(path, opts, _vocab(config))
-    return GemmaModel(_finish(hf, device), tok, name=name, path=path,
-                      meta={"hf": path, "kind": "gemma"})
+    return _kind_class(GemmaModel, base)(_finish(hf, device), tok, name=name, path=path,
+                                         meta={"hf": path, "kind": "gemma"})
 
 
-def load_masked(path, config, opts, device, name):
+def load_masked(path, config, opts, device, name, base):
     import transformers
 
     from redraft.diffusion import make_process
     from redraft.hf.backbones import MaskedBackbone
-    from redraft.model import Model
 
     trust = opts.get("trust_remote_code", False)
     auto_map = getattr(config, "auto_map", None) or {}
@@ -120,25 +131,20 @@ def load_masked(path, config, opts, device, name):
     shift = opts.get("shift", str(getattr(config, "model_type", "")).lower() == "dream")
     backbone = MaskedBackbone(_finish(model, device), vocab, _seq_len(config, opts), shift)
     process = make_process("mask", mask_id=tok.mask_id, vocab_size=vocab)
-    return Model(backbone, tok, "mdlm", process, name=name, path=None,
+    return base(backbone, tok, "mdlm", process, name=name, path=None,
                  meta={"hf": path, "kind": "masked", "shift": shift})
 
 
-def _causal_model_class():
-    from redraft.model import Model
+class HFCausalModel:
+    """A Hugging Face causal LM as the AR baseline (mixed into Model). The server's AR batches
+    decode every row at its own position in redraft's own KV cache, which it does not have."""
 
-    class HFCausalModel(Model):
-        """A Hugging Face causal LM as the AR baseline. The server's AR batches decode every
-        row at its own position in redraft's own KV cache, which this model does not have."""
-
-        def start(self, *args, **kwargs):
-            raise RedraftError(f"{self.name!r} is a Hugging Face causal LM: the server does not "
-                               "batch those yet; use redraft sample / generate")
-
-    return HFCausalModel
+    def start(self, *args, **kwargs):
+        raise RedraftError(f"{self.name!r} is a Hugging Face causal LM: the server does not "
+                           "batch those yet; use redraft sample / generate")
 
 
-def load_causal(path, config, opts, device, name):
+def load_causal(path, config, opts, device, name, base):
     from transformers import AutoModelForCausalLM
 
     from redraft.hf.backbones import CausalBackbone
@@ -149,6 +155,6 @@ def load_causal(path, config, opts, device, name):
     vocab = _vocab(config)
     tok = _tokenizer(path, opts, vocab)
     backbone = CausalBackbone(_finish(model, device), vocab, _seq_len(config, opts))
-    return _causal_model_class()(backbone, tok, "ar", None, name=name, path=None,
-                                 meta={"hf": path, "kind": "causal"})
+    return _kind_class(HFCausalModel, base)(backbone, tok, "ar", None, name=name, path=None,
+                                            meta={"hf": path, "kind": "causal"})
 
