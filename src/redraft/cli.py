@@ -88,6 +88,10 @@ def cmd_sample(args, overrides: list[str]) -> int:
     _no_overrides(overrides)
     template = read_text(args.infill_file, "--infill-file") if args.infill_file else args.infill
     model = load(args.checkpoint)
+    if args.chat is not None:  # the model's chat template (a Hugging Face tokenizer's own)
+        if args.prompt or template is not None:
+            raise RedraftError("--chat builds the prompt from the message: drop --prompt/--infill")
+        args.prompt = model.chat_prompt([{"role": "user", "content": args.chat}])
     _check_matches(model, args)
     _check_sample_limits(args, model)
     options = None
@@ -101,10 +105,10 @@ def cmd_sample(args, overrides: list[str]) -> int:
         view = DraftView(model.tokenizer.decode, args.steps, stream=sys.stderr)
     elif model.is_ar:  # one step per generated token
         view = StepBar((args.length or model.seq_len) - len(model.encode(args.prompt or "")))
-    else:  # adaptive samplers and templates choose their own number of steps
+    else:  # adaptive samplers, templates and DiffusionGemma choose their own number of steps
         sampler = args.sampler or model.objective.default_sampler
         view = StepBar(None if SAMPLERS[sampler].adaptive or template is not None
-                       else args.steps)
+                       or getattr(model, "batches_own_steps", False) else args.steps)
     knobs = dict(num_samples=args.num_samples, seed=args.seed, steps=args.steps,
                  sampler=args.sampler, options=options, temperature=args.temperature,
                  top_k=args.top_k, top_p=args.top_p, block_size=args.block_size,
@@ -339,12 +343,17 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="generate text from a checkpoint")
     s.add_argument("checkpoint", nargs="?", default="default",
-                   help="checkpoint folder, run folder (newest checkpoint), or a shipped model: "
+                   help="checkpoint folder, run folder (newest checkpoint), a shipped model: "
                         "'default' (masked diffusion on Python source; the default) or "
-                        "'default-ar' (its autoregressive twin)")
+                        "'default-ar' (its autoregressive twin), or hf:<folder or hub "
+                        "id>[?key=value&...] (a Hugging Face model: DiffusionGemma, "
+                        "LLaDA/Dream-style, causal)")
     s.add_argument("--steps", type=_positive_int, default=SAMPLE.steps,
                    help="denoising steps (diffusion; ignored by AR)")
     s.add_argument("--prompt", default="", help="text held fixed at the start")
+    s.add_argument("--chat", default=None, metavar="MESSAGE",
+                   help="a user message: the prompt is the model's chat template around it "
+                        "(the tokenizer's own for hf: models)")
     s.add_argument("--suffix", default="", help="text held fixed at the end (diffusion)")
     s.add_argument("--length", type=_positive_int, default=None,
                    help="canvas length in tokens, prompt included (default: seq_len)")
@@ -381,8 +390,9 @@ def parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="validation NLL (bound for diffusion, exact for AR)")
     e.add_argument("checkpoint", nargs="?", default="default",
-                   help="checkpoint or run folder, or 'default' / 'default-ar' (the shipped "
-                        "models; 'default' when omitted)")
+                   help="checkpoint or run folder, 'default' / 'default-ar' (the shipped "
+                        "models; 'default' when omitted), or hf:<folder or hub id> (a Hugging "
+                        "Face masked or causal model; give --corpus)")
     e.add_argument("--corpus", default=None, help="another corpus spec to evaluate on")
     e.add_argument("--samples", type=_positive_int, default=4,
                    help="Monte Carlo draws of t per window (diffusion)")
@@ -397,7 +407,8 @@ def parser() -> argparse.ArgumentParser:
                        description="Generate with every checkpoint (diffusion: each sampler x "
                                    "steps; AR: KV cache), judge the samples, time them, sweep "
                                    "model sizes, and write report.md, eval.json and plots.")
-    b.add_argument("checkpoints", nargs="*", help="checkpoint or run folders")
+    b.add_argument("checkpoints", nargs="*", help="checkpoint or run folders, or hf:<folder "
+                                                  "or hub id> specs")
     b.add_argument("--judge", help="AR checkpoint (or Hugging Face causal-LM folder) that "
                                    "scores samples for gen-ppl")
     b.add_argument("--samplers", type=_list(str), default=None,
@@ -430,9 +441,9 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("serve", help="HTTP server: OpenAI-shaped API, step-level batching, "
                                      "streamed drafts, a live page at /")
     v.add_argument("checkpoints", nargs="*", default=["default", "default-ar"],
-                   help="checkpoint or run folders, or 'default' / 'default-ar' (the first is "
-                        "the default model; each is named by its run folder; none: the shipped "
-                        "'default' and 'default-ar')")
+                   help="checkpoint or run folders, 'default' / 'default-ar', or hf: specs "
+                        "(the first is the default model; each is named by its run folder; "
+                        "none: the shipped 'default' and 'default-ar')")
     v.add_argument("--host", default=SERVE.host, help="bind address (loopback by default)")
     v.add_argument("--port", type=_port, default=SERVE.port, help="TCP port, 1-65535")
     v.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every "

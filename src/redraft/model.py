@@ -304,6 +304,16 @@ class Model:
                               block_size=block_size, eos_id=eos, guidance=guidance,
                               device=self.device)
 
+    def chat_prompt(self, messages: Sequence[dict]) -> str:
+        """The prompt of a chat ([{"role", "content"}, ...]) ending where the reply starts: the
+        tokenizer's chat template where it has one (Hugging Face models), else redraft's plain
+        "role: content" lines."""
+        chat = getattr(self.tokenizer, "chat", None)
+        if chat is not None and getattr(self.tokenizer, "has_chat_template", False):
+            return chat(messages)
+        # The server's documented format (serve/schemas.py CHAT_ROLE_FORMAT, CHAT_REPLY_PREFIX)
+        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+
     # --- the user-facing calls -----------------------------------------------------------
 
     def generate(self, prompts: Prompt | Sequence[Prompt] | None = None, *,
@@ -440,13 +450,13 @@ class Model:
 
 
 def load(spec: str | Path = "default", device: str | torch.device = "cpu",
-         name: str | None = None) -> Model:
+         name: str | None = None, **hf_options: Any) -> Model:
     """A Model from a spec: "default" (the masked-diffusion model shipped in the package, the
-    default when no spec is given), "default-ar" (its autoregressive twin), or a redraft
-    checkpoint folder or run folder (its newest checkpoint).
-
-    "hf:<folder>" of a folder `redraft export` wrote: that model back (redraft.export).
-    (Other Hugging Face models, "hf:<folder or hub id>", plug in here.)
+    default when no spec is given), "default-ar" (its autoregressive twin), a redraft
+    checkpoint folder or run folder (its newest checkpoint), or "hf:<folder or hub
+    id>[?key=value&...]": a folder `redraft export` wrote comes back as the native model it
+    was; any other is a Hugging Face model (redraft.hf: DiffusionGemma, masked diffusion models
+    such as LLaDA / Dream, causal LMs; hf_options as after the `?`).
     """
     from redraft.default import shipped
 
@@ -455,10 +465,13 @@ def load(spec: str | Path = "default", device: str | torch.device = "cpu",
         # A folder written by `redraft export` comes back as the native model it was.
         from redraft.export import is_exported, read_exported
 
-        if is_exported(spec_str[3:]):
+        if not hf_options and "?" not in spec_str and is_exported(spec_str[3:]):
             return Model.from_loaded(read_exported(spec_str[3:], device), name)
-        raise RedraftError(f"{spec_str!r}: Hugging Face models are not supported yet; give a "
-                           "redraft checkpoint or run folder")
+        from redraft.hf import load_hf
+
+        return load_hf(spec_str, Model, device=device, name=name, **hf_options)
+    if hf_options:
+        raise RedraftError(f"{sorted(hf_options)[0]}=...: options like this are for hf: specs")
     folder = shipped(spec)
     if folder is not None:
         return Model.from_checkpoint(folder, device=device, name=name or spec_str)

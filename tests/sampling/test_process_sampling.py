@@ -23,7 +23,7 @@ INDEX = {tuple(s.tolist()): i for i, s in enumerate(SEQS)}
 NOISE = 0.5 * P.sqrt().sum().item() / math.sqrt(N)
 
 # The samplers that apply to every process; the masked-only ones are in test_samplers.py.
-GENERAL = [name for name, info in SAMPLERS.items() if info.models != "masked"]
+GENERAL = [name for name, info in SAMPLERS.items() if info.models in ("any", "denoiser")]
 CASES = [(combo, name) for combo in COMBOS for name in GENERAL
          if not (name == "ancestral" and combo[1] == "sedd")]
 

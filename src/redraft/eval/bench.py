@@ -199,7 +199,7 @@ class Bench:
         """Share of the Python infilling tasks whose filled-in function parses."""
         from redraft.eval.infilling import parses
 
-        if not self.infill_tasks:
+        if not self.infill_tasks or not getattr(ck, "infills", True):
             return None
         tok, ok = ck.tokenizer, 0
         for i, (task, pre, span, suf) in enumerate(self.infill_tasks):
@@ -221,7 +221,11 @@ class Bench:
             ok += parses(task, tok.decode(fill))
         return ok / len(self.infill_tasks)
 
-    def cost(self, ck, gen, batch: int) -> flops.Cost:
+    def cost(self, ck, gen, batch: int) -> flops.Cost | None:
+        """The run's FLOPs and bytes from the model's config (None for Hugging Face models,
+        whose architecture flops.py does not describe)."""
+        if ck.config is None:
+            return None
         cfg, V = ck.config.model, ck.backbone.vocab_size
         tc = ck.time_conditioned
         if ck.is_ar:
@@ -252,26 +256,27 @@ class Bench:
             "latency_s_batch1": lat.seconds, "nfe_batch1": lat.nfe,
             "seconds_per_step": lat.seconds / max(lat.nfe, 1),
             "tokens_per_s_batch16": tokens / seconds, "throughput_batch": last.tokens.shape[0],
-            "achieved_gflops": c16.flops / last.seconds / 1e9,
-            "arithmetic_intensity": c16.intensity,
-            "achieved_gflops_batch1": c1.flops / lat.seconds / 1e9,
-            "arithmetic_intensity_batch1": c1.intensity,
+            "achieved_gflops": c16.flops / last.seconds / 1e9 if c16 else None,
+            "arithmetic_intensity": c16.intensity if c16 else None,
+            "achieved_gflops_batch1": c1.flops / lat.seconds / 1e9 if c1 else None,
+            "arithmetic_intensity_batch1": c1.intensity if c1 else None,
             **self.quality(rows, ck.tokenizer, self.ref_texts),
         }
 
     # ---- the whole bench --------------------------------------------------------------
     def run(self) -> dict:
         cfg = self.cfg
-        first = self.ckpts[0] if self.ckpts else None
-        self.length = cfg.length or (min(c.config.model.seq_len for c in self.ckpts)
-                                     if self.ckpts else 0)
+        self.length = cfg.length or (min(c.seq_len for c in self.ckpts) if self.ckpts else 0)
+        # The reference texts and infilling tasks come from the first model with a training
+        # corpus (a Hugging Face model has none of its own).
+        first = next((c for c in self.ckpts if c.config is not None), None)
         self.code = cfg.code if cfg.code is not None else bool(
             first and _is_code(first.config.data.corpus))
         plan = []
         for ck in self.ckpts:
-            if self.length > ck.config.model.seq_len:
+            if self.length > ck.seq_len:
                 raise RedraftError(f"length {self.length} exceeds {self._name(ck)}'s seq_len "
-                                   f"{ck.config.model.seq_len}")
+                                   f"{ck.seq_len}")
             specs = [parse_spec(s) for s in cfg.samplers or [ck.objective.default_sampler
                                                              or "ancestral"]]
             for temp in cfg.temperatures:
@@ -315,7 +320,11 @@ class Bench:
             result["reference"] = {"corpus": first.config.data.corpus, **ref}
             for ck in self.ckpts:
                 bar.set_postfix_str(f"likelihood {self._name(ck)}")
-                ev = ck.evaluate(samples=4, max_batches=cfg.eval_batches, progress=False)
+                if ck.objective.bound.startswith("none"):
+                    bar.update()  # no bound to evaluate (DiffusionGemma)
+                    continue
+                ev = ck.evaluate(corpus=first.config.data.corpus, samples=4,
+                                 max_batches=cfg.eval_batches, progress=False)
                 result["likelihood"].append({"model": self._name(ck), **ev})
                 bar.update()
             judge_ck = getattr(self.judge, "ck", None)

@@ -108,10 +108,7 @@ def evaluate_model(model, corpus: str | None = None, samples: int = 4,
     `corpus`). progress: a bar on stderr where one belongs (display.show_progress)."""
     from redraft.data import load_data
 
-    if model.config is None:
-        raise RedraftError(f"model {model.name!r} has no training config: nothing says which "
-                           "corpus and tokenisation its validation split is")
-    cfg = copy.deepcopy(model.config)
+    cfg = _config_for(model, corpus) if model.config is None else copy.deepcopy(model.config)
     if corpus is not None:
         cfg.data.corpus = corpus
     _, data = load_data(cfg.data, cfg.model.seq_len, model.tokenizer)
@@ -135,3 +132,23 @@ def evaluate_model(model, corpus: str | None = None, samples: int = 4,
         **report(nats, err, data.val_bytes_per_token),
     }
 
+
+EVAL_WINDOW = 1024  # tokens per window for a model without a training config (a long context)
+
+
+def _config_for(model, corpus: str | None):
+    """An evaluation config for a model trained elsewhere (a Hugging Face model): the given
+    corpus, windows of min(its context, EVAL_WINDOW) tokens, its objective and process. For a
+    masked model the continuous-time ELBO does not depend on the schedule, so redraft's
+    default one estimates the same bound."""
+    from redraft.config import Config
+
+    if corpus is None:
+        raise RedraftError(f"model {model.name!r} has no training config: nothing says which "
+                           "corpus its validation split is; give one (--corpus)")
+    cfg = Config()
+    cfg.model.seq_len = min(model.seq_len, EVAL_WINDOW)
+    cfg.diffusion.objective = model.objective.name
+    if model.process is not None:
+        cfg.diffusion.process = model.process.name
+    return cfg

@@ -112,6 +112,8 @@ def roofline(result: dict, path: Path) -> str:
     for r in result["runs"]:
         for suffix, marker in (("", "o"), ("_batch1", "^")):
             ai, gf = r[f"arithmetic_intensity{suffix}"], r[f"achieved_gflops{suffix}"]
+            if ai is None:  # a Hugging Face model: no FLOP count
+                continue
             color = "C3" if r["sampler"] == "ar-kv" else "C0"
             ax.plot(ai, gf, marker, color=color, ms=5, alpha=0.8)
     for r in result.get("sweep", []):

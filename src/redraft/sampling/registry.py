@@ -9,6 +9,17 @@ entry, diffusion.registry).
     confidence     mdlm               measure (confidence | margin | entropy)
     threshold      mdlm               threshold (0 < x <= 1), measure (confidence | margin)
     remask         mdlm               eta (>= 0), schedule (cap | rescale)
+    entropy_bound  DiffusionGemma     entropy_bound, t_min, t_max, stability_threshold,
+                   (hf:...)           confidence_threshold, measure (entropy_bound |
+                                      confidence | margin | entropy)
+
+DiffusionGemma (redraft.hf) takes entropy_bound (its own rule, the default) and confidence
+(the same loop accepting the k surest positions per step, sampling/entropy_bound.py); the
+masked samplers need a mask state it does not have. Masked Hugging Face models (LLaDA, Dream)
+take every masked sampler; their reference rules are: LLaDA low-confidence remasking =
+confidence (measure confidence) with block_size for its semi-AR blocks; Dream maskgit_plus =
+confidence (measure confidence), topk_margin = confidence (measure margin), entropy =
+confidence (measure entropy); Fast-dLLM's parallel decoding = threshold.
 
 Knobs are validated here (unknown names and bad values raise RedraftError); the CLI passes them
 as `--sampler-opt name=value`, the server as `sampler_options`, Python as `options={...}`.
@@ -41,6 +52,8 @@ from redraft.sampling.analytic import Analytic
 from redraft.sampling.ancestral import Ancestral
 from redraft.sampling.categorical import RowRandom
 from redraft.sampling.confidence import MEASURES, Confidence, Threshold
+from redraft.sampling.entropy_bound import MEASURES as EB_MEASURES
+from redraft.sampling.entropy_bound import EntropyBound
 from redraft.sampling.euler import Euler
 from redraft.sampling.first_hitting import FirstHitting
 from redraft.sampling.masked import MaskedAncestral
@@ -143,6 +156,18 @@ SAMPLERS: dict[str, SamplerInfo] = {
         {"eta": Knob(float, 0.04, "re-mask strength", low=0.0),
          "schedule": Knob(str, "cap", "how eta sets the re-mask probability", SCHEDULES)},
         Remask),
+    "entropy_bound": SamplerInfo(
+        "DiffusionGemma: keep draws under an entropy bound, re-noise the rest", "diffusion_gemma",
+        {"entropy_bound": Knob(float, 0.1, "joint-dependence budget; larger accepts more",
+                               low=0.0, low_open=True),
+         "t_min": Knob(float, 0.4, "temperature of the last step", low=0.0, low_open=True),
+         "t_max": Knob(float, 0.8, "temperature of the first step", low=0.0, low_open=True),
+         "stability_threshold": Knob(int, 1, "steps the draft must stay unchanged to stop",
+                                     low=0),
+         "confidence_threshold": Knob(float, 0.005, "mean entropy below which a row may stop",
+                                      low=0.0, low_open=True),
+         "measure": Knob(str, "entropy_bound", "acceptance rule", EB_MEASURES)},
+        EntropyBound),
 }
 
 
@@ -208,6 +233,9 @@ def make_sampler(name: str | None, process: Process, trained_with: str | Objecti
         raise RedraftError(f"objective {obj.name!r} needs one of the processes "
                            f"{list(obj.processes)}, got {process.name!r}")
     needs = SAMPLERS[name].models
+    if needs == "diffusion_gemma":
+        raise RedraftError(f"sampler {name!r} needs a DiffusionGemma model (redraft.load('hf:...'))"
+                           f", got a {obj.name!r} model")
     if needs == "masked":
         if not obj.masked_denoiser:
             raise RedraftError(f"sampler {name!r} needs a masked denoiser (objective mdlm), got "

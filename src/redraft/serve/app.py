@@ -51,7 +51,6 @@ from redraft.serve.schemas import (
     ErrorReply,
     InfillRequest,
     StreamEvent,
-    chat_prompt,
     cut_at_stop,
     prompt_text,
     settled,
@@ -195,7 +194,7 @@ def create_app(models: list[Model], *, api_key: str | None = None,
                                  f"{list(by_name)}", "model")
         with _as_400():
             if kind == "chat":
-                prefix, suffix = chat_prompt(req.messages), ""
+                prefix, suffix = served.chat_prompt([m.model_dump() for m in req.messages]), ""
             elif kind == "infill":
                 prefix, suffix = req.prefix, req.suffix
             else:

@@ -237,11 +237,17 @@ class Engine:
     def _buckets(self, jobs: list[Job]) -> dict[tuple[str, int], list[Job]]:
         buckets: dict[tuple[str, int], list[Job]] = {}
         for job in jobs:
-            buckets.setdefault((job.work.model, job.work.length), []).append(job)
+            # A state may name its own bucket (DiffusionGemma: one per model, any length).
+            length = getattr(job.state, "bucket", job.work.length)
+            buckets.setdefault((job.work.model, length), []).append(job)
         return buckets
 
     def _diffusion_bucket(self, key: tuple[str, int], jobs: list[Job]) -> int:
         served = self.models[key[0]]
+        if getattr(served, "batches_own_steps", False):  # redraft.hf: serve/hf_batch.py
+            from redraft.serve.hf_batch import step_jobs
+
+            return step_jobs(jobs, self._finish)
         inputs = [job.state.inputs(served.time_conditioned) for job in jobs]  # (rows, x, t) each
         counts = [len(x) for _, x, _ in inputs]
         if sum(counts):

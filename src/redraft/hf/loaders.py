@@ -1,0 +1,160 @@
+"""From a folder or hub id to a redraft.Model, one function per kind (see hf/__init__.py).
+
+`base` is redraft.model.Model, passed in by redraft.load: redraft.model imports this package,
+so this package does not import it back (tests/test_imports.py keeps the graph acyclic). The
+DiffusionGemma and causal kinds mix their own methods into it (`_kind_class`).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from redraft.errors import RedraftError
+
+
+def _load_kwargs(path: str, trust: bool, revision: str | None) -> dict:
+    kw = {"trust_remote_code": trust}
+    if revision is not None:
+        kw["revision"] = revision
+    if Path(path).is_dir():
+        kw["local_files_only"] = True
+    return kw
+
+
+def _call(what: str, path: str, fn, *args, **kw):
+    """Run a transformers loader; its errors become one RedraftError line."""
+    try:
+        return fn(*args, **kw)
+    except RedraftError:
+        raise
+    except Exception as e:  # OSError, ValueError, ImportError from the hub or remote code
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "trust_remote_code" in str(e):
+            text = ("the model ships its own modelling code: add ?trust_remote_code=1 to the "
+                    "spec (it runs that code)")
+        raise RedraftError(f"hf:{path}: cannot load the {what}: {text}") from None
+
+
+def read_config(path: str, trust: bool, revision: str | None):
+    from transformers import AutoConfig
+
+    if not Path(path).is_dir() and Path(path).exists():
+        raise RedraftError(f"hf:{path}: expected a folder or a hub id, got a file")
+    return _call("config", path, AutoConfig.from_pretrained, path,
+                 **_load_kwargs(path, trust, revision))
+
+
+def _tokenizer(path: str, opts: dict, vocab_size: int, mask_id: int | None = None):
+    from transformers import AutoTokenizer
+
+    from redraft.hf.tokenizer import HFTokenizer
+
+    tok = _call("tokenizer", path, AutoTokenizer.from_pretrained, path,
+                **_load_kwargs(path, opts.get("trust_remote_code", False), opts.get("revision")))
+    return HFTokenizer(tok, vocab_size, mask_id)
+
+
+def _vocab(config) -> int:
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    v = getattr(text, "vocab_size", None)
+    if not isinstance(v, int):
+        raise RedraftError("the model's config has no vocab_size")
+    return v
+
+
+def _seq_len(config, opts: dict) -> int:
+    if "seq_len" in opts:
+        return opts["seq_len"]
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key in ("max_position_embeddings", "max_sequence_length", "n_positions", "seq_len"):
+        v = getattr(text, key, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    raise RedraftError("the model's config names no context length: add ?seq_len=N")
+
+
+def _finish(model, device):
+    model.eval()
+    try:
+        return model.to(device)
+    except (RuntimeError, AssertionError) as e:  # no such device, or torch built without it
+        raise RedraftError(f"device {str(device)!r}: {str(e).splitlines()[0]}") from None
+
+
+@functools.cache
+def _kind_class(mixin: type, base: type) -> type:
+    """The Model subclass whose methods are first the mixin's, then base's."""
+    return type(mixin.__name__, (mixin, base), {"__module__": mixin.__module__})
+
+
+def load_gemma(path, config, opts, device, name, base):
+    try:
+        from transformers import DiffusionGemmaForBlockDiffusion
+    except ImportError:
+        import transformers
+
+        raise RedraftError(f"hf:{path} is a DiffusionGemma, which needs a transformers with "
+                           f"diffusion_gemma (5.x); this one is {transformers.__version__}"
+                           ) from None
+
+    from redraft.hf.gemma_model import GemmaModel
+
+    hf = _call("model", path, DiffusionGemmaForBlockDiffusion.from_pretrained, path,
+               **_load_kwargs(path, False, opts.get("revision")))
+    tok = _tokenizer(path, opts, _vocab(config))
+    return _kind_class(GemmaModel, base)(_finish(hf, device), tok, name=name, path=path,
+                                         meta={"hf": path, "kind": "gemma"})
+
+
+def load_masked(path, config, opts, device, name, base):
+    import transformers
+
+    from redraft.diffusion import make_process
+    from redraft.hf.backbones import MaskedBackbone
+
+    trust = opts.get("trust_remote_code", False)
+    auto_map = getattr(config, "auto_map", None) or {}
+    names = [n for n in ("AutoModelForMaskedLM", "AutoModel", "AutoModelForCausalLM")
+             if n in auto_map] or ["AutoModelForMaskedLM", "AutoModel"]
+    model = _call("model", path, getattr(transformers, names[0]).from_pretrained, path,
+                  **_load_kwargs(path, trust, opts.get("revision")))
+    vocab = _vocab(config)
+    mask_id = opts.get("mask_id", getattr(config, "mask_token_id", None))
+    tok = _tokenizer(path, opts, vocab, mask_id)
+    if mask_id is None and tok.tok.mask_token_id is None:
+        raise RedraftError(f"hf:{path}: no mask id in the config or the tokenizer: add "
+                           "?mask_id=N (or ?kind=causal for a causal LM)")
+    if not 0 <= tok.mask_id < vocab:
+        raise RedraftError(f"hf:{path}: mask id {tok.mask_id} is outside the vocabulary of "
+                           f"{vocab}")
+    shift = opts.get("shift", str(getattr(config, "model_type", "")).lower() == "dream")
+    backbone = MaskedBackbone(_finish(model, device), vocab, _seq_len(config, opts), shift)
+    process = make_process("mask", mask_id=tok.mask_id, vocab_size=vocab)
+    return base(backbone, tok, "mdlm", process, name=name, path=None,
+                 meta={"hf": path, "kind": "masked", "shift": shift})
+
+
+class HFCausalModel:
+    """A Hugging Face causal LM as the AR baseline (mixed into Model). The server's AR batches
+    decode every row at its own position in redraft's own KV cache, which it does not have."""
+
+    def start(self, *args, **kwargs):
+        raise RedraftError(f"{self.name!r} is a Hugging Face causal LM: the server does not "
+                           "batch those yet; use redraft sample / generate")
+
+
+def load_causal(path, config, opts, device, name, base):
+    from transformers import AutoModelForCausalLM
+
+    from redraft.hf.backbones import CausalBackbone
+
+    model = _call("model", path, AutoModelForCausalLM.from_pretrained, path,
+                  **_load_kwargs(path, opts.get("trust_remote_code", False),
+                                 opts.get("revision")))
+    vocab = _vocab(config)
+    tok = _tokenizer(path, opts, vocab)
+    backbone = CausalBackbone(_finish(model, device), vocab, _seq_len(config, opts))
+    return _kind_class(HFCausalModel, base)(backbone, tok, "ar", None, name=name, path=None,
+                                            meta={"hf": path, "kind": "causal"})
+
