@@ -1,5 +1,6 @@
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -79,7 +80,9 @@ def test_load_default_names_the_shipped_pair():
     assert (ar.name, ar.kind) == ("default-ar", "ar")
     assert m.path == default.FOLDER / "mdlm" and ar.path == default.FOLDER / "ar"
     assert m.tokenizer.vocab_size == ar.tokenizer.vocab_size
-    assert m.config.model == ar.config.model  # twins: the same backbone shape
+    # Twins: the same backbone shape (the AR twin trained with dropout 0.1, which changes no
+    # inference computation).
+    assert replace(m.config.model, dropout=0.0) == replace(ar.config.model, dropout=0.0)
     assert next(m.backbone.parameters()).dtype == torch.float32
     out = m.infill("def f(x):\n    <|mask:6|>\n", steps=6, seed=1)
     assert out.text.startswith("def f(x):\n    ") and len(out.tokens[0]) == 14 + 6 + 1
