@@ -253,12 +253,14 @@ class Model:
               sampler: str | None = SAMPLE.sampler, options: dict | None = None,
               temperature: float = SAMPLE.temperature, top_k: int | None = SAMPLE.top_k,
               top_p: float | None = SAMPLE.top_p, block_size: int | None = SAMPLE.block_size,
-              stop_at_eos: bool = SAMPLE.stop_at_eos,
-              guidance: float = SAMPLE.guidance) -> ARState | DiffusionState:
+              stop_at_eos: bool = SAMPLE.stop_at_eos, guidance: float = SAMPLE.guidance,
+              logprobs: int | None = None) -> ARState | DiffusionState:
         """The starting state of one request's rows, for a caller that drives the steps itself
         (the server's batcher): an ARState (draw a token, run the network, repeat) or a
         DiffusionState (inputs -> network -> set_logits -> advance). Run to the end, either
-        gives what `sample` gives for the same seeds."""
+        gives what `sample` gives for the same seeds. logprobs (None, or k >= 0): record each
+        token's log-probability and the top k (exact for the AR twin; for diffusion the
+        denoiser's at the step that committed it, which needs a denoiser model)."""
         check_knobs(temperature, top_k, top_p)
         if not 1 <= length <= self.seq_len:
             raise RedraftError(f"a canvas of {length} tokens does not fit the model's context "
@@ -273,7 +275,12 @@ class Model:
             if len(prefix) >= length:
                 raise RedraftError("the prompt leaves nothing to generate")
             return ARState(self.tokenizer.eos_id, prefix, seeds, length,
-                           self.tokenizer.non_text_ids)
+                           self.tokenizer.non_text_ids, pad_id=self.tokenizer.mask_id,
+                           eos_id=self.tokenizer.eos_id if stop_at_eos else None,
+                           logprobs=logprobs)
+        if logprobs is not None and not self.objective.denoiser:
+            raise RedraftError(f"logprobs: {self.name!r} is a {self.objective.name!r} model, "
+                               "whose network outputs scores, not token probabilities")
         rule = make_sampler(sampler, self.process, self.objective, temperature, top_k, top_p,
                             options)
         eos = self.tokenizer.eos_id if stop_at_eos else None
@@ -281,7 +288,7 @@ class Model:
                               prefixes=[list(prefix)] * len(seeds),
                               suffixes=[list(suffix)] * len(seeds), seeds=seeds,
                               block_size=block_size, eos_id=eos, guidance=guidance,
-                              device=self.device)
+                              device=self.device, logprobs=logprobs)
 
     # --- the user-facing calls -----------------------------------------------------------
 

@@ -35,6 +35,9 @@ class Work:
     top_k: int | None = None
     top_p: float | None = None
     drafts: bool = False  # emit every intermediate canvas
+    stream: bool = False  # emit the committed text as it grows ("commit" events)
+    stop: list[str] = field(default_factory=list)  # end a row once its text holds one
+    logprobs: int | None = None  # record log-probabilities and the top `logprobs`
 
     @property
     def n(self) -> int:
@@ -43,14 +46,18 @@ class Work:
 
 @dataclass
 class Event:
-    """draft: the canvas after `step` steps; done: the final canvas; error: status + message.
-    tokens (n, length) on the CPU."""
+    """draft: the canvas after `step` steps; commit: the canvas when some row's committed
+    text grew; done: the final canvas; error: status + message. tokens (n, length) on the CPU;
+    counts: per row, the leading canvas positions committed (commit and done); logprobs: the
+    state's logprob_arrays() (CPU copies) when the request asked for them."""
 
     kind: str
     step: int = 0
     tokens: torch.Tensor | None = None
     status: int = 200
     message: str = ""
+    counts: list[int] | None = None
+    logprobs: tuple | None = None
 
 
 class Job:
@@ -67,6 +74,8 @@ class Job:
         self.final: Event | None = None
         self.row_nfe = 0
         self.skipped = 0  # ticks in a row the engine passed this request over (its fairness)
+        self.committed = [0] * work.n  # rows' committed canvas positions at the last look
+        self.checked = [0] * work.n  # characters of each row's text searched for stops
         self.state = start_state(served, work)
 
     @property
@@ -79,11 +88,12 @@ class Job:
         self.cancelled = True
 
     def emit(self, event: Event) -> None:
-        if event.kind != "draft":
+        last = event.kind in ("done", "error")
+        if last:
             self.final = event
         if self.listener is not None:
             self.listener(event)
-        if event.kind != "draft":
+        if last:
             self.finished.set()
 
     def wait(self, timeout: float | None = None) -> Event:
@@ -99,4 +109,4 @@ def start_state(served: Model, work: Work) -> DiffusionState | ARState:
                         steps=work.steps, sampler=work.sampler, options=work.options,
                         temperature=work.temperature, top_k=work.top_k, top_p=work.top_p,
                         block_size=work.block_size, stop_at_eos=work.stop_at_eos,
-                        guidance=work.guidance)
+                        guidance=work.guidance, logprobs=work.logprobs)
