@@ -244,6 +244,9 @@ class Choice(BaseModel):
     message: dict[str, str] | None = Field(None, description="chat: {role, content}")
     delta: dict[str, str] | None = Field(None, description="chat stream chunks: {role, content}")
     finish_reason: Literal["stop", "length"] | None
+    logprobs: dict[str, Any] | None = Field(None, description=(
+        "completions: {tokens, token_logprobs, top_logprobs, text_offset}; chat: {content: "
+        "[{token, logprob, bytes, top_logprobs}]}; see redraft.logprobs for their meaning"))
 
 
 class Completion(BaseModel):
@@ -262,11 +265,14 @@ class Completion(BaseModel):
 class StreamEvent(BaseModel):
     """One SSE `data:` line of a stream (`stream: true`); the stream ends with `data: [DONE]`.
 
-    With `diffusing: true`, draft events come first: `draft` true, `step` of `steps`, and each
-    choice's text is the WHOLE current draft (masks as U+2591), replacing the previous one.
-    Then, per choice, a chunk with the final text and one with its finish_reason; then a chunk
-    with no choices and the usage. An error after the stream began is an event
-    {"error": {message, type, code}}."""
+    Without `diffusing`, each chunk's text is a delta to append: the text a choice committed
+    since its last chunk (AR: every token; diffusion: the settled left-to-right run, or, for
+    rules that may still change any token, the whole text at the end), with its logprobs when
+    asked for; the chunks of a choice add up to its non-streamed text. With `diffusing: true`,
+    draft events come first: `draft` true, `step` of `steps`, and each choice's text is the
+    WHOLE current draft (masks as U+2591), replacing the previous one; then the final text.
+    Each choice ends with a chunk holding its finish_reason; then a chunk with no choices and
+    the usage. An error after the stream began is an event {"error": {message, type, code}}."""
 
     id: str
     object: Literal["text_completion", "chat.completion.chunk"]
