@@ -6,6 +6,12 @@ clients, each client sends requests back to back (closed loop); every configurat
 by a request count and a time cap. Reports generated tokens/s and p50/p99 latency, writes the
 "serve" section of BENCHMARKS.md and benchmarks/results/serve.json (unless --no-write).
 
+Also, on the batched server: `single_request_vs_offline` per model, the offline generate loop's
+time for one request at batch 1 over the same request's end-to-end time through the server
+(client wall clock, same shape and seed; the two alternate, medians of --reps, in this one
+command, so machine load hits both alike; 1.0 = no serving tax), and the AR twin's
+time_to_first_token_s (streamed, the first chunk with text) at 1 and 16 concurrent clients.
+
     python benchmarks/serve.py --pair runs/core     # the core benchmark's mdlm/ and ar/ runs
     python benchmarks/serve.py                      # no pair: trains both for --train-minutes
     python benchmarks/serve.py --block runs/shakespeare-block   # block-diffusion rows only
@@ -23,10 +29,12 @@ import asyncio
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -103,6 +111,71 @@ async def load(url: str, model: str, clients: int, requests: int, cap_s: float,
             "tokens_per_s": tokens / wall, "p50_s": pct(0.5), "p99_s": pct(0.99)}
 
 
+def single_vs_offline(url: str, runs: list[Path], args) -> dict:
+    """Per model: offline seconds / served seconds for one request of the benchmark's shape
+    (alternating, median of args.reps each)."""
+    from redraft.model import load as load_model
+
+    out = {}
+    with httpx.Client(timeout=600) as http:
+        for run in runs:
+            model = load_model(run)
+            prefix = model.tokenizer.encode(PROMPTS[0])
+            knobs = {} if model.is_ar else {"steps": args.steps}
+            offline, main, served = [], [], []
+            for rep in range(args.reps + 1):  # the first of each warms up
+                shape = {"length": len(prefix) + args.max_tokens, "seeds": [rep], **knobs}
+                with ThreadPoolExecutor(1) as pool:  # a worker thread, as the engine's loop
+                    in_thread = pool.submit(model.sample, [prefix], **shape).result().seconds
+                in_main = model.sample([prefix], **shape).seconds
+                t0 = time.perf_counter()
+                r = http.post(url + "/v1/completions", json={
+                    "model": run.name, "prompt": PROMPTS[0], "max_tokens": args.max_tokens,
+                    "steps": args.steps, "seed": rep})
+                wall = time.perf_counter() - t0
+                assert r.status_code == 200, r.text
+                if rep:
+                    offline.append(in_thread)
+                    main.append(in_main)
+                    served.append(wall)
+            a, b = statistics.median(offline), statistics.median(served)
+            out[run.name] = {"offline_s": a, "served_s": b, "ratio": a / b,
+                             "offline_main_thread_s": statistics.median(main)}
+            print(f"{run.name}: one request offline {a:.3f} s, served {b:.3f} s, ratio "
+                  f"{a / b:.2f}", file=sys.stderr)
+    return out
+
+
+async def first_tokens(url: str, model: str, clients: int, max_tokens: int) -> dict:
+    """`clients` streamed AR requests at once: seconds to each one's first chunk with text,
+    and to its end."""
+    firsts, lasts = [], []
+
+    async def one(http: httpx.AsyncClient, i: int) -> None:
+        t0 = time.perf_counter()
+        first = None
+        async with http.stream("POST", url + "/v1/completions", json={
+                "model": model, "prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens,
+                "seed": i, "stream": True}) as r:
+            async for line in r.aiter_lines():
+                if first is None and line.startswith("data: {"):
+                    chunk = json.loads(line[6:])
+                    if chunk["choices"] and chunk["choices"][0]["text"]:
+                        first = time.perf_counter() - t0
+        firsts.append(first)
+        lasts.append(time.perf_counter() - t0)
+
+    async with httpx.AsyncClient(timeout=600,
+                                 limits=httpx.Limits(max_connections=clients + 4)) as http:
+        await one(http, 0)  # warm up
+        firsts.clear()
+        lasts.clear()
+        await asyncio.gather(*(one(http, i) for i in range(clients)))
+    return {"clients": clients, "time_to_first_token_s_p50": statistics.median(firsts),
+            "time_to_first_token_s_max": max(firsts), "time_to_last_token_s_p50":
+            statistics.median(lasts)}
+
+
 def pair(args) -> tuple[list[Path], str]:
     if args.pair:
         runs = [Path(args.pair) / "mdlm", Path(args.pair) / "ar"]
@@ -123,7 +196,8 @@ def pair(args) -> tuple[list[Path], str]:
 
 def offline_ceiling(runs: list[Path], args) -> dict:
     """What batching can gain at most on this machine: tokens/s of the offline generate loop
-    at batch 16 over batch 1, same request shape (no server, median of 3 runs each)."""
+    at batch 16 over batch 1, same request shape (no server, median of 3 runs each; in a
+    worker thread, as the server runs it: see single_vs_offline)."""
     import statistics
 
     from redraft.model import load
@@ -139,8 +213,9 @@ def offline_ceiling(runs: list[Path], args) -> dict:
             times = []
             for rep in range(3):
                 knobs = {} if model.is_ar else {"steps": args.steps}
-                g = model.sample([prefix] * batch, length=length,
-                                 seeds=[rep + r for r in range(batch)], **knobs)
+                with ThreadPoolExecutor(1) as pool:  # a worker thread, as the engine's loop
+                    g = pool.submit(model.sample, [prefix] * batch, length=length,
+                                    seeds=[rep + r for r in range(batch)], **knobs).result()
                 times.append(g.seconds)
             rates[batch] = batch * args.max_tokens / statistics.median(times)
         out[run.name] = {"tokens_per_s_batch1": rates[1], "tokens_per_s_batch16": rates[16],
@@ -307,6 +382,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--steps", type=int, default=64, help="diffusion steps per request")
     ap.add_argument("--prompts", default=",".join(PROMPTS), help="comma-separated prompts")
+    ap.add_argument("--reps", type=int, default=5, help="single_request_vs_offline repeats")
     ap.add_argument("--no-write", action="store_true", help="print only (smoke runs)")
     ap.add_argument("--block", default=None, help="a block-diffusion run folder: measure its "
                                                   "rows only (serve.json's `block` key)")
@@ -329,10 +405,16 @@ def main() -> None:
     body = {"max_tokens": args.max_tokens, "steps": args.steps}
     ceiling = offline_ceiling(runs, args)
     print(f"offline batch-16 / batch-1 ceiling: {ceiling}", file=sys.stderr)
-    results = []
+    results, single, ttft = [], {}, []
+    load_before = os.getloadavg()[0]  # a shared machine: say how busy it was
     for mode, max_batch in (("batched", 64), ("one_at_a_time", 1)):
-        proc, url = start_server(runs, max_batch, max_queue=4 * max(clients))
+        proc, url = start_server(runs, max_batch, max_queue=4 * max(clients + [16]))
         try:
+            if mode == "batched":
+                single = single_vs_offline(url, runs, args)
+                for c in (1, 16):
+                    ttft.append(asyncio.run(first_tokens(url, "ar", c, args.max_tokens)))
+                    print(f"ar time to first token, {c} clients: {ttft[-1]}", file=sys.stderr)
             for c in clients:
                 for model in ("mdlm", "ar"):
                     n = max(8, args.requests_per_client * c)
@@ -358,6 +440,9 @@ def main() -> None:
     summary = {"machine": machine(), "models": source, "max_tokens": args.max_tokens,
                "steps": args.steps, "batching_speedup_16_clients": speedup("mdlm"),
                "ar_batching_speedup_16_clients": speedup("ar"), "offline_ceiling": ceiling,
+               "single_request_vs_offline": single, "ar_time_to_first_token": ttft,
+               "load_average_1min": {"start": round(load_before, 2),
+                                     "end": round(os.getloadavg()[0], 2)},
                "runs": results,
                "command": "python benchmarks/serve.py " + " ".join(sys.argv[1:])}
     if args.no_write:
@@ -400,6 +485,43 @@ def report(s: dict) -> str:
                       + "; ".join(parts) + ". Batching cannot beat this ratio; a diffusion call "
                       "over a whole canvas is already compute-bound at batch 1 on a 2-core CPU "
                       "(see the roofline in the eval section), so its ratio stays small."]
+    single = s.get("single_request_vs_offline")
+    if single:
+        parts = [f"{name} **{v['ratio']:.2f}** ({v['offline_s']:.3f} s offline, "
+                 f"{v['served_s']:.3f} s served; the offline loop in the main thread: "
+                 f"{v['offline_main_thread_s']:.3f} s)" for name, v in single.items()]
+        lines += ["", "One request through the server against the offline generate loop at "
+                      "batch 1, same shape and seed (`single_request_vs_offline`: offline "
+                      "seconds / served seconds, client wall clock, HTTP included; they "
+                      "alternate in this one command, medians; goal >= 0.9). The offline loop "
+                      "runs in a worker thread, as the server's engine does: on this shared "
+                      "2-core machine an OpenMP team of 2 in the main thread was several times "
+                      "slower than the same loop in a thread under load, which would measure "
+                      "the scheduler, not the server; the main-thread time is given too: "
+                  + "; ".join(parts) + "."]
+        worst = min(v["ratio"] for v in single.values())
+        lines += ["", f"The worst ratio, {worst:.2f}, "
+                      + ("meets the 0.9 goal." if worst >= 0.9 else
+                         "misses the 0.9 goal in this run: the server is a second process "
+                         "(uvicorn, JSON, the engine thread) competing for the same 2 cores as "
+                         "the client and the machine's other load, which the offline loop "
+                         "does not; the engine's own bookkeeping (beyond the step rule and network "
+                         "call the offline loop runs too) is under 1% of a "
+                         "tick in a cProfile of one request (the network call is the rest).")]
+    ttft = s.get("ar_time_to_first_token")
+    if ttft:
+        parts = [f"{t['clients']} client{'s' if t['clients'] > 1 else ''}: "
+                 f"{t['time_to_first_token_s_p50']:.3f} s p50, "
+                 f"{t['time_to_first_token_s_max']:.3f} s max (whole reply "
+                 f"{t['time_to_last_token_s_p50']:.3f} s p50)" for t in ttft]
+        lines += ["", f"AR streams send each token as it is drawn: time to the first token of "
+                      f"a {s['max_tokens']}-token streamed request, " + "; ".join(parts) + "."]
+    load = s.get("load_average_1min")
+    if load:
+        lines += ["", f"Machine load (1-minute load average) at the start and end of the run: "
+                      f"{load['start']} / {load['end']} on {m['cores']} cores (a shared "
+                      "machine: absolute figures move with it; ratios measured in one command "
+                      "move less)."]
     return "\n".join(lines)
 
 

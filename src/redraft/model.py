@@ -267,13 +267,16 @@ class Model:
               sampler: str | None = SAMPLE.sampler, options: dict | None = None,
               temperature: float = SAMPLE.temperature, top_k: int | None = SAMPLE.top_k,
               top_p: float | None = SAMPLE.top_p, block_size: int | None = SAMPLE.block_size,
-              stop_at_eos: bool = SAMPLE.stop_at_eos,
-              guidance: float = SAMPLE.guidance) -> ARState | DiffusionState:
+              stop_at_eos: bool = SAMPLE.stop_at_eos, guidance: float = SAMPLE.guidance,
+              logprobs: int | None = None) -> ARState | DiffusionState:
         """The starting state of one request's rows, for a caller that drives the steps itself
         (the server's batcher): an ARState (draw a token, run the network, repeat), a
         DiffusionState (inputs -> network -> set_logits -> advance) or, for a block-diffusion
         model, a BlockState (calls -> cached network calls -> set_window_logits -> advance).
-        Run to the end, each gives what `sample` gives for the same seeds."""
+        Run to the end, each gives what `sample` gives for the same seeds. logprobs (None, or
+        k >= 0): record each token's log-probability and the top k (exact for the AR twin; for
+        diffusion the denoiser's at the step that committed it, which needs a denoiser model;
+        not recorded for block models)."""
         check_knobs(temperature, top_k, top_p)
         if not 1 <= length <= self.seq_len:
             raise RedraftError(f"a canvas of {length} tokens does not fit the model's context "
@@ -283,6 +286,9 @@ class Model:
         if self.objective.blockwise:
             from redraft.sampling.block import start_block
 
+            if logprobs is not None:
+                raise RedraftError(f"logprobs: {self.name!r} is a block-diffusion model, which "
+                                   "does not record log-probabilities yet")
             if len(prefix) + len(suffix) >= length:
                 raise RedraftError(f"a prompt of {len(prefix) + len(suffix)} tokens in a canvas "
                                    f"of {length} leaves nothing to generate")
@@ -294,7 +300,12 @@ class Model:
             if len(prefix) >= length:
                 raise RedraftError("the prompt leaves nothing to generate")
             return ARState(self.tokenizer.eos_id, prefix, seeds, length,
-                           self.tokenizer.non_text_ids)
+                           self.tokenizer.non_text_ids, pad_id=self.tokenizer.mask_id,
+                           eos_id=self.tokenizer.eos_id if stop_at_eos else None,
+                           logprobs=logprobs)
+        if logprobs is not None and not self.objective.denoiser:
+            raise RedraftError(f"logprobs: {self.name!r} is a {self.objective.name!r} model, "
+                               "whose network outputs scores, not token probabilities")
         rule = make_sampler(sampler, self.process, self.objective, temperature, top_k, top_p,
                             options)
         eos = self.tokenizer.eos_id if stop_at_eos else None
@@ -302,7 +313,7 @@ class Model:
                               prefixes=[list(prefix)] * len(seeds),
                               suffixes=[list(suffix)] * len(seeds), seeds=seeds,
                               block_size=block_size, eos_id=eos, guidance=guidance,
-                              device=self.device)
+                              device=self.device, logprobs=logprobs)
 
     def chat_prompt(self, messages: Sequence[dict]) -> str:
         """The prompt of a chat ([{"role", "content"}, ...]) ending where the reply starts: the

@@ -217,7 +217,7 @@ def test_http_block_errors(client):
 def test_each_committed_block_becomes_a_delta(served, stop):
     """Ticked by hand, so every commit event is rendered: one text delta per committed block
     (less what a stop string may still claim), which add up to the final text."""
-    from redraft.serve.app import Reply
+    from redraft.serve.reply import Reply
     from redraft.serve.schemas import CompletionRequest
 
     model = served["block"]
@@ -227,23 +227,15 @@ def test_each_committed_block_becomes_a_delta(served, stop):
     engine = Engine({"block": model}, max_batch=4)
     events = []
     job = engine.submit(work, events.append)
-    reply = Reply("completion", model, job, req)
+    reply = Reply("completion", model, [job], req)
     while not job.finished.is_set():
         engine.tick()
     commits = [e for e in events if e.kind == "commit"]
     assert [e.counts[0] for e in commits] == [8, 16, 24, 32]
-    deltas = [d["choices"][0]["text"] for e in commits for d in reply.deltas(e)]
-    final = reply.final(job.final)["choices"][0]["text"]
+    deltas = [d["choices"][0]["text"] for e in commits
+              for d in reply.deltas(0, e, final=False)]
+    reply.finals[0] = job.final
+    final = reply.final()["choices"][0]["text"]
     if stop is None:
         assert len(deltas) == 4 and all(deltas)
     assert final.startswith("".join(deltas))
-
-
-def test_settled_text_is_a_sure_prefix():
-    from redraft.serve.schemas import settled
-
-    assert settled("hello wor", []) == "hello wor"
-    assert settled("hello wor", ["world"]) == "hello"  # "wor" may become "world"
-    assert settled("a stop b and more", ["stop", "x"]) == "a "
-    assert settled("caf\ufffd", []) == "caf"  # a character whose bytes are not all in
-    assert settled("ab", ["abcd"]) == ""

@@ -180,3 +180,29 @@ def test_a_small_request_beside_a_maximal_one(served, max_rows):
     while not job.finished.is_set():
         alone.tick()
     assert torch.equal(small.final.tokens, job.final.tokens)
+
+
+@pytest.mark.parametrize("model", ["ar", "mdlm"])
+def test_a_stop_string_stops_only_its_row(served, model):
+    """Row 0 meets a stop string; row 1 does not: row 1 runs to the end with exactly the tokens
+    it had without the stop, row 0 keeps what it had committed and takes no more calls."""
+    m = served[model]
+    the = m.tokenizer.encode("the ")
+    knobs = {"steps": 40, "block_size": 4} if model == "mdlm" else {}
+    engine = Engine(served).start()
+    try:
+        full_job = engine.submit(Work(model, the, 40, [1, 2], **knobs))
+        full = full_job.wait(60)
+        texts = [m.tokenizer.decode(row[len(the):]) for row in full.tokens]
+        stop = next(texts[0][i:i + 3] for i in range(2, 30) if texts[0][i:i + 3] not in texts[1])
+        job = engine.submit(Work(model, the, 40, [1, 2], stop=[stop], **knobs))
+        got = job.wait(60)
+    finally:
+        engine.close()
+    end = len(the) + texts[0].index(stop) + len(stop)  # byte tokens: one per character
+    assert end <= got.counts[0] < 40 and got.counts[1] == 40
+    assert torch.equal(got.tokens[1], full.tokens[1])
+    assert torch.equal(got.tokens[0, :got.counts[0]], full.tokens[0, :got.counts[0]])
+    assert job.row_nfe < full_job.row_nfe
+    if model == "ar":
+        assert got.counts[0] == end  # stopped on the token that completed the stop string

@@ -121,7 +121,13 @@ BAD = {
                             "--max-work"),
     "ar work within the limit": ("POST", P, None, {"model": "ar", "n": 64, "max_tokens": 60}, 200,
                                None),  # 64 x 64 = 4096 <= 10**6: allowed (a control)
-    "two prompts": ("POST", P, None, {"prompt": ["a", "b"]}, 400, "one prompt per request"),
+    "no prompts": ("POST", P, None, {"prompt": []}, 400, "empty list"),
+    "65 prompts": ("POST", P, None, {"prompt": ["a"] * 65}, 400, "at most 64"),
+    "prompts x n past max_batch": ("POST", P, None, {"prompt": ["a", "b"], "n": 64}, 400,
+                                   "rows at once"),
+    "token id outside the vocabulary": ("POST", P, None, {"prompt": [10**6]}, 400,
+                                        "outside the vocabulary"),
+    "penalty": ("POST", P, None, {"presence_penalty": 1.0}, 400, "presence_penalty"),
     "five stops": ("POST", P, None, {"stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     "empty stop": ("POST", P, None, {"stop": [""]}, 400, "stop"),
     "unknown sampler": ("POST", P, None, {"sampler": "nope"}, 400, "unknown sampler 'nope'"),
@@ -367,14 +373,18 @@ def test_a_stream_that_is_not_read_holds_one_draft():
 
     async def go():
         box = Mailbox(asyncio.get_running_loop())
+        put = box.listener(0)
         for step in range(1000):
-            box.put(Event("draft", step=step))
-        draft, final = await box.get(5)
-        assert draft.step == 999 and final is None
-        assert await box.get(0.01) == (None, None)
-        box.put(Event("draft", step=1000))
-        box.put(Event("done", step=1000))
-        draft, final = await box.get(5)  # the last draft is not lost behind the final event
-        assert draft.step == 1000 and final.kind == "done"
+            put(Event("draft", step=step))
+            put(Event("commit", step=step))  # each commit holds the whole committed canvas
+        assert await box.wait(5)
+        drafts, commits = box.take()
+        assert drafts[0].step == 999 and commits[0].step == 999 and not box.finals
+        assert not await box.wait(0.01) and box.take() == ({}, {})
+        put(Event("draft", step=1000))
+        put(Event("done", step=1000))
+        assert await box.wait(5)
+        drafts, _ = box.take()  # the last draft is not lost behind the final event
+        assert drafts[0].step == 1000 and box.finals[0].kind == "done"
 
     asyncio.run(go())

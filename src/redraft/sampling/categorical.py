@@ -135,8 +135,16 @@ def next_tokens(logits: torch.Tensor, rng: RowRandom, temperature: float = 1.0,
                 banned: Sequence[int] = ()) -> torch.Tensor:
     """One AR draw per row: logits (G, V) of the next position -> token ids (G,); `banned` ids
     (mask, pad) get probability 0; each row consumes one uniform of its own stream."""
+    return draw_tokens(logits, rng.uniform(1)[:, 0], temperature, top_k, top_p, banned)
+
+
+def draw_tokens(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0,
+                top_k: int | None = None, top_p: float | None = None,
+                banned: Sequence[int] = ()) -> torch.Tensor:
+    """next_tokens with the uniforms u (G,) float64 given (the server draws them per request
+    and keeps only its rows still running)."""
     if banned:
         logits = logits.clone()
         logits[:, list(banned)] = -torch.inf
     probs = probabilities(logits, temperature, top_k, top_p)
-    return sample(probs, rng.uniform(1)[:, 0].to(logits.device))
+    return sample(probs, u.to(logits.device))

@@ -55,6 +55,7 @@ def ranks(score: torch.Tensor) -> torch.Tensor:
 
 
 class _Candidates:
+    commits = True  # never changes a revealed token: the server streams settled text
     def __init__(self, process: MaskProcess, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, measure: str = "confidence"):
         self.process = process

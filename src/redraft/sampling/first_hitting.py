@@ -29,6 +29,7 @@ from redraft.sampling.masked import draw_candidates
 
 class FirstHitting:
     name = "first_hitting"
+    commits = True  # never changes a revealed token: the server streams settled text
     adaptive = True
 
     def __init__(self, process: MaskProcess, temperature: float = 1.0, top_k: int | None = None,

@@ -19,6 +19,7 @@ from redraft.sampling.categorical import RowRandom, probabilities, sample
 
 class MaskedAncestral:
     name = "ancestral"
+    commits = True  # never changes a revealed token: the server streams settled text
 
     def __init__(self, process: MaskProcess, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None):

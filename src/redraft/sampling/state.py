@@ -19,6 +19,16 @@ so the text's length is set by the model, not the canvas. sampling/block.py (Blo
 reuses all of this for block-diffusion models with a KV cache: the rule then sees only the
 current block's window (`_rule_step`), and fully fixed blocks are skipped for every rule.
 
+Progress (what a server streams and stops on): `committed()` counts each row's leading canvas
+positions that can no longer change: for a rule that never changes a revealed token on the mask
+process (`commits = True`: ancestral, first_hitting, confidence, threshold) the left-to-right
+run of revealed positions; for any other rule (remask, the uniform process, score models) only
+the fixed prompt until the row finishes. `stop_rows` finishes rows early (a stop string lies in
+their committed text): no further network call is spent on them. With `logprobs` the state
+records, for every token, the log-probability the denoiser p_theta(x0 | xt) (mask excluded, after
+guidance, at temperature 1) gave it at the step that committed it (for non-committing rules:
+its last step). That is the model's confidence in a choice, not a likelihood of the text.
+
 Guidance (classifier-free, mask-aware processes): with scale w != 0 every call also runs the
 canvas with the condition (the fixed, prompt positions) masked out, and the step sees
 logits_cond + w (logits_cond - logits_uncond) (sampling/guidance.py). w = 0 is the plain
@@ -81,7 +91,8 @@ class DiffusionState:
                  suffixes: Sequence[Sequence[int]] | None = None,
                  canvases: Sequence[Sequence[int | None]] | None = None,
                  block_size: int | None = None, eos_id: int | None = None,
-                 guidance: float = 0.0, device: torch.device | str = "cpu"):
+                 guidance: float = 0.0, device: torch.device | str = "cpu",
+                 logprobs: int | None = None):
         if not isinstance(steps, int) or steps < 1:
             raise RedraftError(f"steps={steps!r}: expected an integer >= 1")
         batch = len(seeds)
@@ -90,6 +101,7 @@ class DiffusionState:
         rows = _canvas(length, prefixes, suffixes, canvases, batch)
         self.process, self.step_rule, self.steps = process, step_rule, steps
         self.adaptive = bool(getattr(step_rule, "adaptive", False))
+        self.commits = bool(getattr(step_rule, "commits", False)) and process.name == "mask"
         self.mask_id, self.eos_id = process.mask_id, eos_id
         self.guidance = check_guidance(guidance, process)
         self.block_size = length if block_size is None else block_size
@@ -116,6 +128,15 @@ class DiffusionState:
         self.block = torch.zeros(batch, dtype=torch.long, device=device)
         self._t = torch.ones(batch, dtype=torch.float64, device=device)
         self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.stopped = torch.zeros(batch, dtype=torch.bool, device=device)  # by stop_rows
+        self.logprobs = logprobs  # None: record nothing; k: the chosen token and the top k
+        if logprobs is not None:
+            k = max(logprobs, 0)
+            self.token_lp = torch.full((batch, length), torch.nan, dtype=torch.float64,
+                                       device=device)  # (B, L)
+            self.top_ids = torch.zeros((batch, length, k), dtype=torch.long, device=device)
+            self.top_lp = torch.full((batch, length, k), torch.nan, dtype=torch.float64,
+                                     device=device)  # (B, L, k)
         self.logits: torch.Tensor | None = None  # (B, L, V) of the last network call per row
         self.last_input: torch.Tensor | None = None
         if self.adaptive or self.skip_fixed_blocks:  # skip blocks with nothing to reveal
@@ -182,6 +203,8 @@ class DiffusionState:
         # Fixed positions, other blocks and finished rows are clamped back: a non-absorbing
         # process would resample them, and a rule may draw for the whole canvas.
         self.x = torch.where(free, xs, self.x)
+        if self.logprobs is not None:
+            self._record(self.last_input, self.logits, free)
         self.i += 1
         if self.adaptive:
             left = ((self.x == self.mask_id) & self.free()).any(dim=1)
@@ -190,6 +213,49 @@ class DiffusionState:
             self.local = 0
             self._end_blocks(~self.finished)
         return self.x
+
+    def _record(self, old: torch.Tensor, logits: torch.Tensor, free: torch.Tensor) -> None:
+        """Log-probabilities of the tokens this step committed (see the module docstring):
+        old, free (B', L) of the canvas or window the step changed; logits (B', L, V)."""
+        where = free & (old == self.mask_id) & (self.x != self.mask_id) if self.commits else free
+        if not where.any():
+            return
+        lp = logits[where].double()  # (N, V)
+        if self.process.name == "mask":
+            lp[:, self.mask_id] = -torch.inf
+        lp = lp.log_softmax(dim=-1)
+        self.token_lp[where] = lp.gather(-1, self.x[where][:, None])[:, 0]
+        if self.top_ids.shape[-1]:
+            top = lp.topk(self.top_ids.shape[-1], dim=-1)
+            self.top_lp[where], self.top_ids[where] = top.values, top.indices
+
+    def committed(self) -> torch.Tensor:
+        """(B,) long: each row's leading canvas positions that can no longer change (see the
+        module docstring); a row that ran to its end: the whole length."""
+        settled = (self.x != self.mask_id) if self.commits else self.fixed
+        if self.eos_id is not None:  # what follows a row's first EOS is rewritten at its end
+            wrote = (self.x == self.eos_id) & ~self.fixed
+            settled = settled & ~((wrote.long().cumsum(dim=1) - wrote.long()) > 0)
+        lead = settled.long().cumprod(dim=1).sum(dim=1)
+        return torch.where(self.finished & ~self.stopped, self.x.shape[1], lead)
+
+    def stop_rows(self, rows: torch.Tensor) -> None:
+        """Finish rows (B,) bool now (a server found a stop string in their committed text):
+        they take no further steps; their canvas keeps what was committed."""
+        rows = rows.to(self.finished.device) & ~self.finished
+        self.stopped |= rows
+        self.finished |= rows
+
+    def current(self) -> torch.Tensor:
+        """(B, L): the canvas now."""
+        return self.x
+
+    def logprob_arrays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(token log-prob (B, L), top ids (B, L, k), top log-probs (B, L, k)); NaN where
+        nothing was recorded (the prompt, positions not committed yet). None unless asked."""
+        if self.logprobs is None:
+            return None
+        return self.token_lp, self.top_ids, self.top_lp
 
     def _rule_step(self, x: torch.Tensor, logits: torch.Tensor,
                    free: torch.Tensor) -> torch.Tensor:
@@ -232,19 +298,87 @@ class DiffusionState:
 
 class ARState:
     """The rows of one AR request between draws: [bos, prefix, generated...] (n, 1 + position),
-    each with its own random stream. The server's cohorts (serve/cohort.py) draw every row's next
-    token and run the network; generate_ar is the same loop for one batch."""
+    each with its own random stream. The server's cohorts (serve/cohort.py) draw every running
+    row's next token and run the network; generate_ar is the same loop for one batch.
+
+    A row stops at `length`, at `eos_id` when given (stop_at_eos), or by `stop_rows` (a stop
+    string); a stopped row's later columns hold `pad_id` and it takes no more network calls.
+    With `logprobs`, each drawn token's exact log-probability under the model (temperature 1,
+    nothing banned: the figures sum to the text's log-likelihood) and the top `logprobs`."""
 
     def __init__(self, bos_id: int, prefix: Sequence[int], seeds: Sequence[int], length: int,
-                 banned: Sequence[int] = ()):
-        self.tokens = torch.tensor([[bos_id, *prefix]] * len(seeds), dtype=torch.long)
+                 banned: Sequence[int] = (), *, pad_id: int = 0, eos_id: int | None = None,
+                 logprobs: int | None = None):
+        n = len(seeds)
+        self.tokens = torch.tensor([[bos_id, *prefix]] * n, dtype=torch.long)
         self.rng = RowRandom(list(seeds))
-        self.length = length
+        self.length, self.prompt = length, len(prefix)
         self.banned = list(banned)
+        self.pad_id, self.eos_id = pad_id, eos_id
+        self.count = torch.zeros(n, dtype=torch.long)  # tokens drawn per row
+        self.live = torch.ones(n, dtype=torch.bool)
+        self.logprobs = logprobs
+        if logprobs is not None:
+            k = max(logprobs, 0)
+            self.token_lp = torch.full((n, length), torch.nan, dtype=torch.float64)
+            self.top_ids = torch.zeros((n, length, k), dtype=torch.long)
+            self.top_lp = torch.full((n, length, k), torch.nan, dtype=torch.float64)
 
     @property
     def done(self) -> bool:
-        return self.tokens.shape[1] - 1 >= self.length
+        return not bool(self.live.any())
+
+    def append(self, tokens: torch.Tensor, logits: torch.Tensor | None = None) -> None:
+        """The next tokens (R,) of the live rows, drawn from logits (R, V)."""
+        live = self.live.clone()
+        col = torch.full((len(live),), self.pad_id, dtype=torch.long)
+        col[live] = tokens.cpu()
+        at = self.tokens.shape[1] - 1  # the canvas index of the new column
+        self.tokens = torch.cat((self.tokens, col[:, None]), dim=1)
+        self.count += live.long()
+        if self.logprobs is not None and logits is not None:
+            self._record(live, at, logits, tokens)
+        if self.eos_id is not None:
+            self.live &= col != self.eos_id
+        self.live &= self.prompt + self.count < self.length
+
+    def _record(self, rows: torch.Tensor, at: int, logits: torch.Tensor,
+                tokens: torch.Tensor) -> None:
+        lp = logits.double().log_softmax(dim=-1).cpu()  # (R, V)
+        self.token_lp[rows, at] = lp.gather(-1, tokens.cpu()[:, None])[:, 0]
+        k = self.top_ids.shape[-1]
+        if k:
+            top = lp.topk(k, dim=-1)
+            self.top_lp[rows, at], self.top_ids[rows, at] = top.values, top.indices
+
+    def prompt_logprobs(self, logits: torch.Tensor) -> None:
+        """Record the prompt's own tokens from the prefill logits (n, 1 + prompt, V): position
+        p's logits predict token p + 1 (the first prompt token follows BOS)."""
+        if self.logprobs is None or not self.prompt:
+            return
+        lp = logits[:, :self.prompt].double().log_softmax(dim=-1).cpu()  # (n, P, V)
+        ids = self.tokens[:, 1:1 + self.prompt]
+        self.token_lp[:, :self.prompt] = lp.gather(-1, ids[..., None])[..., 0]
+        k = self.top_ids.shape[-1]
+        if k:
+            top = lp.topk(k, dim=-1)
+            self.top_lp[:, :self.prompt], self.top_ids[:, :self.prompt] = top.values, top.indices
+
+    def committed(self) -> torch.Tensor:
+        """(n,) long: canvas positions fixed so far (prompt + drawn tokens): nothing AR draws
+        ever changes."""
+        return self.prompt + self.count
+
+    def stop_rows(self, rows: torch.Tensor) -> None:
+        self.live &= ~rows.cpu()
+
+    def current(self) -> torch.Tensor:
+        return self.canvas(self.pad_id)
+
+    def logprob_arrays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        if self.logprobs is None:
+            return None
+        return self.token_lp, self.top_ids, self.top_lp
 
     def canvas(self, placeholder: int) -> torch.Tensor:
         """(n, length): generated so far, the rest shown as `placeholder` (the mask id)."""

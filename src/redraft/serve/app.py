@@ -3,10 +3,11 @@
 Each generating request passes the guard (API key, declared size: serve/limits.py), then its
 body is read under a size and time limit, and parsed, validated and tokenised in a worker thread
 (a big body never stalls the event loop, so /health stays fast). It is submitted to the engine
-(which raises at once if the queue is full), and awaited: the engine thread hands events to this
-event loop through a Mailbox (the newest draft and the final event). A request whose client goes
-away is cancelled, so the engine drops its rows at the next tick instead of computing for
-nobody.
+(which raises at once if the queue is full; a list of prompts is one job per prompt), and
+awaited: the engine thread hands events to this event loop through a Mailbox (per job, the
+newest draft, the newest commit and the final event). A request whose client goes away is
+cancelled, so the engine drops its rows at the next tick instead of computing for nobody.
+serve/reply.py renders the events as OpenAI objects.
 
 Errors are OpenAI's shape, {"error": {"message", "type", "param", "code"}}: 400 bad input,
 401 bad API key, 404 unknown model or route, 405 wrong method (with Allow), 408 body or
@@ -19,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
-import time
 from importlib import resources
 
 from fastapi import FastAPI, Request
@@ -37,13 +36,13 @@ from starlette.requests import ClientDisconnect
 
 import redraft.serve.limits as lim
 from redraft.config import SERVE
-from redraft.display import MASK_GLYPH
 from redraft.errors import RedraftError
 from redraft.model import Model
 from redraft.sampling.registry import SAMPLERS
 from redraft.serve.engine import Engine, QueueFull, Unavailable
-from redraft.serve.jobs import FINAL, Event, Job
+from redraft.serve.jobs import Event
 from redraft.serve.limits import HTTPError, Limits
+from redraft.serve.reply import Reply
 from redraft.serve.schemas import (
     ChatRequest,
     Completion,
@@ -51,10 +50,7 @@ from redraft.serve.schemas import (
     ErrorReply,
     InfillRequest,
     StreamEvent,
-    cut_at_stop,
-    prompt_text,
-    settled,
-    stops,
+    prompts,
 )
 from redraft.serve.schemas import to_work as _to_work
 
@@ -194,13 +190,19 @@ def create_app(models: list[Model], *, api_key: str | None = None,
                                  f"{list(by_name)}", "model")
         with _as_400():
             if kind == "chat":
-                prefix, suffix = served.chat_prompt([m.model_dump() for m in req.messages]), ""
+                texts, suffix = [served.chat_prompt([m.model_dump() for m in req.messages])], ""
             elif kind == "infill":
-                prefix, suffix = req.prefix, req.suffix
+                texts, suffix = [req.prefix], req.suffix
             else:
-                prefix, suffix = prompt_text(req), req.suffix or ""
-            return req, served, _to_work(req, served, prefix, suffix, max_steps,
-                                         limits.max_prompt_tokens, limits.max_work)
+                texts, suffix = prompts(req), req.suffix or ""
+            works = [_to_work(req, served, text, suffix, max_steps, limits.max_prompt_tokens,
+                              limits.max_work) for text in texts]
+            for i, work in enumerate(works[1:], 1):  # sample r of prompt i: seed + i * n + r
+                work.seeds = [works[0].seeds[0] + i * work.n + r for r in range(work.n)]
+            if sum(w.n for w in works) > engine.max_batch:
+                raise RedraftError(f"{len(works)} prompts x n={works[0].n}: this server runs at "
+                                   f"most {engine.max_batch} rows at once")
+            return req, served, works
 
     async def generate(request: Request):
         schema, kind = GENERATE[request.url.path]
@@ -209,29 +211,39 @@ def create_app(models: list[Model], *, api_key: str | None = None,
             lim.check_json_type(dict(request.scope["headers"]))
             body = await lim.read_body(request.stream(), limits.max_body_bytes,
                                        limits.body_timeout_s)
-            req, served, work = await asyncio.to_thread(prepare, body, schema, kind)
+            req, served, works = await asyncio.to_thread(prepare, body, schema, kind)
             # On the loop, not the thread: the response starts before the engine's first
             # tick could post a draft (so a stream's every draft reaches a fast client).
-            with _as_400():
-                job = engine.submit(work, box.put)
+            jobs = []
+            try:
+                with _as_400():
+                    for j, work in enumerate(works):
+                        jobs.append(engine.submit(work, box.listener(j)))
+            except HTTPError:
+                for job in jobs:
+                    job.cancel()
+                raise
         except HTTPError as e:
             return error(e.status, str(e), e.param, e.close)
         except ClientDisconnect:
             return Response(status_code=CLIENT_GONE)
-        reply = Reply(kind, served, job, req)
+        reply = Reply(kind, served, jobs, req)
         if req.stream:
-            return StreamingResponse(reply.stream(box), media_type="text/event-stream",
+            return StreamingResponse(stream(reply, box), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache",
                                               "X-Accel-Buffering": "no"})
         try:
-            while (event := (await box.get(HEARTBEAT_S))[1]) is None:
-                if await request.is_disconnected():
+            while len(box.finals) < len(jobs):
+                if not await box.wait(HEARTBEAT_S) and await request.is_disconnected():
                     return Response(status_code=CLIENT_GONE)  # counted; nobody reads it
-            if event.kind == "error":
-                return error(event.status, event.message)
-            return JSONResponse(reply.final(event))
+                failed = next((e for e in box.finals.values() if e.kind == "error"), None)
+                if failed is not None:
+                    return error(failed.status, failed.message)
+            reply.finals = dict(box.finals)
+            return JSONResponse(reply.final())
         finally:
-            job.cancel()  # a no-op for a finished job; drops it on a disconnect or shutdown
+            for job in jobs:
+                job.cancel()  # a no-op for a finished job; drops it on a disconnect
 
     for path, (schema, kind) in GENERATE.items():
         app.post(path, name=kind, openapi_extra=_body_doc(schema),
@@ -296,138 +308,78 @@ def _document(app: FastAPI) -> None:
 
 
 class Mailbox:
-    """One request's events from the engine thread, kept on the event loop: the newest draft
-    and the final event only. A stream's client that stops reading holds one draft here, not
-    one per step (thousands of canvases), and a slow reader skips to the newest draft."""
+    """A request's events from the engine thread, kept on the event loop: per job, the newest
+    draft, the newest commit (each holds the whole committed canvas, so a newer one replaces an
+    older one without losing text) and the final event. A stream's client that stops reading
+    holds one of each here, not one per step, and a slow reader skips to the newest."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop, self.draft, self.final = loop, None, None
+        self.loop = loop
+        self.drafts: dict[int, Event] = {}
+        self.commits: dict[int, Event] = {}
+        self.finals: dict[int, Event] = {}
         self.ready = asyncio.Event()
 
-    def put(self, event: Event) -> None:  # the engine thread
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
-            self.loop.call_soon_threadsafe(self._put, event)
+    def listener(self, j: int):
+        def put(event: Event) -> None:  # the engine thread
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
+                self.loop.call_soon_threadsafe(self._put, j, event)
+        return put
 
-    def _put(self, event: Event) -> None:
-        if event.kind in FINAL:
-            self.final = event
-        else:  # a draft, or a commit (a request gets one kind or the other, never both)
-            self.draft = event
+    def _put(self, j: int, event: Event) -> None:
+        {"draft": self.drafts, "commit": self.commits}.get(event.kind, self.finals)[j] = event
         self.ready.set()
 
-    async def get(self, timeout: float) -> tuple[Event | None, Event | None]:
-        """(the newest draft not yet taken, the final event), or (None, None) after timeout."""
+    async def wait(self, timeout: float) -> bool:
+        """Whether something arrived within timeout."""
         try:
             await asyncio.wait_for(self.ready.wait(), timeout)
         except TimeoutError:
-            return None, None
+            return False
         self.ready.clear()
-        draft, self.draft = self.draft, None
-        return draft, self.final
+        return True
+
+    def take(self) -> tuple[dict[int, Event], dict[int, Event]]:
+        """The drafts and commits not yet taken."""
+        drafts, commits = self.drafts, self.commits
+        self.drafts, self.commits = {}, {}
+        return drafts, commits
 
 
-class Reply:
-    """Renders a job's events as OpenAI objects: text_completion or chat.completion(.chunk)."""
-
-    def __init__(self, kind: str, served: Model, job: Job, req):
-        self.kind, self.served, self.job, self.req = kind, served, job, req
-        self.stop = stops(req)
-        self.id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{secrets.token_hex(12)}"
-        self.created = int(time.time())
-        self.started = time.monotonic()
-        self.sent = [""] * job.n  # text of each choice streamed so far (commit events)
-
-    def texts(self, tokens, mask_text: str | None = None) -> list[str]:
-        """The generated part of each row (prompt and suffix cut off)."""
-        w = self.job.work
-        end = w.length - len(w.suffix)
-        return [self.served.tokenizer.decode(row[len(w.prefix):end], mask_text=mask_text)
-                for row in tokens]
-
-    def _choice(self, i: int, text: str, finish: str | None, chunk: bool) -> dict:
-        if self.kind != "chat":
-            return {"index": i, "text": text, "finish_reason": finish, "logprobs": None}
-        key = "delta" if chunk else "message"
-        return {"index": i, key: {"role": "assistant", "content": text}, "finish_reason": finish}
-
-    def _object(self, choices: list[dict], chunk: bool, **extra) -> dict:
-        obj = "chat.completion" if self.kind == "chat" else "text_completion"
-        return {"id": self.id, "object": obj + (".chunk" if chunk and self.kind == "chat" else ""),
-                "created": self.created, "model": self.served.name, "choices": choices, **extra}
-
-    def _extras(self) -> dict:
-        w, seconds = self.job.work, time.monotonic() - self.started
-        generated = w.n * (w.length - len(w.prefix) - len(w.suffix))
-        return {"usage": {"prompt_tokens": len(w.prefix) + len(w.suffix),
-                          "completion_tokens": generated,
-                          "total_tokens": generated + len(w.prefix) + len(w.suffix)},
-                "redraft": {"steps": None if self.served.is_ar else w.steps,
-                            "network_rows": self.job.row_nfe, "seconds": round(seconds, 6),
-                            "tokens_per_s": round(generated / max(seconds, 1e-9), 3),
-                            "seeds": w.seeds}}
-
-    def final(self, event: Event) -> dict:
-        choices = [self._choice(i, *cut_at_stop(text, self.stop), chunk=False)
-                   for i, text in enumerate(self.texts(event.tokens))]
-        return self._object(choices, chunk=False, **self._extras())
-
-    def draft(self, event: Event) -> dict:
-        """A diffusing event: the whole current draft of each row (masks as MASK_GLYPH). The
-        text replaces the previous draft; it is not a delta to append."""
-        total = 0 if self.served.is_ar else self.job.work.steps
-        choices = [self._choice(i, text, None, chunk=True)
-                   for i, text in enumerate(self.texts(event.tokens, MASK_GLYPH))]
-        return self._object(choices, chunk=True, draft=True, step=event.step, steps=total)
-
-    def deltas(self, event: Event) -> list[dict]:
-        """A commit event: for each choice whose committed text grew, a chunk with the new
-        text (to append; the final chunk brings the rest)."""
-        w, out = self.job.work, []
-        start, end = len(w.prefix), w.length - len(w.suffix)
-        for i, (row, count) in enumerate(zip(event.tokens, event.counts, strict=True)):
-            if count <= start:
+async def stream(reply: Reply, box: Mailbox):
+    """Server-Sent Events: drafts or committed-text deltas as they come, then per job the rest
+    of the text and each choice's finish_reason; then the usage chunk and [DONE]."""
+    sent: set[int] = set()
+    try:
+        while len(sent) < len(reply.jobs):
+            if not await box.wait(HEARTBEAT_S):
+                yield ": keep-alive\n\n"
                 continue
-            text = settled(self.served.tokenizer.decode(row[start:min(count, end)]), self.stop)
-            if len(text) > len(self.sent[i]) and text.startswith(self.sent[i]):
-                out.append(self._object([self._choice(i, text[len(self.sent[i]):], None, True)],
-                                        chunk=True))
-                self.sent[i] = text
-        return out
-
-    async def stream(self, box: Mailbox):
-        try:
-            while True:
-                draft, event = await box.get(HEARTBEAT_S)
-                if draft is None and event is None:
-                    yield ": keep-alive\n\n"
-                    continue
-                if draft is not None and draft.kind == "commit":
-                    for chunk in self.deltas(draft):
+            drafts, commits = box.take()
+            for j, event in sorted(drafts.items()):
+                if j not in box.finals:
+                    yield _sse(reply.draft(j, event))
+            for j, event in sorted(commits.items()):
+                if j not in box.finals:
+                    for chunk in reply.deltas(j, event, final=False):
                         yield _sse(chunk)
-                elif draft is not None:
-                    yield _sse(self.draft(draft))
-                if event is None:
+            for j, event in sorted(box.finals.items()):
+                if j in sent:
                     continue
                 if event.kind == "error":
                     yield _sse({"error": {"message": event.message, "code": event.status,
                                           "type": ERROR_TYPES.get(event.status, "error")}})
-                else:
-                    done = self.final(event)
-                    key = "message" if self.kind == "chat" else None
-                    for c in done["choices"]:
-                        text = c[key]["content"] if key else c["text"]
-                        sent = self.sent[c["index"]]
-                        text = text[len(sent):] if text.startswith(sent) else text
-                        finish = c["finish_reason"]
-                        yield _sse(self._object([self._choice(c["index"], text, None, True)],
-                                                chunk=True))
-                        yield _sse(self._object([self._choice(c["index"], "", finish, True)],
-                                                chunk=True))
-                    yield _sse(self._object([], chunk=True, **self._extras()))
-                yield "data: [DONE]\n\n"
-                return
-        finally:
-            self.job.cancel()  # the client went away (or we are done: then a no-op)
+                    yield "data: [DONE]\n\n"
+                    return
+                sent.add(j)
+                reply.finals[j] = event
+                for chunk in reply.deltas(j, event, final=True):
+                    yield _sse(chunk)
+        yield _sse(reply.usage_chunk())
+        yield "data: [DONE]\n\n"
+    finally:
+        for job in reply.jobs:
+            job.cancel()  # the client went away (or we are done: then a no-op)
 
 
 def run(app: FastAPI, host: str, port: int, grace_s: float, log_level: str = "info") -> None:

@@ -1,12 +1,16 @@
 """AR requests in one batch: the AR twin's side of the step-level batcher.
 
-Every AR row of a model shares one network call per tick, whatever its position: the cache
-holds each row at its own length and the backbone's ragged decode path (Transformer.forward
-with `positions`) writes each row's new key/value at its own position and masks the slots
-past it. New requests are prefilled together by prompt length, then merged into the model's
-running cohort (their caches appended as rows); a finished or cancelled request's rows are
-cut out. Each tick: draw one token for every row (each request with its own knobs and random
-streams), then one single-token network call for all rows still running.
+Every running AR row of a model shares one network call per tick, whatever its position: the
+cache holds each row at its own length and the backbone's ragged decode path
+(Transformer.forward with `positions`) writes each row's new key/value at its own position and
+masks the slots past it. New requests are prefilled together by prompt length, then merged into
+the model's running cohort (their caches appended as rows); a finished or cancelled request's
+rows, and a row that stopped on its own (EOS, a stop string), are cut out.
+
+Each tick is two halves, so the engine can look at the drawn tokens in between (stream them,
+find stop strings) before any computation is spent on a row that has stopped: `draw` one token
+for every row (requests with the same knobs in one batched draw, each row from its own random
+stream), then `forward` one single-token network call for the rows still running.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 
 from redraft.model import Model
 from redraft.models.transformer import KVCache
-from redraft.sampling.categorical import next_tokens
+from redraft.sampling.categorical import draw_tokens
 from redraft.serve.jobs import Job
 
 
@@ -30,10 +34,11 @@ def _take(cache: KVCache, rows: torch.Tensor) -> KVCache:
 
 class Cohort:
     def __init__(self, served: Model, jobs: list[Job], cache: KVCache, logits: torch.Tensor,
-                 positions: torch.Tensor):
+                 positions: torch.Tensor, owners: list[tuple[Job, int]]):
         self.served, self.jobs, self.cache = served, jobs, cache
         self.logits = logits  # (R, V): the next position's logits of every row
         self.positions = positions  # (R,) long: where each row's next token is written
+        self.owners = owners  # (job, row of that job) of each cohort row, job by job
 
     @property
     def rows(self) -> int:
@@ -45,11 +50,15 @@ class Cohort:
         x = torch.cat([job.state.tokens for job in jobs])  # (R, 1 + prompt)
         device = served.device
         cache = served.backbone.new_cache(len(x))
-        logits = served.backbone(x.to(device), cache=cache)[:, -1]
+        logits = served.backbone(x.to(device), cache=cache)  # (R, 1 + prompt, V)
+        start = 0
         for job in jobs:
             job.row_nfe += job.n
+            job.state.prompt_logprobs(logits[start:start + job.n])
+            start += job.n
         positions = torch.full((len(x),), x.shape[1], dtype=torch.long, device=device)
-        return cls(served, jobs, cache, logits, positions)
+        owners = [(job, r) for job in jobs for r in range(job.n)]
+        return cls(served, jobs, cache, logits[:, -1], positions, owners)
 
     @classmethod
     def merge(cls, cohorts: list[Cohort]) -> Cohort:
@@ -60,43 +69,64 @@ class Cohort:
         cache.v = [torch.cat([c.cache.v[i] for c in cohorts]) for i in range(len(first.cache.v))]
         return cls(first.served, [j for c in cohorts for j in c.jobs], cache,
                    torch.cat([c.logits for c in cohorts]),
-                   torch.cat([c.positions for c in cohorts]))
+                   torch.cat([c.positions for c in cohorts]),
+                   [o for c in cohorts for o in c.owners])
 
     def keep(self, keep: list[Job]) -> None:
-        """Cut every other request's rows out of the cache and logits."""
-        if len(keep) == len(self.jobs):
+        """Cut out every row that is not a live row of a request in `keep`."""
+        wanted = set(map(id, keep))
+        live = {id(job): job.state.live.tolist() for job in self.jobs if id(job) in wanted}
+        index = [i for i, (job, r) in enumerate(self.owners)
+                 if id(job) in live and live[id(job)][r]]
+        self.jobs = [job for job in self.jobs if id(job) in live and any(live[id(job)])]
+        if len(index) == len(self.owners):
             return
-        rows, start = [], 0
-        for job in self.jobs:
-            if job in keep:
-                rows.extend(range(start, start + job.n))
-            start += job.n
-        index = torch.tensor(rows, dtype=torch.long, device=self.logits.device)
-        self.cache, self.logits, self.jobs = _take(self.cache, index), self.logits[index], keep
-        self.positions = self.positions[index]
+        self.owners = [self.owners[i] for i in index]
+        index_t = torch.tensor(index, dtype=torch.long, device=self.logits.device)
+        self.cache, self.logits = _take(self.cache, index_t), self.logits[index_t]
+        self.positions = self.positions[index_t]
 
-    def step(self) -> tuple[list[Job], int]:
-        """Draw one token per row; returns the requests that are now complete and the number of
-        rows in this tick's network call."""
-        drawn, start = [], 0
+    def _runs(self) -> list[tuple[Job, int, int]]:
+        """(job, first cohort row, end) for each request."""
+        runs, start = [], 0
         for job in self.jobs:
-            w, rows = job.work, job.state
-            nxt = next_tokens(self.logits[start:start + job.n], rows.rng, w.temperature,
-                              w.top_k, w.top_p, rows.banned)  # (n,)
-            rows.tokens = torch.cat((rows.tokens, nxt[:, None].cpu()), dim=1)
-            drawn.append(nxt)
-            start += job.n
-        jobs = self.jobs
-        done = [job for job in jobs if job.state.done]
-        running = [job for job in jobs if not job.state.done]
-        if not running:
-            self.jobs = []  # all done: the engine drops this cohort
-            return done, 0
-        nxt = torch.cat([d for d, job in zip(drawn, jobs, strict=True) if not job.state.done])
-        self.keep(running)
-        self.logits = self.served.backbone(nxt[:, None], cache=self.cache,
-                                        positions=self.positions)[:, -1]
+            end = start
+            while end < len(self.owners) and self.owners[end][0] is job:
+                end += 1
+            runs.append((job, start, end))
+            start = end
+        return runs
+
+    def draw(self) -> None:
+        """One token for every row: requests that share their knobs are drawn in one batched
+        call; each row consumes one uniform of its own stream, whether or not it still runs."""
+        groups: dict[tuple, list[tuple[Job, int, int, torch.Tensor]]] = {}
+        for job, a, b in self._runs():
+            w, st = job.work, job.state
+            u = st.rng.uniform(1)[:, 0][st.live]  # (b - a,): the live rows, in order
+            key = (w.temperature, w.top_k, w.top_p, tuple(st.banned))
+            groups.setdefault(key, []).append((job, a, b, u))
+        for (temperature, top_k, top_p, banned), members in groups.items():
+            index = torch.cat([torch.arange(a, b) for _, a, b, _ in members])
+            logits = self.logits[index.to(self.logits.device)]
+            tokens = draw_tokens(logits, torch.cat([u for *_, u in members]), temperature,
+                                 top_k, top_p, banned).cpu()
+            start = 0
+            for job, a, b, _ in members:
+                rows = slice(start, start + b - a)
+                job.state.append(tokens[rows], logits[rows])
+                start += b - a
+
+    def forward(self) -> int:
+        """The network call for the rows still running (the engine may have stopped some
+        since `draw`); returns its number of rows."""
+        self.keep([job for job in self.jobs if not job.state.done])
+        if not self.jobs:
+            return 0
+        last = torch.cat([job.state.tokens[job.state.live, -1] for job in self.jobs])
+        self.logits = self.served.backbone(last[:, None].to(self.logits.device),
+                                           cache=self.cache, positions=self.positions)[:, -1]
         self.positions = self.positions + 1
-        for job in running:
-            job.row_nfe += job.n
-        return done, len(nxt)
+        for job in self.jobs:
+            job.row_nfe += int(job.state.live.sum())
+        return len(last)

@@ -11,6 +11,16 @@ each model together, one token each, whatever their positions (serve/cohort.py);
 block-diffusion rows of each model together over one shared KV cache, each row at its own
 block and step (serve/blocks.py).
 
+After each step the engine looks at every request's progress (`_progress`), through three
+calls any row state offers (sampling/state.py: DiffusionState, ARState; a block state can
+offer the same): `committed()` (B,), the leading canvas positions of each row that can no
+longer change; `current()` (B, L), the canvas; `stop_rows(rows)`, finish rows now. With stop
+strings, the text of each row's committed positions is searched for them, and a row that holds
+one is stopped at once (no more network calls for it; an AR row is checked between its draw
+and its next call). With `stream`, a "commit" event carries the canvas and the counts whenever
+a row's committed text grew, so a client gets text as soon as it is final: every token for an
+AR row, the left-to-right settled run for a diffusion row.
+
 Fairness: max_rows (default 2 x max_batch) lets a small request in beside a maximal one (n =
 max_batch rows for thousands of steps), and step (3) then alternates the two instead of
 running the big one to the end first: the small request's wait grows by the big one's tick
@@ -162,7 +172,7 @@ class Engine:
         chosen = self._schedule()
         rows = [self._diffusion_bucket(key, jobs) for key, jobs in self._buckets(chosen).items()]
         rows += self._ar_tick()
-        rows += self._blocks.tick(lambda job: self._finish(job, job.state.tokens, job.state.i),
+        rows += self._blocks.tick(lambda job: self._finish(job, job.state.i), self._progress,
                                   max_rows=self.max_batch)
         self.last_batch_rows = max(rows, default=0)
         for r in rows:
@@ -260,8 +270,9 @@ class Engine:
                     job.row_nfe += c
         for job in jobs:
             x = job.state.advance()
+            self._progress(job)
             if job.state.done:
-                self._finish(job, x, job.state.i)  # adaptive samplers choose their own count
+                self._finish(job, job.state.i)  # adaptive samplers choose their own count
             elif job.work.drafts:
                 job.emit(Event("draft", step=job.state.i, tokens=x.cpu().clone()))
         return sum(counts)
@@ -282,23 +293,55 @@ class Engine:
             by_model.setdefault(c.served.name, []).append(c)
         cohorts = [Cohort.merge(cs) if len(cs) > 1 else cs[0] for cs in by_model.values()]
         for cohort in cohorts:
-            done, n = cohort.step()
-            rows.append(n)
-            for job in done:
-                self._finish(job, job.state.canvas(job.served.tokenizer.mask_id))
+            cohort.draw()
             for job in cohort.jobs:
-                if job.work.drafts:
-                    job.emit(Event("draft", step=job.state.tokens.shape[1] - 1 - len(
-                        job.work.prefix), tokens=job.state.canvas(job.served.tokenizer.mask_id)))
+                self._progress(job)
+                drawn = job.state.tokens.shape[1] - 1 - len(job.work.prefix)
+                if job.state.done:
+                    self._finish(job, drawn)
+                elif job.work.drafts:
+                    job.emit(Event("draft", step=drawn, tokens=job.state.current()))
+            rows.append(cohort.forward())
         with self._cv:
             self._cohorts = [c for c in cohorts if c.jobs]
         return rows
 
-    def _finish(self, job: Job, x: torch.Tensor, steps: int | None = None) -> None:
+    def _progress(self, job: Job) -> None:
+        """After a step: stop the rows whose committed text holds a stop string, and send a
+        "commit" event if a streaming request's committed text grew (module docstring)."""
+        w = job.work
+        if not (w.stop or w.stream):
+            return
+        counts = job.state.committed().tolist()
+        if counts == job.committed:
+            return
+        grown = [r for r, (a, b) in enumerate(zip(job.committed, counts, strict=True)) if b > a]
+        job.committed = counts
+        x = job.state.current()
+        if w.stop:
+            stop = torch.zeros(w.n, dtype=torch.bool)
+            end, longest = w.length - len(w.suffix), max(map(len, w.stop))
+            for r in grown:
+                text = job.served.tokenizer.decode(x[r, len(w.prefix):min(counts[r], end)])
+                start = max(0, job.checked[r] - longest + 1)  # a stop may straddle the seam
+                stop[r] = any(s in text[start:] for s in w.stop)
+                job.checked[r] = len(text)
+            if stop.any():
+                job.state.stop_rows(stop)
+                counts = job.committed = job.state.committed().tolist()
+        if w.stream and not w.drafts and not job.state.done:
+            job.emit(self._event("commit", job, 0))
+
+    def _event(self, kind: str, job: Job, step: int) -> Event:
+        lp = job.state.logprob_arrays()
+        return Event(kind, step=step, tokens=job.state.current().cpu().clone(),
+                     counts=job.state.committed().tolist(),
+                     logprobs=None if lp is None else tuple(a.cpu().clone() for a in lp))
+
+    def _finish(self, job: Job, steps: int) -> None:
         with self._cv:
             if job in self._active:
                 self._active.remove(job)
         self.metrics.finished(job)
-        job.emit(Event("done", step=job.work.steps if steps is None else steps,
-                       tokens=x.cpu().clone()))
+        job.emit(self._event("done", job, steps))
 

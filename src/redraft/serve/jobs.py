@@ -36,6 +36,8 @@ class Work:
     top_p: float | None = None
     drafts: bool = False  # emit every intermediate canvas
     stream: bool = False  # emit the committed text as it grows ("commit" events)
+    stop: list[str] = field(default_factory=list)  # end a row once its text holds one
+    logprobs: int | None = None  # record log-probabilities and the top `logprobs`
 
     @property
     def n(self) -> int:
@@ -49,7 +51,8 @@ FINAL = ("done", "error")  # the event kinds that end a request
 class Event:
     """draft: the canvas after `step` steps; commit: the canvas when some row's committed
     text grew; done: the final canvas; error: status + message. tokens (n, length) on the CPU;
-    counts: per row, the leading canvas positions committed (commit events)."""
+    counts: per row, the leading canvas positions committed (commit and done); logprobs: the
+    state's logprob_arrays() (CPU copies) when the request asked for them."""
 
     kind: str
     step: int = 0
@@ -57,6 +60,7 @@ class Event:
     status: int = 200
     message: str = ""
     counts: list[int] | None = None
+    logprobs: tuple | None = None
 
 
 class Job:
@@ -74,6 +78,7 @@ class Job:
         self.row_nfe = 0
         self.skipped = 0  # ticks in a row the engine passed this request over (its fairness)
         self.committed = [0] * work.n  # rows' committed canvas positions at the last look
+        self.checked = [0] * work.n  # characters of each row's text searched for stops
         self.state = start_state(served, work)
 
     @property
@@ -107,4 +112,4 @@ def start_state(served: Model, work: Work) -> DiffusionState | ARState:  # Block
                         steps=work.steps, sampler=work.sampler, options=work.options,
                         temperature=work.temperature, top_k=work.top_k, top_p=work.top_p,
                         block_size=work.block_size, stop_at_eos=work.stop_at_eos,
-                        guidance=work.guidance)
+                        guidance=work.guidance, logprobs=work.logprobs)
