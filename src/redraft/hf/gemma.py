@@ -152,6 +152,22 @@ class GemmaRows:
     def placeholder_eos(self) -> int:
         return self.eos_id if self.eos_id is not None else self.placeholder
 
+    def current(self) -> torch.Tensor:
+        """The canvas as the server's events carry it (view)."""
+        return self.view()
+
+    def committed(self) -> torch.Tensor:
+        """(n,) leading positions of each row that can no longer change: the prompt and the
+        committed canvases (a finished row: all of it)."""
+        out = torch.full((self.n,), min(len(self.prefix) + self.generated.shape[1], self.length),
+                         dtype=torch.long)
+        out[self.finished.cpu()] = self.length
+        return out
+
+    def logprob_arrays(self) -> None:
+        """No log-probabilities are recorded (start refuses logprobs)."""
+        return None
+
     def view(self) -> torch.Tensor:
         """(n, length): prefix, committed canvases, the current draft, then placeholders;
         with an EOS stop, everything after a row's first EOS becomes EOS."""

@@ -165,8 +165,11 @@ class GemmaModel:
 
     def start(self, prefix, *, length: int, seeds, suffix=(), steps: int | None = None,
               sampler=None, options=None, temperature: float = 1.0, top_k=None, top_p=None,
-              block_size=None, stop_at_eos: bool = False, guidance: float = 0.0):
+              block_size=None, stop_at_eos: bool = False, guidance: float = 0.0,
+              logprobs: int | None = None):
         """One request's rows for the server (encoded at its first tick)."""
+        if logprobs is not None:
+            raise RedraftError("logprobs: DiffusionGemma does not record log-probabilities yet")
         check_knobs(temperature, top_k, top_p)
         self._refuse(len(suffix), False, guidance, block_size, top_k, top_p)
         rule = self.rule(sampler, options, steps, temperature)

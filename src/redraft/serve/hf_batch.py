@@ -27,7 +27,7 @@ def step_jobs(jobs: list[Job], finish: Callable) -> int:
         job.row_nfe = s.row_nfe
         x = s.view()
         if s.done:
-            finish(job, x, s.i)
+            finish(job, s.i)
         elif job.work.drafts:
             job.emit(Event("draft", step=s.i, tokens=x.cpu().clone()))
     return rows
