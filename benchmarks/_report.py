@@ -7,6 +7,8 @@ import os
 import platform
 import re
 import subprocess
+import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -73,3 +75,22 @@ def write_json(name: str, data: dict) -> Path:
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(path)
     return path
+
+
+def wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout_s: float,
+                 poll_s: float = 0.2) -> None:
+    """Wait until the server at url answers GET /health with 200; exit (naming its log) if
+    the process dies or timeout_s passes first."""
+    import httpx
+
+    end = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > end:
+            proc.kill()
+            sys.exit(f"the server did not start; see {log}")
+        time.sleep(poll_s)

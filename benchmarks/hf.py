@@ -37,7 +37,7 @@ import httpx
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, machine, write_section  # noqa: E402
+from _report import ROOT, machine, wait_healthy, write_section  # noqa: E402
 
 from redraft.hf.testing import tiny_gemma  # noqa: E402
 
@@ -85,17 +85,7 @@ class Server:
              "--max-batch", "64", "--log-level", "warning"],
             env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, stdin=subprocess.DEVNULL,
             stdout=log.open("w"), stderr=subprocess.STDOUT)
-        end = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > end:
-                self.proc.kill()
-                sys.exit(f"the server did not start; see {log}")
-            time.sleep(0.3)
+        wait_healthy(self.proc, self.url, log, 300, 0.3)
 
     def stop(self) -> None:
         self.proc.terminate()

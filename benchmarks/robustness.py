@@ -39,7 +39,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, machine, write_json, write_section  # noqa: E402
+from _report import ROOT, machine, wait_healthy, write_json, write_section  # noqa: E402
 
 SEQ_LEN, MAX_BATCH, MAX_STEPS, BODY_TIMEOUT = 128, 64, 512, 5.0
 HEADERS = {"Content-Type": "application/json"}
@@ -84,17 +84,7 @@ class Server:
                                      env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
                                      stdin=subprocess.DEVNULL, stdout=log.open("w"),
                                      stderr=subprocess.STDOUT)
-        end = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > end:
-                self.proc.kill()
-                sys.exit(f"the server did not start; see {log}")
-            time.sleep(0.2)
+        wait_healthy(self.proc, self.url, log, 120, 0.2)
 
     def peak_rss_mb(self) -> float:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
