@@ -42,7 +42,7 @@ def ship(checkpoint: str | Path, dest: str | Path, dtype: str = "bfloat16") -> P
         "source": f"{ck.path.resolve().parent.name}/{ck.path.name}",
         "objective": config.diffusion.objective,
         "step": ck.meta.get("step"),
-        "train_seconds": round(elapsed, 1) if elapsed is not None else None,
+        "train_seconds": round(elapsed, 3) if elapsed is not None else None,
         "tokens_seen": (ck.meta["step"] * config.train.batch_size * config.model.seq_len
                         if isinstance(ck.meta.get("step"), int) else None),
         "train_device": config.train.device,
