@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -77,7 +78,39 @@ def write_json(name: str, data: dict) -> Path:
     return path
 
 
-def wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout_s: float,
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_server(args: list[str], log: Path | None = None, env: dict | None = None,
+                  timeout_s: float = 120, poll_s: float = 0.2
+                  ) -> tuple[subprocess.Popen, str, list[str]]:
+    """`python -m redraft serve ARGS --port P` on a free local port, returned once /health
+    answers: (process, url, the redraft arguments). Its output goes to `log` if given."""
+    port = free_port()
+    argv = ["serve", *args, "--port", str(port)]
+    out = log.open("w") if log is not None else None
+    proc = subprocess.Popen([sys.executable, "-m", "redraft", *argv],
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})},
+                            stdin=subprocess.DEVNULL, stdout=out,
+                            stderr=subprocess.STDOUT if out else None)
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(proc, url, log, timeout_s, poll_s)
+    return proc, url, argv
+
+
+def stop_server(proc: subprocess.Popen, timeout_s: float = 30) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def wait_healthy(proc: subprocess.Popen, url: str, log: Path | None, timeout_s: float,
                  poll_s: float = 0.2) -> None:
     """Wait until the server at url answers GET /health with 200; exit (naming its log) if
     the process dies or timeout_s passes first."""
@@ -92,5 +125,5 @@ def wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout_s: float,
             pass
         if proc.poll() is not None or time.monotonic() > end:
             proc.kill()
-            sys.exit(f"the server did not start; see {log}")
+            sys.exit(f"the server at {url} did not start" + (f"; see {log}" if log else ""))
         time.sleep(poll_s)

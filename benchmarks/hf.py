@@ -26,8 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +35,7 @@ import httpx
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, machine, wait_healthy, write_section  # noqa: E402
+from _report import ROOT, launch_server, machine, stop_server, write_section  # noqa: E402
 
 from redraft.hf.testing import tiny_gemma  # noqa: E402
 
@@ -76,23 +74,11 @@ def hf_generate(model, texts: list[str], args, device) -> tuple[float, int]:
 
 class Server:
     def __init__(self, spec: str, log: Path):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "redraft", "serve", spec, "--port", str(self.port),
-             "--max-batch", "64", "--log-level", "warning"],
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, stdin=subprocess.DEVNULL,
-            stdout=log.open("w"), stderr=subprocess.STDOUT)
-        wait_healthy(self.proc, self.url, log, 300, 0.3)
+        self.proc, self.url, _ = launch_server(
+            [spec, "--max-batch", "64", "--log-level", "warning"], log, timeout_s=300, poll_s=0.3)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_server(self.proc)
 
 
 async def _one(client, url, text, seed, args) -> int:

@@ -29,7 +29,6 @@ import json
 import multiprocessing
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,14 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, machine, wait_healthy, write_json, write_section  # noqa: E402
+from _report import (  # noqa: E402
+    ROOT,
+    launch_server,
+    machine,
+    stop_server,
+    write_json,
+    write_section,
+)
 
 SEQ_LEN, MAX_BATCH, MAX_STEPS, BODY_TIMEOUT = 128, 64, 512, 5.0
 HEADERS = {"Content-Type": "application/json"}
@@ -66,25 +72,12 @@ def train_pair(folder: Path) -> list[Path]:
     return runs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     def __init__(self, runs: list[Path], log: Path, *extra: str):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.args = ["serve", *map(str, runs), "--port", str(self.port), "--max-batch",
-                     str(MAX_BATCH), "--max-steps", str(MAX_STEPS), "--body-timeout",
-                     str(BODY_TIMEOUT), "--log-level", "warning", *extra]
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-m", "redraft", *self.args],
-                                     env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-                                     stdin=subprocess.DEVNULL, stdout=log.open("w"),
-                                     stderr=subprocess.STDOUT)
-        wait_healthy(self.proc, self.url, log, 120, 0.2)
+        self.proc, self.url, self.args = launch_server(
+            [*map(str, runs), "--max-batch", str(MAX_BATCH), "--max-steps", str(MAX_STEPS),
+             "--body-timeout", str(BODY_TIMEOUT), "--log-level", "warning", *extra], log)
 
     def peak_rss_mb(self) -> float:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
@@ -96,11 +89,7 @@ class Server:
         return self.log.read_text(errors="replace").count("Traceback")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_server(self.proc)
 
 
 class Tally:

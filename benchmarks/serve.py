@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,39 +39,25 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, machine, write_json, write_section  # noqa: E402
+from _report import (  # noqa: E402
+    ROOT,
+    launch_server,
+    machine,
+    stop_server,
+    write_json,
+    write_section,
+)
 
 PROMPTS = ["ROMEO:", "JULIET:", "First Citizen:", "KING RICHARD III:", "MENENIUS:"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(runs: list[Path], max_batch: int, max_queue: int,
                  threads: int | None = None) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    if threads:  # torch's intra-op threads in the server (OpenMP reads it at start)
-        env["OMP_NUM_THREADS"] = str(threads)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "redraft", "serve", *map(str, runs), "--port", str(port),
-         "--max-batch", str(max_batch), "--max-queue", str(max_queue), "--log-level", "warning"],
-        env=env, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    end = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > end:
-            proc.kill()
-            sys.exit(f"the server on port {port} did not start")
-        time.sleep(0.2)
+    # threads: torch's intra-op threads in the server (OpenMP reads it at start)
+    proc, url, _ = launch_server(
+        [*map(str, runs), "--max-batch", str(max_batch), "--max-queue", str(max_queue),
+         "--log-level", "warning"], env={"OMP_NUM_THREADS": str(threads)} if threads else None)
+    return proc, url
 
 
 async def load(url: str, model: str, clients: int, requests: int, cap_s: float,
@@ -296,8 +281,7 @@ def block_rows(args) -> None:
                       f"requests, {r['errors']} errors, load {r['load_1min']})", file=sys.stderr)
     finally:
         for proc, _ in servers.values():
-            proc.terminate()
-            proc.wait(timeout=60)
+            stop_server(proc, 60)
     rate = {(r["mode"], r["clients"]): r["tokens_per_s"] for r in results}
     a, b = rate.get(("batched", 16)), rate.get(("one_at_a_time", 16))
     d = model.config.diffusion if model.config is not None else None
@@ -427,8 +411,7 @@ def main() -> None:
                           f"tokens/s  p50 {r['p50_s']:.3f} s  p99 {r['p99_s']:.3f} s  "
                           f"({r['requests']} requests, {r['errors']} errors)", file=sys.stderr)
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+            stop_server(proc, 60)
 
     def rate(mode: str, model: str, c: int) -> float | None:
         return next((r["tokens_per_s"] for r in results

@@ -328,7 +328,7 @@ class Engine:
                 job.checked[r] = len(text)
             if stop.any():
                 job.state.stop_rows(stop)
-                counts = job.committed = job.state.committed().tolist()
+                job.committed = job.state.committed().tolist()
         if w.stream and not w.drafts and not job.state.done:
             job.emit(self._event("commit", job, 0))
 
