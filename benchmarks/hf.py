@@ -178,11 +178,12 @@ def main() -> None:
         "served_tokens_per_s_1": round(served_1, 2),
         "served_tokens_per_s_16": round(served_16, 2),
         "rounds": runs,
-        "served16_over_hf1": round(served_16 / hf_1, 2),
-        "served16_over_hf_batch16": round(served_16 / hf_16, 2),
+        "served16_over_hf1": round(served_16 / hf_1, 3),
+        "served16_over_hf_batch16": round(served_16 / hf_16, 3),
     }
-    result["bar_2x_one_at_a_time"] = result["served16_over_hf1"] >= 2.0
-    result["bar_ge_static_batch16"] = result["served16_over_hf_batch16"] >= 1.0
+    # The bars are judged on the unrounded ratios (0.996 must not pass as 1.0).
+    result["bar_2x_one_at_a_time"] = served_16 / hf_1 >= 2.0
+    result["bar_ge_static_batch16"] = served_16 / hf_16 >= 1.0
     print(json.dumps(result, indent=2))
     if args.no_write:
         return
