@@ -9,8 +9,8 @@ validation windows), and sampling rows: network calls, gen-ppl by the judge, uni
 batch-1 latency and batch-16 throughput for 256 tokens, and the cached vs uncached speed of
 the block sampler; the AR twin's same fields with its KV cache.
 
-    python benchmarks/block.py --minutes 8 --sizes 4 16 64 --judge runs/shakespeare-judge
-    python benchmarks/block.py --corpus python --minutes 8          # the stdlib corpus
+    python benchmarks/block.py --minutes 8 --judge shakespeare=runs/shakespeare-judge
+    python benchmarks/block.py --corpus python --minutes 8 --judge python=src/redraft/default/ar
 
 Writes the "block" section of BENCHMARKS.md and benchmarks/results/block.json (one entry per
 corpus). Without --judge the run's own AR twin judges (it then scores its own samples, which
@@ -34,7 +34,7 @@ from _report import ROOT, SHARED, machine, write_json, write_section  # noqa: E4
 from redraft.config import config_from_dict  # noqa: E402
 from redraft.data import load_data  # noqa: E402
 from redraft.eval.judge import load_judge  # noqa: E402
-from redraft.eval.likelihood import evaluate  # noqa: E402
+from redraft.eval.likelihood import evaluate, evaluate_in_order  # noqa: E402
 from redraft.eval.quality import unigram_entropy  # noqa: E402
 from redraft.model import load  # noqa: E402
 from redraft.sampling import generate_block  # noqa: E402
@@ -80,6 +80,15 @@ def bits_per_char(ck, val_batches: int | None, samples: int) -> tuple[float, flo
                             estimator=estimator)
     scale = 1 / math.log(2) / data.val_bytes_per_token
     return nats * scale, err * scale
+
+
+def in_order_bits_per_char(ck, val_batches: int | None) -> float:
+    """The block model's exact NLL decoded left to right inside each block (one token per
+    call): what its bound would be without the random in-block orders."""
+    _, data = load_data(ck.config.data, LENGTH, ck.tokenizer)
+    nats, _, _ = evaluate_in_order(ck.backbone, data.val, ck.config, ck.tokenizer.mask_id,
+                                   ck.tokenizer.eos_id, val_batches)
+    return nats / math.log(2) / data.val_bytes_per_token
 
 
 def sample(ck, spec: dict, batch: int, use_cache: bool = True):
@@ -153,12 +162,15 @@ def run_corpus(corpus: str, args, work: Path) -> dict:
             path, tps = trained(c, args.reuse)
             ckpts[name] = load(path)
             bits, err = bits_per_char(ckpts[name], args.val_batches, args.mc_samples)
+            in_order = in_order_bits_per_char(ckpts[name], args.in_order_batches)
             runs.append({"block_size": b, "objective": "block", "init": init,
                          "shift": args.shift, "val_bits_per_char": bits, "stderr": err,
+                         "val_bits_per_char_in_order": in_order,
                          "train_tokens_per_s": tps, "name": name})
             print(runs[-1], file=sys.stderr)
 
-    judge = load_judge(args.judge) if args.judge else load_judge(ckpts["ar"].path)
+    judge_path = dict(j.split("=", 1) for j in args.judge).get(corpus) if args.judge else None
+    judge = load_judge(judge_path) if judge_path else load_judge(ckpts["ar"].path)
     n = args.num_samples
     rows = [{"run": "ar", **sampling_row(ckpts["ar"], {"sampler": "ar"}, judge, n)}]
     best = {}
@@ -185,33 +197,75 @@ def run_corpus(corpus: str, args, work: Path) -> dict:
                            "nfe": timing[True][1], "cached_s": timing[True][0],
                            "uncached_s": timing[False][0],
                            "speedup": timing[False][0] / timing[True][0]})
-    return {"ar_val_bits_per_char": ar_bits, "ar": ar_row, "runs": runs, "sampling": rows,
+    return {"machine": machine(), "command": "python benchmarks/block.py " + " ".join(
+        sys.argv[1:]), "note": args.note, "minutes": args.minutes, "ar_share": args.ar_share,
+            "in_order_windows": args.in_order_batches * 16,
+            "ar_val_bits_per_char": ar_bits, "ar": ar_row, "runs": runs, "sampling": rows,
             "cache": cache_rows, "judge": judge.name}
 
 
+GPU_SPEED = """### Training speed on a GPU
+
+Machine: one NVIDIA H200 (the device tool), torch 2.11.0+cu130, bf16 autocast, 2026-11-30, alone on
+the GPU. Command: the last phase of `scripts/train_default_gpu.sh` (`redraft train
+configs/shakespeare-{ar,block}.yaml train.device=cuda train.time_budget_s=15 train.batch_size=B`);
+figures in `benchmarks/results/default_gpu_training.json` (`block_training_speed_gpu`).
+
+| batch | AR twin tokens/s | block 16 tokens/s | block / AR |
+|---:|---:|---:|---:|
+"""
+
+GPU_NOTE = """
+The block objective's one pass runs the noised and the clean sequence side by side (twice the
+tokens, a masked rather than causal attention), so a clean token costs at least twice the AR
+twin's work: about 0.56x its throughput once the GPU is busy (batch 256), 0.36-0.48x on the 2
+CPU cores. On CPU, attention is not the main cost: a masked SDPA over the 512-long pair costs
+about 1.3x the causal one over 256 tokens in a microbenchmark (both fwd+bwd, batch 16), so
+splitting the attention could gain little; the doubled MLP work is what remains.
+"""
+
+
+def gpu_section() -> list[str]:
+    """The GPU training-speed table (measured by scripts/train_default_gpu.sh), if present."""
+    path = ROOT / "benchmarks" / "results" / "default_gpu_training.json"
+    if not path.is_file():
+        return []
+    g = json.loads(path.read_text()).get("block_training_speed_gpu")
+    if not g:
+        return []
+    rows = [f"| {b} | {g[f'ar_batch{b}_tokens_per_s']:,} | {g[f'block_batch{b}_tokens_per_s']:,}"
+            f" | {g[f'block_over_ar_batch{b}']:.3f} |" for b in (16, 256)]
+    return [GPU_SPEED.rstrip("\n"), *rows, GPU_NOTE]
+
+
 def markdown(results: dict, args) -> str:
-    m = results["machine"]
-    lines = ["## Block diffusion (issue 14)", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} "
-             f"({m['torch_threads']} threads), {m['date']}. Command: `{results['command']}`.",
-             f"Model: 4 layers, 4 heads, d_model 128, context {LENGTH}, batch 16; every row "
-             f"has the same {args.minutes:g} minutes of total training wall clock (an "
-             f"adapted run: {args.ar_share:g} of it training the AR initialiser).", ""]
-    if results.get("note"):
-        lines += [f"**Note:** {results['note']}", ""]
+    lines = ["## Block diffusion (issue 14)", "", *gpu_section()]
     for corpus, r in results["corpora"].items():
-        ar = r["ar"]
+        ar, m = r["ar"], r["machine"]
         lines += [f"### {corpus}", "",
-                  "| model | init | train tokens/s | validation bits/char | / AR |",
-                  "|---|---|---:|---:|---:|",
+                  f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} "
+                  f"({m['torch_threads']} threads), {m['date']}. Command: `{r['command']}`.",
+                  f"Model: 4 layers, 4 heads, d_model 128, context {LENGTH}, batch 16; every "
+                  f"row has the same {r['minutes']:g} minutes of total training wall clock (an "
+                  f"adapted run: {r['ar_share']:g} of it training the AR initialiser). "
+                  "In-order NLL: the block model's exact NLL when each block is decoded left "
+                  f"to right, one token per call (on the first {r['in_order_windows']} "
+                  "validation windows); the bound averages uniformly random in-block orders.",
+                  "", *([f"**Note:** {r['note']}", ""] if r.get("note") else []),
+                  "| model | init | train tokens/s | validation bits/char | / AR | "
+                  "in-order NLL | / AR |",
+                  "|---|---|---:|---:|---:|---:|---:|",
                   f"| AR twin (exact NLL) | - | {ar['train_tokens_per_s']:,.0f} | "
-                  f"{ar['val_bits_per_char']:.3f} ± {ar['stderr']:.3f} | 1 |"]
+                  f"{ar['val_bits_per_char']:.3f} ± {ar['stderr']:.3f} | 1 | - | - |"]
         for run in r["runs"]:
             name = "masked (mdlm)" if run["objective"] == "mdlm" else \
                 f"block {run['block_size']}"
             lines.append(f"| {name} | {run['init']} | {run['train_tokens_per_s']:,.0f} | "
                          f"{run['val_bits_per_char']:.3f} ± {run['stderr']:.3f} | "
-                         f"{run['val_bits_per_char'] / ar['val_bits_per_char']:.3f} |")
+                         f"{run['val_bits_per_char'] / ar['val_bits_per_char']:.3f} | "
+                         + (f"{run['val_bits_per_char_in_order']:.3f} | "
+                            f"{run['val_bits_per_char_in_order'] / ar['val_bits_per_char']:.3f} |"
+                            if "val_bits_per_char_in_order" in run else "- | - |"))
         n = args.num_samples
         lines += ["", f"Sampling {LENGTH} tokens (judge: {r['judge']}; {n} samples for "
                   "gen-ppl and entropy):", "",
@@ -246,21 +300,26 @@ def main() -> None:
     ap.add_argument("--no-shift", dest="shift", action="store_false",
                     help="BD3-LM's same-position alignment instead of the AR twin's")
     ap.add_argument("--with-mdlm", action="store_true", help="add the masked model's row")
-    ap.add_argument("--judge", default=None, help="AR checkpoint that judges the samples")
+    ap.add_argument("--judge", nargs="+", default=None, metavar="CORPUS=PATH",
+                    help="the AR checkpoint that judges each corpus's samples (a corpus "
+                    "without one: the run's own AR twin)")
     ap.add_argument("--num-samples", type=int, default=16)
     ap.add_argument("--mc-samples", type=int, default=2, help="noise draws per window")
     ap.add_argument("--val-batches", type=int, default=None, help="default: all windows")
+    ap.add_argument("--in-order-batches", type=int, default=8,
+                    help="validation batches for the in-order NLL (b calls per batch)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=str(ROOT / "runs" / "block-bench"))
     ap.add_argument("--reuse", action="store_true", help="reuse finished runs in --out")
     ap.add_argument("--note", default=None, help="a line of context for the section")
+    ap.add_argument("--merge", action="store_true", help="keep the other corpora's entries "
+                    "of benchmarks/results/block.json (a corpus run as its own process)")
     ap.add_argument("--render", action="store_true", help="only rewrite the section from "
                     "benchmarks/results/block.json (pass the run's own settings)")
     args = ap.parse_args()
+    stored = ROOT / "benchmarks" / "results" / "block.json"
     if args.render:
-        results = json.loads((ROOT / "benchmarks" / "results" / "block.json").read_text())
-        results["note"] = args.note or results.get("note")
-        write_json("block", results)
+        results = json.loads(stored.read_text())
         write_section("block", markdown(results, args))
         return
     if "shakespeare" in args.corpus and not Path(CORPORA["shakespeare"][0]).is_file():
@@ -269,11 +328,16 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.out)
-    results = {"machine": machine(), "command": "python benchmarks/block.py " + " ".join(
-        sys.argv[1:]), "note": args.note, "corpora": {}}
+    results = {"corpora": {}}
     for corpus in args.corpus:
-        results["corpora"][corpus] = run_corpus(corpus, args, work)
-    write_json("block", results)
+        entry = run_corpus(corpus, args, work)
+        # Each corpus is its own run (they may run as separate processes): keep the other
+        # corpora's stored entries unless this run has them, reading the file just before
+        # writing it.
+        if args.merge and stored.is_file():
+            results["corpora"] = json.loads(stored.read_text()).get("corpora", {})
+        results["corpora"][corpus] = entry
+        write_json("block", results)
     text = markdown(results, args)
     write_section("block", text)
     print(text)

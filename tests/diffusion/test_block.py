@@ -14,6 +14,7 @@ from redraft.diffusion.block import (
     block_inputs,
     block_mask_pattern_count,
     block_weights,
+    in_order_nll,
     sample_block_counts,
     sample_block_times,
 )
@@ -120,6 +121,30 @@ def test_one_pass_loss_equals_a_loop_over_blocks(shift, block_size):
         logits = block(torch.cat((y0[:, :a], yt[:, a:b]), dim=1))[:, a:]
         want = block_elbo(logits, x0[:, a:b], xt[:, a:b], weight[:, a:b], MID)
         assert torch.allclose(got[:, a:b], want, atol=1e-5)
+
+
+def test_in_order_nll_at_block_one_is_the_ar_twins_and_equals_a_loop():
+    """in_order_nll: b = 1 (shift) is the AR twin's NLL (SUBS-renormalised, as the bound);
+    b = 4: each position scored over the clean earlier blocks and its block with itself and
+    everything after it masked, position by position."""
+    ar, one = models(1)
+    x0 = x0_batch()
+    no_mask = ar(ar_inputs(x0, EOS)).clone()
+    no_mask[..., MID] = -math.inf
+    assert torch.allclose(in_order_nll(one, x0, True, MID, EOS), ar_cross_entropy(no_mask, x0),
+                          atol=1e-5)
+    _, block = models(4)
+    for shift in (True, False):
+        got = in_order_nll(block, x0, shift, MID, EOS)
+        for pos in range(16):
+            a, i = pos // 4 * 4, pos % 4
+            xt = x0.clone()
+            xt[:, a + i:a + 4] = MID
+            yt, y0 = block_inputs(xt, x0, 4, shift, EOS)
+            lg = block(torch.cat((y0[:, :a], yt[:, a:a + 4]), dim=1))[:, a + i].clone()
+            lg[:, MID] = -math.inf
+            nll = torch.nn.functional.cross_entropy(lg, x0[:, pos], reduction="none")
+            assert torch.allclose(got[:, pos], nll, atol=1e-5)
 
 
 def test_noise_is_per_block_stratified_and_counts_are_exact():

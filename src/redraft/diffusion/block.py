@@ -145,3 +145,25 @@ def block_elbo(logits: torch.Tensor, x0: torch.Tensor, xt: torch.Tensor, weight:
     positions of xt times each position's block weight (block_weights); 0 elsewhere.
     logits (B, L, V) are the backbone's for the targets x0 (B, L)."""
     return masked_nll(logits, x0, xt, mask_id) * weight
+
+
+def in_order_nll(model: torch.nn.Module, x0: torch.Tensor, shift: bool, mask_id: int,
+                 bos_id: int | None) -> torch.Tensor:
+    """(B, L) nats: -log p(x_l | clean blocks before, the block's positions before l), with
+    the block's positions from l on masked: the exact NLL of decoding each block left to
+    right, one token per network call (b calls of a block model, all blocks at once).
+
+    A diagnostic beside the block ELBO, which averages the same denoiser over uniformly
+    random in-block orders (what parallel decoding needs): the gap between the two is what
+    the random orders cost. Block size 1 gives the AR twin's NLL, like the ELBO."""
+    b = model.block_size
+    length = x0.shape[1]
+    rank = torch.arange(length, device=x0.device) - block_ids(length, b, x0.device) * b
+    out = torch.zeros(x0.shape, dtype=torch.float32, device=x0.device)
+    for i in range(min(b, length)):
+        xt = torch.where((rank >= i)[None, :], torch.full_like(x0, mask_id), x0)
+        yt, y0 = block_inputs(xt, x0, b, shift, bos_id)
+        t = (rank >= i).float()[None, :].expand(x0.shape)  # masked positions: t = 1
+        nll = masked_nll(model(yt, t, x0=y0), x0, xt, mask_id)
+        out[:, rank == i] = nll[:, rank == i].float()
+    return out

@@ -90,6 +90,32 @@ def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches:
     return v.mean().item(), stderr, len(v)
 
 
+@torch.no_grad()
+def evaluate_in_order(model, tokens, cfg: Config, mask_id: int, bos_id: int,
+                      max_batches: int | None, batch_size: int | None = None):
+    """(mean nats/token, standard error, windows) of a block model decoded left to right
+    inside each block (diffusion.block.in_order_nll), on the windows `evaluate` scores: an
+    exact NLL, not a bound, for comparing with the block ELBO of the same weights."""
+    from redraft.diffusion.block import in_order_nll
+
+    if not objective(cfg.diffusion.objective).blockwise:
+        raise RedraftError(f"in-order NLL needs a block model, got objective "
+                           f"{cfg.diffusion.objective!r}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    per_window = [in_order_nll(model, x0.to(device), cfg.diffusion.block_shift, mask_id,
+                               bos_id).double().mean(dim=1).cpu()
+                  for x0 in eval_batches(tokens, cfg.model.seq_len,
+                                         batch_size or cfg.train.batch_size, max_batches)]
+    model.train(was_training)
+    if not per_window:
+        raise RedraftError("no validation windows: the validation split is empty")
+    v = torch.cat(per_window)
+    stderr = (v.std() / math.sqrt(len(v))).item() if len(v) > 1 else float("nan")
+    return v.mean().item(), stderr, len(v)
+
+
 def report(nats: float, stderr: float, bytes_per_token: float) -> dict[str, float]:
     """One loss in every unit people compare: nats/token, bits/token, bits/byte, perplexity."""
     return {
