@@ -74,7 +74,8 @@ def trained(cfg: dict, reuse: bool) -> tuple[Path, float]:
 
 def bits_per_char(ck, val_batches: int | None, samples: int) -> tuple[float, float]:
     _, data = load_data(ck.config.data, LENGTH, ck.tokenizer)
-    estimator = "count" if ck.objective.count_estimator or ck.is_ar else "time"
+    ordered = ck.config.diffusion.block_reveal_width < 1  # the count form needs uniform order
+    estimator = "count" if (ck.objective.count_estimator or ck.is_ar) and not ordered else "time"
     nats, err, _ = evaluate(ck.backbone, data.val, ck.config, ck.tokenizer.mask_id,
                             ck.tokenizer.eos_id, val_batches, samples=samples,
                             estimator=estimator)

@@ -96,6 +96,13 @@ class DiffusionConfig:
     predicts token j; a block's first token is predicted from the clean last token of the
     block before, or bos). With it, block_size 1 is exactly the AR twin and weights adapted
     from it start aligned; without it (BD3-LM's), block_size seq_len is exactly mdlm."""
+    block_reveal_width: float = 1.0
+    """Objective "block": the share w of the time axis over which each position of a block
+    is revealed. 1 (BD3-LM) reveals every position on all of [0, 1], in uniformly random
+    order; w < 1 gives in-block position j its own window [c_j, c_j + w], c_j = (1 - w)
+    (b - 1 - j) / (b - 1), so a block is revealed roughly left to right in overlapping
+    windows (w <= 1/b: strictly left to right, one position per window). The bound stays a
+    bound (per-position schedules, diffusion/block.py); it needs elbo_estimator "time"."""
     elbo_estimator: str = "count"
     """How the masked ELBO is estimated in training (objectives mdlm and block, per block;
     the others always draw t): "time" (draw t, mask each token w.p.
@@ -319,6 +326,17 @@ class Config:
         _require(d.train_t_max == 1 or d.elbo_estimator == "time" or not obj.count_estimator,
                  f"diffusion.train_t_max={d.train_t_max} clips drawn times: it needs "
                  "diffusion.elbo_estimator 'time', got 'count'")
+        _require(0 < d.block_reveal_width <= 1, f"diffusion.block_reveal_width="
+                 f"{d.block_reveal_width}: expected 0 < width <= 1")
+        if d.block_reveal_width < 1:
+            _require(obj.blockwise, f"diffusion.block_reveal_width={d.block_reveal_width} is "
+                     f"for objective 'block', got {d.objective!r}")
+            _require(d.elbo_estimator == "time", f"diffusion.block_reveal_width="
+                     f"{d.block_reveal_width} orders the reveals inside a block: it needs "
+                     "diffusion.elbo_estimator 'time' (the count estimator assumes uniform order)")
+            _require(not m.time_conditioning, f"diffusion.block_reveal_width="
+                     f"{d.block_reveal_width}: a time-conditioned backbone is not supported "
+                     "(positions of a block have different times)")
         if obj.blockwise:
             _require(1 <= d.block_size <= m.seq_len and m.seq_len % d.block_size == 0,
                      f"diffusion.block_size={d.block_size}: expected a divisor of model.seq_len="

@@ -30,9 +30,11 @@ from redraft.diffusion.block import (
     block_sizes,
     block_weights,
     per_position,
+    reveal_times,
     sample_block_counts,
     sample_block_times,
 )
+from redraft.errors import RedraftError
 
 
 def process_of(cfg: DiffusionConfig, mask_id: int, vocab_size: int | None = None) -> Process:
@@ -141,6 +143,9 @@ def draw_block_noise(cfg: DiffusionConfig, batch: int, length: int, mask_id: int
     schedule = make_schedule(cfg.schedule, cfg.schedule_eps)
     n_blocks = -(-length // b)
     if estimator == "count":
+        if cfg.block_reveal_width < 1:
+            raise RedraftError(f"the count estimator assumes a uniform in-block order; "
+                               f"block_reveal_width={cfg.block_reveal_width} needs 'time'")
         sizes = block_sizes(length, b, device)[::b]  # (n_blocks,)
         k = per_position(sample_block_counts(batch, sizes, generator), length, b)
         masked = block_mask_pattern_count(k, b, generator)
@@ -149,9 +154,13 @@ def draw_block_noise(cfg: DiffusionConfig, batch: int, length: int, mask_id: int
         k = None
         t = per_position(sample_block_times(batch, n_blocks, generator, t_min, t_max, device),
                          length, b)
+        t = reveal_times(t, b, cfg.block_reveal_width)
         masked = block_mask_pattern(t, schedule, generator)
     values = torch.full((batch, length), mask_id, dtype=torch.long, device=device)
-    return Noise(masked, values, t, k, batch * length / max(int(masked.sum()), 1))
+    # With ordered reveals a position past its window (tau = 1) is masked but scores nothing
+    # in the bound; the token weighting counts only the positions the bound scores.
+    scored = masked & (t < 1) if cfg.block_reveal_width < 1 else masked
+    return Noise(masked, values, t, k, batch * length / max(int(scored.sum()), 1))
 
 
 def block_token_losses(model: torch.nn.Module, x0: torch.Tensor, cfg: DiffusionConfig,
@@ -165,9 +174,10 @@ def block_token_losses(model: torch.nn.Module, x0: torch.Tensor, cfg: DiffusionC
     yt, y0 = block_inputs(xt, x0, cfg.block_size, cfg.block_shift, bos_id)
     logits = model(yt, noise.t, x0=y0)  # (B, L, V): output l predicts x0_l
     if weighting == "token":
-        return masked_nll(logits, x0, xt, mask_id) * noise.token_scale
+        nll = masked_nll(logits, x0, xt, mask_id) * noise.token_scale
+        return nll * (noise.t < 1) if cfg.block_reveal_width < 1 else nll
     weight = block_weights(make_schedule(cfg.schedule, cfg.schedule_eps), noise.t, noise.k,
-                           cfg.block_size)
+                           cfg.block_size, cfg.block_reveal_width)
     return block_elbo(logits, x0, xt, weight, mask_id)
 
 

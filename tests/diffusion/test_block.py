@@ -15,6 +15,7 @@ from redraft.diffusion.block import (
     block_mask_pattern_count,
     block_weights,
     in_order_nll,
+    reveal_times,
     sample_block_counts,
     sample_block_times,
 )
@@ -189,6 +190,76 @@ def test_exact_block_denoiser_bound_equals_the_entropy(block_size):
     assert abs(bound - entropy) < 1e-5, (bound, entropy)
 
 
+def toy_bound_ordered(block_size, width):
+    """The exact E over t and the mask pattern of the real loss (elbo weighting) with the
+    exact block denoiser, for the in-block reveal width `width` (no shift). Blocks add up and
+    each block's term depends on its own time only, so one t for all blocks has the same
+    expectation; the integrand is a polynomial in t between the window edges, so Gauss-Legendre
+    nodes on each piece integrate it exactly."""
+    seqs, p = toy_law()
+    model = ExactBlockModel(block_size, False)
+    c = DiffusionConfig(objective="block", block_size=block_size, block_shift=False,
+                        block_reveal_width=width, elbo_estimator="time")
+    rank = torch.arange(4) % block_size
+    offsets = (1 - width) * (block_size - 1 - rank) / max(block_size - 1, 1)
+    edges = sorted({0.0, 1.0, *offsets.tolist(), *(offsets + width).clamp(max=1).tolist()})
+    nodes, weights = (torch.from_numpy(a) for a in __import__("numpy").polynomial.legendre
+                      .leggauss(6))
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        for x, wq in zip(nodes.tolist(), weights.tolist(), strict=True):
+            t = lo + (hi - lo) * (x + 1) / 2
+            tau = reveal_times(torch.full((1, 4), t, dtype=torch.float64), block_size,
+                               width)[0]
+            for m in itertools.product([False, True], repeat=4):
+                masked = torch.tensor(m)
+                prob = torch.where(masked, tau, 1 - tau).prod().item()
+                if prob == 0:
+                    continue
+                noise = Noise(masked.expand(len(seqs), 4), torch.full((len(seqs), 4), MASK),
+                              tau.float().expand(len(seqs), 4), None, 1.0)
+                loss = block_token_losses(model, seqs, c, MASK, BOS, noise).double().sum(1)
+                total += (hi - lo) / 2 * wq * prob * (p * loss).sum().item()
+    return total, -(p * p.log()).sum().item()
+
+
+@pytest.mark.parametrize("block_size,width", [(2, 0.5), (4, 0.5), (4, 0.2), (4, 0.1)])
+def test_exact_block_denoiser_bound_with_ordered_reveals_equals_the_entropy(block_size, width):
+    """Per-position schedules keep the bound a bound, tight for the exact denoiser: any
+    reveal order of a block factorises its law exactly."""
+    bound, entropy = toy_bound_ordered(block_size, width)
+    assert abs(bound - entropy) < 1e-6, (bound, entropy)
+
+
+def test_ordered_reveals_windows_and_the_left_to_right_limit():
+    """reveal_times: w = 1 is the identity; w <= 1/b gives disjoint windows, later positions
+    first; then position j's loss at the middle of its window, with the positions after it
+    masked, is twice its in-order NLL over w (weight 1/(w tau), tau = 1/2), so the bound's
+    expectation is exactly the in-order NLL (in_order_nll), for any network."""
+    t = torch.rand(2, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(reveal_times(t, 4, 1.0), t)
+    grid = torch.linspace(0, 1, 401)[:, None].expand(401, 8)
+    tau = reveal_times(grid, 4, 0.25)
+    assert (((tau > 0) & (tau < 1)).view(401, 2, 4).sum(-1) <= 1).all()  # one at a time
+    assert (tau[:, 3] >= tau[:, 2]).all() and (tau[:, 2] >= tau[:, 0]).all()
+    _, block = models(4)
+    x0 = x0_batch()
+    width = 0.25
+    c = DiffusionConfig(objective="block", block_size=4, block_shift=True,
+                        block_reveal_width=width, elbo_estimator="time")
+    want = in_order_nll(block, x0, True, MID, EOS)
+    for j in range(4):
+        mid = (1 - width) * (3 - j) / 3 + width / 2
+        tau = reveal_times(torch.full((3, 16), mid), 4, width)
+        masked = (torch.arange(16) % 4 >= j).expand(3, 16)
+        assert torch.allclose(tau[:, torch.arange(16) % 4 == j], torch.tensor(0.5))
+        noise = Noise(masked, torch.full((3, 16), MID), tau, None, 1.0)
+        got = block_token_losses(block, x0, c, MID, EOS, noise)
+        cols = torch.arange(16) % 4 == j
+        assert torch.allclose(got[:, cols] * width * 0.5, want[:, cols], atol=1e-5)
+        assert (got[:, torch.arange(16) % 4 > j] == 0).all()  # past their windows: no score
+
+
 def test_next_aligned_bound_is_exact_at_block_one_and_loose_above():
     """With the shift a block's last token is no input inside its own block (it enters as
     the next block's first input), so even the exact denoiser's bound exceeds the entropy
@@ -262,6 +333,23 @@ def test_init_from_the_ar_twin_starts_at_its_likelihood(tmp_path, corpus):
     wide = {**extra, "model.d_model": 64, "train.out_dir": str(tmp_path / "wide")}
     with pytest.raises(RedraftError, match="init_from.*does not fit.*shape"):
         train(load_config(None, tiny_overrides(corpus, tmp_path / "wide", "block", **wide)))
+
+
+def test_config_checks_the_reveal_width():
+    from redraft.config import config_from_dict
+    from redraft.errors import RedraftError
+
+    base = {"data": {"corpus": "x.txt"}, "model": {"seq_len": 16}}
+    for d, match in [({"objective": "block", "block_reveal_width": 0}, "0 < width <= 1"),
+                     ({"objective": "mdlm", "block_reveal_width": 0.5,
+                       "elbo_estimator": "time"}, "for objective 'block'"),
+                     ({"objective": "block", "block_size": 4, "block_reveal_width": 0.5},
+                      "elbo_estimator 'time'")]:
+        with pytest.raises(RedraftError, match=match):
+            config_from_dict({**base, "diffusion": d})
+    config_from_dict({**base, "diffusion": {"objective": "block", "block_size": 4,
+                                            "block_reveal_width": 0.5,
+                                            "elbo_estimator": "time"}})
 
 
 def test_config_checks_block_size_and_clipping():

@@ -18,6 +18,16 @@ since a one-token block's ELBO integrates to its cross-entropy).
 The "count" estimator draws the number of masks k of each block uniformly in 1..b instead of
 t (weight b/k: t integrated out, as masked_elbo_by_count does for a whole sequence).
 
+In-block order ("reveal width" w). The forward process may give in-block position j its own
+schedule alpha_j(t) = alpha(tau_j(t)), tau_j(t) = clip((t - c_j) / w, 0, 1) with
+c_j = (1 - w)(b - 1 - j)/(b - 1): position j is masked during [c_j, c_j + w] only, so later
+positions are masked first and revealed last. The positions of a block stay independent given
+t, so the ELBO keeps its form with per-position weights -alpha_j'(t) / (1 - alpha_j(t)) =
+w_alpha(tau_j) / w inside the window and 0 outside (alpha_j is flat there). w = 1 is the
+uniform (exchangeable) order above; as w -> 0 the reveal order becomes left to right and,
+for a denoiser that ignores t, the bound tends to the in-order NLL (in_order_nll), an exact
+likelihood; between the two, several positions are still revealed per step.
+
 Alignment ("shift"). The model reads a sequence y and its output at position j predicts x_j.
 
     same  (BD3-LM)      y = xt: a position predicts its own (masked) token.
@@ -85,6 +95,19 @@ def block_sizes(length: int, block_size: int, device: torch.device | str = "cpu"
     return torch.bincount(blocks)[blocks]
 
 
+def reveal_times(t: torch.Tensor, block_size: int, width: float) -> torch.Tensor:
+    """(B, L) per-position times tau_j(t) = clip((t - c_j) / w, 0, 1) of the in-block order
+    of reveal width w (see the module docstring); t (B, L) is each position's block time.
+    w = 1 returns t itself."""
+    if width >= 1:
+        return t
+    length = t.shape[1]
+    rank = torch.arange(length, device=t.device) - block_ids(length, block_size, t.device) \
+        * block_size
+    c = (1.0 - width) * (block_size - 1 - rank) / max(block_size - 1, 1)
+    return ((t - c[None, :].to(t.dtype)) / width).clamp(0.0, 1.0)
+
+
 def block_mask_pattern(t: torch.Tensor, schedule: Schedule,
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """(B, L) bool: position l masked w.p. 1 - alpha(t[b, l]) (t per position), independently."""
@@ -109,12 +132,17 @@ def block_mask_pattern_count(k: torch.Tensor, block_size: int,
 
 
 def block_weights(schedule: Schedule, t: torch.Tensor, k: torch.Tensor | None,
-                  block_size: int) -> torch.Tensor:
+                  block_size: int, width: float = 1.0) -> torch.Tensor:
     """(B, L) float32 ELBO weight of each position, from its block's time t (B, L):
     -alpha'(t) / (1 - alpha(t)); or, with counts k (B, L) (count estimator), b_l / k with b_l
     the size of its block (t integrated out: given k masks among b_l positions the weight
     integrates to 1/k, and b_l scales the per-block mean back to a sum, as in
-    masked_elbo_by_count)."""
+    masked_elbo_by_count). With a reveal width w < 1, t are the per-position times tau_j
+    (reveal_times) and the weight is w_alpha(tau_j) / w inside the window, 0 outside it."""
+    if k is None and width < 1:
+        inside = (t > 0) & (t < 1)
+        w = schedule.elbo_weight(torch.where(inside, t, torch.ones_like(t))) / width
+        return torch.where(inside, w, torch.zeros_like(w)).to(torch.float32)
     if k is None:
         return schedule.elbo_weight(t).to(torch.float32)
     sizes = block_sizes(k.shape[1], block_size, k.device)
