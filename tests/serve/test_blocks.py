@@ -248,13 +248,15 @@ def test_alike_requests_step_as_one_merged_state(served):
     gets its offline tokens, and a stop string cuts a row as it does alone."""
     model = served["block"]
     tok = model.tokenizer
+    stopped = Work("block", tok.encode("a "), 40, [5], steps=12)
+    stop = tok.decode(_offline(model, stopped)[0, 2:].tolist())[14:16]  # in its 2nd block
     engine = Engine({"block": model}, max_batch=16)
     a = engine.submit(Work("block", tok.encode("the "), 30, [1, 2], steps=8))
     for _ in range(3):
         engine.tick()
     works = [Work("block", tok.encode("the cat sat "), 37, [3], steps=10),
              Work("block", [], 24, [4], steps=6),
-             Work("block", tok.encode("a "), 40, [5], steps=12, stop=["e"]),
+             Work("block", tok.encode("a "), 40, [5], steps=12, stop=[stop]),
              Work("block", tok.encode("the "), 30, [6], steps=8, temperature=0.7)]
     b, c, d, e = (engine.submit(w) for w in works)
     engine.tick()
@@ -276,3 +278,4 @@ def test_alike_requests_step_as_one_merged_state(served):
         alone.tick()
     assert torch.equal(d.final.tokens, by_itself.final.tokens)
     assert d.final.step == by_itself.final.step and d.row_nfe == by_itself.row_nfe
+    assert d.final.counts[0] < 40  # the stop string ended it early
