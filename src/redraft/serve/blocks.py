@@ -14,10 +14,18 @@ different requests at different blocks and steps share a call, as the AR rows do
 (serve/cohort.py), and a request that has just finished a block (whose clean block enters the
 cache with its next window) or a new request with a long prompt does not cost a second call.
 
-Then each request's own step rule advances its own rows (its own knobs and random streams),
-so a row's tokens are those of offline sampling (`Model.generate`) for the same seed, whatever
-else is running (up to the float rounding of batched matmuls). A request ends when all its
-rows are finished: every block decoded, or (stop_at_eos) the block in which a row wrote EOS.
+Then the step rule runs once per GROUP of requests, not once per request: requests whose
+rules are alike (same rule and knobs, same EOS handling) and either adaptive or able to take a
+time per row (`row_times`, the ancestral rule) share one merged BlockState (BlockState.merge),
+whatever their prompts, lengths, steps and the tick they joined at: every row keeps its own
+step within its block, steps per block, length and random stream. So a tick's work after the
+network is one step-rule call over all the rows of a group (a per-request loop of small
+tensor ops cost as much as the network call at 16 clients). Any other rule steps each request
+in a group of its own. A row's tokens are those of offline sampling (`Model.generate`) for the
+same seed, whatever else is running (up to the float rounding of batched matmuls). Each
+request sees its rows through a `Rows` view; a request ends when all its rows are finished:
+every block decoded, or (stop_at_eos) the block in which a row wrote EOS, and then leaves
+its group (BlockState.take) with a copy of its own rows.
 
 After every step, `progress(job)` looks at the request's committed positions
 (BlockState.committed(): its finished blocks) and, for a streaming request, sends a "commit"
@@ -264,6 +272,9 @@ class BlockBatch:
                 sizes.append(len(part))
         for group, rows, start in windows:
             group.state.set_window_logits(rows, logits[start:start + len(rows)])
+            if len(group.jobs) == 1:
+                group.jobs[0].row_nfe += len(rows)
+                continue
             counts = torch.bincount(group.owner[rows.cpu()], minlength=len(group.jobs))
             for job, n in zip(group.jobs, counts.tolist(), strict=True):
                 job.row_nfe += n
