@@ -207,3 +207,60 @@ def test_committed_counts_finished_blocks_and_stop_rows_ends_a_row(model):
     assert (stopped.tokens[0, 8:] == MID).all()
     assert torch.equal(stopped.tokens[0, :8], plain.tokens[0, :8])
     assert torch.equal(stopped.tokens[1:], plain.tokens[1:])
+
+
+def _run(state, model, steps=None):
+    """Step a state with uncached calls (the reference logits), `steps` times or to its end."""
+    with torch.no_grad():
+        while not state.done and (steps is None or steps > 0):
+            rows, y, t = state.uncached_call(False)
+            if len(rows):
+                logits = model(y)
+                state.set_window_logits(rows, logits.gather(
+                    1, state._index()[rows][..., None].expand(-1, -1, V)))
+            state.advance()
+            steps = None if steps is None else steps - 1
+    return state
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "threshold"])
+@pytest.mark.parametrize("eos", [None, EOS])
+def test_merged_states_give_each_state_its_own_tokens(model, sampler, eos):
+    """BlockState.merge (the server's batcher): states of other lengths (a partial last
+    block, so other widths), steps per block and prompts, merged when the first is already
+    some steps in (rows at different steps of different blocks), then stepped as one, give
+    each row exactly the tokens it gets alone; take() splits the rows back out."""
+    def make(length, steps, prompt, seeds):
+        return BlockState(process(), make_sampler(sampler, process(), "mdlm"),
+                          steps_per_block=steps, length=length, block_size=4, seeds=seeds,
+                          prefixes=[prompt] * len(seeds), eos_id=eos)
+
+    specs = [(22, 3, PROMPTS[0], [0, 1]), (15, 2, PROMPTS[1], [2]),
+             (24, 6, PROMPTS[2], [3, 4, 5]), (20, 6, [], [6, 7, 8])]
+    alone = [_run(make(*spec), model).tokens for spec in specs]
+    starts = [0, 2, 3, 6, 9]
+
+    def merged():  # the first state mid-way through its second block
+        return BlockState.merge([_run(make(*specs[0]), model, steps=4),
+                                 *(make(*spec) for spec in specs[1:])])
+
+    first = merged()
+    assert first.x.shape == (9, 24) and first.n_blocks == 6
+    if sampler == "ancestral":  # the rows do sit at different steps of their blocks
+        assert len(set(first.local.tolist())) > 1 and len(set(first.row_steps.tolist())) > 1
+    whole = _run(first, model)
+    part = _run(merged(), model, steps=3)
+    for i, ((length, *_), want) in enumerate(zip(specs, alone, strict=True)):
+        rows = torch.arange(starts[i], starts[i + 1])
+        assert torch.equal(whole.tokens[rows, :length], want)
+        assert torch.equal(whole.committed()[rows], torch.full((len(want),), length))
+        assert torch.equal(_run(part.take(rows), model).tokens[:, :length], want)
+
+
+def test_rows_at_other_steps_need_a_rule_that_takes_row_times(model):
+    rule = make_sampler("confidence", process(), "mdlm")
+    states = [BlockState(process(), rule, steps_per_block=s, length=12, block_size=4,
+                         seeds=[i], prefixes=[[1]]) for i, s in enumerate((2, 3))]
+    merged = BlockState.merge(states)
+    with pytest.raises(RedraftError, match="one time for all rows"):
+        _run(merged, model)

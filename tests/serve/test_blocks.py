@@ -239,3 +239,43 @@ def test_each_committed_block_becomes_a_delta(served, stop):
     if stop is None:
         assert len(deltas) == 4 and all(deltas)
     assert final.startswith("".join(deltas))
+
+
+def test_alike_requests_step_as_one_merged_state(served):
+    """Requests with the same rule and knobs but other prompts, lengths, steps and start
+    ticks share one merged BlockState (one step-rule call a tick for all their rows); another
+    knob gets a group of its own; a cancelled request leaves the group; every request still
+    gets its offline tokens, and a stop string cuts a row as it does alone."""
+    model = served["block"]
+    tok = model.tokenizer
+    stopped = Work("block", tok.encode("a "), 40, [5], steps=12)
+    stop = tok.decode(_offline(model, stopped)[0, 2:].tolist())[14:16]  # in its 2nd block
+    engine = Engine({"block": model}, max_batch=16)
+    a = engine.submit(Work("block", tok.encode("the "), 30, [1, 2], steps=8))
+    for _ in range(3):
+        engine.tick()
+    works = [Work("block", tok.encode("the cat sat "), 37, [3], steps=10),
+             Work("block", [], 24, [4], steps=6),
+             Work("block", tok.encode("a "), 40, [5], steps=12, stop=[stop]),
+             Work("block", tok.encode("the "), 30, [6], steps=8, temperature=0.7)]
+    b, c, d, e = (engine.submit(w) for w in works)
+    engine.tick()
+    groups = engine._blocks.batches["block"].groups
+    assert sorted(len(g.jobs) for g in groups) == [1, 4]
+    merged = next(g for g in groups if len(g.jobs) == 4)
+    assert len(merged.state.x) == 5 and len(set(merged.state.local.tolist())) > 1
+    c.cancel()
+    engine.tick()
+    assert [len(g.jobs) for g in engine._blocks.batches["block"].groups if a in g.jobs] == [3]
+    while not all(j.finished.is_set() for j in (a, b, d, e)):
+        engine.tick()
+    assert engine.metrics.cancelled == 1 and c.final is None
+    for job in (a, b, e):
+        assert torch.equal(job.final.tokens, _offline(model, job.work)), job.work
+    alone = Engine({"block": model}, max_batch=4)
+    by_itself = alone.submit(works[2])
+    while not by_itself.finished.is_set():
+        alone.tick()
+    assert torch.equal(d.final.tokens, by_itself.final.tokens)
+    assert d.final.step == by_itself.final.step and d.row_nfe == by_itself.row_nfe
+    assert d.final.counts[0] < 40  # the stop string ended it early

@@ -31,6 +31,7 @@ treated as masks that are never revealed (cut from the output).
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 
@@ -85,6 +86,102 @@ class BlockState(DiffusionState):
         self.stopped = torch.zeros(batch, dtype=torch.bool, device=device)  # by stop_rows
         self.seen_block = torch.full((batch,), -1, dtype=torch.long, device=device)
         self.seen_window: torch.Tensor | None = None
+        # Per row, so that rows of different requests (other lengths, steps, starting ticks)
+        # can share one state (merge): the step within the block, the steps per block, the
+        # canvas length without padding.
+        self.local = torch.zeros(batch, dtype=torch.long, device=device)
+        self.row_steps = torch.full((batch,), self.per_block, dtype=torch.long, device=device)
+        self.lengths = torch.full((batch,), length, dtype=torch.long, device=device)
+
+    # Per-row fields (dim 0 is the row), and those that start as None.
+    _ROWS = ("x", "fixed", "template", "block", "_t", "finished", "stopped", "cached",
+             "seen_block", "local", "row_steps", "lengths")
+
+    @classmethod
+    def merge(cls, states: Sequence[BlockState]) -> BlockState:
+        """One state holding the rows of `states` in order, so one step (one step-rule call)
+        advances all of them: the server's batcher merges the requests of a model whose step
+        rules are alike (same rule and knobs, EOS handling) and either adaptive or able to
+        take a time per row (`row_times`). Each row keeps its own random stream, time, steps
+        per block, length and block, so its tokens are those it gets alone. Canvases of
+        different widths are padded with fixed masks (whole blocks that are skipped)."""
+        first = states[0]
+        if len(states) == 1:
+            return first
+        if any(s.logprobs is not None or s.guidance for s in states):
+            raise RedraftError("block states recording logprobs or guided cannot be merged")
+        width = max(s.x.shape[1] for s in states)
+
+        def cat(name: str, pad: object = None) -> torch.Tensor:
+            parts = [getattr(s, name) for s in states]
+            if pad is not None:
+                parts = [torch.nn.functional.pad(a, (0, width - a.shape[1]), value=pad)
+                         for a in parts]
+            return torch.cat(parts)
+
+        out = copy.copy(first)  # the shared scalars: rule, process, block size, alignment
+        for name in cls._ROWS[3:]:  # x, fixed, template: padded below
+            setattr(out, name, cat(name))
+        out.x, out.template = cat("x", first.mask_id), cat("template", first.mask_id)
+        out.fixed = cat("fixed", True)
+        b = first.block_size
+        out.seen_window = None if all(s.seen_window is None for s in states) else torch.cat(
+            [s.seen_window if s.seen_window is not None else
+             torch.full((len(s.x), b), -1, dtype=torch.long, device=s.x.device)
+             for s in states])
+        known = [s.logits for s in states if s.logits is not None]
+        out.logits = None if not known else torch.cat(
+            [s.logits if s.logits is not None else known[0].new_zeros((len(s.x), *known[0]
+                                                                      .shape[1:]))
+             for s in states])
+        out.last_input = None
+        out.rng = copy.copy(first.rng)
+        out.rng.keys = torch.cat([s.rng.keys for s in states])
+        out.rng.counters = torch.cat([s.rng.counters for s in states])
+        out.n_blocks = width // b
+        out.length = max(s.length for s in states)
+        out.i = 0
+        return out
+
+    def take(self, rows: torch.Tensor) -> BlockState:
+        """A state of the given rows (R,) long only (a copy; this one is unchanged)."""
+        out = copy.copy(self)
+        for name in self._ROWS:
+            setattr(out, name, getattr(self, name)[rows])
+        for name in ("seen_window", "logits", "last_input"):
+            if getattr(self, name) is not None:
+                setattr(out, name, getattr(self, name)[rows])
+        out.rng = copy.copy(self.rng)
+        out.rng.keys, out.rng.counters = self.rng.keys[rows], self.rng.counters[rows]
+        return out
+
+    @property
+    def t(self) -> torch.Tensor:
+        """(B,) float64: the time of each row's next network call."""
+        if self.adaptive:
+            return self._t
+        return 1.0 - self.local.double() / self.row_steps
+
+    def _grid_times(self) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+        """(t, s) of the next time-grid step: floats when every row is at the same step of
+        blocks of the same steps (always, for one request), else per row (B,) float64, for a
+        rule that takes them (`row_times`)."""
+        local, steps = self.local[0], self.row_steps[0]
+        if bool(((self.local == local) & (self.row_steps == steps)).all()):
+            local, steps = int(local), int(steps)
+            return 1.0 - local / steps, 1.0 - (local + 1) / steps
+        if not getattr(self.step_rule, "row_times", False):
+            raise RedraftError(f"the {self.step_rule.name!r} rule takes one time for all rows; "
+                               "rows at different steps cannot share its state")
+        steps = self.row_steps.double()
+        return 1.0 - self.local.double() / steps, 1.0 - (self.local + 1).double() / steps
+
+    def _end_grid_blocks(self) -> None:
+        """Rows after their block's last step move on (each row's own count)."""
+        ended = self.local >= self.row_steps
+        if bool(ended.any()):
+            self.local = torch.where(ended, 0, self.local)
+            self._end_blocks(ended & ~self.finished)
 
     def model_input(self) -> torch.Tensor:
         """y (B, L_padded): what the backbone reads for the canvas x."""
@@ -171,8 +268,8 @@ class BlockState(DiffusionState):
         """(B,) long: each row's leading canvas positions that can no longer change: its
         finished blocks (the whole length once it has run to its end: the positions after
         an EOS stop are EOS for good)."""
-        done = (self.block * self.block_size).clamp(max=self.length)
-        return torch.where(self.finished & ~self.stopped, self.length, done)
+        done = torch.minimum(self.block * self.block_size, self.lengths)
+        return torch.where(self.finished & ~self.stopped, self.lengths, done)
 
     def current(self) -> torch.Tensor:
         """(B, length): the canvas now."""

@@ -20,19 +20,23 @@ from redraft.sampling.categorical import RowRandom, probabilities, sample
 class MaskedAncestral:
     name = "ancestral"
     commits = True  # never changes a revealed token: the server streams settled text
+    row_times = True  # t and s may be given per row (B,): rows of requests at other steps
 
     def __init__(self, process: MaskProcess, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None):
         self.process = process
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
 
-    def step(self, logits: torch.Tensor, xt: torch.Tensor, t: float, s: float,
-             rng: RowRandom, free: torch.Tensor | None = None) -> torch.Tensor:
-        """logits (B, L, V) of p_theta(x0 | xt), xt (B, L) at time t -> xs (B, L) at time s."""
+    def step(self, logits: torch.Tensor, xt: torch.Tensor, t: float | torch.Tensor,
+             s: float | torch.Tensor, rng: RowRandom,
+             free: torch.Tensor | None = None) -> torch.Tensor:
+        """logits (B, L, V) of p_theta(x0 | xt), xt (B, L) at time t -> xs (B, L) at time s;
+        t and s floats, or float64 (B,) for rows at different times (the server's batcher)."""
         B, L = xt.shape
         mask_id = self.process.mask_id
-        p_reveal = float(self.process.unmask_probability(torch.tensor(t, dtype=torch.float64),
-                                                         torch.tensor(s, dtype=torch.float64)))
+        p_reveal = self.process.unmask_probability(torch.as_tensor(t, dtype=torch.float64),
+                                                   torch.as_tensor(s, dtype=torch.float64))
+        p_reveal = p_reveal.to(xt.device)[:, None] if p_reveal.dim() else float(p_reveal)
         u_reveal = rng.uniform(L).to(xt.device)  # (B, L): one stream per row
         u_token = rng.uniform(L).to(xt.device)
         reveal = (xt == mask_id) & (u_reveal < p_reveal)

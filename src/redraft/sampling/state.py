@@ -198,7 +198,7 @@ class DiffusionState:
         free = self.free()
         xs = self._rule_step(self.x, self.logits, free)
         if not self.adaptive:
-            self.local += 1
+            self.local = self.local + 1  # an int, or per row (B,) in a BlockState
         self.last_input = self.x
         # Fixed positions, other blocks and finished rows are clamped back: a non-absorbing
         # process would resample them, and a rule may draw for the whole canvas.
@@ -209,10 +209,15 @@ class DiffusionState:
         if self.adaptive:
             left = ((self.x == self.mask_id) & self.free()).any(dim=1)
             self._end_blocks(~left & ~self.finished)
-        elif self.local == self.per_block:
+        else:
+            self._end_grid_blocks()
+        return self.x
+
+    def _end_grid_blocks(self) -> None:
+        """Time-grid rules: after a block's last step, every row moves on."""
+        if self.local == self.per_block:
             self.local = 0
             self._end_blocks(~self.finished)
-        return self.x
 
     def _record(self, old: torch.Tensor, logits: torch.Tensor, free: torch.Tensor) -> None:
         """Log-probabilities of the tokens this step committed (see the module docstring):
@@ -265,8 +270,12 @@ class DiffusionState:
             xs, s = self.step_rule.step(logits, x, self._t.clone(), self.rng, free)
             self._t = torch.where(self.finished, self._t, s)
             return xs
-        t, s = 1.0 - self.local / self.per_block, 1.0 - (self.local + 1) / self.per_block
+        t, s = self._grid_times()
         return self.step_rule.step(logits, x, t, s, self.rng, free=free)
+
+    def _grid_times(self) -> tuple[float, float]:
+        """(t, s) of the next time-grid step, the same for every row."""
+        return 1.0 - self.local / self.per_block, 1.0 - (self.local + 1) / self.per_block
 
     def _end_blocks(self, ended: torch.Tensor) -> None:
         """Move the `ended` rows (B,) to their next block (or finish them), then keep moving
@@ -279,7 +288,8 @@ class DiffusionState:
             self.finished |= self.block >= self.n_blocks
             if not (self.adaptive or self.skip_fixed_blocks):
                 return
-            ended = ~self.finished & ~((self.x == self.mask_id) & self.free()).any(dim=1)
+            # only the rows that just moved (rows of a merged BlockState may be mid-block)
+            ended = ended & ~self.finished & ~((self.x == self.mask_id) & self.free()).any(dim=1)
 
     def _stop_at_eos(self, ended: torch.Tensor) -> None:
         """Finish the ended rows that wrote EOS; everything they generated after it becomes

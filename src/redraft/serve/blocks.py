@@ -14,10 +14,18 @@ different requests at different blocks and steps share a call, as the AR rows do
 (serve/cohort.py), and a request that has just finished a block (whose clean block enters the
 cache with its next window) or a new request with a long prompt does not cost a second call.
 
-Then each request's own step rule advances its own rows (its own knobs and random streams),
-so a row's tokens are those of offline sampling (`Model.generate`) for the same seed, whatever
-else is running (up to the float rounding of batched matmuls). A request ends when all its
-rows are finished: every block decoded, or (stop_at_eos) the block in which a row wrote EOS.
+Then the step rule runs once per GROUP of requests, not once per request: requests whose
+rules are alike (same rule and knobs, same EOS handling) and either adaptive or able to take a
+time per row (`row_times`, the ancestral rule) share one merged BlockState (BlockState.merge),
+whatever their prompts, lengths, steps and the tick they joined at: every row keeps its own
+step within its block, steps per block, length and random stream. So a tick's work after the
+network is one step-rule call over all the rows of a group (a per-request loop of small
+tensor ops cost as much as the network call at 16 clients). Any other rule steps each request
+in a group of its own. A row's tokens are those of offline sampling (`Model.generate`) for the
+same seed, whatever else is running (up to the float rounding of batched matmuls). Each
+request sees its rows through a `Rows` view; a request ends when all its rows are finished:
+every block decoded, or (stop_at_eos) the block in which a row wrote EOS, and then leaves
+its group (BlockState.take) with a copy of its own rows.
 
 After every step, `progress(job)` looks at the request's committed positions
 (BlockState.committed(): its finished blocks) and, for a streaming request, sends a "commit"
@@ -40,6 +48,7 @@ import torch
 
 from redraft.model import Model
 from redraft.models.transformer import KVCache
+from redraft.sampling.block import BlockState
 from redraft.serve.jobs import Event, Job
 
 
@@ -55,12 +64,81 @@ def announce(job: Job) -> None:
         job.emit(Event("commit", tokens=job.state.current().cpu().clone(), counts=counts))
 
 
+class Rows:
+    """A request's rows inside its group's merged BlockState (a slice of its rows, cut to the
+    request's own length): what the engine reads of a request (done, i, committed, current,
+    stop_rows, logprob_arrays). When the request leaves, it keeps a copy of its own rows."""
+
+    def __init__(self, state: BlockState):
+        self.state, self.start, self.n, self.length = state, 0, len(state.x), state.length
+        self.base = self.origin = 0  # i = base + state.i - origin
+
+    def move(self, state: BlockState, start: int) -> None:
+        """The request's rows now sit at `start` of `state` (a new merged state)."""
+        self.base, self.state, self.start, self.origin = self.i, state, start, state.i
+
+    @property
+    def rows(self) -> slice:
+        return slice(self.start, self.start + self.n)
+
+    @property
+    def done(self) -> bool:
+        return bool(self.state.finished[self.rows].all())
+
+    @property
+    def i(self) -> int:
+        return self.base + self.state.i - self.origin
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        return self.state.x[self.rows, :self.length]
+
+    def committed(self) -> torch.Tensor:
+        return self.state.committed()[self.rows]
+
+    def current(self) -> torch.Tensor:
+        return self.tokens
+
+    def stop_rows(self, rows: torch.Tensor) -> None:
+        every = torch.zeros(len(self.state.x), dtype=torch.bool, device=self.state.x.device)
+        every[self.rows] = rows.to(every.device)
+        self.state.stop_rows(every)
+
+    def logprob_arrays(self) -> None:
+        return None  # block states record no log-probabilities
+
+
+def _group_key(job: Job) -> tuple:
+    """Requests whose rows may share one merged state: alike step rules that are adaptive or
+    take a time per row (any steps, lengths, prompts, seeds); any other rule steps alone."""
+    state, w = job.state, job.work
+    if not (state.adaptive or getattr(state.step_rule, "row_times", False)):
+        return ("alone", id(job))
+    return (state.step_rule.name, repr(sorted((w.options or {}).items())), w.temperature,
+            w.top_k, w.top_p, state.eos_id)
+
+
+class Group:
+    """The requests of one merged BlockState: its rows in request order, their cache slots
+    (rows,) and the request each row belongs to (rows,)."""
+
+    def __init__(self, key: tuple, jobs: list[Job], state: BlockState, slots: torch.Tensor):
+        self.key, self.jobs, self.state, self.slots = key, jobs, state, slots
+        self.owner = torch.cat([torch.full((job.n,), i, dtype=torch.long)
+                                for i, job in enumerate(jobs)])
+        at = 0
+        for job in jobs:
+            job.state.move(state, at)
+            at += job.n
+
+
 class BlockBatch:
     """One block model's running requests and their shared KV cache."""
 
     def __init__(self, served: Model):
         self.served = served
         self.jobs: list[Job] = []
+        self.groups: list[Group] = []
         self.slots: dict[Job, torch.Tensor] = {}  # each request's cache rows, (n,) long
         self.free: list[int] = []
         self.cache: KVCache | None = None
@@ -76,7 +154,18 @@ class BlockBatch:
         self.slots = {**self.slots, job: torch.tensor(take, dtype=torch.long,
                                                       device=self.served.device)}
         job.committed = job.state.committed().tolist()  # the prompt's blocks: no news
+        key = _group_key(job)
+        own = job.state
+        job.state = Rows(own)
         self.jobs = [*self.jobs, job]
+        old = next((g for g in self.groups if g.key == key), None)
+        if old is None:
+            self.groups = [*self.groups, Group(key, [job], own, self.slots[job])]
+            return
+        state = BlockState.merge([old.state, own])
+        state.i = old.state.i  # Rows.move keeps each request's own count
+        group = Group(key, [*old.jobs, job], state, torch.cat((old.slots, self.slots[job])))
+        self.groups = [group if g is old else g for g in self.groups]
 
     def _grow(self, more: int) -> None:
         """At least `more` new slots: double the cache (copying the running rows' keys)."""
@@ -91,46 +180,63 @@ class BlockBatch:
         self.free = [*self.free, *range(old, size)]
 
     def keep(self, keep: list[Job]) -> None:
-        """Drop every request not in `keep` and free its slots."""
+        """Drop every request not in `keep` and free its slots; a dropped request keeps a copy
+        of its own rows (its final event reads them)."""
         gone = [job for job in self.jobs if job not in keep]
         if not gone:
             return
         self.free = [*self.free, *(s for job in gone for s in self.slots[job].tolist())]
         self.jobs = [job for job in self.jobs if job in keep]
         self.slots = {job: self.slots[job] for job in self.jobs}
+        groups = []
+        for g in self.groups:
+            stay = [job for job in g.jobs if job in keep]
+            if len(stay) == len(g.jobs):
+                groups.append(g)
+                continue
+            for job in g.jobs:
+                if job not in keep:
+                    job.state.move(g.state.take(torch.arange(job.state.start,
+                                                             job.state.start + job.n)), 0)
+            if stay:
+                rows = torch.cat([torch.arange(job.state.start, job.state.start + job.n)
+                                  for job in stay])
+                state = g.state.take(rows)
+                groups.append(Group(g.key, stay, state, g.slots[rows]))
+        self.groups = groups
 
     def step(self, finish: Callable[[Job], None], progress: Callable[[Job], None],
              max_rows: int) -> list[int]:
-        """One step for every request: the network calls, then each state's own step;
-        progress(job) after it, drafts for the requests that asked, finish(job) for the
-        requests now complete. Returns the rows of each network call."""
+        """One step for every request: the network calls, then one step of each group's
+        merged state; progress(job) after it, drafts for the requests that asked, finish(job)
+        for the requests now complete. Returns the rows of each network call."""
         sizes = self._call(max_rows)
         done = []
-        for job in self.jobs:
-            job.state.advance()
-            progress(job)
-            if job.state.done:
-                done.append(job)
-            elif job.work.drafts:
-                job.emit(Event("draft", step=job.state.i,
-                               tokens=job.state.current().cpu().clone()))
+        for group in self.groups:
+            group.state.advance()
+            for job in group.jobs:
+                progress(job)
+                if job.state.done:
+                    done.append(job)
+                elif job.work.drafts:
+                    job.emit(Event("draft", step=job.state.i,
+                                   tokens=job.state.current().cpu().clone()))
         if done:
             self.keep([job for job in self.jobs if job not in done])
             for job in done:
                 finish(job)
         return sizes
 
-
     def _call(self, max_rows: int) -> list[int]:
-        """The network call of this tick: every request's calls (BlockState.calls), cut into
+        """The network call of this tick: every group's calls (BlockState.calls), cut into
         rows of one block each, in ONE call of shape (rows, b), or in calls of at most
         max_rows rows, earlier blocks first; returns the rows of each call."""
         backbone, device = self.served.backbone, self.served.device
         b, time_cond = backbone.block_size, self.served.time_conditioned
         ys, ts, positions, slots, before, windows = [], [], [], [], [], []
         at = 0
-        for job in self.jobs:
-            for rows, y, pos, t in job.state.calls(time_cond):
+        for group in self.groups:
+            for rows, y, pos, t in group.state.calls(time_cond):
                 blocks = y.shape[1] // b
                 # Block j of a row's call becomes a row of its own at pos + j b in the same
                 # cache slot: the keys of every row are written before any row reads, and a
@@ -139,12 +245,12 @@ class BlockBatch:
                 ts.append(t.view(len(rows), blocks, b).transpose(0, 1).reshape(-1, b))
                 offsets = torch.arange(blocks, device=pos.device)[:, None] * b
                 positions.append((pos[None, :] + offsets).reshape(-1))
-                slots.append(self.slots[job][rows].repeat(blocks))
+                slots.append(group.slots[rows].repeat(blocks))
                 # blocks before its row's window (0: the window), for the order across calls
                 before.append((blocks - 1 - torch.arange(blocks))[:, None].expand(
                     -1, len(rows)).reshape(-1))
                 at += len(rows) * blocks
-                windows.append((job, rows, at - len(rows)))  # the last block's rows
+                windows.append((group, rows, at - len(rows)))  # the last block's rows
         if not ys:
             return []
         y, t, pos, slot = (torch.cat(a) for a in (ys, ts, positions, slots))
@@ -164,9 +270,14 @@ class BlockBatch:
                     positions=pos[part].to(device), cache_rows=slot[part.to(slot.device)]
                 ).to(logits.dtype)
                 sizes.append(len(part))
-        for job, rows, start in windows:
-            job.state.set_window_logits(rows, logits[start:start + len(rows)])
-            job.row_nfe += len(rows)
+        for group, rows, start in windows:
+            group.state.set_window_logits(rows, logits[start:start + len(rows)])
+            if len(group.jobs) == 1:
+                group.jobs[0].row_nfe += len(rows)
+                continue
+            counts = torch.bincount(group.owner[rows.cpu()], minlength=len(group.jobs))
+            for job, n in zip(group.jobs, counts.tolist(), strict=True):
+                job.row_nfe += n
         return sizes
 
 
