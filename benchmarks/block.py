@@ -108,7 +108,8 @@ def sample(ck, spec: dict, batch: int, use_cache: bool = True):
     return generate_block(ck.backbone, ck.process, steps_per_block=spec["steps_per_block"],
                           batch=batch, length=LENGTH, seed=seeds, sampler=spec["sampler"],
                           options=spec.get("options"), shift=ck.config.diffusion.block_shift,
-                          bos_id=ck.tokenizer.eos_id, use_cache=False)
+                          bos_id=ck.tokenizer.eos_id, use_cache=False,
+                          reveal_width=ck.config.diffusion.block_reveal_width)
 
 
 def sampling_row(ck, spec: dict, judge, n_samples: int) -> dict:

@@ -139,10 +139,10 @@ INDEX = {tuple(s.tolist()): i for i, s in enumerate(SEQS)}
 NOISE = 0.5 * P.sqrt().sum().item() / math.sqrt(N)  # see tests/sampling/test_samplers.py
 
 
-def toy_tv(block_size, shift, sampler, steps_per_block):
+def toy_tv(block_size, shift, sampler, steps_per_block, reveal_width=1.0):
     gen = generate_block(ExactBlockModel(block_size, shift), process(MASK),
                          steps_per_block=steps_per_block, batch=N, seed=0, sampler=sampler,
-                         shift=shift, bos_id=BOS)
+                         shift=shift, bos_id=BOS, reveal_width=reveal_width)
     codes = torch.tensor([INDEX[tuple(r)] for r in gen.tokens.tolist()])
     freq = torch.bincount(codes, minlength=len(SEQS)).double() / N
     return 0.5 * (freq - P).abs().sum().item()
@@ -156,6 +156,25 @@ def test_ancestral_matches_the_law_as_steps_per_block_grow():
     few, many = toy_tv(2, False, "ancestral", 1), toy_tv(2, False, "ancestral", 64)
     assert many < 2 * NOISE, (many, NOISE)
     assert few > many + 2 * NOISE, (few, many)  # one step: a block's tokens drawn apart
+
+
+def test_ordered_reveals_sample_the_law_and_go_left_to_right():
+    """Ordered in-block reveals (reveal_width < 1): the ancestral rule on per-position times
+    samples the law with enough steps; with w <= 1/b and b steps, one position per step, in
+    order; rows stay batch-independent."""
+    assert toy_tv(4, False, "ancestral", 64, reveal_width=0.5) < 2 * NOISE
+    torch.manual_seed(0)
+    m = Transformer(CFG, V, causal=False, block_size=4).eval()
+    seen = []
+    kw = dict(steps_per_block=4, length=8, sampler="ancestral", reveal_width=0.25)
+    generate_block(m, process(), batch=2, seed=[5, 6],
+                   on_step=lambda i, x: seen.append((x != MID).sum(dim=1).tolist()), **kw)
+    assert [s[0] for s in seen] == [1, 2, 3, 4, 5, 6, 7, 8]
+    kw.update(steps_per_block=2, reveal_width=0.5, length=24)
+    both = generate_block(m, process(), batch=2, seed=[5, 6], **kw).tokens
+    for r, seed in enumerate([5, 6]):
+        assert torch.equal(both[r], generate_block(m, process(), batch=1, seed=seed,
+                                                   **kw).tokens[0])
 
 
 def test_next_aligned_block_one_is_exact_left_to_right_sampling():

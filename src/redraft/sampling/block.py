@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from redraft.diffusion import Process
+from redraft.diffusion.block import reveal_times
 from redraft.errors import RedraftError
 from redraft.sampling.categorical import check_knobs
 from redraft.sampling.generate import Generation, _rows, _seeds
@@ -56,6 +57,7 @@ class BlockState(DiffusionState):
                  prefixes: Sequence[Sequence[int]] | None = None,
                  canvases: Sequence[Sequence[int | None]] | None = None,
                  shift: bool = False, bos_id: int | None = None, eos_id: int | None = None,
+                 reveal_width: float = 1.0,
                  device: torch.device | str = "cpu"):
         if not isinstance(steps_per_block, int) or steps_per_block < 1:
             raise RedraftError(f"steps_per_block={steps_per_block!r}: expected an integer >= 1")
@@ -82,6 +84,9 @@ class BlockState(DiffusionState):
                          length=padded, seeds=seeds, canvases=rows, block_size=b,
                          eos_id=eos_id, device=device)
         self.length, self.shift, self.bos_id = length, shift, bos_id
+        if not 0 < reveal_width <= 1:
+            raise RedraftError(f"reveal_width={reveal_width!r}: expected 0 < width <= 1")
+        self.reveal_width = reveal_width
         self.cached = torch.zeros(batch, dtype=torch.long, device=device)  # y blocks in cache
         self.stopped = torch.zeros(batch, dtype=torch.bool, device=device)  # by stop_rows
         self.seen_block = torch.full((batch,), -1, dtype=torch.long, device=device)
@@ -175,6 +180,19 @@ class BlockState(DiffusionState):
                                "rows at different steps cannot share its state")
         steps = self.row_steps.double()
         return 1.0 - self.local.double() / steps, 1.0 - (self.local + 1).double() / steps
+
+    def _rule_times(self):
+        """(t, s) for the step rule: _grid_times, or with ordered reveals (reveal_width < 1)
+        each window position's own times tau_j (B, b), for a rule that takes them
+        (`position_times`: ancestral); the other rules keep the block's time."""
+        t, s = self._grid_times()
+        if self.reveal_width >= 1 or not getattr(self.step_rule, "position_times", False):
+            return t, s
+        shape = (len(self.x), self.block_size)
+        t, s = (torch.as_tensor(a, dtype=torch.float64, device=self.x.device) for a in (t, s))
+        t, s = (a[:, None].expand(shape) if a.dim() else a.expand(shape) for a in (t, s))
+        return (reveal_times(t, self.block_size, self.reveal_width),
+                reveal_times(s, self.block_size, self.reveal_width))
 
     def _end_grid_blocks(self) -> None:
         """Rows after their block's last step move on (each row's own count)."""
@@ -308,6 +326,7 @@ def start_block(
     sampler: str | None = None,
     options: dict | None = None,
     eos_id: int | None = None,
+    reveal_width: float = 1.0,
 ) -> BlockState:
     """The starting BlockState of a (batch, length) canvas of a block-diffusion model, checked
     against the model; generate_block runs it to the end, the server's batcher
@@ -320,7 +339,8 @@ def start_block(
     first_hitting and threshold, take what they need). sampler/options: any rule of
     sampling.registry for a masked denoiser (default ancestral). prefix: the prompt (once
     for all rows or one per row); canvas: instead, a fixed id or None per position. eos_id:
-    stop a row after the block in which it wrote EOS.
+    stop a row after the block in which it wrote EOS. reveal_width: the model's
+    diffusion.block_reveal_width (ordered in-block reveals; the ancestral rule follows them).
     """
     if getattr(model, "block_size", None) is None:
         raise RedraftError("generate_block needs a block-diffusion model (objective 'block', "
@@ -345,7 +365,7 @@ def start_block(
                       block_size=b, seeds=_seeds(seed, batch),
                       prefixes=_rows(prefix, batch) if canvas is None else None,
                       canvases=canvas, shift=shift, bos_id=bos_id, eos_id=eos_id,
-                      device=device)
+                      reveal_width=reveal_width, device=device)
 
 
 @torch.no_grad()
@@ -355,8 +375,9 @@ def generate_block(model, process: Process, *, use_cache: bool = True,
     """Sample a (batch, length) canvas block by block from a block-diffusion model.
 
     knobs: those of start_block (steps_per_block, batch, length, prefix, canvas, shift,
-    bos_id, temperature, top_k, top_p, seed, sampler, options, eos_id). use_cache False
-    recomputes the whole canvas every call (the same logits; for testing and measuring).
+    bos_id, temperature, top_k, top_p, seed, sampler, options, eos_id, reveal_width).
+    use_cache False recomputes the whole canvas every call (the same logits; for testing and
+    measuring).
     """
     state = start_block(model, process, **knobs)
     batch, b = len(state.x), state.block_size

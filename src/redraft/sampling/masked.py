@@ -21,6 +21,7 @@ class MaskedAncestral:
     name = "ancestral"
     commits = True  # never changes a revealed token: the server streams settled text
     row_times = True  # t and s may be given per row (B,): rows of requests at other steps
+    position_times = True  # or per position (B, L): ordered in-block reveals (block models)
 
     def __init__(self, process: MaskProcess, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None):
@@ -31,12 +32,17 @@ class MaskedAncestral:
              s: float | torch.Tensor, rng: RowRandom,
              free: torch.Tensor | None = None) -> torch.Tensor:
         """logits (B, L, V) of p_theta(x0 | xt), xt (B, L) at time t -> xs (B, L) at time s;
-        t and s floats, or float64 (B,) for rows at different times (the server's batcher)."""
+        t and s floats, float64 (B,) for rows at different times (the server's batcher), or
+        (B, L) per position (a block model's ordered reveals: a position whose window is over,
+        alpha(t) = 1, is revealed already; its 0/0 is read as 1)."""
         B, L = xt.shape
         mask_id = self.process.mask_id
         p_reveal = self.process.unmask_probability(torch.as_tensor(t, dtype=torch.float64),
                                                    torch.as_tensor(s, dtype=torch.float64))
-        p_reveal = p_reveal.to(xt.device)[:, None] if p_reveal.dim() else float(p_reveal)
+        if p_reveal.dim() == 2:
+            p_reveal = p_reveal.nan_to_num(1.0).to(xt.device)
+        else:
+            p_reveal = p_reveal.to(xt.device)[:, None] if p_reveal.dim() else float(p_reveal)
         u_reveal = rng.uniform(L).to(xt.device)  # (B, L): one stream per row
         u_token = rng.uniform(L).to(xt.device)
         reveal = (xt == mask_id) & (u_reveal < p_reveal)

@@ -270,8 +270,12 @@ class DiffusionState:
             xs, s = self.step_rule.step(logits, x, self._t.clone(), self.rng, free)
             self._t = torch.where(self.finished, self._t, s)
             return xs
-        t, s = self._grid_times()
+        t, s = self._rule_times()
         return self.step_rule.step(logits, x, t, s, self.rng, free=free)
+
+    def _rule_times(self):
+        """(t, s) the step rule gets (a block state may give per-position times)."""
+        return self._grid_times()
 
     def _grid_times(self) -> tuple[float, float]:
         """(t, s) of the next time-grid step, the same for every row."""
