@@ -5,9 +5,12 @@ Every run gets the same budget T. "scratch" trains a block model for T; "ar" tra
 model for share * T and then the block model initialised from it (train.init_from) for the
 rest, so the initialiser's training counts. The masked (mdlm) model trained for T is a
 reference row. Then, per run: the validation bound (bits/char, the count estimator over the
-validation windows), and sampling rows: network calls, gen-ppl by the judge, unigram entropy,
-batch-1 latency and batch-16 throughput for 256 tokens, and the cached vs uncached speed of
-the block sampler; the AR twin's same fields with its KV cache.
+validation windows) and the in-order NLL, and sampling rows: network calls, gen-ppl by the
+judge, unigram entropy, the model's in-order NLL of its own samples, batch-1 latency and
+batch-16 throughput for 256 tokens, and the cached vs uncached speed of the block sampler; the
+AR twin's same fields with its KV cache. Besides BD3-LM's uniform in-block order: ordered
+reveals (--ordered, diffusion.block_reveal_width) and the last position revealed last (--last,
+diffusion.block_reveal_last), adapted from the AR initialiser.
 
     python benchmarks/block.py --minutes 8 --judge shakespeare=runs/shakespeare-judge
     python benchmarks/block.py --corpus python --minutes 8 --judge python=src/redraft/default/ar
@@ -33,6 +36,7 @@ from _report import ROOT, SHARED, machine, write_json, write_section  # noqa: E4
 
 from redraft.config import config_from_dict  # noqa: E402
 from redraft.data import load_data  # noqa: E402
+from redraft.diffusion.block import in_order_nll  # noqa: E402
 from redraft.eval.judge import load_judge  # noqa: E402
 from redraft.eval.likelihood import evaluate, evaluate_in_order  # noqa: E402
 from redraft.eval.quality import unigram_entropy  # noqa: E402
@@ -101,15 +105,20 @@ def sample(ck, spec: dict, batch: int, use_cache: bool = True):
     if not ck.objective.blockwise:
         return ck.sample([[]] * batch, length=LENGTH, seeds=seeds, steps=spec["steps"],
                          sampler=spec["sampler"], options=spec.get("options"))
-    if use_cache:  # Model.sample's steps: the canvas's budget, split evenly over its blocks
+    d = ck.config.diffusion
+    # "in order": the model's own forward process with reveal width 1/b (left to right, one
+    # position a step), whatever it was trained with.
+    width = 1 / d.block_size if spec.get("order") == "in order" else d.block_reveal_width
+    if use_cache and width == d.block_reveal_width:
+        # Model.sample's steps: the canvas's budget, split evenly over its blocks
         steps = spec["steps_per_block"] * (LENGTH // ck.backbone.block_size)
         return ck.sample([[]] * batch, length=LENGTH, seeds=seeds, steps=steps,
                          sampler=spec["sampler"], options=spec.get("options"))
     return generate_block(ck.backbone, ck.process, steps_per_block=spec["steps_per_block"],
                           batch=batch, length=LENGTH, seed=seeds, sampler=spec["sampler"],
-                          options=spec.get("options"), shift=ck.config.diffusion.block_shift,
-                          bos_id=ck.tokenizer.eos_id, use_cache=False,
-                          reveal_width=ck.config.diffusion.block_reveal_width)
+                          options=spec.get("options"), shift=d.block_shift,
+                          bos_id=ck.tokenizer.eos_id, use_cache=use_cache,
+                          reveal_width=width, reveal_last=d.block_reveal_last)
 
 
 def sampling_row(ck, spec: dict, judge, n_samples: int) -> dict:
@@ -120,7 +129,14 @@ def sampling_row(ck, spec: dict, judge, n_samples: int) -> dict:
     many = sample(ck, spec, n_samples)
     texts = [tok.decode(row) for row in many.tokens]
     ppl, _, _ = judge.gen_ppl(texts)
-    return {**spec, "nfe": one.nfe, "gen_ppl": ppl, "entropy": unigram_entropy(many.tokens),
+    own = {}
+    if ck.objective.blockwise:  # how likely the model finds its samples, read in order
+        with torch.no_grad():
+            nats = in_order_nll(ck.backbone, many.tokens, ck.config.diffusion.block_shift,
+                                tok.mask_id, tok.eos_id)
+        own["self_bits"] = nats.double().mean().item() / math.log(2)
+    return {**spec, **own, "nfe": one.nfe, "gen_ppl": ppl,
+            "entropy": unigram_entropy(many.tokens),
             "latency_s_batch1": one.seconds,
             f"tokens_per_s_batch{n_samples}": many.tokens.numel() / many.seconds,
             "sample": texts[0][:300]}
@@ -129,7 +145,9 @@ def sampling_row(ck, spec: dict, judge, n_samples: int) -> dict:
 def block_specs(b: int) -> list[dict]:
     steps = sorted({b, max(1, b // 4)}, reverse=True)
     return ([{"sampler": "ancestral", "steps_per_block": s} for s in steps]
-            + [{"sampler": "threshold", "steps_per_block": 1, "options": {"threshold": 0.9}}])
+            + [{"sampler": "threshold", "steps_per_block": 1, "options": {"threshold": 0.9}}]
+            + ([{"sampler": "ancestral", "steps_per_block": b, "order": "in order"}]
+               if b > 1 else []))
 
 
 def run_corpus(corpus: str, args, work: Path) -> dict:
@@ -151,15 +169,21 @@ def run_corpus(corpus: str, args, work: Path) -> dict:
     if "ar" in args.inits:
         init_path, _ = trained(cfg("ar", f"ar-init-{args.ar_share:g}", args.ar_share * seconds),
                                args.reuse)
-    # (block size, init, reveal width): BD3-LM's uniform in-block order for every size and
-    # init, then the ordered-reveal rows (adapted from the AR initialiser).
-    plan = [(b, init, 1.0) for b in args.sizes for init in args.inits]
-    plan += [(int(b), "ar", float(w)) for b, w in (o.split("=") for o in args.ordered)]
-    for b, init, width in plan:
-        name = f"block{b}-{init}" + (f"-w{width:g}" if width < 1 else "")
+    # (block size, init, reveal width, last revealed last): BD3-LM's uniform in-block order
+    # for every size and init, then the ordered-reveal and last-revealed-last rows (adapted
+    # from the AR initialiser).
+    plan = [(b, init, 1.0, False) for b in args.sizes for init in args.inits]
+    plan += [(int(b), "ar", float(w), False) for b, w in (o.split("=") for o in args.ordered)]
+    plan += [(int(o.split("=")[0]), "ar", float(o.split("=")[1]) if "=" in o else 1.0, True)
+             for o in args.last]
+    for b, init, width, last in plan:
+        name = (f"block{b}-{init}" + (f"-w{width:g}" if width < 1 else "")
+                + ("-last" if last else ""))
         extra = {"block_size": b, "block_shift": args.shift}
         if width < 1:
             extra.update(block_reveal_width=width, elbo_estimator="time")
+        if last:
+            extra.update(block_reveal_last=True)
         if init == "ar":
             c = cfg("block", name, (1 - args.ar_share) * seconds, **extra)
             c["train"]["init_from"] = str(init_path)
@@ -174,7 +198,8 @@ def run_corpus(corpus: str, args, work: Path) -> dict:
         bits, err = bits_per_char(ckpts[name], args.val_batches, draws)
         in_order = in_order_bits_per_char(ckpts[name], args.in_order_batches)
         runs.append({"block_size": b, "objective": "block", "init": init,
-                     "reveal_width": width, "shift": args.shift, "val_bits_per_char": bits,
+                     "reveal_width": width, "reveal_last": last, "shift": args.shift,
+                     "val_bits_per_char": bits,
                      "stderr": err, "val_bits_per_char_in_order": in_order,
                      "train_tokens_per_s": tps, "name": name})
         print(runs[-1], file=sys.stderr)
@@ -183,14 +208,14 @@ def run_corpus(corpus: str, args, work: Path) -> dict:
     judge = load_judge(judge_path) if judge_path else load_judge(ckpts["ar"].path)
     n = args.num_samples
     rows = [{"run": "ar", **sampling_row(ckpts["ar"], {"sampler": "ar"}, judge, n)}]
-    best = {}  # the best uniform-order run of each size, and every ordered-reveal run
+    best = {}  # the best uniform-order run of each size, and every other-order run
     for r in runs:
-        if r["objective"] == "block" and r["reveal_width"] == 1:
+        if r["objective"] == "block" and r["reveal_width"] == 1 and not r["reveal_last"]:
             b = r["block_size"]
             if b not in best or r["val_bits_per_char"] < best[b]["val_bits_per_char"]:
                 best[b] = r
     sampled = [*sorted(best.values(), key=lambda r: r["block_size"]),
-               *(r for r in runs if r.get("reveal_width", 1) < 1)]
+               *(r for r in runs if r.get("reveal_width", 1) < 1 or r.get("reveal_last"))]
     for r in sampled:
         for spec in block_specs(r["block_size"]):
             rows.append({"run": r["name"], "block_size": r["block_size"],
@@ -262,7 +287,11 @@ def markdown(results: dict, args) -> str:
                   f"adapted run: {r['ar_share']:g} of it training the AR initialiser). "
                   "In-order NLL: the block model's exact NLL when each block is decoded left "
                   f"to right, one token per call (on the first {r['in_order_windows']} "
-                  "validation windows); the bound averages uniformly random in-block orders.",
+                  "validation windows); the bound averages uniformly random in-block orders. "
+                  "Sampling: 'in order' decodes with reveal width 1/b (left to right, one "
+                  "position a step) whatever the model was trained with; self bits: the "
+                  "block model's in-order NLL of its own samples (bits/token: how likely it "
+                  "finds what it wrote).",
                   "", *([f"**Note:** {r['note']}", ""] if r.get("note") else []),
                   "| model | init | train tokens/s | validation bits/char | / AR | "
                   "in-order NLL | / AR |",
@@ -272,7 +301,8 @@ def markdown(results: dict, args) -> str:
         for run in r["runs"]:
             name = "masked (mdlm)" if run["objective"] == "mdlm" else \
                 f"block {run['block_size']}" + (f", ordered w={run['reveal_width']:g}"
-                                                if run.get("reveal_width", 1) < 1 else "")
+                                                if run.get("reveal_width", 1) < 1 else "") \
+                + (", last revealed last" if run.get("reveal_last") else "")
             lines.append(f"| {name} | {run['init']} | {run['train_tokens_per_s']:,.0f} | "
                          f"{run['val_bits_per_char']:.3f} ± {run['stderr']:.3f} | "
                          f"{run['val_bits_per_char'] / ar['val_bits_per_char']:.3f} | "
@@ -283,12 +313,14 @@ def markdown(results: dict, args) -> str:
         lines += ["", f"Sampling {LENGTH} tokens (judge: {r['judge']}; {n} samples for "
                   "gen-ppl and entropy):", "",
                   f"| run | sampler | steps/block | network calls | gen-ppl | entropy | "
-                  f"batch-1 latency s | batch-{n} tokens/s |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+                  f"self bits | batch-1 latency s | batch-{n} tokens/s |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for s in r["sampling"]:
             opt = f" {s['options']}" if s.get("options") else ""
+            opt += f", {s['order']}" if s.get("order") else ""
+            own = f"{s['self_bits']:.3f}" if "self_bits" in s else "-"
             lines.append(f"| {s['run']} | {s['sampler']}{opt} | {s.get('steps_per_block', '-')} "
-                         f"| {s['nfe']} | {s['gen_ppl']:.2f} | {s['entropy']:.3f} | "
+                         f"| {s['nfe']} | {s['gen_ppl']:.2f} | {s['entropy']:.3f} | {own} | "
                          f"{s['latency_s_batch1']:.3f} | {s[f'tokens_per_s_batch{n}']:,.0f} |")
         lines += ["", "Cached vs uncached block sampling (batch 1, same calls and tokens):", "",
                   "| block | steps/block | calls | cached s | uncached s | speed-up |",
@@ -307,9 +339,11 @@ def bars(r: dict, n: int) -> list[str]:
     tput = f"tokens_per_s_batch{n}"
     out = ["Bars (judged on the unrounded figures):", ""]
     blocks = [x for x in r["runs"] if x["objective"] == "block"]
+    plain = [x for x in blocks if not x.get("reveal_last")]
     for label, pool in (("uniform in-block order (BD3-LM)",
-                         [x for x in blocks if x.get("reveal_width", 1) == 1]),
-                        ("ordered reveals", [x for x in blocks if x.get("reveal_width", 1) < 1])):
+                         [x for x in plain if x.get("reveal_width", 1) == 1]),
+                        ("ordered reveals", [x for x in plain if x.get("reveal_width", 1) < 1]),
+                        ("last revealed last", [x for x in blocks if x.get("reveal_last")])):
         if pool:
             b = min(pool, key=lambda x: x["val_bits_per_char"])
             ratio = b["val_bits_per_char"] / ar_bits
@@ -363,6 +397,9 @@ def main() -> None:
     ap.add_argument("--ordered", nargs="*", default=["4=0.5", "16=0.25", "64=0.1"], metavar="B=W",
                     help="ordered in-block reveal rows, adapted from the AR initialiser: block "
                     "size B with diffusion.block_reveal_width W")
+    ap.add_argument("--last", nargs="*", default=["4", "16", "64", "4=0.5"], metavar="B[=W]",
+                    help="last-revealed-last rows (diffusion.block_reveal_last), adapted from "
+                    "the AR initialiser: block size B, optionally with reveal width W")
     ap.add_argument("--no-shift", dest="shift", action="store_false",
                     help="BD3-LM's same-position alignment instead of the AR twin's")
     ap.add_argument("--with-mdlm", action="store_true", help="add the masked model's row")

@@ -55,7 +55,10 @@ class ExactBlockModel(torch.nn.Module):
         lg = exact_denoiser_logits(canvas, self.seqs, self.p)  # (N, L, VOCAB)
         return lg[torch.arange(len(qpos)), qpos].float()
 
-    def forward(self, y, t=None, cache=None, positions=None, cache_rows=None, x0=None):
+    def forward(self, y, t=None, cache=None, positions=None, cache_rows=None, x0=None,
+                clean_logits=False):
+        if clean_logits:  # the clean pass: block-causal over x0 itself
+            return self.forward(y, t, x0=x0), self.forward(x0, t)
         B, n = y.shape
         cols = torch.arange(L4)
         blk = cols // self.block_size

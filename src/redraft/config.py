@@ -103,6 +103,13 @@ class DiffusionConfig:
     (b - 1 - j) / (b - 1), so a block is revealed roughly left to right in overlapping
     windows (w <= 1/b: strictly left to right, one position per window). The bound stays a
     bound (per-position schedules, diffusion/block.py); it needs elbo_estimator "time"."""
+    block_reveal_last: bool = False
+    """Objective "block" with block_shift: reveal each block's last position after all its
+    others. With the next-token alignment no position of a block reads the block's last
+    token (it is the first input of the next block), so revealing it early only loses what
+    the others could not see; revealed last, it is predicted from all of them (an AR-style
+    term, read off the clean pass the training step already runs). Training, the bound and
+    every sampler follow it (diffusion/block.py)."""
     elbo_estimator: str = "count"
     """How the masked ELBO is estimated in training (objectives mdlm and block, per block;
     the others always draw t): "time" (draw t, mask each token w.p.
@@ -337,6 +344,12 @@ class Config:
             _require(not m.time_conditioning, f"diffusion.block_reveal_width="
                      f"{d.block_reveal_width}: a time-conditioned backbone is not supported "
                      "(positions of a block have different times)")
+        if d.block_reveal_last:
+            _require(obj.blockwise and d.block_shift, "diffusion.block_reveal_last is for "
+                     f"objective 'block' with block_shift true, got {d.objective!r} with "
+                     f"block_shift={d.block_shift}")
+            _require(not m.time_conditioning, "diffusion.block_reveal_last: a time-conditioned "
+                     "backbone is not supported (the last position is read at t = 0)")
         if obj.blockwise:
             _require(1 <= d.block_size <= m.seq_len and m.seq_len % d.block_size == 0,
                      f"diffusion.block_size={d.block_size}: expected a divisor of model.seq_len="

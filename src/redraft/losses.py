@@ -29,6 +29,7 @@ from redraft.diffusion.block import (
     block_mask_pattern_count,
     block_sizes,
     block_weights,
+    last_in_block,
     per_position,
     reveal_times,
     sample_block_counts,
@@ -146,10 +147,12 @@ def draw_block_noise(cfg: DiffusionConfig, batch: int, length: int, mask_id: int
         if cfg.block_reveal_width < 1:
             raise RedraftError(f"the count estimator assumes a uniform in-block order; "
                                f"block_reveal_width={cfg.block_reveal_width} needs 'time'")
-        sizes = block_sizes(length, b, device)[::b]  # (n_blocks,)
+        last = int(cfg.block_reveal_last)  # k among the block's other positions
+        sizes = block_sizes(length, b, device)[::b] - last  # (n_blocks,)
         k = per_position(sample_block_counts(batch, sizes, generator), length, b)
-        masked = block_mask_pattern_count(k, b, generator)
-        t = k.float() / block_sizes(length, b, device)[None, :]  # the mask rate
+        masked = block_mask_pattern_count(
+            k, b, generator, last_in_block(length, b, device) if last else None)
+        t = k.float() / (block_sizes(length, b, device)[None, :] - last).clamp_min(1)
     else:
         k = None
         t = per_position(sample_block_times(batch, n_blocks, generator, t_min, t_max, device),
@@ -160,6 +163,9 @@ def draw_block_noise(cfg: DiffusionConfig, batch: int, length: int, mask_id: int
     # With ordered reveals a position past its window (tau = 1) is masked but scores nothing
     # in the bound; the token weighting counts only the positions the bound scores.
     scored = masked & (t < 1) if cfg.block_reveal_width < 1 else masked
+    if cfg.block_reveal_last:  # masked until t = 0; scored by the clean pass
+        last = last_in_block(length, b, device)[None, :]
+        masked, scored = masked | last, (scored & ~last) | last
     return Noise(masked, values, t, k, batch * length / max(int(scored.sum()), 1))
 
 
@@ -172,13 +178,26 @@ def block_token_losses(model: torch.nn.Module, x0: torch.Tensor, cfg: DiffusionC
     batch's mean cross-entropy instead (a training loss, as for mdlm)."""
     xt = torch.where(noise.masked, noise.values, x0)
     yt, y0 = block_inputs(xt, x0, cfg.block_size, cfg.block_shift, bos_id)
-    logits = model(yt, noise.t, x0=y0)  # (B, L, V): output l predicts x0_l
+    last_nll = None
+    if cfg.block_reveal_last:
+        # The last positions' terms: -log p(x_last | the block's others) from the clean pass.
+        logits, clean = model(yt, noise.t, x0=y0, clean_logits=True)
+        last = last_in_block(x0.shape[1], cfg.block_size, x0.device)[None, :]
+        last_nll = torch.where(last, masked_nll(clean, x0, torch.full_like(x0, mask_id),
+                                                mask_id), 0.0)
+    else:
+        logits = model(yt, noise.t, x0=y0)  # (B, L, V): output l predicts x0_l
     if weighting == "token":
-        nll = masked_nll(logits, x0, xt, mask_id) * noise.token_scale
-        return nll * (noise.t < 1) if cfg.block_reveal_width < 1 else nll
+        nll = masked_nll(logits, x0, xt, mask_id)
+        if cfg.block_reveal_width < 1:
+            nll = nll * (noise.t < 1)
+        if last_nll is not None:
+            nll = torch.where(last, last_nll, nll)
+        return nll * noise.token_scale
     weight = block_weights(make_schedule(cfg.schedule, cfg.schedule_eps), noise.t, noise.k,
-                           cfg.block_size, cfg.block_reveal_width)
-    return block_elbo(logits, x0, xt, weight, mask_id)
+                           cfg.block_size, cfg.block_reveal_width, cfg.block_reveal_last)
+    out = block_elbo(logits, x0, xt, weight, mask_id)
+    return out if last_nll is None else out + last_nll
 
 
 def vocab_size_of(model: torch.nn.Module) -> int:

@@ -261,7 +261,8 @@ class Model:
             bos_id=self.tokenizer.eos_id, temperature=temperature, top_k=top_k, top_p=top_p,
             seed=list(seeds), sampler=sampler, options=options,
             eos_id=self.tokenizer.eos_id if stop_at_eos else None,
-            reveal_width=self._diffusion_config().block_reveal_width)
+            reveal_width=self._diffusion_config().block_reveal_width,
+            reveal_last=self._diffusion_config().block_reveal_last)
 
     def start(self, prefix: Sequence[int], *, length: int, seeds: Sequence[int],
               suffix: Sequence[int] = (), steps: int = SAMPLE.steps,

@@ -164,21 +164,25 @@ def test_noise_is_per_block_stratified_and_counts_are_exact():
     assert torch.equal(per_block, k)
 
 
-def toy_bound(block_size, shift):
+def toy_bound(block_size, shift, reveal_last=False):
     """E over the count estimator's every (k, mask set) of every block, in closed form, of
-    the real loss (block_token_losses, one pair pass) with the exact block denoiser."""
+    the real loss (block_token_losses, one pair pass) with the exact block denoiser. With
+    reveal_last the last position of a block is always masked and k is among the others."""
     seqs, p = toy_law()
     model = ExactBlockModel(block_size, shift)
-    c = cfg(block_size, shift)
+    c = DiffusionConfig(objective="block", block_size=block_size, block_shift=shift,
+                        block_reveal_last=reveal_last)
     n_blocks = 4 // block_size
-    patterns = [m for m in itertools.product([False, True], repeat=block_size) if any(m)]
+    n = block_size - reveal_last  # the positions the count is drawn among
+    patterns = [m + (True,) * reveal_last for m in itertools.product([False, True], repeat=n)
+                if any(m) or n == 0]
     total = torch.zeros(len(seqs), dtype=torch.float64)
     for joint in itertools.product(patterns, repeat=n_blocks):
         masked = torch.tensor(sum(joint, ())).expand(len(seqs), 4)
-        k_block = [sum(m) for m in joint]
+        k_block = [sum(m) - reveal_last for m in joint]
         k = torch.tensor([kb for kb in k_block for _ in range(block_size)]).expand(len(seqs), 4)
-        # P(this pattern) = prod over blocks of P(k) P(set | k) = 1 / (b C(b, k)).
-        prob = math.prod(1 / (block_size * math.comb(block_size, kb)) for kb in k_block)
+        # P(this pattern) = prod over blocks of P(k) P(set | k) = 1 / (n C(n, k)).
+        prob = math.prod(1 / (n * math.comb(n, kb)) if n else 1.0 for kb in k_block)
         noise = Noise(masked, torch.full((len(seqs), 4), MASK), k / block_size, k, 1.0)
         total += prob * block_token_losses(model, seqs, c, MASK, BOS, noise).double().sum(1)
     return (p * total).sum().item(), -(p * p.log()).sum().item()
@@ -270,6 +274,39 @@ def test_next_aligned_bound_is_exact_at_block_one_and_loose_above():
     assert two > entropy + 0.01, (two, entropy)
 
 
+@pytest.mark.parametrize("block_size", [1, 2, 4])
+def test_revealing_the_last_position_last_makes_the_next_aligned_bound_exact(block_size):
+    """block_reveal_last: the last token, which no position of its block reads, is revealed
+    after the others and scored by the clean pass given all of them, so the exact
+    denoiser's bound is the entropy again for every block size (b = 1: the AR factorisation,
+    every position a last one)."""
+    bound, entropy = toy_bound(block_size, shift=True, reveal_last=True)
+    assert abs(bound - entropy) < 1e-5, (bound, entropy)
+
+
+def test_reveal_last_scores_the_last_positions_by_the_clean_pass():
+    """On a real backbone the last positions' terms are -log p(x_last | every other token of
+    the block clean): the in-order NLL's last step; the count draws stay among the others."""
+    _, block = models(4)
+    x0 = x0_batch()
+    c = DiffusionConfig(objective="block", block_size=4, block_shift=True,
+                        block_reveal_last=True)
+    noise = draw_noise(c, 3, 16, MID, torch.Generator().manual_seed(0), estimator="count")
+    last = torch.arange(16) % 4 == 3
+    assert noise.masked[:, last].all()
+    assert (noise.masked[:, ~last].view(3, 4, 3).sum(-1) == noise.k[:, ::4]).all()
+    assert (noise.k >= 1).all() and (noise.k <= 3).all()
+    got = block_token_losses(block, x0, c, MID, EOS, noise)
+    want = in_order_nll(block, x0, True, MID, EOS)
+    assert torch.allclose(got[:, last], want[:, last], atol=1e-5)
+    timed = DiffusionConfig(objective="block", block_size=4, block_shift=True,
+                            block_reveal_last=True, elbo_estimator="time")
+    noise = draw_noise(timed, 3, 16, MID, torch.Generator().manual_seed(0))
+    assert noise.masked[:, last].all()
+    got = block_token_losses(block, x0, timed, MID, EOS, noise)
+    assert torch.allclose(got[:, last], want[:, last], atol=1e-5)
+
+
 def test_time_estimator_through_token_losses_matches_the_entropy():
     """The Monte Carlo path training and evaluation use (draw_noise + token_losses)."""
     seqs, p = toy_law()
@@ -350,6 +387,15 @@ def test_config_checks_the_reveal_width():
     config_from_dict({**base, "diffusion": {"objective": "block", "block_size": 4,
                                             "block_reveal_width": 0.5,
                                             "elbo_estimator": "time"}})
+    for d, match in [({"objective": "mdlm", "block_reveal_last": True}, "block_shift true"),
+                     ({"objective": "block", "block_size": 4, "block_shift": False,
+                       "block_reveal_last": True}, "block_shift=False")]:
+        with pytest.raises(RedraftError, match=match):
+            config_from_dict({**base, "diffusion": d})
+    with pytest.raises(RedraftError, match="time-conditioned"):
+        config_from_dict({**base, "model": {"seq_len": 16, "time_conditioning": True},
+                          "diffusion": {"objective": "block", "block_size": 4,
+                                        "block_reveal_last": True}})
 
 
 def test_config_checks_block_size_and_clipping():

@@ -283,7 +283,10 @@ def test_disconnected_requests_are_counted_and_cancelled(server):
     port, app, _ = server
     engine = app.state.engine
     cancelled = engine.metrics.cancelled
-    body = _body({"prompt": "the ", "max_tokens": 8, "steps": 4096, "seed": 1})
+    # remask changes the canvas at every step, so none of the 4096 calls is skipped: the
+    # request outlives the server's 1 s heartbeat however fast the machine is.
+    body = _body({"prompt": "the ", "max_tokens": 32, "steps": 4096, "seed": 1,
+                  "sampler": "remask"})
     head = (f"POST {P} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:

@@ -28,6 +28,17 @@ uniform (exchangeable) order above; as w -> 0 the reveal order becomes left to r
 for a denoiser that ignores t, the bound tends to the in-order NLL (in_order_nll), an exact
 likelihood; between the two, several positions are still revealed per step.
 
+Last revealed last (block_reveal_last, "next" alignment only, see below). Under "next" no
+position of block k reads x's last token of the block (it is y's first token of block k+1), so
+a denoiser of block k never sees it, revealed or not. Giving that position the schedule
+"masked until t = 0" (the others keep theirs) makes it the block's last reveal and changes
+only its term of the bound: the integral of its weight is 1 at t -> 0, where every other
+position is clean, so the term is -log p(x_last | the block's others, x_<k), an AR-style
+prediction. Its input, y's block k with every token clean, is exactly the clean pass's
+block k (the second half of the training pass, which sees y0 blocks <= k): the term costs no
+extra network call (Transformer's clean_logits). With b = 1 every position is a last one and
+the bound is the AR twin's exact NLL. The count estimator draws its k among the b - 1 others.
+
 Alignment ("shift"). The model reads a sequence y and its output at position j predicts x_j.
 
     same  (BD3-LM)      y = xt: a position predicts its own (masked) token.
@@ -116,13 +127,24 @@ def block_mask_pattern(t: torch.Tensor, schedule: Schedule,
     return u >= keep
 
 
+def last_in_block(length: int, block_size: int,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """(length,) bool: the last position of each block."""
+    pos = torch.arange(length, device=device)
+    return (pos % block_size == block_size - 1) | (pos == length - 1)
+
+
 def block_mask_pattern_count(k: torch.Tensor, block_size: int,
-                             generator: torch.Generator | None = None) -> torch.Tensor:
+                             generator: torch.Generator | None = None,
+                             exclude: torch.Tensor | None = None) -> torch.Tensor:
     """(B, L) bool: exactly k[b, l] positions masked in the block of position l (k per
-    position, constant on a block, at most the block's size), chosen uniformly."""
+    position, constant on a block, at most the block's size), chosen uniformly; with
+    exclude (L,) bool, among the block's other positions only (k at most their number)."""
     B, length = k.shape
     blocks = block_ids(length, block_size, k.device)
     u = torch.rand((B, length), generator=generator, device=k.device, dtype=torch.float64)
+    if exclude is not None:  # ranked after every other position of their block
+        u = torch.where(exclude[None, :], 1.99, u)
     # Rank inside each block: sort by (block, u); the i-th sorted position is in block
     # blocks[i] (blocks ascend), so its rank in the block is i - blocks[i] * block_size.
     order = (blocks[None, :] + 0.5 * u).argsort(dim=1)
@@ -132,21 +154,28 @@ def block_mask_pattern_count(k: torch.Tensor, block_size: int,
 
 
 def block_weights(schedule: Schedule, t: torch.Tensor, k: torch.Tensor | None,
-                  block_size: int, width: float = 1.0) -> torch.Tensor:
+                  block_size: int, width: float = 1.0,
+                  reveal_last: bool = False) -> torch.Tensor:
     """(B, L) float32 ELBO weight of each position, from its block's time t (B, L):
     -alpha'(t) / (1 - alpha(t)); or, with counts k (B, L) (count estimator), b_l / k with b_l
     the size of its block (t integrated out: given k masks among b_l positions the weight
     integrates to 1/k, and b_l scales the per-block mean back to a sum, as in
     masked_elbo_by_count). With a reveal width w < 1, t are the per-position times tau_j
-    (reveal_times) and the weight is w_alpha(tau_j) / w inside the window, 0 outside it."""
+    (reveal_times) and the weight is w_alpha(tau_j) / w inside the window, 0 outside it.
+    reveal_last: the last positions weigh 0 here (their term is the clean pass's) and the
+    count estimator's k is among the b_l - 1 others."""
     if k is None and width < 1:
         inside = (t > 0) & (t < 1)
         w = schedule.elbo_weight(torch.where(inside, t, torch.ones_like(t))) / width
-        return torch.where(inside, w, torch.zeros_like(w)).to(torch.float32)
-    if k is None:
-        return schedule.elbo_weight(t).to(torch.float32)
-    sizes = block_sizes(k.shape[1], block_size, k.device)
-    return sizes[None, :].to(torch.float32) / k.to(torch.float32)
+        w = torch.where(inside, w, torch.zeros_like(w)).to(torch.float32)
+    elif k is None:
+        w = schedule.elbo_weight(t).to(torch.float32)
+    else:
+        sizes = block_sizes(k.shape[1], block_size, k.device) - int(reveal_last)
+        w = sizes[None, :].to(torch.float32) / k.clamp_min(1).to(torch.float32)
+    if reveal_last:
+        w = torch.where(last_in_block(t.shape[1], block_size, t.device)[None, :], 0.0, w)
+    return w
 
 
 def block_inputs(xt: torch.Tensor, x0: torch.Tensor, block_size: int, shift: bool,

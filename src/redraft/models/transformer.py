@@ -248,7 +248,8 @@ class Transformer(nn.Module):
                 cache: KVCache | None = None,
                 positions: torch.Tensor | None = None, *,
                 x0: torch.Tensor | None = None,
-                cache_rows: torch.Tensor | None = None) -> torch.Tensor:
+                cache_rows: torch.Tensor | None = None,
+                clean_logits: bool = False):
         """Logits (B, L, V) of x (B, L); t (B,) per row or (B, L) per position.
 
         cache (causal or block models): without positions, x continues the cache at
@@ -262,7 +263,10 @@ class Transformer(nn.Module):
         sequence; each of its blocks sees itself and the clean blocks of x0 before it, as it
         would over a KV cache of the finished blocks (pair_mask): one pass over
         [x ; x0 without its last block] for all blocks at once; logits of x only. t then
-        belongs to x; the clean positions get t = 0.
+        belongs to x; the clean positions get t = 0. clean_logits: the pass runs all of x0
+        (its last block too) and returns (logits of x, logits of x0) (B, L, V) each; the
+        clean pass's output at a block's last position sees every other token of its block
+        and no more (block_reveal_last reads it there).
         """
         B, L = x.shape
         start = cache.length if cache is not None and positions is None else 0
@@ -282,10 +286,13 @@ class Transformer(nn.Module):
                              "cache")
         if cache_rows is not None and positions is None:
             raise ValueError("cache_rows needs positions (a ragged call)")
+        if clean_logits and x0 is None:
+            raise ValueError("clean_logits needs x0 (block diffusion's training pass)")
 
         clean = 0
         if x0 is not None:
-            clean = (L - 1) // self.block_size * self.block_size  # the last block sees none
+            # No noised block sees the last clean one: it runs only for clean_logits.
+            clean = L if clean_logits else (L - 1) // self.block_size * self.block_size
             if clean:
                 x = torch.cat((x, x0[:, :clean]), dim=1)
         h = self.embed(x)  # (B, L + clean, C)
@@ -305,6 +312,9 @@ class Transformer(nn.Module):
                 h = block(h, plan, i)
         if cache is not None and positions is None:
             cache.length += L
+        if clean_logits:
+            out = self.head(self.norm(h))
+            return out[:, :L], out[:, L:]
         return self.head(self.norm(h[:, :L]))  # (B, L, V)
 
     def _plan(self, B, L, start, cache, positions, cache_rows, clean, device) -> Plan:

@@ -57,7 +57,7 @@ class BlockState(DiffusionState):
                  prefixes: Sequence[Sequence[int]] | None = None,
                  canvases: Sequence[Sequence[int | None]] | None = None,
                  shift: bool = False, bos_id: int | None = None, eos_id: int | None = None,
-                 reveal_width: float = 1.0,
+                 reveal_width: float = 1.0, reveal_last: bool = False,
                  device: torch.device | str = "cpu"):
         if not isinstance(steps_per_block, int) or steps_per_block < 1:
             raise RedraftError(f"steps_per_block={steps_per_block!r}: expected an integer >= 1")
@@ -87,6 +87,9 @@ class BlockState(DiffusionState):
         if not 0 < reveal_width <= 1:
             raise RedraftError(f"reveal_width={reveal_width!r}: expected 0 < width <= 1")
         self.reveal_width = reveal_width
+        if reveal_last and not shift:
+            raise RedraftError("reveal_last is for the next-token alignment (shift)")
+        self.reveal_last = reveal_last
         self.cached = torch.zeros(batch, dtype=torch.long, device=device)  # y blocks in cache
         self.stopped = torch.zeros(batch, dtype=torch.bool, device=device)  # by stop_rows
         self.seen_block = torch.full((batch,), -1, dtype=torch.long, device=device)
@@ -272,7 +275,19 @@ class BlockState(DiffusionState):
     def _rule_step(self, x: torch.Tensor, logits: torch.Tensor,
                    free: torch.Tensor) -> torch.Tensor:
         idx = self._index()
-        xs = super()._rule_step(x.gather(1, idx), logits, free.gather(1, idx))
+        window, free = x.gather(1, idx), free.gather(1, idx)
+        if not self.reveal_last:
+            return x.scatter(1, idx, super()._rule_step(window, logits, free))
+        # The block's last position waits while another is masked, except at the last step
+        # of a time grid (s = 0 reveals everything left). Rules that honour `free` pass it
+        # by; for the others (analytic, euler) its draw is put back.
+        others = ((window == self.mask_id) & free)[:, :-1].any(dim=1)
+        final = (self.local == self.row_steps - 1) & (not self.adaptive)
+        hold = others & ~final
+        free = free.clone()
+        free[:, -1] &= ~hold
+        xs = super()._rule_step(window, logits, free)
+        xs[:, -1] = torch.where(hold, window[:, -1], xs[:, -1])
         return x.scatter(1, idx, xs)
 
     @property
@@ -327,6 +342,7 @@ def start_block(
     options: dict | None = None,
     eos_id: int | None = None,
     reveal_width: float = 1.0,
+    reveal_last: bool = False,
 ) -> BlockState:
     """The starting BlockState of a (batch, length) canvas of a block-diffusion model, checked
     against the model; generate_block runs it to the end, the server's batcher
@@ -341,6 +357,8 @@ def start_block(
     for all rows or one per row); canvas: instead, a fixed id or None per position. eos_id:
     stop a row after the block in which it wrote EOS. reveal_width: the model's
     diffusion.block_reveal_width (ordered in-block reveals; the ancestral rule follows them).
+    reveal_last: the model's diffusion.block_reveal_last (each block's last position is
+    revealed after its others, by every rule).
     """
     if getattr(model, "block_size", None) is None:
         raise RedraftError("generate_block needs a block-diffusion model (objective 'block', "
@@ -365,7 +383,7 @@ def start_block(
                       block_size=b, seeds=_seeds(seed, batch),
                       prefixes=_rows(prefix, batch) if canvas is None else None,
                       canvases=canvas, shift=shift, bos_id=bos_id, eos_id=eos_id,
-                      reveal_width=reveal_width, device=device)
+                      reveal_width=reveal_width, reveal_last=reveal_last, device=device)
 
 
 @torch.no_grad()
@@ -375,7 +393,8 @@ def generate_block(model, process: Process, *, use_cache: bool = True,
     """Sample a (batch, length) canvas block by block from a block-diffusion model.
 
     knobs: those of start_block (steps_per_block, batch, length, prefix, canvas, shift,
-    bos_id, temperature, top_k, top_p, seed, sampler, options, eos_id, reveal_width).
+    bos_id, temperature, top_k, top_p, seed, sampler, options, eos_id, reveal_width,
+    reveal_last).
     use_cache False recomputes the whole canvas every call (the same logits; for testing and
     measuring).
     """
