@@ -64,6 +64,7 @@ def hf_config(model) -> dict[str, Any]:
         "attention": backbone.attention,
         "block_size": backbone.block_size,
         "block_shift": d.block_shift if model.objective.blockwise else False,
+        "block_reveal_last": d.block_reveal_last if model.objective.blockwise else False,
         "objective": model.objective.name,
         "process": model.process.name if model.process is not None else None,
         "schedule": d.schedule, "schedule_eps": d.schedule_eps,

@@ -20,7 +20,8 @@ p + 1, inputs start with eos as BOS), "bidirectional" (masked diffusion: logits 
 denoiser of position p, the mask id is config.mask_token_id) or "block" (block diffusion:
 bidirectional inside blocks of config.block_size, causal across them; with
 config.block_shift the output at p predicts token p of a sequence fed shifted right by one,
-[bos, x_0 .. x_{L-2}], as in training). config.objective, process, schedule say what the
+[bos, x_0 .. x_{L-2}], as in training; config.block_reveal_last: trained to reveal each
+block's last position after the others). config.objective, process, schedule say what the
 logits mean (see redraft's diffusion/registry.py); sampling loops live in redraft.
 """
 
@@ -47,13 +48,15 @@ class RedraftConfig(PretrainedConfig):
                  d_model: int = 128, mlp_ratio: int = 4, seq_len: int = 256,
                  time_conditioning: bool = False, rope_base: float = 10000.0,
                  attention: str = "bidirectional", block_size: int | None = None,
-                 block_shift: bool = True, objective: str = "mdlm", process: str | None = "mask",
+                 block_shift: bool = True, block_reveal_last: bool = False,
+                 objective: str = "mdlm", process: str | None = "mask",
                  schedule: str = "loglinear", schedule_eps: float | None = None,
                  mask_token_id: int | None = None, tie_word_embeddings: bool = True, **kwargs):
         self.vocab_size, self.n_layer, self.n_head = vocab_size, n_layer, n_head
         self.d_model, self.mlp_ratio, self.seq_len = d_model, mlp_ratio, seq_len
         self.time_conditioning, self.rope_base = time_conditioning, rope_base
         self.attention, self.block_size, self.block_shift = attention, block_size, block_shift
+        self.block_reveal_last = block_reveal_last
         self.objective, self.process = objective, process
         self.schedule, self.schedule_eps = schedule, schedule_eps
         self.mask_token_id = mask_token_id
