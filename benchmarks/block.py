@@ -332,6 +332,12 @@ def markdown(results: dict, args) -> str:
     return "\n".join(lines)
 
 
+def setting(s: dict) -> str:
+    """A sampling row's name in the bars: run, rule, order, steps a block."""
+    order = f", {s['order']}" if s.get("order") else ""
+    return f"{s['run']} {s['sampler']}{order} ({s.get('steps_per_block')} steps/block)"
+
+
 def bars(r: dict, n: int) -> list[str]:
     """The issue's bars (a)-(c), judged from the stored figures (unrounded)."""
     ar_bits = r["ar"]["val_bits_per_char"]
@@ -356,8 +362,8 @@ def bars(r: dict, n: int) -> list[str]:
           and s["latency_s_batch1"] < ar["latency_s_batch1"]]
     if ok:
         s = min(ok, key=lambda s: s["gen_ppl"])
-        out.append(f"- (b) met by {s['run']} {s['sampler']} ({s.get('steps_per_block')} "
-                   f"steps/block): gen-ppl {s['gen_ppl']:.2f} vs AR {ar['gen_ppl']:.2f}, "
+        out.append(f"- (b) met by {setting(s)}: gen-ppl {s['gen_ppl']:.2f} vs AR "
+                   f"{ar['gen_ppl']:.2f}, "
                    f"entropy {s['entropy']:.3f} vs {ar['entropy']:.3f}, latency "
                    f"{s['latency_s_batch1']:.3f} s vs {ar['latency_s_batch1']:.3f} s")
     else:
@@ -367,19 +373,17 @@ def bars(r: dict, n: int) -> list[str]:
         out.append("- (b) NOT met: no setting has gen-ppl <= 1.5x the AR twin's "
                    f"({1.5 * ar['gen_ppl']:.2f}) at entropy >= {0.97 * ar['entropy']:.3f} "
                    f"and batch-1 latency under its {ar['latency_s_batch1']:.3f} s"
-                   + (f"; the best faster one at that entropy: {best['run']} "
-                      f"{best['sampler']} ({best.get('steps_per_block')} steps/block), "
+                   + (f"; the best faster one at that entropy: {setting(best)}, "
                       f"gen-ppl {best['gen_ppl']:.2f}" if best else ""))
     fast = [s for s in rows if s[tput] >= ar[tput]]
     if fast:
         s = min(fast, key=lambda s: s["gen_ppl"])
         out.append(f"- (c) met: {len(fast)} setting(s) reach the AR twin's batch-{n} "
-                   f"{ar[tput]:,.0f} tokens/s; the best of them by gen-ppl: {s['run']} "
-                   f"{s['sampler']} ({s.get('steps_per_block')} steps/block), "
+                   f"{ar[tput]:,.0f} tokens/s; the best of them by gen-ppl: {setting(s)}, "
                    f"{s[tput]:,.0f} tokens/s at gen-ppl {s['gen_ppl']:.2f}")
     else:
         s = max(rows, key=lambda s: s[tput])
-        out.append(f"- (c) NOT met: the fastest block setting, {s['run']} {s['sampler']}, "
+        out.append(f"- (c) NOT met: the fastest block setting, {setting(s)}, "
                    f"{s[tput]:,.0f} tokens/s vs the AR twin's {ar[tput]:,.0f}")
     return out
 
