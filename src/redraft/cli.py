@@ -14,9 +14,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from redraft.config import BENCH, SAMPLE, SERVE
+from redraft.config import BENCH, SERVE
 from redraft.diffusion import OBJECTIVES, PROCESSES
 from redraft.errors import RedraftError, TrainingStopped
+from redraft.request import add_flags
 from redraft.sampling.registry import SAMPLERS
 from redraft.validate import (
     MAX_SAMPLE_SEED,
@@ -83,6 +84,7 @@ def _plain_warnings(command: str):
 def cmd_sample(args, overrides: list[str]) -> int:
     from redraft.display import DraftView, StepBar
     from redraft.model import load
+    from redraft.request import from_args
     from redraft.sampling import parse_options
 
     _no_overrides(overrides)
@@ -93,33 +95,32 @@ def cmd_sample(args, overrides: list[str]) -> int:
             raise RedraftError("--chat builds the prompt from the message: drop --prompt/--infill")
         args.prompt = model.chat_prompt([{"role": "user", "content": args.chat}])
     _check_matches(model, args)
-    _check_sample_limits(args, model)
+    decoder = model.decoder
     options = None
     if args.sampler_opt:
-        if model.is_ar:
-            raise RedraftError("--sampler-opt needs a diffusion model: the AR twin only "
-                               "continues a prefix, left to right")
-        options = parse_options(args.sampler or model.objective.default_sampler,
-                                args.sampler_opt)
-    if args.show and not model.is_ar:
-        view = DraftView(model.tokenizer.decode, args.steps, stream=sys.stderr)
-    elif model.is_ar:  # one step per generated token
+        sampler = args.sampler or decoder.default_sampler()
+        if sampler is None:
+            raise RedraftError(f"--sampler-opt needs a diffusion model: {model.name!r} has no "
+                               "step rules (it decodes left to right)")
+        options = parse_options(sampler, args.sampler_opt)
+    req = model.request(from_args(args, options=options, guidance=args.guidance or 0.0))
+    _check_sample_limits(req, model, args.max_work)
+    if not decoder.uses_steps:  # one step per generated token
         view = StepBar((args.length or model.seq_len) - len(model.encode(args.prompt or "")))
+    elif args.show:
+        view = DraftView(model.tokenizer.decode, req.steps, stream=sys.stderr)
     else:  # adaptive samplers, templates and DiffusionGemma choose their own number of steps
-        sampler = args.sampler or model.objective.default_sampler
-        view = StepBar(None if SAMPLERS[sampler].adaptive or template is not None
-                       or getattr(model, "batches_own_steps", False) else args.steps)
-    knobs = dict(num_samples=args.num_samples, seed=args.seed, steps=args.steps,
-                 sampler=args.sampler, options=options, temperature=args.temperature,
-                 top_k=args.top_k, top_p=args.top_p, block_size=args.block_size,
-                 stop_at_eos=args.stop_at_eos, guidance=args.guidance or 0.0, on_step=view)
+        sampler = req.sampler or decoder.default_sampler()
+        adaptive = sampler in SAMPLERS and SAMPLERS[sampler].adaptive
+        view = StepBar(None if adaptive or template is not None or decoder.adaptive_steps
+                       else req.steps)
     if template is not None:
         if args.prompt or args.suffix:
             raise RedraftError("--infill holds its own fixed text: drop --prompt/--suffix")
-        out = model.infill(template, **knobs)
+        out = model.infill(template, request=req, on_step=view)
     else:
-        out = model.generate(args.prompt or "", suffix=args.suffix or "", length=args.length,
-                             **knobs)
+        out = model.generate(args.prompt or "", suffix=args.suffix or "", request=req,
+                             on_step=view)
     tokens = sum(len(row) for row in out.tokens)
     if args.json:
         print(json.dumps({"samples": out.texts, "nfe": out.nfe, "seconds": out.seconds,
@@ -224,7 +225,7 @@ def cmd_export(args, overrides: list[str]) -> int:
     _no_overrides(overrides)
     model = load(args.checkpoint)
     out = export_model(model, args.out, overwrite=args.force)
-    auto = "AutoModelForCausalLM" if model.is_ar else "AutoModelForMaskedLM"
+    auto = "AutoModelForCausalLM" if model.backbone.causal else "AutoModelForMaskedLM"
     print(f"exported {model.name!r} to {str(out)!r}: load it with transformers' {auto}"
           f".from_pretrained(..., trust_remote_code=True) or redraft.load('hf:{out}')",
           file=sys.stderr)
@@ -266,11 +267,15 @@ def _check_matches(model, args) -> None:
                                f"{have[key]!r}, which cannot be changed after training")
 
 
-def _check_sample_limits(args, model) -> None:
+def _check_sample_limits(req, model, max_work: int) -> None:
     """The server's work bound (--max-work) and the logits of the batch within memory."""
-    length = args.length or model.seq_len
-    check_work(args.num_samples, args.steps, length, model.is_ar, args.max_work)
-    check_sampling_memory(args.num_samples, length, model.backbone.vocab_size)
+    from redraft.request import check_work
+
+    length = req.length or model.seq_len
+    d = model.decoder
+    check_work(d.work_units(req.num_samples, req.steps, length),
+               d.work_formula(req.num_samples, req.steps, length), max_work)
+    check_sampling_memory(req.num_samples, length, model.backbone.vocab_size)
 
 
 def _no_overrides(overrides: list[str]) -> None:
@@ -348,36 +353,19 @@ def parser() -> argparse.ArgumentParser:
                         "'default-ar' (its autoregressive twin), or hf:<folder or hub "
                         "id>[?key=value&...] (a Hugging Face model: DiffusionGemma, "
                         "LLaDA/Dream-style, causal)")
-    s.add_argument("--steps", type=_positive_int, default=SAMPLE.steps,
-                   help="denoising steps (diffusion; ignored by AR)")
     s.add_argument("--prompt", default="", help="text held fixed at the start")
     s.add_argument("--chat", default=None, metavar="MESSAGE",
                    help="a user message: the prompt is the model's chat template around it "
                         "(the tokenizer's own for hf: models)")
     s.add_argument("--suffix", default="", help="text held fixed at the end (diffusion)")
-    s.add_argument("--length", type=_positive_int, default=None,
-                   help="canvas length in tokens, prompt included (default: seq_len)")
-    s.add_argument("--num-samples", type=_positive_int, default=SAMPLE.num_samples)
-    s.add_argument("--temperature", type=number(0, 100), default=SAMPLE.temperature)
-    s.add_argument("--top-k", type=_positive_int, default=SAMPLE.top_k)
-    s.add_argument("--top-p", type=number(0, 1, low_open=True), default=SAMPLE.top_p)
-    s.add_argument("--seed", type=integer(0, MAX_SAMPLE_SEED), default=SAMPLE.seed)
+    # Every decoding knob's flag comes from redraft.request.Request (defaults, ranges, help).
+    add_flags(s, choices={"sampler": list(SAMPLERS)})
     s.add_argument("--max-work", type=integer(1, 2**62), default=MAX_WORK,
                    help="refuse more than this many token positions of work, num-samples x "
                         "steps x length (AR: num-samples x length); the server's default "
                         f"(default {MAX_WORK:,})")
-    s.add_argument("--sampler", choices=list(SAMPLERS), default=SAMPLE.sampler,
-                   help="diffusion step rule (default: ancestral for mdlm/udlm, analytic for "
-                        "sedd); see `redraft samplers`")
     s.add_argument("--sampler-opt", action="append", metavar="NAME=VALUE", default=None,
                    help="a knob of the sampler, e.g. threshold=0.9 (repeatable)")
-    s.add_argument("--block-size", type=_positive_int, default=SAMPLE.block_size,
-                   help="decode blocks of this many tokens left to right (semi-autoregressive; "
-                        "--steps is split over the blocks)")
-    s.add_argument("--stop-at-eos", action="store_true",
-                   help="stop a sample after the block in which it writes EOS")
-    s.add_argument("--guidance", type=number(-1, 100), default=SAMPLE.guidance,
-                   help="classifier-free guidance scale towards the prompt (0 = none)")
     s.add_argument("--infill", default=None, metavar="TEMPLATE",
                    help="fill the spans of a template, e.g. 'def f(x):\\n    <|mask:16|>\\n' "
                         "(<|mask:N|> exactly N tokens, <|mask:<=N|> at most N)")

@@ -117,7 +117,7 @@ def run_demo(minutes: float = 5.0, out_dir: str = "runs/demo", overrides=(),
                                       ck.tokenizer.eos_id, max_batches=4, samples=4)
         r = report(nats, err, data.val_bytes_per_token)
         kind = ck.objective.bound
-        name = "AR twin" if ck.is_ar else "masked diffusion"
+        name = "AR twin" if ck.scorer.exact else "masked diffusion"
         tokens_seen[objective] = res.step * ck.config.train.batch_size * ck.config.model.seq_len
         say(f"  {name:22s} {res.params:8,d} {res.step:6,d} {tokens_seen[objective]:13,d} "
             f"{res.train_tokens_per_s:12,.0f} {r['bits_per_byte']:10.3f}  {kind} "

@@ -181,8 +181,8 @@ class RedraftLM(LM):
         ids = self.model.encode(context)
         keep = seq_len - max_new
         ids = ids[-keep:] if keep > 0 else []
-        knobs = {} if self.model.is_ar else {"steps": self.steps, "sampler": self.sampler,
-                                             "block_size": self.block_size}
+        knobs = ({"steps": self.steps, "sampler": self.sampler, "block_size": self.block_size}
+                 if self.model.decoder.uses_steps else {})
         gen = self.model.generate(ids, max_new_tokens=max_new,
                                   seed=request_seed(self.seed, ids, []) % 2**31,
                                   temperature=temperature, top_k=top_k, top_p=top_p,
@@ -198,7 +198,7 @@ class RedraftLM(LM):
     def _report(self, kind: str) -> None:
         errs = [e["stderr"] for e in self.stderrs if e["kind"] == kind]
         finite = [e for e in errs if math.isfinite(e)]
-        if finite and not self.model.is_ar:
+        if finite and not self.model.scorer.exact:
             log.info("redraft %s: %d diffusion scores over %d Monte Carlo draws each, standard "
                      "error mean %.4f, max %.4f nats", kind, len(errs), self.mc_samples,
                      sum(finite) / len(finite), max(finite))

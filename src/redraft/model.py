@@ -23,16 +23,17 @@ from typing import Any
 
 import torch
 
-from redraft.config import SAMPLE, Config
+from redraft.config import Config
 from redraft.data import Tokenizer
+from redraft.decoders import Work, for_objective, make_decoder
+from redraft.decoders.run import run
 from redraft.diffusion import Objective, Process, objective
 from redraft.errors import RedraftError
 from redraft.models import Backbone
-from redraft.sampling.categorical import check_knobs
-from redraft.sampling.generate import Generation, generate_ar, generate_diffusion
+from redraft.request import KNOBS, Request, fit
+from redraft.sampling.generate import Generation
 from redraft.sampling.infill import Infill
-from redraft.sampling.registry import make_sampler
-from redraft.sampling.state import ARState, DiffusionState
+from redraft.scoring import Scorer, scorer_for
 
 LN2 = math.log(2.0)
 Prompt = str | Sequence[int]
@@ -84,12 +85,15 @@ class Score:
 
 
 class Model:
-    """A backbone with everything needed to generate, score and serve it."""
+    """A backbone with everything needed to generate, score and serve it: its decoder (how it
+    decodes, redraft.decoders) and its scorer (what nll computes, redraft.scoring), both
+    chosen once, here, from the objective's table entry (or by a Hugging Face loader)."""
 
     def __init__(self, backbone: Backbone, tokenizer: Tokenizer, trained_with: str | Objective,
                  process: Process | None = None, *, name: str = "model",
                  config: Config | None = None, path: Path | None = None,
-                 meta: dict[str, Any] | None = None):
+                 meta: dict[str, Any] | None = None, decoder: str | None = None,
+                 scorer: type[Scorer] | None = None):
         self.backbone, self.tokenizer = backbone, tokenizer
         self.objective = objective(trained_with)
         if self.objective.autoregressive != (process is None):
@@ -101,6 +105,8 @@ class Model:
                                f"{self.objective.attention} attention")
         self.process, self.name, self.config, self.path = process, name, config, path
         self.meta = meta or {}
+        self.decoder = make_decoder(decoder or for_objective(self.objective), self)
+        self.scorer = (scorer or scorer_for(self.objective))(self)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
@@ -127,11 +133,14 @@ class Model:
 
     @property
     def is_ar(self) -> bool:
-        return self.objective.autoregressive
+        """Whether it is a left-to-right model with an exact likelihood (a user-facing fact;
+        the package itself asks the decoder and the scorer)."""
+        return self.scorer.exact
 
     @property
     def kind(self) -> str:
-        return "ar" if self.is_ar else "diffusion"
+        """"ar" (exact left-to-right likelihood) or "diffusion": what its figures mean."""
+        return "ar" if self.scorer.exact else "diffusion"
 
     @property
     def seq_len(self) -> int:
@@ -178,144 +187,67 @@ class Model:
         eos = self.tokenizer.eos_id
         return row[:row.index(eos)] if stop_at_eos and eos in row else row
 
-    # --- the dispatch: one batch of rows sharing a canvas length --------------------------
+    # --- the decoder's rows ----------------------------------------------------------------
 
-    def _check_kind(self, **diffusion_only: Any) -> None:
-        """The AR twin continues a prefix left to right: diffusion-only knobs are errors."""
-        if self.is_ar:
-            used = [k for k, v in diffusion_only.items() if v]
-            if used:
-                raise RedraftError(f"{used[0]} needs a diffusion model: {self.name!r} is the "
-                                   "autoregressive twin, which only continues a prefix, left "
-                                   "to right")
+    def request(self, request: Request | None = None, **knobs: Any) -> Request:
+        """A checked Request: `request` (or the defaults) with `knobs` replacing its values,
+        and steps resolved to this model's default when not given."""
+        unknown = sorted(set(knobs) - set(KNOBS))
+        if unknown:
+            raise RedraftError(f"unknown knob {unknown[0]!r}: expected one of {list(KNOBS)}")
+        req = (request or Request()).replace(**knobs).check()
+        return req.replace(steps=self.decoder.steps(req))
 
     def sample(self, prefixes: Sequence[Sequence[int]], *, length: int, seeds: Sequence[int],
                suffixes: Sequence[Sequence[int]] | None = None,
                canvases: Sequence[Sequence[int | None]] | None = None,
-               steps: int = SAMPLE.steps, sampler: str | None = SAMPLE.sampler,
-               options: dict | None = None, temperature: float = SAMPLE.temperature,
-               top_k: int | None = SAMPLE.top_k, top_p: float | None = SAMPLE.top_p,
-               block_size: int | None = SAMPLE.block_size,
-               stop_at_eos: bool = SAMPLE.stop_at_eos, guidance: float = SAMPLE.guidance,
-               on_step: Callable[[int, torch.Tensor], None] | None = None) -> Generation:
+               on_step: Callable[[int, torch.Tensor], None] | None = None,
+               request: Request | None = None, **knobs: Any) -> Generation:
         """Rows with canvases of one `length` (prefix, generated tokens, suffix), row r drawn
-        with seeds[r]: the AR twin with its KV cache, a diffusion model with its sampler.
+        with seeds[r], decoded by the model's decoder (the server's lanes, run offline).
         canvases (diffusion): per row a fixed id or None (free) per position, instead of
-        prefixes/suffixes. Returns the low-level Generation (tokens (B, length), nfe, ...)."""
-        has_suffix = any(len(s) for s in suffixes or [])
-        self._check_kind(suffix=has_suffix, infill=canvases is not None, sampler=sampler,
-                         options=options, block_size=block_size, guidance=guidance)
-        if self.is_ar:
-            return generate_ar(self.backbone, bos_id=self.tokenizer.eos_id, batch=len(seeds),
-                               length=length, prefix=[list(p) for p in prefixes],
-                               temperature=temperature, top_k=top_k, top_p=top_p,
-                               seed=list(seeds), banned=self.tokenizer.non_text_ids,
-                               on_step=on_step)
-        if self.objective.blockwise:
-            return self._sample_blocks(prefixes, suffixes, canvases, length, seeds, steps,
-                                       sampler, options, temperature, top_k, top_p, block_size,
-                                       stop_at_eos, guidance, on_step)
-        return generate_diffusion(
-            self.backbone, self.process, steps=steps, batch=len(seeds), length=length,
-            prefix=None if canvases is not None else [list(p) for p in prefixes],
-            suffix=None if canvases is not None else [list(s) for s in suffixes or
-                                                      [[]] * len(seeds)],
-            canvas=canvases, temperature=temperature, top_k=top_k, top_p=top_p,
-            seed=list(seeds), on_step=on_step, sampler=sampler, objective=self.objective,
-            options=options, block_size=block_size,
-            eos_id=self.tokenizer.eos_id if stop_at_eos else None, guidance=guidance)
-
-    def _sample_blocks(self, prefixes, suffixes, canvases, length, seeds, steps, sampler,
-                       options, temperature, top_k, top_p, block_size, stop_at_eos, guidance,
-                       on_step) -> Generation:
-        """A block-diffusion model: blocks left to right over its exact KV cache
-        (sampling/block.py)."""
-        from redraft.sampling.block import generate_block
-
-        return generate_block(self.backbone, self.process, on_step=on_step, **self._block_knobs(
-            prefixes, suffixes, canvases, length, seeds, steps, sampler, options, temperature,
-            top_k, top_p, block_size, stop_at_eos, guidance))
-
-    def _block_knobs(self, prefixes, suffixes, canvases, length, seeds, steps, sampler,
-                     options, temperature, top_k, top_p, block_size, stop_at_eos,
-                     guidance) -> dict:
-        """start_block's arguments for a request (shared by `sample` and `start`, so the
-        server's rows are the offline rows). `steps` is the whole canvas's budget, split
-        evenly over its blocks (at least one step each); its blocks are the model's own."""
-        b = self.backbone.block_size
-        if block_size is not None and block_size != b:
-            raise RedraftError(f"block_size={block_size}: this block-diffusion model decodes "
-                               f"blocks of {b} (its training block size)")
-        if guidance:
-            raise RedraftError("guidance is not available for block-diffusion models yet")
-        if not isinstance(steps, int) or steps < 1:
-            raise RedraftError(f"steps={steps!r}: expected an integer >= 1")
-        if canvases is None and any(len(s) for s in suffixes or []):
-            canvases = [list(p) + [None] * (length - len(p) - len(s)) + list(s)
-                        for p, s in zip(prefixes, suffixes, strict=True)]
-        n_blocks = -(-length // b)
-        return dict(
-            steps_per_block=max(1, -(-steps // n_blocks)), batch=len(seeds), length=length,
-            prefix=None if canvases is not None else [list(p) for p in prefixes],
-            canvas=canvases, shift=self._diffusion_config().block_shift,
-            bos_id=self.tokenizer.eos_id, temperature=temperature, top_k=top_k, top_p=top_p,
-            seed=list(seeds), sampler=sampler, options=options,
-            eos_id=self.tokenizer.eos_id if stop_at_eos else None,
-            reveal_width=self._diffusion_config().block_reveal_width,
-            reveal_last=self._diffusion_config().block_reveal_last)
+        prefixes/suffixes. knobs: those of redraft.request.Request (steps, sampler, options,
+        temperature, top_k, top_p, block_size, stop_at_eos, guidance, stop, logprobs).
+        Returns the low-level Generation (tokens (B, length), nfe, ...)."""
+        extra = {k: knobs.pop(k) for k in ("noise",) if k in knobs}  # a decoder's test hook
+        req = self.request(request, **knobs)
+        n = len(seeds)
+        if len(prefixes) != n or (suffixes is not None and len(suffixes) != n) or (
+                canvases is not None and len(canvases) != n):
+            raise RedraftError(f"{n} seeds given with a different number of prompts")
+        suffixes = suffixes or [[]] * n
+        groups: dict[tuple, list[int]] = {}  # rows with the same fixed text share a Work
+        for r in range(n):
+            key = (tuple(canvases[r]),) if canvases is not None else (
+                tuple(prefixes[r]), tuple(suffixes[r]))
+            groups.setdefault(key, []).append(r)
+        works = []
+        for rows in groups.values():
+            r = rows[0]
+            works.append(Work(self.name, [] if canvases is not None else prefixes[r], length,
+                              [seeds[i] for i in rows],
+                              [] if canvases is not None else suffixes[r],
+                              canvas=None if canvases is None else canvases[r], request=req))
+        jobs, calls, seconds = run(self, works, on_step, **extra)
+        tokens = torch.empty((n, length), dtype=torch.long)
+        for rows, job in zip(groups.values(), jobs, strict=True):
+            tokens[rows] = job.state.current().cpu()
+        return Generation(tokens, calls, sum(job.row_nfe for job in jobs), seconds,
+                          max(job.state.i if hasattr(job.state, "i") else 0 for job in jobs))
 
     def start(self, prefix: Sequence[int], *, length: int, seeds: Sequence[int],
-              suffix: Sequence[int] = (), steps: int = SAMPLE.steps,
-              sampler: str | None = SAMPLE.sampler, options: dict | None = None,
-              temperature: float = SAMPLE.temperature, top_k: int | None = SAMPLE.top_k,
-              top_p: float | None = SAMPLE.top_p, block_size: int | None = SAMPLE.block_size,
-              stop_at_eos: bool = SAMPLE.stop_at_eos, guidance: float = SAMPLE.guidance,
-              logprobs: int | None = None) -> ARState | DiffusionState:
+              suffix: Sequence[int] = (), request: Request | None = None, **knobs: Any):
         """The starting state of one request's rows, for a caller that drives the steps itself
-        (the server's batcher): an ARState (draw a token, run the network, repeat), a
-        DiffusionState (inputs -> network -> set_logits -> advance) or, for a block-diffusion
-        model, a BlockState (calls -> cached network calls -> set_window_logits -> advance).
-        Run to the end, each gives what `sample` gives for the same seeds. logprobs (None, or
-        k >= 0): record each token's log-probability and the top k (exact for the AR twin; for
-        diffusion the denoiser's at the step that committed it, which needs a denoiser model;
-        not recorded for block models)."""
-        check_knobs(temperature, top_k, top_p)
+        (see redraft.decoders): run to the end, it gives what `sample` gives for the same
+        seeds. knobs: as for `sample`; logprobs (None, or k >= 0): record each token's
+        log-probability and the top k (exact for the AR twin; for diffusion the denoiser's at
+        the step that committed it, which needs a denoiser model)."""
         if not 1 <= length <= self.seq_len:
             raise RedraftError(f"a canvas of {length} tokens does not fit the model's context "
                                f"of {self.seq_len}")
-        self._check_kind(suffix=len(suffix), sampler=sampler, sampler_options=options,
-                         block_size=block_size, guidance=guidance)
-        if self.objective.blockwise:
-            from redraft.sampling.block import start_block
-
-            if logprobs is not None:
-                raise RedraftError(f"logprobs: {self.name!r} is a block-diffusion model, which "
-                                   "does not record log-probabilities yet")
-            if len(prefix) + len(suffix) >= length:
-                raise RedraftError(f"a prompt of {len(prefix) + len(suffix)} tokens in a canvas "
-                                   f"of {length} leaves nothing to generate")
-            return start_block(self.backbone, self.process, **self._block_knobs(
-                [list(prefix)] * len(seeds), [list(suffix)] * len(seeds), None, length, seeds,
-                steps, sampler, options, temperature, top_k, top_p, block_size, stop_at_eos,
-                guidance))
-        if self.is_ar:
-            if len(prefix) >= length:
-                raise RedraftError("the prompt leaves nothing to generate")
-            return ARState(self.tokenizer.eos_id, prefix, seeds, length,
-                           self.tokenizer.non_text_ids, pad_id=self.tokenizer.mask_id,
-                           eos_id=self.tokenizer.eos_id if stop_at_eos else None,
-                           logprobs=logprobs)
-        if logprobs is not None and not self.objective.denoiser:
-            raise RedraftError(f"logprobs: {self.name!r} is a {self.objective.name!r} model, "
-                               "whose network outputs scores, not token probabilities")
-        rule = make_sampler(sampler, self.process, self.objective, temperature, top_k, top_p,
-                            options)
-        eos = self.tokenizer.eos_id if stop_at_eos else None
-        return DiffusionState(self.process, rule, steps=steps, length=length,
-                              prefixes=[list(prefix)] * len(seeds),
-                              suffixes=[list(suffix)] * len(seeds), seeds=seeds,
-                              block_size=block_size, eos_id=eos, guidance=guidance,
-                              device=self.device, logprobs=logprobs)
+        work = Work(self.name, prefix, length, seeds, suffix,
+                    request=self.request(request, **knobs))
+        return self.decoder.start(work)
 
     def chat_prompt(self, messages: Sequence[dict]) -> str:
         """The prompt of a chat ([{"role", "content"}, ...]) ending where the reply starts: the
@@ -331,71 +263,72 @@ class Model:
 
     def generate(self, prompts: Prompt | Sequence[Prompt] | None = None, *,
                  max_new_tokens: int | None = None, length: int | None = None,
-                 suffix: Prompt | None = None, num_samples: int = SAMPLE.num_samples,
-                 seed: int = SAMPLE.seed, **knobs: Any) -> Output:
+                 suffix: Prompt | None = None, num_samples: int | None = None,
+                 seed: int | None = None, request: Request | None = None,
+                 on_step: Callable[[int, torch.Tensor], None] | None = None,
+                 **knobs: Any) -> Output:
         """Continue each prompt (a string, token ids, or a list of either) num_samples times.
 
         max_new_tokens: tokens to generate after the prompt; or length: the whole canvas
         (prompt + generated + suffix); neither: the model's seq_len. suffix (diffusion): text
-        held fixed at the end. knobs: steps, sampler, options, temperature, top_k, top_p,
-        block_size, stop_at_eos, guidance, on_step (see `sample`; defaults in
-        config.SampleConfig). Row r (prompt r // num_samples) draws from seed + r, so a row's
+        held fixed at the end. knobs: those of redraft.request.Request (steps, sampler,
+        options, temperature, top_k, top_p, block_size, stop_at_eos, guidance, stop), or a
+        whole `request`. Row r (prompt r // num_samples) draws from seed + r, so a row's
         result does not depend on the other rows.
         """
-        if max_new_tokens is not None and length is not None:
-            raise RedraftError("give max_new_tokens or length, not both")
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise RedraftError(f"num_samples={num_samples!r}: expected an integer >= 1")
+        given = {k: v for k, v in (("max_new_tokens", max_new_tokens), ("length", length),
+                                   ("num_samples", num_samples), ("seed", seed))
+                 if v is not None}
+        req = self.request(request, **given, **knobs)
         prompts_ids = self._prompt_list(prompts)
         suf = self.encode(suffix)
-        rows = [p for p in prompts_ids for _ in range(num_samples)]
-        lengths = []
-        for pre in rows:
-            if max_new_tokens is not None:
-                if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-                    raise RedraftError(f"max_new_tokens={max_new_tokens!r}: expected an "
-                                       "integer >= 1")
-                n = len(pre) + max_new_tokens + len(suf)
-            else:
-                n = length if length is not None else self.seq_len
-            if n > self.seq_len or len(pre) + len(suf) > n:
-                raise RedraftError(f"a prompt of {len(pre) + len(suf)} tokens plus the tokens "
-                                   f"to generate does not fit the model's context of "
-                                   f"{self.seq_len} (canvas of {n})")
-            lengths.append(n)
-        stop = knobs.get("stop_at_eos", SAMPLE.stop_at_eos)
+        rows = [p for p in prompts_ids for _ in range(req.num_samples)]
+        lengths = [fit(len(pre), len(suf), self.seq_len, req.max_new_tokens, req.length,
+                       f"model {self.name!r}") for pre in rows]
         out_rows: list[list[int]] = [[] for _ in rows]
         nfe, seconds = 0, 0.0
         for n in sorted(set(lengths)):  # one batch per canvas length: nothing is padded
             idx = [r for r, m in enumerate(lengths) if m == n]
-            gen = self.sample([rows[r] for r in idx], length=n, seeds=[seed + r for r in idx],
-                              suffixes=[suf] * len(idx), **knobs)
+            gen = self.sample([rows[r] for r in idx], length=n,
+                              seeds=[req.seed + r for r in idx], suffixes=[suf] * len(idx),
+                              on_step=on_step, request=req)
             for r, toks in zip(idx, gen.tokens.tolist(), strict=True):
                 out_rows[r] = toks
             nfe, seconds = nfe + gen.nfe, seconds + gen.seconds
-        dec = self.tokenizer.decode
+        return self._output(out_rows, rows, suf, req, nfe, seconds)
+
+    def _output(self, out_rows, rows, suf, req: Request, nfe: int, seconds: float) -> Output:
+        dec, stop = self.tokenizer.decode, req.stop_at_eos
         texts = [dec(self._cut(t, stop)) for t in out_rows]
         completions = [dec(self._cut(t[len(p):len(t) - len(suf)], stop))
                        for t, p in zip(out_rows, rows, strict=True)]
+        if req.stop:  # the text up to the first stop string (the server's rule)
+            completions = [_before_stop(c, req.stop) for c in completions]
+            texts = [dec(p) + c + dec(suf) for p, c in zip(rows, completions, strict=True)]
         return Output(texts, completions, out_rows, nfe, seconds)
 
-    def infill(self, template: str | Sequence, *, num_samples: int = SAMPLE.num_samples,
-               seed: int = SAMPLE.seed, **knobs: Any) -> Output:
+    def infill(self, template: str | Sequence, *, num_samples: int | None = None,
+               seed: int | None = None, request: Request | None = None,
+               on_step: Callable[[int, torch.Tensor], None] | None = None,
+               **knobs: Any) -> Output:
         """Fill every span of a template, e.g. "def f(x):\\n    <|mask:16|>\\n" (<|mask:N|>:
         exactly N tokens; <|mask:<=N|>: at most N, the rest left empty). Diffusion only.
         knobs as for generate."""
-        if self.is_ar:
-            raise RedraftError(f"infill needs a diffusion model: {self.name!r} is the AR twin, "
-                               "which only continues a prefix, left to right")
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise RedraftError(f"num_samples={num_samples!r}: expected an integer >= 1")
+        if not self.decoder.infills:
+            raise RedraftError(f"infill needs a diffusion model that holds text after a span: "
+                               f"{self.name!r} ({self.decoder.name}) only continues a prefix, "
+                               "left to right")
+        given = {k: v for k, v in (("num_samples", num_samples), ("seed", seed))
+                 if v is not None}
+        req = self.request(request, **given, **knobs)
         spec = Infill.build(template, self.tokenizer)
         if len(spec.canvas) > self.seq_len:
             raise RedraftError(f"the template takes {len(spec.canvas)} tokens, more than the "
                                f"model's context of {self.seq_len}")
-        gen = self.sample([[]] * num_samples, length=len(spec.canvas),
-                          seeds=[seed + r for r in range(num_samples)],
-                          canvases=[spec.canvas] * num_samples, **knobs)
+        k = req.num_samples
+        gen = self.sample([[]] * k, length=len(spec.canvas),
+                          seeds=[req.seed + r for r in range(k)],
+                          canvases=[spec.canvas] * k, on_step=on_step, request=req)
         rows = gen.tokens.tolist()
         filled = [spec.fill(row, self.tokenizer) for row in rows]
         return Output([f[0] for f in filled], ["".join(f[1]) for f in filled], rows, gen.nfe,
@@ -409,13 +342,10 @@ class Model:
         with `samples` Monte Carlo draws of (t, xt) per text (low-discrepancy t over the draws)
         with its standard error. Each text is scored on its own (seeded by seed + its index),
         so a text's figure does not depend on the others. A text must fit seq_len."""
-        from redraft.losses import draw_noise, token_losses
-
         if isinstance(texts, str):
             texts = [texts]
         if not isinstance(samples, int) or samples < 1:
             raise RedraftError(f"samples={samples!r}: expected an integer >= 1")
-        diff = self._diffusion_config()
         out = []
         for i, text in enumerate(texts):
             ids = self.encode(text)
@@ -423,21 +353,10 @@ class Model:
                 raise RedraftError(f"text {i} has {len(ids)} tokens: expected 1..{self.seq_len} "
                                    "(the model's context)")
             nbytes = len(self.tokenizer.decode(ids).encode("utf-8"))
-            x0 = torch.tensor([ids], dtype=torch.long, device=self.device)
             gen = torch.Generator(device=self.device)
             gen.manual_seed(seed + i)
-            if self.is_ar:
-                nats = token_losses(self.backbone, x0, diff, self.tokenizer.mask_id,
-                                    self.tokenizer.eos_id).double().sum().item()
-                out.append(Score(nats, len(ids), nbytes, 0.0, self.objective.bound))
-                continue
-            x0 = x0.expand(samples, -1)
-            noise = draw_noise(diff, samples, len(ids), self.tokenizer.mask_id, gen, 0.0,
-                               estimator, self.device, self.backbone.vocab_size)
-            per = token_losses(self.backbone, x0, diff, self.tokenizer.mask_id,
-                               self.tokenizer.eos_id, noise=noise).double().sum(dim=1)
-            err = (per.std() / math.sqrt(samples)).item() if samples > 1 else float("nan")
-            out.append(Score(per.mean().item(), len(ids), nbytes, err, self.objective.bound))
+            nats, err = self.scorer.nats(ids, samples, gen, estimator)
+            out.append(Score(nats, len(ids), nbytes, err, self.scorer.kind))
         return out
 
     def evaluate(self, corpus: str | None = None, samples: int = 4,
@@ -450,7 +369,7 @@ class Model:
         return evaluate_model(self, corpus=corpus, samples=samples, max_batches=max_batches,
                               estimator=estimator, progress=progress)
 
-    def _diffusion_config(self):
+    def diffusion_config(self):
         """The diffusion section the losses read (a plain default for configless models)."""
         from redraft.config import DiffusionConfig
 
@@ -460,6 +379,12 @@ class Model:
         if self.process is not None:
             cfg.process = self.process.name
         return cfg
+
+
+
+def _before_stop(text: str, stop: Sequence[str]) -> str:
+    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return text[:min(cuts)] if cuts else text
 
 
 def load(spec: str | Path = "default", device: str | torch.device = "cpu",

@@ -140,7 +140,7 @@ def test_cancel_frees_slots_and_drafts_every_step(served):
     b.listener = seen.append
     engine.tick()
     assert engine.stats()["active_rows"] == 3
-    batch = engine._blocks.batches["block"]
+    batch = engine._lanes["block"]
     assert sorted(s for j in batch.jobs for s in batch.slots[j].tolist()) == [0, 1, 2]
     a.cancel()
     engine.tick()
@@ -149,7 +149,8 @@ def test_cancel_frees_slots_and_drafts_every_step(served):
     c = engine.submit(Work("block", tok.encode("the "), 24, [4], steps=6))
     while not (b.finished.is_set() and c.finished.is_set()):
         engine.tick()
-    assert not engine._blocks.batches  # the model's cache went with its last request
+    lane = engine._lanes["block"]
+    assert not lane.jobs and lane.cache is None  # the cache went with its last request
     drafts = [e for e in seen if e.kind == "draft"]
     assert len(drafts) == b.final.step - 1  # a draft after every step but the last
     for w, job in ((b.work, b), (c.work, c)):
@@ -260,13 +261,13 @@ def test_alike_requests_step_as_one_merged_state(served):
              Work("block", tok.encode("the "), 30, [6], steps=8, temperature=0.7)]
     b, c, d, e = (engine.submit(w) for w in works)
     engine.tick()
-    groups = engine._blocks.batches["block"].groups
+    groups = engine._lanes["block"].groups
     assert sorted(len(g.jobs) for g in groups) == [1, 4]
     merged = next(g for g in groups if len(g.jobs) == 4)
     assert len(merged.state.x) == 5 and len(set(merged.state.local.tolist())) > 1
     c.cancel()
     engine.tick()
-    assert [len(g.jobs) for g in engine._blocks.batches["block"].groups if a in g.jobs] == [3]
+    assert [len(g.jobs) for g in engine._lanes["block"].groups if a in g.jobs] == [3]
     while not all(j.finished.is_set() for j in (a, b, d, e)):
         engine.tick()
     assert engine.metrics.cancelled == 1 and c.final is None

@@ -139,8 +139,9 @@ def test_ar_rows_at_different_positions_share_a_call_and_stay_exact(served):
         engine.tick()
     second = engine.submit(Work("ar", tok.encode("a dog sat "), 30, [3], temperature=0.5))
     engine.tick()
-    assert len(engine._cohorts) == 1 and engine._cohorts[0].rows == 3
-    positions = engine._cohorts[0].positions.tolist()
+    cohort = engine._lanes["ar"].cohort  # the AR lane's one running cohort
+    assert cohort.rows == 3
+    positions = cohort.positions.tolist()
     assert positions[0] == positions[1] != positions[2]
     while not (first.finished.is_set() and second.finished.is_set()):
         engine.tick()

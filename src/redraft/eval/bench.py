@@ -199,7 +199,7 @@ class Bench:
         """Share of the Python infilling tasks whose filled-in function parses."""
         from redraft.eval.infilling import parses
 
-        if not self.infill_tasks or not getattr(ck, "infills", True):
+        if not self.infill_tasks or not ck.decoder.infills:
             return None
         tok, ok = ck.tokenizer, 0
         for i, (task, pre, span, suf) in enumerate(self.infill_tasks):
@@ -228,7 +228,7 @@ class Bench:
             return None
         cfg, V = ck.config.model, ck.backbone.vocab_size
         tc = ck.time_conditioned
-        if ck.is_ar:
+        if not ck.decoder.uses_steps:  # one token a call over a KV cache
             return flops.ar_cost(cfg, V, batch=batch, prompt=1, new=self.length)
         return flops.diffusion_cost(cfg, V, calls=gen.nfe, row_calls=gen.row_nfe,
                                     length=self.length, time_conditioning=tc)
@@ -280,7 +280,7 @@ class Bench:
             specs = [parse_spec(s) for s in cfg.samplers or [ck.objective.default_sampler
                                                              or "ancestral"]]
             for temp in cfg.temperatures:
-                if ck.is_ar:
+                if not ck.decoder.uses_steps:
                     plan.append((ck, None, None, temp))
                     continue
                 for spec in specs:

@@ -95,7 +95,7 @@ def score(model, context: Sequence[int], continuation: Sequence[int], *, samples
         return Conditional(sum(p.logprob for p in parts),
                            math.sqrt(sum(p.stderr ** 2 for p in parts)),
                            all(p.greedy for p in parts), n, parts[0].samples)
-    if model.is_ar:
+    if model.scorer.exact:
         return _score_ar(model, context, continuation)
     if not isinstance(samples, int) or samples < 1:
         raise RedraftError(f"samples={samples!r}: expected an integer >= 1")
@@ -154,7 +154,7 @@ def _time_draws(model, x0: torch.Tensor, scored: torch.Tensor, samples: int,
     from redraft.losses import Noise, draw_block_noise, token_losses
 
     S, L = samples, x0.shape[1]
-    cfg = model._diffusion_config()
+    cfg = model.diffusion_config()
     mask_id, dev = model.tokenizer.mask_id, x0.device
     if model.objective.blockwise:
         drawn = draw_block_noise(cfg, S, L, mask_id, gen, device=dev)
@@ -181,7 +181,7 @@ def _greedy_diffusion(model, x0: torch.Tensor, n: int) -> bool:
     if model.objective.blockwise:
         from redraft.diffusion.block import block_inputs
 
-        cfg = model._diffusion_config()
+        cfg = model.diffusion_config()
         yt, y0 = block_inputs(xt, x0, cfg.block_size, cfg.block_shift, model.tokenizer.eos_id)
         logits = model.backbone(yt, ones, x0=y0)
     else:

@@ -47,8 +47,9 @@ def hf_config(model) -> dict[str, Any]:
     cfg = model.config
     m, d = cfg.model, cfg.diffusion
     backbone = model.backbone
-    head = "RedraftForCausalLM" if model.is_ar else "RedraftForMaskedLM"
-    auto = "AutoModelForCausalLM" if model.is_ar else "AutoModelForMaskedLM"
+    causal = model.backbone.causal  # the architecture transformers builds around the weights
+    head = "RedraftForCausalLM" if causal else "RedraftForMaskedLM"
+    auto = "AutoModelForCausalLM" if causal else "AutoModelForMaskedLM"
     tok = model.tokenizer
     return {
         "architectures": [head],

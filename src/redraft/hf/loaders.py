@@ -2,7 +2,8 @@
 
 `base` is redraft.model.Model, passed in by redraft.load: redraft.model imports this package,
 so this package does not import it back (tests/test_imports.py keeps the graph acyclic). The
-DiffusionGemma and causal kinds mix their own methods into it (`_kind_class`).
+DiffusionGemma kind mixes its own methods into it (`_kind_class`); the causal kind is a plain
+Model with the hf_causal decoder.
 """
 
 from __future__ import annotations
@@ -135,15 +136,6 @@ def load_masked(path, config, opts, device, name, base):
                  meta={"hf": path, "kind": "masked", "shift": shift})
 
 
-class HFCausalModel:
-    """A Hugging Face causal LM as the AR baseline (mixed into Model). The server's AR batches
-    decode every row at its own position in redraft's own KV cache, which it does not have."""
-
-    def start(self, *args, **kwargs):
-        raise RedraftError(f"{self.name!r} is a Hugging Face causal LM: the server does not "
-                           "batch those yet; use redraft sample / generate")
-
-
 def load_causal(path, config, opts, device, name, base):
     from transformers import AutoModelForCausalLM
 
@@ -155,6 +147,6 @@ def load_causal(path, config, opts, device, name, base):
     vocab = _vocab(config)
     tok = _tokenizer(path, opts, vocab)
     backbone = CausalBackbone(_finish(model, device), vocab, _seq_len(config, opts))
-    return _kind_class(HFCausalModel, base)(backbone, tok, "ar", None, name=name, path=None,
-                                            meta={"hf": path, "kind": "causal"})
+    return base(backbone, tok, "ar", None, name=name, path=None,
+                meta={"hf": path, "kind": "causal"}, decoder="hf_causal")
 

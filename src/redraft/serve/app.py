@@ -38,7 +38,6 @@ import redraft.serve.limits as lim
 from redraft.config import SERVE
 from redraft.errors import RedraftError
 from redraft.model import Model
-from redraft.sampling.registry import SAMPLERS
 from redraft.serve.engine import Engine, QueueFull, Unavailable
 from redraft.serve.jobs import Event
 from redraft.serve.limits import HTTPError, Limits
@@ -174,7 +173,7 @@ def create_app(models: list[Model], *, api_key: str | None = None,
         data = [{"id": m.name, "object": "model", "created": 0, "owned_by": "redraft",
                  "kind": m.kind, "objective": m.objective.name,
                  "context_length": m.seq_len,
-                 "samplers": [] if m.is_ar else list(SAMPLERS)} for m in models]
+                 "samplers": m.decoder.samplers()} for m in models]
         return {"object": "list", "data": data}
 
     def prepare(body: bytes, schema, kind: str) -> tuple:

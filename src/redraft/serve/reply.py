@@ -148,7 +148,7 @@ class Reply:
             if event is not None:
                 generated += sum(min(c, w.length - len(w.suffix)) - len(w.prefix)
                                  for c in event.counts)
-        ar = self.served.is_ar
+        ar = not self.served.decoder.uses_steps
         out = {"usage": {"prompt_tokens": prompt, "completion_tokens": generated,
                          "total_tokens": prompt + generated},
                "redraft": {"steps": None if ar else self.jobs[0].work.steps,
@@ -179,7 +179,7 @@ class Reply:
         MASK_GLYPH). The text replaces the previous draft; it is not a delta to append."""
         w = self.jobs[j].work
         end = w.length - len(w.suffix)
-        total = 0 if self.served.is_ar else w.steps
+        total = w.steps if self.served.decoder.uses_steps else 0
         base = sum(job.n for job in self.jobs[:j])
         choices = [self._choice(base + r, self.served.tokenizer.decode(
             row[len(w.prefix):end], mask_text=MASK_GLYPH), None, True)

@@ -22,11 +22,11 @@ from __future__ import annotations
 import secrets
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from redraft.config import SAMPLE
 from redraft.errors import RedraftError
 from redraft.model import Model
+from redraft.request import Request, check_work, fit, http_fields
 from redraft.serve.jobs import Work
 
 # The chat template: every message on its own line as "role: content", then "assistant: ",
@@ -37,19 +37,12 @@ CHAT_REPLY_PREFIX = "assistant: "
 BIG = 2**31 - 1  # the bound of every count field: far past any real request, well inside int64
 
 
-class Knobs(BaseModel):
-    """Fields every generating endpoint takes."""
+class _OpenAIFields(BaseModel):
+    """The fields of OpenAI's that are not decoding knobs."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str | None = None
-    max_tokens: int | None = Field(None, ge=1, le=BIG, description="tokens to generate (default: "
-                                                                    "the rest of the context)")
-    temperature: float = Field(SAMPLE.temperature, ge=0, le=100)
-    top_p: float | None = Field(SAMPLE.top_p, gt=0, le=1)
-    top_k: int | None = Field(SAMPLE.top_k, ge=1, le=BIG)
-    n: int = Field(SAMPLE.num_samples, ge=1, le=64)
-    seed: int | None = Field(None, ge=0, lt=2**63 - 64)
     stop: str | list[str] | None = None
     stream: bool = False
     # accepted, and change nothing here (the module docstring)
@@ -62,18 +55,13 @@ class Knobs(BaseModel):
     frequency_penalty: float | None = Field(None, description="only 0 (no penalty)")
     presence_penalty: float | None = Field(None, description="only 0 (no penalty)")
     logit_bias: dict[str, float] | None = Field(None, description="only empty (no bias)")
-    # diffusion knobs
-    steps: int = Field(SAMPLE.steps, ge=1, le=BIG)
-    sampler: str | None = SAMPLE.sampler
-    sampler_options: dict[str, str | int | float] | None = Field(
-        None, description="the sampler's knobs, e.g. {\"threshold\": 0.9} (`redraft samplers`)")
-    block_size: int | None = Field(SAMPLE.block_size, ge=1, le=BIG,
-                                   description="semi-autoregressive blocks")
-    stop_at_eos: bool = Field(SAMPLE.stop_at_eos,
-                              description="stop a row after the block where it wrote EOS")
-    guidance: float = Field(SAMPLE.guidance, ge=-1, le=100,
-                            description="classifier-free guidance scale")
     diffusing: bool = Field(False, description="stream every intermediate draft")
+
+
+# Fields every generating endpoint takes: OpenAI's, then every decoding knob of
+# redraft.request.Request under its HTTP name (max_tokens, n, sampler_options, ...), with the
+# Request's defaults, ranges and help: one list of knobs for the CLI, Python and HTTP.
+Knobs = create_model("Knobs", __base__=_OpenAIFields, __module__=__name__, **http_fields())
 
 
 class CompletionRequest(Knobs):
@@ -169,52 +157,44 @@ def stops(req: Knobs) -> list[str]:
     return found
 
 
-def work_units(served: Model, n: int, steps: int, length: int) -> int:
-    """Token positions the network evaluates for a request: n x steps x length for diffusion
-    (every step reads the whole canvas), n x length for the AR twin (one token per step)."""
-    return n * length if served.is_ar else n * steps * length
+def knobs_of(req: Knobs) -> dict:
+    """The decoding knobs of a body, under the Request's names."""
+    from redraft.request import KNOBS, http_name
+
+    return {k: getattr(req, http_name(k)) for k in KNOBS if hasattr(req, http_name(k))}
 
 
 def to_work(req: Knobs, served: Model, prefix: str | list[int], suffix: str, max_steps: int,
             max_prompt_tokens: int | None = None, max_work: int | None = None) -> Work:
     """Tokenise and check sizes: prompt + max_tokens (+ suffix) must fit the model's context,
-    the prompt must be within max_prompt_tokens and the request's work (work_units) within
-    max_work."""
+    the prompt must be within max_prompt_tokens and the request's work (its decoder's
+    work_units) within max_work."""
     stop = stops(req)
     check_openai_fields(req)
-    if req.steps > max_steps:
-        raise RedraftError(f"steps={req.steps}: this server allows at most {max_steps}")
+    knobs = knobs_of(req)
+    asked = req.max_tokens or getattr(req, "max_completion_tokens", None)
+    knobs.update(max_new_tokens=asked, stop=stop, logprobs=top_logprobs(req))
+    knobs["seed"] = secrets.randbelow(2**31) if req.seed is None else req.seed
+    request = served.request(Request(**knobs))
+    if request.steps > max_steps:
+        raise RedraftError(f"steps={request.steps}: this server allows at most {max_steps}")
     tok = served.tokenizer
     pre, suf = served.encode(prefix), tok.encode(suffix)
     if max_prompt_tokens is not None and len(pre) + len(suf) > max_prompt_tokens:
         raise RedraftError(f"the prompt is {len(pre) + len(suf)} tokens; this server allows at "
                            f"most {max_prompt_tokens} (--max-prompt-tokens)")
-    room = served.seq_len - len(pre) - len(suf)
-    if room < 1:
-        raise RedraftError(f"the prompt is {len(pre) + len(suf)} tokens; the context of model "
-                           f"{served.name!r} is {served.seq_len} tokens, so nothing is left to "
-                           "generate")
-    asked = req.max_tokens or getattr(req, "max_completion_tokens", None)
-    max_tokens = room if asked is None else asked
-    if max_tokens > room:
-        raise RedraftError(f"max_tokens={max_tokens}: the prompt takes {len(pre) + len(suf)} of "
-                           f"the {served.seq_len}-token context, so at most {room} fit")
-    length = len(pre) + max_tokens + len(suf)
-    work = work_units(served, req.n, req.steps, length)
-    if max_work is not None and work > max_work:
-        what = (f"n x length = {req.n} x {length}" if served.is_ar
-                else f"n x steps x length = {req.n} x {req.steps} x {length}")
-        raise RedraftError(f"the request is {work:,} units of work ({what}); this server "
-                           f"allows at most {max_work:,} (--max-work): lower n, steps or "
-                           "max_tokens")
-    seed = secrets.randbelow(2**31) if req.seed is None else req.seed
+    try:
+        length = fit(len(pre), len(suf), served.seq_len, request.max_new_tokens,
+                     model=f"model {served.name!r}")
+    except RedraftError as e:  # the client's name for the knob
+        raise RedraftError(str(e).replace("max_new_tokens=", "max_tokens=")) from None
+    d = served.decoder
+    if max_work is not None:
+        check_work(d.work_units(req.n, request.steps, length),
+                   d.work_formula(req.n, request.steps, length), max_work)
     return Work(model=served.name, prefix=pre, suffix=suf, length=length,
-                seeds=[seed + r for r in range(req.n)], steps=req.steps, sampler=req.sampler,
-                options=req.sampler_options, block_size=req.block_size,
-                stop_at_eos=req.stop_at_eos, guidance=req.guidance,
-                temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
-                drafts=req.stream and req.diffusing, stream=req.stream, stop=stop,
-                logprobs=top_logprobs(req))
+                seeds=[request.seed + r for r in range(req.n)],
+                drafts=req.stream and req.diffusing, stream=req.stream, request=request)
 
 
 def cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:

@@ -1,7 +1,7 @@
-"""AR requests in one batch: the AR twin's side of the step-level batcher.
+"""The AR twin (and any causal redraft backbone): left to right over a KV cache.
 
-Every running AR row of a model shares one network call per tick, whatever its position: the
-cache holds each row at its own length and the backbone's ragged decode path
+Its lane puts every running row of a model in one network call per tick, whatever its position:
+the cache holds each row at its own length and the backbone's ragged decode path
 (Transformer.forward with `positions`) writes each row's new key/value at its own position and
 masks the slots past it. New requests are prefilled together by prompt length, then merged into
 the model's running cohort (their caches appended as rows); a finished or cancelled request's
@@ -19,10 +19,12 @@ import copy
 
 import torch
 
-from redraft.model import Model
+from redraft.decoders.base import Decoder, Lane, Stepped
+from redraft.decoders.jobs import Job, Work
+from redraft.errors import RedraftError
 from redraft.models.transformer import KVCache
-from redraft.sampling.categorical import draw_tokens
-from redraft.serve.jobs import Job
+from redraft.sampling.categorical import check_knobs, draw_tokens
+from redraft.sampling.state import ARState
 
 
 def _take(cache: KVCache, rows: torch.Tensor) -> KVCache:
@@ -33,7 +35,7 @@ def _take(cache: KVCache, rows: torch.Tensor) -> KVCache:
 
 
 class Cohort:
-    def __init__(self, served: Model, jobs: list[Job], cache: KVCache, logits: torch.Tensor,
+    def __init__(self, served, jobs: list[Job], cache: KVCache, logits: torch.Tensor,
                  positions: torch.Tensor, owners: list[tuple[Job, int]]):
         self.served, self.jobs, self.cache = served, jobs, cache
         self.logits = logits  # (R, V): the next position's logits of every row
@@ -45,7 +47,7 @@ class Cohort:
         return len(self.logits)
 
     @classmethod
-    def prefill(cls, served: Model, jobs: list[Job]) -> Cohort:
+    def prefill(cls, served, jobs: list[Job]) -> Cohort:
         """Requests with prompts of one length: one network call over [bos, prompt]."""
         x = torch.cat([job.state.tokens for job in jobs])  # (R, 1 + prompt)
         device = served.device
@@ -130,3 +132,91 @@ class Cohort:
         for job in self.jobs:
             job.row_nfe += int(job.state.live.sum())
         return len(last)
+
+
+def drawn(job: Job) -> int:
+    """Tokens a job's rows have drawn (its step count)."""
+    return job.state.tokens.shape[1] - 1 - len(job.work.prefix)
+
+
+class ARLane(Lane):
+    """New requests are prefilled together by prompt length, then merged into the model's one
+    running cohort; per tick: draw a token for every row, let the caller look (stop strings,
+    streaming), then one network call for the rows still running."""
+
+    every_tick = True
+
+    def __init__(self, decoder):
+        super().__init__(decoder)
+        self.fresh: list[Job] = []  # admitted, not yet prefilled
+        self.cohort: Cohort | None = None
+
+    def add(self, job: Job) -> None:
+        super().add(job)
+        self.fresh = [*self.fresh, job]
+
+    def keep(self, keep: list[Job]) -> None:
+        super().keep(keep)
+        self.fresh = [job for job in self.fresh if job in self.jobs]
+        if self.cohort is not None:
+            self.cohort.keep(self.jobs)
+            if not self.cohort.jobs:
+                self.cohort = None
+
+    def tick(self, jobs: list[Job], stepped: Stepped, max_rows: int) -> list[int]:
+        model, sizes = self.decoder.model, []
+        groups: dict[int, list[Job]] = {}
+        for job in self.fresh:
+            groups.setdefault(len(job.work.prefix), []).append(job)
+        self.fresh = []
+        cohorts = [] if self.cohort is None else [self.cohort]
+        for group in groups.values():
+            cohorts.append(Cohort.prefill(model, group))
+            sizes.append(cohorts[-1].rows)
+        if not cohorts:
+            return sizes
+        cohort = Cohort.merge(cohorts) if len(cohorts) > 1 else cohorts[0]
+        cohort.draw()
+        for job in cohort.jobs:
+            stepped(job, drawn(job))
+        sizes.append(cohort.forward())
+        self.cohort = cohort if cohort.jobs else None
+        return sizes
+
+
+class ARDecoder(Decoder):
+    """A causal redraft backbone: exact, one token per call, the KV cache's ragged rows."""
+
+    name = "ar"
+    lane_class = ARLane
+    uses_steps = False
+    infills = False
+
+    def samplers(self) -> list[str]:
+        return []
+
+    def start(self, work: Work, **extra) -> ARState:
+        m, r = self.model, work.request
+        check_knobs(r.temperature, r.top_k, r.top_p)
+        if not 1 <= work.length <= m.seq_len:
+            raise RedraftError(f"a canvas of {work.length} tokens does not fit the model's "
+                               f"context of {m.seq_len}")
+        self.left_to_right(work)
+        if len(work.prefix) >= work.length:
+            raise RedraftError("the prompt leaves nothing to generate")
+        return ARState(m.tokenizer.eos_id, work.prefix, work.seeds, work.length,
+                       m.tokenizer.non_text_ids, pad_id=m.tokenizer.mask_id,
+                       eos_id=m.tokenizer.eos_id if r.stop_at_eos else None,
+                       logprobs=r.logprobs)
+
+    def left_to_right(self, work: Work) -> None:
+        """Diffusion-only knobs are errors: the AR twin continues a prefix, left to right."""
+        r = work.request
+        used = [name for name, value in (("suffix", work.suffix), ("infill", work.canvas),
+                                         ("sampler", r.sampler), ("options", r.options),
+                                         ("block_size", r.block_size),
+                                         ("guidance", r.guidance)) if value]
+        if used:
+            raise RedraftError(f"{used[0]} needs a diffusion model: {self.model.name!r} is "
+                               "the autoregressive twin, which only continues a prefix, left "
+                               "to right")

@@ -1,4 +1,5 @@
-"""Block-diffusion requests in the step-level batcher: the block model's side of the engine.
+"""Block diffusion (objective "block"): blocks left to right over an exact KV cache, each
+denoised in a few steps by any step rule of sampling.registry.
 
 A block-diffusion request holds a BlockState (sampling/block.py): its rows decode blocks left
 to right, each block denoised in a few steps over an exact KV cache of the prompt and the
@@ -27,12 +28,9 @@ request sees its rows through a `Rows` view; a request ends when all its rows ar
 every block decoded, or (stop_at_eos) the block in which a row wrote EOS, and then leaves
 its group (BlockState.take) with a copy of its own rows.
 
-After every step, `progress(job)` looks at the request's committed positions
-(BlockState.committed(): its finished blocks) and, for a streaming request, sends a "commit"
-event when they grew, so the HTTP side streams each block's text when it is committed; with
-`drafts` every step's canvas goes out instead. (The engine of issue 16 looks at every kind of
-request through the same three calls, committed / current / stop_rows: `announce` below is
-the block lane's own minimal version of it.)
+After every step the caller looks at each request (`stepped`): its committed positions are
+its finished blocks (BlockState.committed()), so a stream carries each block's text when it is
+committed.
 
 Slots are reused: a new request's rows take the slots of finished ones (their stale keys are
 never read: a row's call masks every key past its own positions); the cache doubles when it
@@ -42,26 +40,13 @@ in place, so the HTTP thread's stats() may read them at any time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-from redraft.model import Model
+from redraft.decoders.base import Decoder, Lane, Stepped
+from redraft.decoders.jobs import Job, Work
+from redraft.errors import RedraftError
 from redraft.models.transformer import KVCache
-from redraft.sampling.block import BlockState
-from redraft.serve.jobs import Event, Job
-
-
-def announce(job: Job) -> None:
-    """A streaming request (not drafts) gets a "commit" event when a row committed a block."""
-    if not job.work.stream or job.work.drafts:
-        return
-    counts = job.state.committed().tolist()
-    if counts == job.committed:
-        return
-    job.committed = counts
-    if not job.state.done:
-        job.emit(Event("commit", tokens=job.state.current().cpu().clone(), counts=counts))
+from redraft.sampling.block import BlockState, start_block
 
 
 class Rows:
@@ -132,20 +117,19 @@ class Group:
             at += job.n
 
 
-class BlockBatch:
-    """One block model's running requests and their shared KV cache."""
+class BlockLane(Lane):
+    """One block model's running requests and their shared KV cache. All their rows step
+    every tick (each holds a cache slot)."""
 
-    def __init__(self, served: Model):
-        self.served = served
-        self.jobs: list[Job] = []
+    every_tick = True
+
+    def __init__(self, decoder):
+        super().__init__(decoder)
+        self.served = decoder.model
         self.groups: list[Group] = []
         self.slots: dict[Job, torch.Tensor] = {}  # each request's cache rows, (n,) long
         self.free: list[int] = []
         self.cache: KVCache | None = None
-
-    @property
-    def rows(self) -> int:
-        return sum(job.n for job in self.jobs)
 
     def add(self, job: Job) -> None:
         if len(self.free) < job.n:
@@ -205,26 +189,24 @@ class BlockBatch:
                 groups.append(Group(g.key, stay, state, g.slots[rows]))
         self.groups = groups
 
-    def step(self, finish: Callable[[Job], None], progress: Callable[[Job], None],
-             max_rows: int) -> list[int]:
+    def clear(self) -> None:
+        super().clear()
+        self.groups, self.slots, self.free, self.cache = [], {}, [], None
+
+    def tick(self, jobs: list[Job], stepped: Stepped, max_rows: int) -> list[int]:
         """One step for every request: the network calls, then one step of each group's
-        merged state; progress(job) after it, drafts for the requests that asked, finish(job)
-        for the requests now complete. Returns the rows of each network call."""
+        merged state; stepped(job, step) after it; a request now complete leaves its group.
+        Returns the rows of each network call."""
         sizes = self._call(max_rows)
-        done = []
         for group in self.groups:
             group.state.advance()
             for job in group.jobs:
-                progress(job)
-                if job.state.done:
-                    done.append(job)
-                elif job.work.drafts:
-                    job.emit(Event("draft", step=job.state.i,
-                                   tokens=job.state.current().cpu().clone()))
+                stepped(job, job.state.i)
+        done = [job for job in self.jobs if job.state.done]
         if done:
             self.keep([job for job in self.jobs if job not in done])
-            for job in done:
-                finish(job)
+        if not self.jobs:
+            self.clear()  # the cache is dropped with the model's last request
         return sizes
 
     def _call(self, max_rows: int) -> list[int]:
@@ -281,45 +263,50 @@ class BlockBatch:
         return sizes
 
 
-class BlockLane:
-    """The block requests of every served model, one BlockBatch (one cache) per model. All
-    their rows step every tick, so the engine counts them with the AR rows."""
+class BlockDecoder(Decoder):
+    """A block-diffusion model: its own blocks, `steps` split evenly over the canvas's blocks
+    (at least one a block), its training alignment and in-block reveal order."""
 
-    def __init__(self):
-        self.batches: dict[str, BlockBatch] = {}
+    name = "block"
+    lane_class = BlockLane
 
-    @property
-    def jobs(self) -> list[Job]:
-        return [job for batch in list(self.batches.values()) for job in batch.jobs]
+    def rule(self, name, temperature=1.0, top_k=None, top_p=None, options=None):
+        from redraft.sampling.registry import make_sampler
 
-    @property
-    def rows(self) -> int:
-        return sum(batch.rows for batch in list(self.batches.values()))
+        return make_sampler(name, self.model.process, "mdlm", temperature, top_k, top_p,
+                            options)
 
-    def add(self, job: Job) -> None:
-        batch = self.batches.get(job.served.name)
-        if batch is None:
-            batch = BlockBatch(job.served)
-            self.batches = {**self.batches, job.served.name: batch}
-        batch.add(job)
-
-    def keep(self, keep: list[Job]) -> None:
-        for batch in self.batches.values():
-            batch.keep(keep)
-        self._drop_empty()
-
-    def clear(self) -> None:
-        self.batches = {}
-
-    def tick(self, finish: Callable[[Job], None], progress: Callable[[Job], None] = announce,
-             max_rows: int = 1 << 30) -> list[int]:
-        """One step of every block request (BlockBatch.step), in network calls of at most
-        max_rows rows; returns the rows of each call."""
-        sizes = [n for batch in self.batches.values()
-                 for n in batch.step(finish, progress, max_rows)]
-        self._drop_empty()
-        return sizes
-
-    def _drop_empty(self) -> None:
-        if any(not batch.jobs for batch in self.batches.values()):
-            self.batches = {name: batch for name, batch in self.batches.items() if batch.jobs}
+    def start(self, work: Work, **extra) -> BlockState:
+        m, r = self.model, work.request
+        b = m.backbone.block_size
+        if r.block_size is not None and r.block_size != b:
+            raise RedraftError(f"block_size={r.block_size}: this block-diffusion model decodes "
+                               f"blocks of {b} (its training block size)")
+        if r.guidance:
+            raise RedraftError("guidance is not available for block-diffusion models yet")
+        if r.logprobs is not None:
+            raise RedraftError(f"logprobs: {m.name!r} is a block-diffusion model, which does "
+                               "not record log-probabilities yet")
+        if not 1 <= work.length <= m.seq_len:
+            raise RedraftError(f"a canvas of {work.length} tokens does not fit the model's "
+                               f"context of {m.seq_len}")
+        canvas = work.canvas
+        if canvas is None and work.suffix:
+            canvas = (work.prefix + [None] * (work.length - len(work.prefix) - len(work.suffix))
+                      + work.suffix)
+        if canvas is None and len(work.prefix) >= work.length:
+            raise RedraftError(f"a prompt of {len(work.prefix)} tokens in a canvas of "
+                               f"{work.length} leaves nothing to generate")
+        if canvas is not None and all(tok is not None for tok in canvas):
+            raise RedraftError(f"a prompt of {len(work.prefix) + len(work.suffix)} tokens in a "
+                               f"canvas of {work.length} leaves nothing to generate")
+        d = m.diffusion_config()
+        n_blocks = -(-work.length // b)
+        return start_block(
+            m.backbone, m.process, steps_per_block=max(1, -(-self.steps(r) // n_blocks)),
+            batch=work.n, length=work.length, prefix=None if canvas is not None else work.prefix,
+            canvas=canvas, shift=d.block_shift, bos_id=m.tokenizer.eos_id,
+            temperature=r.temperature, top_k=r.top_k, top_p=r.top_p, seed=work.seeds,
+            sampler=r.sampler, options=r.options,
+            eos_id=m.tokenizer.eos_id if r.stop_at_eos else None,
+            reveal_width=d.block_reveal_width, reveal_last=d.block_reveal_last)

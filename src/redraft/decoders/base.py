@@ -1,0 +1,112 @@
+"""The step-state protocol every kind of model decodes through.
+
+A Decoder is one way of decoding one kind of model (decided once, in `redraft.load`):
+
+    state = decoder.start(work)        # one request's rows (a RedraftError names a bad knob)
+    lane = decoder.lane()              # the running requests of this model, stepped together
+    lane.add(job); lane.tick(jobs, stepped, max_rows)   # one step of every row of `jobs`
+    lane.keep(jobs)                    # drop the requests not in `jobs` (finished, cancelled)
+
+A state offers what callers read between steps: `done`, `current()` (n, length) the canvas,
+`committed()` (n,) the leading positions that can no longer change, `stop_rows(rows)` (finish
+rows now) and `logprob_arrays()`. After each step of a job, the lane calls `stepped(job,
+step)`: the caller looks at its progress (stop strings, streaming, drafts, the end). The
+server's engine (serve/engine.py) and `Model.generate` (decoders/run.py) are the two callers,
+so a served result is the offline result; the engine never asks what kind a model is, only
+whether a lane's rows all step every tick (`every_tick`: AR and block rows hold KV caches) or
+may be passed over for fairness (full-canvas diffusion).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from redraft.decoders.jobs import Job, Work
+from redraft.errors import RedraftError
+from redraft.request import DEFAULT_STEPS
+
+Stepped = Callable[[Job, int], None]
+
+
+class Lane:
+    """The running requests of one decoder of one model."""
+
+    every_tick = False  # every row steps every tick (else the engine may pass a job over)
+
+    def __init__(self, decoder: Decoder):
+        self.decoder = decoder
+        self.jobs: list[Job] = []  # replaced, never changed in place (stats() reads it)
+
+    @property
+    def rows(self) -> int:
+        return sum(job.n for job in self.jobs)
+
+    def add(self, job: Job) -> None:
+        self.jobs = [*self.jobs, job]
+
+    def keep(self, keep: list[Job]) -> None:
+        wanted = set(map(id, keep))
+        self.jobs = [job for job in self.jobs if id(job) in wanted]
+
+    def clear(self) -> None:
+        self.keep([])
+
+    def tick(self, jobs: list[Job], stepped: Stepped, max_rows: int) -> list[int]:
+        """One step of every row of `jobs` (a subset of self.jobs); returns the rows of each
+        network call made."""
+        raise NotImplementedError
+
+
+class Decoder:
+    """One kind of model's decoding: its knobs' meaning, its states and its lane."""
+
+    name = "decoder"
+    lane_class: type[Lane] = Lane
+    uses_steps = True  # `steps` sets the work (the AR twin: one token a call)
+    infills = True  # holds a suffix / fills templates
+    adaptive_steps = False  # chooses its own number of steps whatever the sampler
+
+    default_steps = DEFAULT_STEPS
+
+    def __init__(self, model):
+        self.model = model
+
+    def steps(self, request) -> int:
+        """The request's steps, or this model's default."""
+        return self.default_steps if request.steps is None else request.steps
+
+    def start(self, work: Work, **extra):
+        raise NotImplementedError
+
+    def lane(self) -> Lane:
+        return self.lane_class(self)
+
+    def work_units(self, n: int, steps: int, length: int) -> int:
+        """Token positions the network evaluates for n rows of a canvas of `length`."""
+        return n * steps * length if self.uses_steps else n * length
+
+    def work_formula(self, n: int, steps: int, length: int) -> str:
+        return (f"n x steps x length = {n} x {steps} x {length}" if self.uses_steps
+                else f"n x length = {n} x {length}")
+
+    def default_sampler(self) -> str | None:
+        return self.model.objective.default_sampler
+
+    def samplers(self) -> list[str]:
+        """The step rules this model accepts (the server's /v1/models lists them): those its
+        step-rule factory builds without an error."""
+        from redraft.sampling.registry import SAMPLERS
+
+        out = []
+        for name in SAMPLERS:
+            try:
+                self.rule(name)
+            except RedraftError:
+                continue
+            out.append(name)
+        return out
+
+    def rule(self, name: str | None, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, options: dict | None = None):
+        """The step rule for these knobs (a RedraftError when the model cannot take it)."""
+        raise RedraftError(f"{self.model.name!r} has no diffusion step rules")
