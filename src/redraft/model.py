@@ -314,10 +314,7 @@ class Model:
         """Fill every span of a template, e.g. "def f(x):\\n    <|mask:16|>\\n" (<|mask:N|>:
         exactly N tokens; <|mask:<=N|>: at most N, the rest left empty). Diffusion only.
         knobs as for generate."""
-        if not self.decoder.infills:
-            raise RedraftError(f"infill needs a diffusion model that holds text after a span: "
-                               f"{self.name!r} ({self.decoder.name}) only continues a prefix, "
-                               "left to right")
+        self.decoder.check_infill()
         given = {k: v for k, v in (("num_samples", num_samples), ("seed", seed))
                  if v is not None}
         req = self.request(request, **given, **knobs)
@@ -355,7 +352,7 @@ class Model:
             nbytes = len(self.tokenizer.decode(ids).encode("utf-8"))
             gen = torch.Generator(device=self.device)
             gen.manual_seed(seed + i)
-            nats, err = self.scorer.nats(ids, samples, gen, estimator)
+            nats, err = self.scorer.nats(ids, samples, gen, estimator)  # (nats, stderr)
             out.append(Score(nats, len(ids), nbytes, err, self.scorer.kind))
         return out
 
@@ -365,6 +362,11 @@ class Model:
         """Validation figures on the model's own corpus's validation split (or `corpus`): the
         bound (diffusion) or exact NLL (AR) in nats/token, bits/token, bits/byte."""
         from redraft.eval.likelihood import evaluate_model
+
+        if not self.scorer.available:
+            raise RedraftError(f"{self.name!r} has no likelihood bound redraft can compute: "
+                               "`redraft eval` needs a masked-diffusion or causal model; use "
+                               "`redraft bench` for its samples' quality and speed")
 
         return evaluate_model(self, corpus=corpus, samples=samples, max_batches=max_batches,
                               estimator=estimator, progress=progress)

@@ -62,8 +62,8 @@ class NoScore(Scorer):
     available = False
 
     def nats(self, ids, samples, gen, estimator):
-        raise RedraftError(f"{self.model.name!r}: redraft has no likelihood bound for a "
-                           f"{self.model.objective.name!r} model")
+        raise RedraftError(f"{self.model.name!r} ({self.model.objective.name}): redraft has no "
+                           "likelihood bound it can compute for it")
 
 
 def scorer_for(objective) -> type[Scorer]:

@@ -56,7 +56,7 @@ def record_calls(hf):
 
 def reference(model, prompt_ids, new, steps, monkeypatch, **gen_kw):
     """transformers' generate() with its draws recorded; returns (tokens, calls, tape)."""
-    hf = model.hf
+    hf = model.backbone.hf
     canvases, draws = [], []
     init, multinomial = gen.EntropyBoundSampler.initialize_canvas, torch.multinomial
 
@@ -94,9 +94,9 @@ def test_gemma_equals_transformers_generate(tmp_path, monkeypatch, sharpen):
     ref_tokens, ref_calls, tape = reference(model, prompt, 12, 6, monkeypatch,
                                             eos_token_id=None, pad_token_id=None)
     assert len(ref_calls) >= 3 and len(ref_tokens) == len(prompt) + 12
-    calls = record_calls(model.hf)
+    calls = record_calls(model.backbone.hf)
     gen_out = model.sample([prompt], length=len(prompt) + 12, seeds=[0], steps=6, noise=tape)
-    del model.hf.forward
+    del model.backbone.hf.forward
     assert gen_out.tokens[0].tolist() == ref_tokens
     assert len(calls) == len(ref_calls)
     for (x, sc, logits), (rx, rsc, rlogits) in zip(calls, ref_calls, strict=True):
@@ -127,13 +127,13 @@ def test_batched_rows_equal_rows_alone(tmp_path):
     row at its own positions): each row's tokens equal its run alone."""
     model = redraft.load(f"hf:{tiny_gemma(tmp_path / 'g', sharpen=10.0)}")
     prompts = [model.encode(p) for p in ("a", "Hello there, friend", "xyz", "pqr")]
-    encoder_calls, inner = [], model.hf.model.encoder.forward
+    encoder_calls, inner = [], model.backbone.hf.model.encoder.forward
 
     def count(*a, **kw):
         encoder_calls.append(kw["input_ids"].shape)
         return inner(*a, **kw)
 
-    model.hf.model.encoder.forward = count
+    model.backbone.hf.model.encoder.forward = count
     together = model.sample(prompts, length=28, seeds=[7, 8, 9, 10], steps=5)
     shared, encoder_calls[:] = list(encoder_calls), []
     calls = []
@@ -149,8 +149,9 @@ def test_batched_rows_equal_rows_alone(tmp_path):
 
 def test_gemma_knobs_and_errors(tmp_path):
     model = redraft.load(f"hf:{tiny_gemma(tmp_path / 'g', generation=dict(t_min=0.3))}")
-    assert model.rule(None, None, None, 1.0).t_min == 0.3  # the model's generation config
-    assert model.rule("confidence", {"measure": "margin"}, 4, 1.0).measure == "margin"
+    assert model.decoder.rule(None).t_min == 0.3  # the model's generation config
+    rule = model.decoder.rule("confidence", options={"measure": "margin"}, steps=4)
+    assert rule.measure == "margin"
     out = model.generate("ab", max_new_tokens=4, steps=3, sampler="confidence")
     assert len(out.tokens[0]) == 2 + 4
     with pytest.raises(RedraftError, match="does not apply to DiffusionGemma"):

@@ -10,6 +10,7 @@ pytest.importorskip("transformers")
 import redraft  # noqa: E402
 from redraft.errors import RedraftError  # noqa: E402
 from redraft.hf import parse_spec  # noqa: E402
+from redraft.sampling import generate_ar  # noqa: E402
 from redraft.hf.testing import CHAT_TEMPLATE, tiny_causal, tiny_masked  # noqa: E402
 
 
@@ -68,13 +69,42 @@ def test_causal_lm_loads_as_ar(tmp_path):
     assert score.nats == pytest.approx(exact, rel=1e-5)
 
 
-def test_causal_lm_is_refused_by_the_server_with_a_clear_error(tmp_path):
+def test_causal_lm_is_served_and_equals_offline(tmp_path):
+    """The HF causal LM's own decoder (redraft.decoders.hf_causal): requests of different
+    knobs, prompt lengths and admission ticks, beside a Hugging Face masked model in the same
+    engine, give exactly the offline rows for the same seeds."""
     pytest.importorskip("fastapi")
     from redraft.serve import Engine, Work
 
-    model = redraft.load(f"hf:{tiny_causal(tmp_path / 'c')}", name="c")
-    with pytest.raises(RedraftError, match="does not batch those yet"):
-        Engine({"c": model}).submit(Work("c", model.encode("ab"), 8, [0]))
+    causal = redraft.load(f"hf:{tiny_causal(tmp_path / 'c')}", name="c")
+    masked = redraft.load(f"hf:{tiny_masked(tmp_path / 'm')}?trust_remote_code=1", name="m")
+    assert causal.decoder.name == "hf_causal" and masked.decoder.name == "canvas"
+    enc = causal.encode
+    first = [Work("c", enc("ab"), 9, [0, 1]),
+             Work("c", enc("abcd"), 10, [2], temperature=0.7, top_k=5),
+             Work("c", enc("ba"), 8, [3], top_p=0.9, stop_at_eos=True),
+             Work("m", masked.encode("ab"), 8, [4, 5], steps=4, sampler="confidence")]
+    later = Work("c", enc("abc"), 9, [6], temperature=0.0)
+    engine = Engine({"c": causal, "m": masked}, max_batch=16)  # ticked by hand
+    jobs = [engine.submit(w) for w in first]
+    engine.tick()
+    engine.tick()
+    jobs.append(engine.submit(later))  # joins while the others are mid-way
+    while not all(job.finished.is_set() for job in jobs):
+        engine.tick()
+    assert engine.metrics.batch_rows.max >= 3  # rows of a cohort share its calls
+    for job in jobs:
+        w, model = job.work, {"c": causal, "m": masked}[job.work.model]
+        assert job.final.kind == "done", job.final.message
+        offline = model.sample([w.prefix] * w.n, length=w.length, seeds=w.seeds,
+                               request=w.request)
+        assert torch.equal(job.final.tokens, offline.tokens), w
+    # and the lockstep lane is the plain cached AR loop
+    w = first[0]
+    ref = generate_ar(causal.backbone, bos_id=causal.tokenizer.eos_id, batch=w.n,
+                      length=w.length, prefix=w.prefix, seed=w.seeds,
+                      banned=causal.tokenizer.non_text_ids)
+    assert torch.equal(jobs[0].final.tokens, ref.tokens)
 
 
 def test_chat_template(tmp_path):

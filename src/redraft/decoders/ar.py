@@ -195,6 +195,10 @@ class ARDecoder(Decoder):
     def samplers(self) -> list[str]:
         return []
 
+    def check_infill(self) -> None:
+        raise RedraftError(f"infill needs a diffusion model: {self.model.name!r} is the AR "
+                           "twin, which only continues a prefix, left to right")
+
     def start(self, work: Work, **extra) -> ARState:
         m, r = self.model, work.request
         check_knobs(r.temperature, r.top_k, r.top_p)

@@ -89,6 +89,12 @@ class Decoder:
         return (f"n x steps x length = {n} x {steps} x {length}" if self.uses_steps
                 else f"n x length = {n} x {length}")
 
+    def check_infill(self) -> None:
+        """Refuse templates and suffixes when the model cannot hold text after a span."""
+        if not self.infills:
+            raise RedraftError(f"infill needs a diffusion model: {self.model.name!r} only "
+                               "continues a prefix, left to right")
+
     def default_sampler(self) -> str | None:
         return self.model.objective.default_sampler
 

@@ -22,7 +22,7 @@ SAMPLERS = ("entropy_bound", "confidence")
 class GemmaLane(Lane):
     def tick(self, jobs: list[Job], stepped: Stepped, max_rows: int) -> list[int]:
         live = [job.state for job in jobs if not job.state.done]
-        rows = decode_step(self.decoder.model.hf, live) if live else 0
+        rows = decode_step(self.decoder.model.backbone.hf, live) if live else 0
         for job in jobs:
             job.row_nfe = job.state.row_nfe
             stepped(job, job.state.i)
@@ -34,9 +34,26 @@ class GemmaDecoder(Decoder):
     lane_class = GemmaLane
     infills = False  # each canvas follows the prompt's cache
 
-    @property
-    def default_steps(self) -> int:
-        return self.model.default_steps
+    def __init__(self, model):
+        super().__init__(model)
+        hf = model.backbone.hf
+        self.canvas_length = int(hf.config.canvas_length)
+        gc = hf.generation_config
+        defaults = {"entropy_bound": 0.1, "t_min": 0.4, "t_max": 0.8,
+                    "stability_threshold": 1, "confidence_threshold": 0.005}
+        sc = getattr(gc, "sampler_config", None)
+        if sc is not None:
+            defaults["entropy_bound"] = float(getattr(sc, "entropy_bound", None)
+                                              or sc.get("entropy_bound"))
+        for key in ("t_min", "t_max", "stability_threshold", "confidence_threshold"):
+            if getattr(gc, key, None) is not None:
+                defaults[key] = getattr(gc, key)
+        self.rule_defaults = defaults  # the model's generation config
+        self.default_steps = getattr(gc, "max_denoising_steps", None) or 48
+
+    def check_infill(self) -> None:
+        raise RedraftError("DiffusionGemma cannot infill: each canvas follows the prompt's "
+                           "cache, so text after a span cannot be held fixed")
 
     def samplers(self) -> list[str]:
         return list(SAMPLERS)
@@ -61,7 +78,7 @@ class GemmaDecoder(Decoder):
             if options["measure"] not in ("confidence", "margin", "entropy"):
                 raise RedraftError(f"sampler 'confidence' option measure={options['measure']!r}"
                                    ": expected one of ['confidence', 'margin', 'entropy']")
-        opts = sampler_options("entropy_bound", {**self.model.rule_defaults, **options})
+        opts = sampler_options("entropy_bound", {**self.rule_defaults, **options})
         steps = self.default_steps if steps is None else steps
         if not isinstance(steps, int) or steps < 1:
             raise RedraftError(f"steps={steps!r}: expected an integer >= 1")
@@ -82,14 +99,14 @@ class GemmaDecoder(Decoder):
                                "cannot hold a suffix or fill a template")
         if r.guidance:
             raise RedraftError("guidance is not defined for DiffusionGemma")
-        if r.block_size is not None and r.block_size != m.canvas_length:
+        if r.block_size is not None and r.block_size != self.canvas_length:
             raise RedraftError(f"block_size={r.block_size}: DiffusionGemma decodes canvases of "
-                               f"{m.canvas_length} tokens (its config's canvas_length)")
+                               f"{self.canvas_length} tokens (its config's canvas_length)")
         rule = self.rule(r.sampler, r.temperature, r.top_k, r.top_p, r.options, r.steps)
         if not 1 <= work.length <= m.seq_len:
             raise RedraftError(f"a canvas of {work.length} tokens does not fit the model's "
                                f"context of {m.seq_len}")
         tok = m.tokenizer
-        return GemmaRows(m.hf, rule, work.prefix, work.length, work.seeds, bos_id=tok.bos_id,
-                         eos_id=tok.eos_id if r.stop_at_eos else None, placeholder=tok.mask_id,
-                         noise=noise)
+        return GemmaRows(m.backbone.hf, rule, work.prefix, work.length, work.seeds,
+                         bos_id=tok.bos_id, eos_id=tok.eos_id if r.stop_at_eos else None,
+                         placeholder=tok.mask_id, noise=noise)

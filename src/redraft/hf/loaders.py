@@ -1,14 +1,13 @@
 """From a folder or hub id to a redraft.Model, one function per kind (see hf/__init__.py).
 
 `base` is redraft.model.Model, passed in by redraft.load: redraft.model imports this package,
-so this package does not import it back (tests/test_imports.py keeps the graph acyclic). The
-DiffusionGemma kind mixes its own methods into it (`_kind_class`); the causal kind is a plain
-Model with the hf_causal decoder.
+so this package does not import it back (tests/test_imports.py keeps the graph acyclic). Every
+kind is a plain Model; what differs is its backbone adapter, its decoder (redraft.decoders:
+gemma, canvas, hf_causal) and its scorer.
 """
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 from redraft.errors import RedraftError
@@ -83,12 +82,6 @@ def _finish(model, device):
         raise RedraftError(f"device {str(device)!r}: {str(e).splitlines()[0]}") from None
 
 
-@functools.cache
-def _kind_class(mixin: type, base: type) -> type:
-    """The Model subclass whose methods are first the mixin's, then base's."""
-    return type(mixin.__name__, (mixin, base), {"__module__": mixin.__module__})
-
-
 def load_gemma(path, config, opts, device, name, base):
     try:
         from transformers import DiffusionGemmaForBlockDiffusion
@@ -99,13 +92,18 @@ def load_gemma(path, config, opts, device, name, base):
                            f"diffusion_gemma (5.x); this one is {transformers.__version__}"
                            ) from None
 
-    from redraft.hf.gemma_model import GemmaModel
+    from redraft.diffusion import make_process
+    from redraft.hf.gemma_model import GEMMA, GemmaBackbone
+    from redraft.scoring import NoScore
 
     hf = _call("model", path, DiffusionGemmaForBlockDiffusion.from_pretrained, path,
                **_load_kwargs(path, False, opts.get("revision")))
     tok = _tokenizer(path, opts, _vocab(config))
-    return _kind_class(GemmaModel, base)(_finish(hf, device), tok, name=name, path=path,
-                                         meta={"hf": path, "kind": "gemma"})
+    backbone = GemmaBackbone(_finish(hf, device))
+    # The noise its canvases start from; the decoder (redraft.decoders.gemma) drives the rest.
+    process = make_process("uniform", mask_id=tok.mask_id, vocab_size=backbone.vocab_size)
+    return base(backbone, tok, GEMMA, process, name=name, path=path,
+                meta={"hf": path, "kind": "gemma"}, decoder="gemma", scorer=NoScore)
 
 
 def load_masked(path, config, opts, device, name, base):
