@@ -38,8 +38,8 @@ from redraft.config import config_from_dict  # noqa: E402
 from redraft.data import load_data  # noqa: E402
 from redraft.diffusion.block import in_order_nll  # noqa: E402
 from redraft.eval.judge import load_judge  # noqa: E402
-from redraft.eval.likelihood import evaluate, evaluate_in_order  # noqa: E402
 from redraft.eval.quality import unigram_entropy  # noqa: E402
+from redraft.likelihood import evaluate, evaluate_in_order  # noqa: E402
 from redraft.model import load  # noqa: E402
 from redraft.sampling import generate_block  # noqa: E402
 from redraft.train import train  # noqa: E402

@@ -32,8 +32,8 @@ from core import config  # noqa: E402
 from redraft.config import config_from_dict  # noqa: E402
 from redraft.data import load_data  # noqa: E402
 from redraft.eval.judge import RedraftJudge, texts_of  # noqa: E402
-from redraft.eval.likelihood import evaluate  # noqa: E402
 from redraft.eval.quality import unigram_entropy  # noqa: E402
+from redraft.likelihood import evaluate  # noqa: E402
 from redraft.model import load  # noqa: E402
 from redraft.train import train  # noqa: E402
 

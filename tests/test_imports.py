@@ -61,13 +61,51 @@ def test_import_graph_has_no_cycle():
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 
+# The layers, lowest first: a module imports only from layers below its own (or from its own
+# package). The kind of a model is decided in `model` (redraft.load) from the decoders and
+# scorers below it; what uses models (evaluation, training, serving, the CLI) sits above.
+LAYERS = [
+    ("errors",),
+    ("files", "validate", "display", "distributed", "diffusion"),
+    ("config", "request"),
+    ("data", "models", "losses"),
+    ("checkpoint", "sampling", "scoring", "likelihood"),
+    ("hf", "export", "default"),
+    ("decoders",),
+    ("model",),
+    ("eval", "train", "serve"),
+    ("lm_eval", "demo"),
+    ("cli",),
+    ("__main__", ""),  # "": the package itself (redraft.load, lazily)
+]
+RANK = {f"redraft.{n}" if n else "redraft": i for i, names in enumerate(LAYERS) for n in names}
+
+
+def _package(name: str) -> str:
+    return ".".join(name.split(".")[:2])
+
+
+def test_imports_follow_the_layers():
+    graph = {name: _edges(name, path) for name, path in MODULES.items()}
+    unplaced = sorted({_package(n) for n in graph} - set(RANK))
+    assert not unplaced, f"modules with no layer: {unplaced}"
+    upward = [f"{a} -> {b}" for a, edges in graph.items() for b in edges
+              if _package(a) != _package(b) and RANK[_package(b)] >= RANK[_package(a)]]
+    assert not upward, f"imports that do not run down the layers: {upward}"
+
+
+def test_layer_check_sees_an_upward_import():
+    assert RANK["redraft.eval"] > RANK["redraft.model"] > RANK["redraft.decoders"]
+    assert RANK["redraft.checkpoint"] < RANK["redraft.default"]  # checkpoint never asks it
+
+
 def test_cycle_finder_finds_one():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
 
 
 def test_evaluation_does_not_import_training():
-    closure, todo = set(), ["redraft.eval.likelihood"]
+    closure, todo = set(), ["redraft.likelihood"]
     while todo:
         name = todo.pop()
         if name not in closure:

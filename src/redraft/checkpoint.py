@@ -307,6 +307,9 @@ def load_weights(model: Transformer, file: Path, stored: str = "float32") -> Non
     model.load_state_dict({n: t.to(expected[n].dtype) for n, t in tensors.items()}, strict=False)
 
 
+DTYPES = ("float32", "bfloat16", "float16")  # the weights' dtypes a checkpoint may store
+
+
 def build_model(config: Config, vocab_size: int) -> Transformer:
     """The backbone a config describes; its attention is the objective's (diffusion.registry)."""
     from redraft.diffusion import objective
@@ -322,11 +325,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
 
     Given a run folder, its newest checkpoint that loads and verifies; when a newer one is
     damaged, stderr says which and why. A checkpoint folder named directly must verify.
-    "default" and "default-ar" name the models shipped in the package (redraft/default/).
+    (The shipped models, "default" and "default-ar", are folders that redraft.load resolves
+    with redraft.default.shipped.)
     """
-    from redraft.default import shipped
-
-    path = shipped(path) or Path(path)  # "default", "default-ar": the models in the package
+    path = Path(path)
     if (path / "config.json").is_file() or not path.is_dir():
         return _load_one(resolve_checkpoint(path), device)
     found = list_checkpoints(path)[::-1]
@@ -356,8 +358,6 @@ def _load_one(path: Path, device) -> Checkpoint:
     if tokenizer.vocab_size != meta.get("vocab_size"):
         raise RedraftError(f"checkpoint {str(path)!r}: tokenizer has {tokenizer.vocab_size} "
                            f"tokens but the model was built for {meta.get('vocab_size')}")
-    from redraft.default import DTYPES
-
     stored = meta.get("weights_dtype", "float32")
     if stored not in DTYPES:
         raise RedraftError(f"checkpoint {str(path)!r}: weights_dtype {stored!r} in config.json, "

@@ -22,7 +22,7 @@ from redraft.config import config_from_dict, merge, parse_overrides
 from redraft.data import load_data
 from redraft.display import DraftView
 from redraft.errors import RedraftError
-from redraft.eval.likelihood import evaluate, report
+from redraft.likelihood import evaluate, report
 from redraft.model import load
 from redraft.train import train
 

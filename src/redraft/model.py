@@ -361,7 +361,7 @@ class Model:
                  progress: bool = True) -> dict:
         """Validation figures on the model's own corpus's validation split (or `corpus`): the
         bound (diffusion) or exact NLL (AR) in nats/token, bits/token, bits/byte."""
-        from redraft.eval.likelihood import evaluate_model
+        from redraft.likelihood import evaluate_model
 
         if not self.scorer.available:
             raise RedraftError(f"{self.name!r} has no likelihood bound redraft can compute: "

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from redraft import distributed
+import redraft.distributed as distributed
 from redraft.checkpoint import (
     build_model,
     checkpoint_folders,
@@ -48,7 +48,7 @@ from redraft.config import Config, config_from_dict
 from redraft.data import Batches, cache_dir, load_data, load_tokenizer
 from redraft.display import show_progress
 from redraft.errors import RedraftError, TrainingStopped
-from redraft.eval.likelihood import evaluate, report
+from redraft.likelihood import evaluate, report
 from redraft.losses import condition_noise, draw_noise, token_losses
 from redraft.validate import check_device, check_output_dir, check_training_fits
 

@@ -157,7 +157,7 @@ def test_hf_corpus_without_datasets_names_the_extra(tmp_path, monkeypatch):
 def test_base_paths_do_not_import_optional_packages():
     """The base install has no `datasets` (nor its pyarrow / pandas): nothing but an hf:
     corpus may import it, so training, sampling and evaluation on a file or stdlib work."""
-    code = ("import sys, redraft.cli, redraft.train, redraft.demo, redraft.eval.likelihood, "
+    code = ("import sys, redraft.cli, redraft.train, redraft.demo, redraft.likelihood, "
             "redraft.data; from redraft.data.corpus import iter_documents; "
             "next(iter_documents('stdlib')); "
             "print(sorted(m for m in ('datasets', 'pyarrow', 'pandas') if m in sys.modules))")

@@ -11,7 +11,7 @@ from redraft.cli import main
 from redraft.data import load_data
 from redraft.errors import RedraftError
 from redraft.eval.judge import HFJudge, RedraftJudge, load_judge, texts_of
-from redraft.eval.likelihood import evaluate
+from redraft.likelihood import evaluate
 from tests.conftest import tiny_overrides
 
 

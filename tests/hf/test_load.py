@@ -10,8 +10,8 @@ pytest.importorskip("transformers")
 import redraft  # noqa: E402
 from redraft.errors import RedraftError  # noqa: E402
 from redraft.hf import parse_spec  # noqa: E402
-from redraft.sampling import generate_ar  # noqa: E402
 from redraft.hf.testing import CHAT_TEMPLATE, tiny_causal, tiny_masked  # noqa: E402
+from redraft.sampling import generate_ar  # noqa: E402
 
 
 def test_remote_code_masked_model_loads_and_samples(tmp_path):

@@ -22,7 +22,6 @@ FOLDER = Path(__file__).parent
 NAMES = {"default": "mdlm", "default-ar": "ar"}
 """Spec -> subfolder. These names win over a folder of the same name in the working directory
 (give that one as ./default)."""
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 def shipped(spec) -> Path | None:

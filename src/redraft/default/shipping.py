@@ -10,7 +10,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from redraft.default import DTYPES
 from redraft.errors import RedraftError
 
 
@@ -25,7 +24,7 @@ def ship(checkpoint: str | Path, dest: str | Path, dtype: str = "bfloat16") -> P
     import torch
     from safetensors.torch import save_file
 
-    from redraft.checkpoint import load_checkpoint, sha256_file, weights_to_save
+    from redraft.checkpoint import DTYPES, load_checkpoint, sha256_file, weights_to_save
     from redraft.files import user_modes
 
     if dtype not in DTYPES:

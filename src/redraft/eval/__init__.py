@@ -1,5 +1,5 @@
 """Evaluation: likelihood bounds (more metrics plug in here)."""
 
-from redraft.eval.likelihood import evaluate, evaluate_model
+from redraft.likelihood import evaluate, evaluate_model
 
 __all__ = ["evaluate", "evaluate_model"]
