@@ -199,37 +199,6 @@ class TrainConfig:
 
 
 @dataclass
-class SampleConfig:
-    """Defaults of one generation request, written once: redraft.load(...).generate, `redraft
-    sample`, the server's request fields and `redraft bench` all read them from here."""
-
-    steps: int = 64
-    """Denoising steps per canvas (diffusion; adaptive samplers choose their own)."""
-    num_samples: int = 1
-    """Rows per prompt."""
-    temperature: float = 1.0
-    """Temperature (see sampling.registry for what it means for each sampler)."""
-    top_k: int | None = None
-    """Keep the k most likely tokens (None: all)."""
-    top_p: float | None = None
-    """Nucleus: the smallest set with this much probability (None: all)."""
-    seed: int = 0
-    """Row r of a request draws from seed + r."""
-    sampler: str | None = None
-    """Diffusion step rule (None: the objective's default; `redraft samplers`)."""
-    block_size: int | None = None
-    """Semi-autoregressive blocks of this many tokens (None: the whole canvas at once)."""
-    stop_at_eos: bool = False
-    """Stop a row after the block in which it writes EOS."""
-    guidance: float = 0.0
-    """Classifier-free guidance scale towards the prompt (0: none)."""
-
-
-SAMPLE = SampleConfig()
-"""The defaults themselves."""
-
-
-@dataclass
 class ServeConfig:
     """`redraft serve`'s limits and their defaults (the CLI's flags read them)."""
 

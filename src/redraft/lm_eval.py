@@ -45,9 +45,9 @@ from pathlib import Path
 from lm_eval.api.model import LM
 from lm_eval.api.registry import model_registry
 
-from redraft.config import SAMPLE
 from redraft.errors import RedraftError
 from redraft.eval.conditional import request_seed, score, score_rolling
+from redraft.request import DEFAULTS
 
 log = logging.getLogger("redraft.lm_eval")
 
@@ -81,8 +81,8 @@ class RedraftLM(LM):
     """A redraft Model behind the harness's LM interface (see the module docstring)."""
 
     def __init__(self, pretrained: str, mc_samples: int = 16, estimator: str | None = None,
-                 seed: int = 0, device: str | None = None, steps: int = SAMPLE.steps,
-                 sampler: str | None = SAMPLE.sampler, block_size: int | None = None,
+                 seed: int = 0, device: str | None = None, steps: int | None = DEFAULTS.steps,
+                 sampler: str | None = DEFAULTS.sampler, block_size: int | None = None,
                  stderr_file: str | None = None, batch_size=None, max_batch_size=None,
                  progress: bool = True, **unknown):
         super().__init__()

@@ -6,6 +6,7 @@ exactly the number it reports.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -40,9 +41,25 @@ from redraft.errors import RedraftError
 
 def process_of(cfg: DiffusionConfig, mask_id: int, vocab_size: int | None = None) -> Process:
     """The noise process a diffusion config describes (make_process with its values).
-    vocab_size (the model's) is needed by every process but the mask one."""
-    return make_process(cfg.process, cfg.schedule, mask_id=mask_id, vocab_size=vocab_size,
-                        schedule_eps=cfg.schedule_eps, mask_share=cfg.mask_share)
+    vocab_size (the model's) is needed by every process but the mask one. Built once per
+    configuration: every loss call of a run shares it."""
+    return _process(cfg.process, cfg.schedule, mask_id, vocab_size, cfg.schedule_eps,
+                    cfg.mask_share)
+
+
+@functools.cache
+def _process(name: str, schedule: str, mask_id: int, vocab_size: int | None,
+             eps: float | None, share: float) -> Process:
+    # Processes and schedules hold plain numbers only (tensors are made per call, on the
+    # caller's device), so one object serves every call and device.
+    return make_process(name, schedule, mask_id=mask_id, vocab_size=vocab_size,
+                        schedule_eps=eps, mask_share=share)
+
+
+@functools.cache
+def schedule_of(name: str, eps: float | None):
+    """make_schedule, built once per (name, eps)."""
+    return make_schedule(name, eps)
 
 
 def ar_inputs(x0: torch.Tensor, bos_id: int) -> torch.Tensor:
@@ -141,7 +158,7 @@ def draw_block_noise(cfg: DiffusionConfig, batch: int, length: int, mask_id: int
     stratified over all blocks of the batch. t and k are per position (B, L): each
     position carries its block's; t is what a time-conditioned backbone sees."""
     b = cfg.block_size
-    schedule = make_schedule(cfg.schedule, cfg.schedule_eps)
+    schedule = schedule_of(cfg.schedule, cfg.schedule_eps)
     n_blocks = -(-length // b)
     if estimator == "count":
         if cfg.block_reveal_width < 1:
@@ -194,7 +211,7 @@ def block_token_losses(model: torch.nn.Module, x0: torch.Tensor, cfg: DiffusionC
         if last_nll is not None:
             nll = torch.where(last, last_nll, nll)
         return nll * noise.token_scale
-    weight = block_weights(make_schedule(cfg.schedule, cfg.schedule_eps), noise.t, noise.k,
+    weight = block_weights(schedule_of(cfg.schedule, cfg.schedule_eps), noise.t, noise.k,
                            cfg.block_size, cfg.block_reveal_width, cfg.block_reveal_last)
     out = block_elbo(logits, x0, xt, weight, mask_id)
     return out if last_nll is None else out + last_nll

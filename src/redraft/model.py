@@ -242,9 +242,6 @@ class Model:
         seeds. knobs: as for `sample`; logprobs (None, or k >= 0): record each token's
         log-probability and the top k (exact for the AR twin; for diffusion the denoiser's at
         the step that committed it, which needs a denoiser model)."""
-        if not 1 <= length <= self.seq_len:
-            raise RedraftError(f"a canvas of {length} tokens does not fit the model's context "
-                               f"of {self.seq_len}")
         work = Work(self.name, prefix, length, seeds, suffix,
                     request=self.request(request, **knobs))
         return self.decoder.start(work)

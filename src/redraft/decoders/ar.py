@@ -202,9 +202,7 @@ class ARDecoder(Decoder):
     def start(self, work: Work, **extra) -> ARState:
         m, r = self.model, work.request
         check_knobs(r.temperature, r.top_k, r.top_p)
-        if not 1 <= work.length <= m.seq_len:
-            raise RedraftError(f"a canvas of {work.length} tokens does not fit the model's "
-                               f"context of {m.seq_len}")
+        self.check_fit(work)
         self.left_to_right(work)
         if len(work.prefix) >= work.length:
             raise RedraftError("the prompt leaves nothing to generate")

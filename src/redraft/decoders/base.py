@@ -89,6 +89,13 @@ class Decoder:
         return (f"n x steps x length = {n} x {steps} x {length}" if self.uses_steps
                 else f"n x length = {n} x {length}")
 
+    def check_fit(self, work: Work) -> None:
+        """The canvas within the model's context (Model.generate and the server size it with
+        redraft.request.fit; this guards the callers that build Work themselves)."""
+        if not 1 <= work.length <= self.model.seq_len:
+            raise RedraftError(f"a canvas of {work.length} tokens does not fit the model's "
+                               f"context of {self.model.seq_len}")
+
     def check_infill(self) -> None:
         """Refuse templates and suffixes when the model cannot hold text after a span."""
         if not self.infills:

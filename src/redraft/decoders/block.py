@@ -287,9 +287,7 @@ class BlockDecoder(Decoder):
         if r.logprobs is not None:
             raise RedraftError(f"logprobs: {m.name!r} is a block-diffusion model, which does "
                                "not record log-probabilities yet")
-        if not 1 <= work.length <= m.seq_len:
-            raise RedraftError(f"a canvas of {work.length} tokens does not fit the model's "
-                               f"context of {m.seq_len}")
+        self.check_fit(work)
         canvas = work.canvas
         if canvas is None and work.suffix:
             canvas = (work.prefix + [None] * (work.length - len(work.prefix) - len(work.suffix))

@@ -56,9 +56,7 @@ class CanvasDecoder(Decoder):
     def start(self, work: Work, **extra) -> DiffusionState:
         m, r = self.model, work.request
         check_knobs(r.temperature, r.top_k, r.top_p)
-        if not 1 <= work.length <= m.seq_len:
-            raise RedraftError(f"a canvas of {work.length} tokens does not fit the model's "
-                               f"context of {m.seq_len}")
+        self.check_fit(work)
         if r.logprobs is not None and not m.objective.denoiser:
             raise RedraftError(f"logprobs: {m.name!r} is a {m.objective.name!r} model, "
                                "whose network outputs scores, not token probabilities")

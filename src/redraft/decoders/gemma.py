@@ -103,9 +103,7 @@ class GemmaDecoder(Decoder):
             raise RedraftError(f"block_size={r.block_size}: DiffusionGemma decodes canvases of "
                                f"{self.canvas_length} tokens (its config's canvas_length)")
         rule = self.rule(r.sampler, r.temperature, r.top_k, r.top_p, r.options, r.steps)
-        if not 1 <= work.length <= m.seq_len:
-            raise RedraftError(f"a canvas of {work.length} tokens does not fit the model's "
-                               f"context of {m.seq_len}")
+        self.check_fit(work)
         tok = m.tokenizer
         return GemmaRows(m.backbone.hf, rule, work.prefix, work.length, work.seeds,
                          bos_id=tok.bos_id, eos_id=tok.eos_id if r.stop_at_eos else None,
