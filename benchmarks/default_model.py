@@ -26,7 +26,8 @@ threads waiting for each other):
   which flatters its own samples; --judge another AR checkpoint), next to held-out text;
 - latency_s_batch1: one sample of SAMPLE_LENGTH tokens at batch 1, median of 3 after a warm-up.
 Writes benchmarks/results/default_model.json, the default-model section of BENCHMARKS.md and
-the figures block of the model card (src/redraft/default/MODEL_CARD.md) and of README.md.
+then runs scripts/figures.py, which writes the figures of the model card
+(src/redraft/default/MODEL_CARD.md) and docs/ from that JSON.
 """
 
 from __future__ import annotations
@@ -338,8 +339,8 @@ def main() -> None:
     block = figures(res)
     write_section("default-model", "## The default model (`redraft.load(\"default\")`)\n\n"
                   + block + "\n\nModel card: src/redraft/default/MODEL_CARD.md.")
-    write_section("default-model-figures", block, CARD)
-    write_section("default-model-figures", block, ROOT / "README.md")
+    # The card's and the docs' figures are generated from the JSON just written.
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "figures.py")], check=True)
 
 
 if __name__ == "__main__":

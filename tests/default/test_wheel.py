@@ -4,6 +4,7 @@ checkout, `redraft.load()` samples and infills from the shipped default model.""
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -43,16 +44,35 @@ def build_wheel(out: Path, work: Path) -> Path:
     return wheel
 
 
+def make_venv(venv: Path) -> Path:
+    """A fresh virtual environment that sees this interpreter's installed packages (torch & co.,
+    pip) but nothing of this checkout, offline; its python.
+
+    `--system-site-packages` is not enough: when the tests themselves run in a virtual
+    environment it exposes the *base* interpreter's packages, not this one's, and torch is
+    usually installed only in this one. So the new environment gets a .pth file naming this
+    interpreter's site folders. A plain path line in a .pth file adds the folder after the
+    environment's own site-packages (so the wheel's redraft wins), and the .pth files inside it
+    are not run, so an editable install of redraft there stays invisible."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; "
+                              "print(sysconfig.get_path('purelib'))"], check=True,
+                             capture_output=True, text=True).stdout.strip()
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    dirs = [d for d in dict.fromkeys(dirs) if Path(d).is_dir()]
+    (Path(purelib) / "_redraft_test_parent_site.pth").write_text("\n".join(dirs) + "\n")
+    return python
+
+
 @pytest.mark.slow
 def test_the_wheel_alone_samples_and_infills_from_the_default_model(tmp_path):
     wheel = build_wheel(tmp_path / "dist", tmp_path)
     assert wheel.stat().st_size < 80e6  # a few tens of MB at most
     venv = tmp_path / "venv"
-    # torch & co. come from the system's site-packages; redraft itself only from the wheel
-    # (the editable install's path entry comes after the venv's own site-packages).
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
-                    str(venv)], check=True)
-    python = venv / "bin" / "python"
+    python = make_venv(venv)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["REDRAFT_CACHE"] = str(tmp_path / "cache")
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index",
