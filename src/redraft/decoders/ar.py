@@ -145,11 +145,16 @@ class ARLane(Lane):
     streaming), then one network call for the rows still running."""
 
     every_tick = True
+    cohort_class = Cohort
 
     def __init__(self, decoder):
         super().__init__(decoder)
         self.fresh: list[Job] = []  # admitted, not yet prefilled
-        self.cohort: Cohort | None = None
+        self.cohorts: list[Cohort] = []  # here: at most one, all the running rows
+
+    @property
+    def cohort(self) -> Cohort | None:
+        return self.cohorts[0] if self.cohorts else None
 
     def add(self, job: Job) -> None:
         super().add(job)
@@ -158,29 +163,33 @@ class ARLane(Lane):
     def keep(self, keep: list[Job]) -> None:
         super().keep(keep)
         self.fresh = [job for job in self.fresh if job in self.jobs]
-        if self.cohort is not None:
-            self.cohort.keep(self.jobs)
-            if not self.cohort.jobs:
-                self.cohort = None
+        for c in self.cohorts:
+            c.keep(self.jobs)
+        self.cohorts = [c for c in self.cohorts if c.jobs]
 
-    def tick(self, jobs: list[Job], stepped: Stepped, max_rows: int) -> list[int]:
-        model, sizes = self.decoder.model, []
+    def _prefill(self) -> list[int]:
+        """The new requests' prompts, one call per prompt length, each a new cohort."""
         groups: dict[int, list[Job]] = {}
         for job in self.fresh:
             groups.setdefault(len(job.work.prefix), []).append(job)
         self.fresh = []
-        cohorts = [] if self.cohort is None else [self.cohort]
-        for group in groups.values():
-            cohorts.append(Cohort.prefill(model, group))
-            sizes.append(cohorts[-1].rows)
-        if not cohorts:
-            return sizes
-        cohort = Cohort.merge(cohorts) if len(cohorts) > 1 else cohorts[0]
+        new = [self.cohort_class.prefill(self.decoder.model, group) for group in groups.values()]
+        self.cohorts = [*self.cohorts, *new]
+        return [c.rows for c in new]
+
+    def _step(self, cohort: Cohort, stepped: Stepped) -> int:
+        """Draw, let the caller look at every job, then the network call."""
         cohort.draw()
         for job in cohort.jobs:
             stepped(job, drawn(job))
-        sizes.append(cohort.forward())
-        self.cohort = cohort if cohort.jobs else None
+        return cohort.forward()
+
+    def tick(self, jobs: list[Job], stepped: Stepped, max_rows: int) -> list[int]:
+        sizes = self._prefill()
+        if len(self.cohorts) > 1:  # every row of the model in one cohort: one call a tick
+            self.cohorts = [Cohort.merge(self.cohorts)]
+        sizes += [self._step(c, stepped) for c in self.cohorts]
+        self.cohorts = [c for c in self.cohorts if c.jobs]
         return sizes
 
 

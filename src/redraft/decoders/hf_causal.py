@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from redraft.decoders.ar import ARDecoder, Cohort, drawn
-from redraft.decoders.base import Lane, Stepped
+from redraft.decoders.ar import ARDecoder, ARLane, Cohort
+from redraft.decoders.base import Stepped
 from redraft.decoders.jobs import Job
 
 
@@ -63,40 +63,14 @@ class LockstepCohort(Cohort):
         return len(self.owners)
 
 
-class LockstepLane(Lane):
-    every_tick = True
+class LockstepLane(ARLane):
+    """The AR lane without merging: each cohort steps on its own, one call a tick."""
 
-    def __init__(self, decoder):
-        super().__init__(decoder)
-        self.cohorts: list[LockstepCohort] = []
-        self.fresh: list[Job] = []
-
-    def add(self, job: Job) -> None:
-        super().add(job)
-        self.fresh = [*self.fresh, job]
-
-    def keep(self, keep: list[Job]) -> None:
-        super().keep(keep)
-        self.fresh = [job for job in self.fresh if job in self.jobs]
-        for c in self.cohorts:
-            c.keep(self.jobs)
-        self.cohorts = [c for c in self.cohorts if c.jobs]
+    cohort_class = LockstepCohort
 
     def tick(self, jobs: list[Job], stepped: Stepped, max_rows: int) -> list[int]:
-        model, sizes = self.decoder.model, []
-        groups: dict[int, list[Job]] = {}
-        for job in self.fresh:
-            groups.setdefault(len(job.work.prefix), []).append(job)
-        self.fresh = []
-        for group in groups.values():
-            cohort = LockstepCohort.prefill(model, group)
-            self.cohorts.append(cohort)
-            sizes.append(cohort.rows)
-        for cohort in self.cohorts:
-            cohort.draw()
-            for job in cohort.jobs:
-                stepped(job, drawn(job))
-            sizes.append(cohort.forward())
+        sizes = self._prefill()
+        sizes += [self._step(c, stepped) for c in self.cohorts]
         self.cohorts = [c for c in self.cohorts if c.jobs]
         return sizes
 
