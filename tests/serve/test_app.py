@@ -94,8 +94,8 @@ def test_sampler_knobs_equal_offline_sample(client, serve_runs, capsys):
     assert ["the " + c["text"] for c in r.json()["choices"]] == want
 
 
-def _events(client, body):
-    with client.stream("POST", "/v1/completions", json=body) as s:
+def _events(client, body, path="/v1/completions"):
+    with client.stream("POST", path, json=body) as s:
         assert s.status_code == 200 and s.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in s.iter_lines() if line.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
@@ -106,7 +106,8 @@ def _events(client, body):
 def test_streamed_drafts(client, model):
     body = {"model": model, "prompt": "the ", "max_tokens": 12, "steps": 6, "seed": 5}
     final = client.post("/v1/completions", json=body).json()["choices"][0]["text"]
-    events = _events(client, {**body, "stream": True, "diffusing": True})
+    events = _events(client, {**body, "stream": True, "diffusing": True,
+                              "stream_options": {"include_usage": True}})
     drafts = [e for e in events if e.get("draft")]
     steps = [e["step"] for e in drafts]
     # Every step but the last sends a draft; a reader that falls behind (a busy machine) gets
@@ -211,3 +212,28 @@ def test_api_key_queue_full_and_timeout(models):
         with TestClient(app2) as c2:
             r = c2.post("/v1/completions", json={"steps": 10**6})
             assert r.status_code == 504 and "timed out" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/completions", {"prompt": "the "}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "the"}]}),
+    ("/v1/infill", {"prefix": "the ", "suffix": " cat"})])
+@pytest.mark.parametrize("model", ["mdlm", "ar"])
+def test_usage_chunk_only_when_asked(client, path, body, model):
+    """Issue 26 item 12: `for chunk in stream: chunk.choices[0]` must not raise, so a stream
+    ends with the empty-choices usage chunk only under stream_options.include_usage."""
+    if path == "/v1/infill" and model == "ar":
+        pytest.skip("the AR twin does not infill")
+    body = {**body, "model": model, "max_tokens": 6, "steps": 6, "seed": 2, "stream": True}
+    plain = _events(client, body, path)
+    assert plain and all(e["choices"] for e in plain)  # choices[0] exists in every chunk
+    assert not any("usage" in e for e in plain)
+    asked = _events(client, {**body, "stream_options": {"include_usage": True}}, path)
+    assert asked[-1]["choices"] == [] and asked[-1]["usage"]["completion_tokens"] == 6
+    assert all(e["choices"] and e["usage"] is None for e in asked[:-1])
+    assert all(e["choices"] for e in _events(
+        client, {**body, "stream_options": {"include_usage": False}}, path))
+    for bad, word in (({"stream_options": {"include_usage": True}, "stream": False}, "stream"),
+                      ({"stream_options": {"include_usages": True}}, "include_usages")):
+        r = client.post(path, json={**body, **bad})
+        assert r.status_code == 400 and word in r.json()["error"]["message"]

@@ -57,7 +57,8 @@ def test_ar_stream_token_by_token(live):
     gate.closed = True
     try:
         gate.permits.release(1)  # the prefill only: then one token is drawn and the engine waits
-        chunks = client.completions.create(**body, stream=True)
+        chunks = client.completions.create(**body, stream=True,
+                                           stream_options={"include_usage": True})
         texts = []
         first = next(chunks)
         texts.append(first.choices[0].text)

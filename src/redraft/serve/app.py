@@ -348,7 +348,7 @@ class Mailbox:
 
 async def stream(reply: Reply, box: Mailbox):
     """Server-Sent Events: drafts or committed-text deltas as they come, then per job the rest
-    of the text and each choice's finish_reason; then the usage chunk and [DONE]."""
+    of the text and each choice's finish_reason; then the usage chunk if asked for, and [DONE]."""
     sent: set[int] = set()
     try:
         while len(sent) < len(reply.jobs):
@@ -375,7 +375,9 @@ async def stream(reply: Reply, box: Mailbox):
                 reply.finals[j] = event
                 for chunk in reply.deltas(j, event, final=True):
                     yield _sse(chunk)
-        yield _sse(reply.usage_chunk())
+        usage = reply.usage_chunk()
+        if usage is not None:
+            yield _sse(usage)
         yield "data: [DONE]\n\n"
     finally:
         for job in reply.jobs:

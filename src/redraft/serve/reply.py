@@ -25,7 +25,7 @@ import time
 from redraft.display import MASK_GLYPH
 from redraft.model import Model
 from redraft.serve.jobs import Event, Job
-from redraft.serve.schemas import cut_at_stop, held_back, stops, top_logprobs
+from redraft.serve.schemas import cut_at_stop, held_back, include_usage, stops, top_logprobs
 
 LOGPROBS_MEANING = {"ar": "exact: log p(token | prompt, text before it) under the model at "
                           "temperature 1",
@@ -46,6 +46,7 @@ class Reply:
         self.stop = stops(req)
         self.echo = bool(getattr(req, "echo", False))
         self.top = top_logprobs(req)
+        self.usage = include_usage(req)  # a stream's chunks carry usage: null, then the total
         self.id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{secrets.token_hex(12)}"
         self.created = int(time.time())
         self.started = time.monotonic()
@@ -128,6 +129,8 @@ class Reply:
 
     def _object(self, choices: list[dict], chunk: bool, **extra) -> dict:
         obj = "chat.completion" if self.kind == "chat" else "text_completion"
+        if chunk and self.usage:
+            extra.setdefault("usage", None)
         return {"id": self.id, "object": obj + (".chunk" if chunk and self.kind == "chat" else ""),
                 "created": self.created, "model": self.served.name, "choices": choices, **extra}
 
@@ -160,8 +163,10 @@ class Reply:
             out["redraft"]["logprobs"] = LOGPROBS_MEANING[self.served.kind]
         return out
 
-    def usage_chunk(self) -> dict:
-        return self._object([], chunk=True, **self.extras())
+    def usage_chunk(self) -> dict | None:
+        """The stream's last chunk (no choices, the usage), or None when the request did not
+        ask for it: OpenAI and vLLM send it only then, as clients read chunk.choices[0]."""
+        return self._object([], chunk=True, **self.extras()) if self.usage else None
 
     def final(self) -> dict:
         """The non-streamed reply, once every job's final event is in self.finals."""

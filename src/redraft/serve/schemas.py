@@ -2,11 +2,10 @@
 validated body into engine Work.
 
 OpenAI's fields that change nothing here are accepted and ignored: user, metadata, store,
-service_tier, parallel_tool_calls, stream_options (the usage chunk is always sent),
-tool_choice "none", response_format {"type": "text"}, frequency_penalty / presence_penalty 0,
-an empty logit_bias, best_of equal to n. A value that would change the result, and that this
-server cannot honour (penalties, a logit bias, tools, JSON mode, best_of > n), is refused with
-a 400 naming the field, never ignored.
+service_tier, parallel_tool_calls, tool_choice "none", response_format {"type": "text"},
+frequency_penalty / presence_penalty 0, an empty logit_bias, best_of equal to n. A value that
+would change the result, and that this server cannot honour (penalties, a logit bias, tools,
+JSON mode, best_of > n), is refused with a 400 naming the field, never ignored.
 
 Strict types: "8" is not an integer and 1 is not a boolean, so a client's mistake is a 400 that
 names the field rather than a silent conversion. Unknown fields are rejected too (a misspelt
@@ -58,7 +57,9 @@ class Knobs(BaseModel):
     store: bool | None = None
     service_tier: str | None = None
     stream_options: dict[str, bool] | None = Field(
-        None, description="accepted; the usage chunk is always sent at the end of a stream")
+        None, description='{"include_usage": true}: end the stream with a chunk whose choices '
+                          "are empty and which carries the usage (OpenAI's rule: only when "
+                          "asked, since a client reading chunk.choices[0] would break on it)")
     frequency_penalty: float | None = Field(None, description="only 0 (no penalty)")
     presence_penalty: float | None = Field(None, description="only 0 (no penalty)")
     logit_bias: dict[str, float] | None = Field(None, description="only empty (no bias)")
@@ -162,6 +163,23 @@ def check_openai_fields(req: Knobs) -> None:
         raise RedraftError("max_tokens and max_completion_tokens differ: give one")
 
 
+STREAM_OPTIONS = ("include_usage", "include_obfuscation")  # the second is OpenAI's; no-op here
+
+
+def include_usage(req: Knobs) -> bool:
+    """Whether a stream ends with the usage chunk (stream_options.include_usage)."""
+    opts = req.stream_options
+    if opts is None:
+        return False
+    unknown = sorted(set(opts) - set(STREAM_OPTIONS))
+    if unknown:
+        raise RedraftError(f"stream_options.{unknown[0]}: unknown; expected one of "
+                           f"{list(STREAM_OPTIONS)}")
+    if not req.stream:
+        raise RedraftError("stream_options: only allowed with stream: true")
+    return bool(opts.get("include_usage", False))
+
+
 def stops(req: Knobs) -> list[str]:
     found = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     if len(found) > 4 or any(not s for s in found):
@@ -182,6 +200,7 @@ def to_work(req: Knobs, served: Model, prefix: str | list[int], suffix: str, max
     max_work."""
     stop = stops(req)
     check_openai_fields(req)
+    include_usage(req)
     if req.steps > max_steps:
         raise RedraftError(f"steps={req.steps}: this server allows at most {max_steps}")
     tok = served.tokenizer
@@ -282,8 +301,10 @@ class StreamEvent(BaseModel):
     asked for; the chunks of a choice add up to its non-streamed text. With `diffusing: true`,
     draft events come first: `draft` true, `step` of `steps`, and each choice's text is the
     WHOLE current draft (masks as U+2591), replacing the previous one; then the final text.
-    Each choice ends with a chunk holding its finish_reason; then a chunk with no choices and
-    the usage. An error after the stream began is an event {"error": {message, type, code}}."""
+    Each choice ends with a chunk holding its finish_reason. With `stream_options:
+    {"include_usage": true}` every chunk has `usage: null` and a last chunk with no choices
+    carries the usage (and `redraft`); without it no chunk has empty choices. An error after
+    the stream began is an event {"error": {message, type, code}}."""
 
     id: str
     object: Literal["text_completion", "chat.completion.chunk"]
