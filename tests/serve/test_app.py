@@ -237,3 +237,26 @@ def test_usage_chunk_only_when_asked(client, path, body, model):
                       ({"stream_options": {"include_usages": True}}, "include_usages")):
         r = client.post(path, json={**body, **bad})
         assert r.status_code == 400 and word in r.json()["error"]["message"]
+
+
+def test_models_list_only_the_samplers_each_model_takes(client):
+    """Issue 26 item 17: /v1/models (and so the page's sampler menu) lists exactly the
+    samplers a request to that model is answered with, not the registry."""
+    from redraft.sampling.registry import SAMPLERS
+
+    data = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+    assert "entropy_bound" not in data["mdlm"]["samplers"] and data["ar"]["samplers"] == []
+    for name in SAMPLERS:
+        r = client.post("/v1/completions", json={"model": "mdlm", "prompt": "the ",
+                                                 "max_tokens": 4, "steps": 2, "seed": 1,
+                                                 "sampler": name})
+        assert (r.status_code == 200) == (name in data["mdlm"]["samplers"]), (name, r.text)
+
+
+def test_page_wraps_a_run_of_masks():
+    """Issue 26 item 17: a masked line (░ with no space to break at) wraps in its panel."""
+    from importlib import resources
+
+    page = (resources.files("redraft.serve") / "static" / "index.html").read_text()
+    rule = page[page.index("#draft {"):].split("}")[0]
+    assert "pre-wrap" in rule and "overflow-wrap: anywhere" in rule

@@ -169,13 +169,13 @@ def create_app(models: list[Model], *, api_key: str | None = None,
         return PlainTextResponse(engine.metrics.render(engine.stats()),
                                  media_type="text/plain; version=0.0.4")
 
+    catalog = [{"id": m.name, "object": "model", "created": 0, "owned_by": "redraft",
+                "kind": m.kind, "objective": m.objective.name, "context_length": m.seq_len,
+                "samplers": accepted_samplers(m)} for m in models]
+
     @app.get("/v1/models")
     async def list_models():
-        data = [{"id": m.name, "object": "model", "created": 0, "owned_by": "redraft",
-                 "kind": m.kind, "objective": m.objective.name,
-                 "context_length": m.seq_len,
-                 "samplers": [] if m.is_ar else list(SAMPLERS)} for m in models]
-        return {"object": "list", "data": data}
+        return {"object": "list", "data": catalog}
 
     def prepare(body: bytes, schema, kind: str) -> tuple:
         """Parse, validate and tokenise (a worker thread: all of it is CPU work that grows
@@ -252,6 +252,22 @@ def create_app(models: list[Model], *, api_key: str | None = None,
     app.add_middleware(Guard, api_key=api_key, limits=limits, metrics=engine.metrics,
                        endpoints=[r.path for r in app.routes])
     return app
+
+
+def accepted_samplers(served: Model) -> list[str]:
+    """The samplers `served` takes (the page offers only these): each name is tried on a
+    two-token canvas, which builds the rows' state and runs no network call, so the list is
+    the model's own answer rather than a second copy of its rules."""
+    if served.is_ar:
+        return []
+    found = []
+    for name in SAMPLERS:
+        try:
+            served.start([], length=2, seeds=[0], steps=1, sampler=name)
+        except (RedraftError, ValueError, TypeError):
+            continue
+        found.append(name)
+    return found
 
 
 @contextlib.contextmanager
