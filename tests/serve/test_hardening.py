@@ -121,6 +121,20 @@ BAD = {
                             "--max-work"),
     "ar work within the limit": ("POST", P, None, {"model": "ar", "n": 64, "max_tokens": 60}, 200,
                                None),  # 64 x 64 = 4096 <= 10**6: allowed (a control)
+    # issue 26 item 2: a list of prompts is one request; its work and prompt tokens add up
+    "64 prompts past the work limit together": ("POST", P, None, {
+        "prompt": [""] * 64, "steps": 300, "max_tokens": 60}, 400, "64 prompts are 1,152,000"),
+    "one of those prompts alone": ("POST", P, None, {"prompt": [""], "steps": 300,
+                                                     "max_tokens": 4}, 200, None),
+    "prompts past the prompt tokens together": ("POST", P, None, {
+        "prompt": ["the cat " * 3] * 2, "max_tokens": 4, "steps": 2}, 400, "48 tokens together"),
+    "ar prompts within the limits together": ("POST", P, None, {
+        "model": "ar", "prompt": [[1]] * 32, "n": 2, "max_tokens": 32}, 200, None),
+    "chat work past the limit": ("POST", C, None, {
+        "messages": [{"role": "user", "content": "a"}], "n": 8, "steps": 4096}, 400,
+        "--max-work"),
+    "infill work past the limit": ("POST", I, None, {"prefix": "a", "suffix": "b", "n": 8,
+                                                     "steps": 4096}, 400, "--max-work"),
     "no prompts": ("POST", P, None, {"prompt": []}, 400, "empty list"),
     "65 prompts": ("POST", P, None, {"prompt": ["a"] * 65}, 400, "at most 64"),
     "prompts x n past max_batch": ("POST", P, None, {"prompt": ["a", "b"], "n": 64}, 400,

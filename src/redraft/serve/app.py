@@ -50,6 +50,7 @@ from redraft.serve.schemas import (
     ErrorReply,
     InfillRequest,
     StreamEvent,
+    check_request,
     prompts,
 )
 from redraft.serve.schemas import to_work as _to_work
@@ -197,6 +198,7 @@ def create_app(models: list[Model], *, api_key: str | None = None,
                 texts, suffix = prompts(req), req.suffix or ""
             works = [_to_work(req, served, text, suffix, max_steps, limits.max_prompt_tokens,
                               limits.max_work) for text in texts]
+            check_request(works, served, limits.max_prompt_tokens, limits.max_work)
             for i, work in enumerate(works[1:], 1):  # sample r of prompt i: seed + i * n + r
                 work.seeds = [works[0].seeds[0] + i * work.n + r for r in range(work.n)]
             if sum(w.n for w in works) > engine.max_batch:

@@ -236,6 +236,27 @@ def to_work(req: Knobs, served: Model, prefix: str | list[int], suffix: str, max
                 logprobs=top_logprobs(req))
 
 
+def check_request(works: list[Work], served: Model, max_prompt_tokens: int | None = None,
+                  max_work: int | None = None) -> None:
+    """The per-request bounds over the request as a whole: a list of prompts is one request,
+    so its prompts' tokens and its work (work_units) add up; to_work checks each prompt alone
+    first, with a message about that prompt."""
+    if len(works) < 2:
+        return
+    tokens = sum(len(w.prefix) + len(w.suffix) for w in works)
+    if max_prompt_tokens is not None and tokens > max_prompt_tokens:
+        raise RedraftError(f"the {len(works)} prompts are {tokens} tokens together; this server "
+                           f"allows at most {max_prompt_tokens} a request "
+                           "(--max-prompt-tokens): send fewer or shorter prompts")
+    work = sum(work_units(served, w.n, w.steps, w.length) for w in works)
+    if max_work is not None and work > max_work:
+        what = "n x length" if served.is_ar else "n x steps x length"
+        raise RedraftError(f"the {len(works)} prompts are {work:,} units of work together (the "
+                           f"sum of each one's {what}); this server allows at most "
+                           f"{max_work:,} a request (--max-work): send fewer prompts, or lower "
+                           "n, steps or max_tokens")
+
+
 def cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
     """The text up to the first stop string, and whether one was found."""
     cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
