@@ -144,6 +144,13 @@ BAD = {
     "penalty": ("POST", P, None, {"presence_penalty": 1.0}, 400, "presence_penalty"),
     "five stops": ("POST", P, None, {"stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     "empty stop": ("POST", P, None, {"stop": [""]}, 400, "stop"),
+    # issue 26 item 1: four 250,000-character stop strings (a 1 MB body under the limit)
+    "four 250,000-character stops": ("POST", P, None, {"stop": ["ab" * 125_000] * 4,
+                                                       "stream": True}, 400, "at most 1,000"),
+    "a long stop in chat": ("POST", C, None, {"messages": [{"role": "user", "content": "a"}],
+                                              "stop": "x" * 1001}, 400, "1,001 characters"),
+    "a long stop in infill": ("POST", I, None, {"prefix": "a", "stop": ["ok", "x" * 5000]}, 400,
+                              "stop[1]"),
     "unknown sampler": ("POST", P, None, {"sampler": "nope"}, 400, "unknown sampler 'nope'"),
     "unknown sampler option": ("POST", P, None, {"sampler": "threshold",
                                                   "sampler_options": {"k": 2}}, 400, "no option"),

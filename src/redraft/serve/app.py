@@ -242,7 +242,7 @@ def create_app(models: list[Model], *, api_key: str | None = None,
                 if failed is not None:
                     return error(failed.status, failed.message)
             reply.finals = dict(box.finals)
-            return JSONResponse(reply.final())
+            return JSONResponse(await asyncio.to_thread(reply.final))
         finally:
             for job in jobs:
                 job.cancel()  # a no-op for a finished job; drops it on a disconnect
@@ -374,12 +374,14 @@ async def stream(reply: Reply, box: Mailbox):
                 yield ": keep-alive\n\n"
                 continue
             drafts, commits = box.take()
+            # Rendering decodes and searches text: a worker thread, so that however long a
+            # request's text or stop strings, the event loop (and /health) never waits on it.
             for j, event in sorted(drafts.items()):
                 if j not in box.finals:
-                    yield _sse(reply.draft(j, event))
+                    yield _sse(await asyncio.to_thread(reply.draft, j, event))
             for j, event in sorted(commits.items()):
                 if j not in box.finals:
-                    for chunk in reply.deltas(j, event, final=False):
+                    for chunk in await asyncio.to_thread(reply.deltas, j, event, False):
                         yield _sse(chunk)
             for j, event in sorted(box.finals.items()):
                 if j in sent:
@@ -391,9 +393,9 @@ async def stream(reply: Reply, box: Mailbox):
                     return
                 sent.add(j)
                 reply.finals[j] = event
-                for chunk in reply.deltas(j, event, final=True):
+                for chunk in await asyncio.to_thread(reply.deltas, j, event, True):
                     yield _sse(chunk)
-        usage = reply.usage_chunk()
+        usage = await asyncio.to_thread(reply.usage_chunk)
         if usage is not None:
             yield _sse(usage)
         yield "data: [DONE]\n\n"

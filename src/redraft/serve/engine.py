@@ -320,12 +320,9 @@ class Engine:
         x = job.state.current()
         if w.stop:
             stop = torch.zeros(w.n, dtype=torch.bool)
-            end, longest = w.length - len(w.suffix), max(map(len, w.stop))
-            for r in grown:
-                text = job.served.tokenizer.decode(x[r, len(w.prefix):min(counts[r], end)])
-                start = max(0, job.checked[r] - longest + 1)  # a stop may straddle the seam
-                stop[r] = any(s in text[start:] for s in w.stop)
-                job.checked[r] = len(text)
+            end = w.length - len(w.suffix)
+            for r in grown:  # serve/stops.py: only the new ids are decoded and searched
+                stop[r] = job.scans[r].feed(x[r, len(w.prefix):min(counts[r], end)])
             if stop.any():
                 job.state.stop_rows(stop)
                 job.committed = job.state.committed().tolist()

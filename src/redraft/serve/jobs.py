@@ -13,6 +13,7 @@ import torch
 
 from redraft.model import Model
 from redraft.sampling.state import ARState, DiffusionState
+from redraft.serve.stops import StopScan
 
 
 @dataclass
@@ -78,7 +79,8 @@ class Job:
         self.row_nfe = 0
         self.skipped = 0  # ticks in a row the engine passed this request over (its fairness)
         self.committed = [0] * work.n  # rows' committed canvas positions at the last look
-        self.checked = [0] * work.n  # characters of each row's text searched for stops
+        dec = served.tokenizer.decode  # each row's committed text, searched as it grows
+        self.scans = [StopScan(dec, work.stop) for _ in range(work.n)] if work.stop else []
         self.state = start_state(served, work)
 
     @property

@@ -27,6 +27,7 @@ from redraft.config import SAMPLE
 from redraft.errors import RedraftError
 from redraft.model import Model
 from redraft.serve.jobs import Work
+from redraft.serve.stops import MAX_STOP_CHARS, MAX_STOPS, check_stops
 
 # The chat template: every message on its own line as "role: content", then "assistant: ",
 # which the model continues. Small char-level models learn nothing of chat; this keeps the
@@ -49,7 +50,9 @@ class Knobs(BaseModel):
     top_k: int | None = Field(SAMPLE.top_k, ge=1, le=BIG)
     n: int = Field(SAMPLE.num_samples, ge=1, le=64)
     seed: int | None = Field(None, ge=0, lt=2**63 - 64)
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(None, description=(
+        f"up to {MAX_STOPS} strings of at most {MAX_STOP_CHARS} characters: a choice's text "
+        "ends where the first one begins"))
     stream: bool = False
     # accepted, and change nothing here (the module docstring)
     user: str | None = None
@@ -181,10 +184,7 @@ def include_usage(req: Knobs) -> bool:
 
 
 def stops(req: Knobs) -> list[str]:
-    found = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-    if len(found) > 4 or any(not s for s in found):
-        raise RedraftError("stop: expected up to 4 non-empty strings")
-    return found
+    return check_stops(req.stop)
 
 
 def work_units(served: Model, n: int, steps: int, length: int) -> int:
@@ -261,22 +261,6 @@ def cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
     """The text up to the first stop string, and whether one was found."""
     cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
     return (text[:min(cuts)], True) if cuts else (text, False)
-
-
-def held_back(text: str, stop: list[str]) -> int:
-    """How many trailing characters of `text` could still start a stop string (a stream
-    holds them back until the next token shows whether the stop string follows)."""
-    return max((k for s in stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
-
-
-def settled(text: str, stop: list[str]) -> str:
-    """The part of a committed text that the final text surely starts with: up to the first
-    stop string, less a tail that a later token could complete into one (a stop string can
-    straddle the seam), and less trailing U+FFFD (a character whose bytes are not all
-    committed yet)."""
-    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
-    end = min([len(text) - max((len(s) - 1 for s in stop), default=0), *cuts])
-    return text[:max(end, 0)].rstrip("\ufffd")
 
 
 # --- documentation only: what the endpoints answer (OpenAPI responses and SSE events) --------
