@@ -5,6 +5,7 @@ import json
 import time
 
 import pytest
+import torch
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
@@ -147,8 +148,8 @@ BAD = {
     "bad sampler option": ({"sampler": "threshold", "sampler_options": {"threshold": 3.0}}, 400,
                            "threshold"),
     "block_size 0": ({"block_size": 0}, 400, "block_size"),
-    "steps not a multiple of blocks": ({"max_tokens": 20, "steps": 5, "block_size": 8}, 400,
-                                       "multiple"),
+    "fewer steps than blocks": ({"max_tokens": 20, "steps": 2, "block_size": 8}, 400,
+                                "every block needs a step"),
 }
 
 
@@ -260,3 +261,41 @@ def test_page_wraps_a_run_of_masks():
     page = (resources.files("redraft.serve") / "static" / "index.html").read_text()
     rule = page[page.index("#draft {"):].split("}")[0]
     assert "pre-wrap" in rule and "overflow-wrap: anywhere" in rule
+
+
+@pytest.mark.parametrize("path,extra", [
+    ("/v1/completions", {"prompt": "the "}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "the"}]}),
+    ("/v1/infill", {"prefix": "the ", "suffix": " cat"})])
+def test_any_steps_spread_over_blocks(client, models, path, extra):
+    """Issue 26 item 15: steps=32 with block_size 16 (a canvas of 3 blocks here) is answered
+    (at most 32 network calls a row: an unchanged canvas is not run again), and the served
+    text is the offline Model.generate text for the same knobs (one state,
+    sampling/state.py)."""
+    body = {**extra, "max_tokens": 40, "steps": 32, "block_size": 16, "seed": 4,
+            "temperature": 0.0 if path == "/v1/chat/completions" else 1.0}
+    r = client.post(path, json=body)
+    assert r.status_code == 200, r.text
+    assert 0 < r.json()["redraft"]["network_rows"] <= 32
+    if path == "/v1/completions":
+        api = models[0].generate("the ", max_new_tokens=40, seed=4, steps=32, block_size=16)
+        assert r.json()["choices"][0]["text"] == api.completions[0]
+
+
+def test_spread_steps(models):
+    from redraft.errors import RedraftError
+    from redraft.sampling.state import spread_steps
+
+    assert spread_steps(32, 3, 16) == [11, 11, 10] and spread_steps(8, 4, 2) == [2] * 4
+    assert sum(spread_steps(1000, 7, 9)) == 1000 and spread_steps(3, 3, 5) == [1, 1, 1]
+    with pytest.raises(RedraftError, match="at least 3 steps"):
+        spread_steps(2, 3, 16)
+    # driven by hand: 32 steps over blocks of 16, 16, 8 positions take 11, 11, 10 steps
+    state = models[0].start([], length=40, seeds=[1], steps=32, block_size=16)
+    blocks = []
+    while not state.done:
+        _, x, t = state.inputs(True)
+        state.set_logits(torch.ones(1, dtype=torch.bool), models[0].backbone(x, t))
+        blocks.append(int(state.block[0]))
+        state.advance()
+    assert len(blocks) == 32 and [blocks.count(b) for b in range(3)] == [11, 11, 10]

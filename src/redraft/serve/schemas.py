@@ -67,12 +67,19 @@ class Knobs(BaseModel):
     presence_penalty: float | None = Field(None, description="only 0 (no penalty)")
     logit_bias: dict[str, float] | None = Field(None, description="only empty (no bias)")
     # diffusion knobs
-    steps: int = Field(SAMPLE.steps, ge=1, le=BIG)
+    steps: int = Field(SAMPLE.steps, ge=1, le=BIG, description=(
+        "reverse steps for the whole canvas (prompt + max_tokens), any number: with blocks "
+        "(block_size) they are spread over them as evenly as it goes, the earlier blocks one "
+        "more when it does not divide (32 over 3 blocks: 11, 11, 10), at least one a block; a "
+        "block-diffusion model takes ceil(steps / blocks) in each of its blocks; adaptive "
+        "samplers take as many as they need; the AR twin ignores it"))
     sampler: str | None = SAMPLE.sampler
     sampler_options: dict[str, str | int | float] | None = Field(
         None, description="the sampler's knobs, e.g. {\"threshold\": 0.9} (`redraft samplers`)")
     block_size: int | None = Field(SAMPLE.block_size, ge=1, le=BIG,
-                                   description="semi-autoregressive blocks")
+                                   description="semi-autoregressive blocks of this many "
+                                               "canvas positions, decoded left to right; "
+                                               "steps are spread over them")
     stop_at_eos: bool = Field(SAMPLE.stop_at_eos,
                               description="stop a row after the block where it wrote EOS")
     guidance: float = Field(SAMPLE.guidance, ge=-1, le=100,
