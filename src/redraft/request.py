@@ -53,10 +53,13 @@ class Request:
                              http_high=64)
     seed: int = _knob(0, "row r of a prompt draws from seed + r", low=0, high=MAX_SAMPLE_SEED,
                       http_default=None)
-    steps: int | None = _knob(None, "denoising steps per canvas (default: the model's, "
-                                    f"{DEFAULT_STEPS} for redraft's diffusion models; the AR "
-                                    "twin ignores it, adaptive samplers choose their own)",
-                              low=1, high=BIG)
+    steps: int | None = _knob(
+        None, "reverse steps for the whole canvas (default: the model's, "
+        f"{DEFAULT_STEPS} for redraft's diffusion models), any number: with blocks "
+        "(block_size) they are spread over them as evenly as it goes, the earlier blocks one "
+        "more when it does not divide (32 over 3 blocks: 11, 11, 10), at least one a block; a "
+        "block-diffusion model takes ceil(steps / blocks) in each of its blocks; adaptive "
+        "samplers take as many as they need; the AR twin ignores it", low=1, high=BIG)
     sampler: str | None = _knob(None, "diffusion step rule (default: the objective's; "
                                       "`redraft samplers`)")
     options: dict | None = _knob(None, "the sampler's knobs, e.g. {\"threshold\": 0.9}",

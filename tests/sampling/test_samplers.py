@@ -226,8 +226,8 @@ def test_registry_validates_names_and_knobs(model):
         parse_options("remask", ["eta=lots"])
     with pytest.raises(RedraftError, match="masked denoiser"):
         make_sampler("first_hitting", p, "sedd")
-    with pytest.raises(RedraftError, match="multiple of the number of blocks"):
-        generate_diffusion(model, p, steps=5, length=24, block_size=8)
+    with pytest.raises(RedraftError, match="every block needs a step"):
+        generate_diffusion(model, p, steps=2, length=24, block_size=8)
     with pytest.raises(RedraftError, match="block_size"):
         generate_diffusion(model, p, steps=4, length=24, block_size=0)
 

@@ -5,6 +5,7 @@ import json
 import time
 
 import pytest
+import torch
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
@@ -94,8 +95,8 @@ def test_sampler_knobs_equal_offline_sample(client, serve_runs, capsys):
     assert ["the " + c["text"] for c in r.json()["choices"]] == want
 
 
-def _events(client, body):
-    with client.stream("POST", "/v1/completions", json=body) as s:
+def _events(client, body, path="/v1/completions"):
+    with client.stream("POST", path, json=body) as s:
         assert s.status_code == 200 and s.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in s.iter_lines() if line.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
@@ -106,7 +107,8 @@ def _events(client, body):
 def test_streamed_drafts(client, model):
     body = {"model": model, "prompt": "the ", "max_tokens": 12, "steps": 6, "seed": 5}
     final = client.post("/v1/completions", json=body).json()["choices"][0]["text"]
-    events = _events(client, {**body, "stream": True, "diffusing": True})
+    events = _events(client, {**body, "stream": True, "diffusing": True,
+                              "stream_options": {"include_usage": True}})
     drafts = [e for e in events if e.get("draft")]
     steps = [e["step"] for e in drafts]
     # Every step but the last sends a draft; a reader that falls behind (a busy machine) gets
@@ -146,8 +148,8 @@ BAD = {
     "bad sampler option": ({"sampler": "threshold", "sampler_options": {"threshold": 3.0}}, 400,
                            "threshold"),
     "block_size 0": ({"block_size": 0}, 400, "block_size"),
-    "steps not a multiple of blocks": ({"max_tokens": 20, "steps": 5, "block_size": 8}, 400,
-                                       "multiple"),
+    "fewer steps than blocks": ({"max_tokens": 20, "steps": 2, "block_size": 8}, 400,
+                                "every block needs a step"),
 }
 
 
@@ -211,3 +213,89 @@ def test_api_key_queue_full_and_timeout(models):
         with TestClient(app2) as c2:
             r = c2.post("/v1/completions", json={"steps": 10**6})
             assert r.status_code == 504 and "timed out" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/completions", {"prompt": "the "}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "the"}]}),
+    ("/v1/infill", {"prefix": "the ", "suffix": " cat"})])
+@pytest.mark.parametrize("model", ["mdlm", "ar"])
+def test_usage_chunk_only_when_asked(client, path, body, model):
+    """Issue 26 item 12: `for chunk in stream: chunk.choices[0]` must not raise, so a stream
+    ends with the empty-choices usage chunk only under stream_options.include_usage."""
+    if path == "/v1/infill" and model == "ar":
+        pytest.skip("the AR twin does not infill")
+    body = {**body, "model": model, "max_tokens": 6, "steps": 6, "seed": 2, "stream": True}
+    plain = _events(client, body, path)
+    assert plain and all(e["choices"] for e in plain)  # choices[0] exists in every chunk
+    assert not any("usage" in e for e in plain)
+    asked = _events(client, {**body, "stream_options": {"include_usage": True}}, path)
+    assert asked[-1]["choices"] == [] and asked[-1]["usage"]["completion_tokens"] == 6
+    assert all(e["choices"] and e["usage"] is None for e in asked[:-1])
+    assert all(e["choices"] for e in _events(
+        client, {**body, "stream_options": {"include_usage": False}}, path))
+    for bad, word in (({"stream_options": {"include_usage": True}, "stream": False}, "stream"),
+                      ({"stream_options": {"include_usages": True}}, "include_usages")):
+        r = client.post(path, json={**body, **bad})
+        assert r.status_code == 400 and word in r.json()["error"]["message"]
+
+
+def test_models_list_only_the_samplers_each_model_takes(client):
+    """Issue 26 item 17: /v1/models (and so the page's sampler menu) lists exactly the
+    samplers a request to that model is answered with, not the registry."""
+    from redraft.sampling.registry import SAMPLERS
+
+    data = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+    assert "entropy_bound" not in data["mdlm"]["samplers"] and data["ar"]["samplers"] == []
+    for name in SAMPLERS:
+        r = client.post("/v1/completions", json={"model": "mdlm", "prompt": "the ",
+                                                 "max_tokens": 4, "steps": 2, "seed": 1,
+                                                 "sampler": name})
+        assert (r.status_code == 200) == (name in data["mdlm"]["samplers"]), (name, r.text)
+
+
+def test_page_wraps_a_run_of_masks():
+    """Issue 26 item 17: a masked line (░ with no space to break at) wraps in its panel."""
+    from importlib import resources
+
+    page = (resources.files("redraft.serve") / "static" / "index.html").read_text()
+    rule = page[page.index("#draft {"):].split("}")[0]
+    assert "pre-wrap" in rule and "overflow-wrap: anywhere" in rule
+
+
+@pytest.mark.parametrize("path,extra", [
+    ("/v1/completions", {"prompt": "the "}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "the"}]}),
+    ("/v1/infill", {"prefix": "the ", "suffix": " cat"})])
+def test_any_steps_spread_over_blocks(client, models, path, extra):
+    """Issue 26 item 15: steps=32 with block_size 16 (a canvas of 3 blocks here) is answered
+    (at most 32 network calls a row: an unchanged canvas is not run again), and the served
+    text is the offline Model.generate text for the same knobs (one state,
+    sampling/state.py)."""
+    body = {**extra, "max_tokens": 40, "steps": 32, "block_size": 16, "seed": 4,
+            "temperature": 0.0 if path == "/v1/chat/completions" else 1.0}
+    r = client.post(path, json=body)
+    assert r.status_code == 200, r.text
+    assert 0 < r.json()["redraft"]["network_rows"] <= 32
+    if path == "/v1/completions":
+        api = models[0].generate("the ", max_new_tokens=40, seed=4, steps=32, block_size=16)
+        assert r.json()["choices"][0]["text"] == api.completions[0]
+
+
+def test_spread_steps(models):
+    from redraft.errors import RedraftError
+    from redraft.sampling.state import spread_steps
+
+    assert spread_steps(32, 3, 16) == [11, 11, 10] and spread_steps(8, 4, 2) == [2] * 4
+    assert sum(spread_steps(1000, 7, 9)) == 1000 and spread_steps(3, 3, 5) == [1, 1, 1]
+    with pytest.raises(RedraftError, match="at least 3 steps"):
+        spread_steps(2, 3, 16)
+    # driven by hand: 32 steps over blocks of 16, 16, 8 positions take 11, 11, 10 steps
+    state = models[0].start([], length=40, seeds=[1], steps=32, block_size=16)
+    blocks = []
+    while not state.done:
+        _, x, t = state.inputs(True)
+        state.set_logits(torch.ones(1, dtype=torch.bool), models[0].backbone(x, t))
+        blocks.append(int(state.block[0]))
+        state.advance()
+    assert len(blocks) == 32 and [blocks.count(b) for b in range(3)] == [11, 11, 10]

@@ -18,6 +18,11 @@ def test_serve_without_checkpoints_serves_the_default_pair():
         models = client.get("/v1/models").json()["data"]
         assert [(m["id"], m["kind"]) for m in models] == [("default", "diffusion"),
                                                           ("default-ar", "ar")]
+        assert "entropy_bound" not in models[0]["samplers"] and models[1]["samplers"] == []
+        for name in models[0]["samplers"]:  # issue 26 item 17: each one listed is taken
+            r = client.post("/v1/completions", json={"prompt": "import os\n", "max_tokens": 4,
+                                                     "steps": 2, "seed": 1, "sampler": name})
+            assert r.status_code == 200, (name, r.text)
         page = client.get("/").text
         assert "def list_python_files(folder):" in page and "ROMEO" not in page
         for model in ("default", "default-ar"):

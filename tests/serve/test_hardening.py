@@ -121,6 +121,20 @@ BAD = {
                             "--max-work"),
     "ar work within the limit": ("POST", P, None, {"model": "ar", "n": 64, "max_tokens": 60}, 200,
                                None),  # 64 x 64 = 4096 <= 10**6: allowed (a control)
+    # issue 26 item 2: a list of prompts is one request; its work and prompt tokens add up
+    "64 prompts past the work limit together": ("POST", P, None, {
+        "prompt": [""] * 64, "steps": 300, "max_tokens": 60}, 400, "64 prompts are 1,152,000"),
+    "one of those prompts alone": ("POST", P, None, {"prompt": [""], "steps": 300,
+                                                     "max_tokens": 4}, 200, None),
+    "prompts past the prompt tokens together": ("POST", P, None, {
+        "prompt": ["the cat " * 3] * 2, "max_tokens": 4, "steps": 2}, 400, "48 tokens together"),
+    "ar prompts within the limits together": ("POST", P, None, {
+        "model": "ar", "prompt": [[1]] * 32, "n": 2, "max_tokens": 32}, 200, None),
+    "chat work past the limit": ("POST", C, None, {
+        "messages": [{"role": "user", "content": "a"}], "n": 8, "steps": 4096}, 400,
+        "--max-work"),
+    "infill work past the limit": ("POST", I, None, {"prefix": "a", "suffix": "b", "n": 8,
+                                                     "steps": 4096}, 400, "--max-work"),
     "no prompts": ("POST", P, None, {"prompt": []}, 400, "empty list"),
     "65 prompts": ("POST", P, None, {"prompt": ["a"] * 65}, 400, "at most 64"),
     "prompts x n past max_batch": ("POST", P, None, {"prompt": ["a", "b"], "n": 64}, 400,
@@ -130,6 +144,13 @@ BAD = {
     "penalty": ("POST", P, None, {"presence_penalty": 1.0}, 400, "presence_penalty"),
     "five stops": ("POST", P, None, {"stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     "empty stop": ("POST", P, None, {"stop": [""]}, 400, "stop"),
+    # issue 26 item 1: four 250,000-character stop strings (a 1 MB body under the limit)
+    "four 250,000-character stops": ("POST", P, None, {"stop": ["ab" * 125_000] * 4,
+                                                       "stream": True}, 400, "at most 1,000"),
+    "a long stop in chat": ("POST", C, None, {"messages": [{"role": "user", "content": "a"}],
+                                              "stop": "x" * 1001}, 400, "1,001 characters"),
+    "a long stop in infill": ("POST", I, None, {"prefix": "a", "stop": ["ok", "x" * 5000]}, 400,
+                              "stop[1]"),
     "unknown sampler": ("POST", P, None, {"sampler": "nope"}, 400, "unknown sampler 'nope'"),
     "unknown sampler option": ("POST", P, None, {"sampler": "threshold",
                                                   "sampler_options": {"k": 2}}, 400, "no option"),
@@ -143,8 +164,11 @@ BAD = {
     "top_k past int32": ("POST", P, None, {"top_k": 2**40}, 400, "top_k"),
     "guidance 1000": ("POST", P, None, {"guidance": 1000.0}, 400, "guidance"),
     "block_size 0": ("POST", P, None, {"block_size": 0}, 400, "block_size"),
+    "fewer steps than blocks": ("POST", P, None, {"max_tokens": 20, "steps": 2,
+                                                  "block_size": 8}, 400, "needs a step"),
+    # issue 26 item 15: any total is spread over the blocks (20 tokens = 3 blocks of 8)
     "steps not a multiple of blocks": ("POST", P, None, {"max_tokens": 20, "steps": 5,
-                                                         "block_size": 8}, 400, "multiple"),
+                                                         "block_size": 8}, 200, None),
     "unknown model": ("POST", P, None, {"model": "gpt-9"}, 404, "gpt-9"),
     "huge model name": ("POST", P, None, {"model": "m" * 100_000}, 404, "does not exist"),
     "ar with suffix": ("POST", I, None, {"model": "ar", "prefix": "a", "suffix": "b"}, 400,

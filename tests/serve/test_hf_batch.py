@@ -72,3 +72,8 @@ def test_http_chat_uses_the_template_and_streams(gemma):
         assert s.status_code == 200
         drafts = [e for e in lines if e.get("draft")]
         assert drafts and "░" in drafts[0]["choices"][0]["text"]  # later canvases wait
+
+
+def test_gemma_lists_only_its_samplers(gemma):
+    """Issue 26 item 17: /v1/models names the samplers DiffusionGemma takes, no masked ones."""
+    assert sorted(gemma.decoder.samplers()) == ["confidence", "entropy_bound"]

@@ -57,7 +57,8 @@ def test_ar_stream_token_by_token(live):
     gate.closed = True
     try:
         gate.permits.release(1)  # the prefill only: then one token is drawn and the engine waits
-        chunks = client.completions.create(**body, stream=True)
+        chunks = client.completions.create(**body, stream=True,
+                                           stream_options={"include_usage": True})
         texts = []
         first = next(chunks)
         texts.append(first.choices[0].text)
@@ -213,3 +214,23 @@ def test_openai_fields(live):
         client.chat.completions.create(
             model="ar", messages=[{"role": "user", "content": "x"}], max_tokens=4,
             tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
+
+
+@pytest.mark.parametrize("model", ["ar", "mdlm"])
+def test_longest_stop_strings_stream_as_the_reply(live, model):
+    """Issue 26 item 1: stop strings of the most characters allowed, three of which keep
+    almost matching the text's end (so a stream holds text back at every step) and one that
+    does match: the stream adds up to the reply, which is cut where the real one begins."""
+    from redraft.decoders.stops import MAX_STOP_CHARS
+
+    client, *_ = live
+    body = {"model": model, "prompt": "the ", "max_tokens": 44, "seed": 11, "temperature": 0.0,
+            "extra_body": {"steps": 44} if model == "mdlm" else None}
+    text = client.completions.create(**body).choices[0].text
+    real = text[6:9]
+    teasers = [(text[:k] * MAX_STOP_CHARS)[:MAX_STOP_CHARS - 1] + "\x00" for k in (1, 2, 5)]
+    stop = [*teasers, real]
+    got = client.completions.create(**body, stop=stop).choices[0]
+    assert got.text == text[:text.find(real)] and got.finish_reason == "stop"
+    parts = [c.choices[0] for c in client.completions.create(**body, stop=stop, stream=True)]
+    assert "".join(p.text for p in parts) == got.text and parts[-1].finish_reason == "stop"

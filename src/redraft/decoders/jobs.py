@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from redraft.decoders.stops import StopScan
 from redraft.request import KNOBS, Request
 
 
@@ -83,7 +84,8 @@ class Job:
         self.row_nfe = 0
         self.skipped = 0  # ticks in a row the engine passed this request over (its fairness)
         self.committed = [0] * work.n  # rows' committed canvas positions at the last look
-        self.checked = [0] * work.n  # characters of each row's text searched for stops
+        dec = served.tokenizer.decode  # each row's committed text, searched as it grows
+        self.scans = [StopScan(dec, work.stop) for _ in range(work.n)] if work.stop else []
         # the rows' step state (a RedraftError names a bad knob)
         self.state = served.decoder.start(work) if state is None else state
 
@@ -130,12 +132,9 @@ class Job:
         if w.stop:
             x = self.state.current()
             stop = torch.zeros(w.n, dtype=torch.bool)
-            end, longest = w.length - len(w.suffix), max(map(len, w.stop))
-            for r in grown:
-                text = self.served.tokenizer.decode(x[r, len(w.prefix):min(counts[r], end)])
-                start = max(0, self.checked[r] - longest + 1)  # a stop may straddle the seam
-                stop[r] = any(s in text[start:] for s in w.stop)
-                self.checked[r] = len(text)
+            end = w.length - len(w.suffix)
+            for r in grown:  # decoders/stops.py: only the new ids are decoded and searched
+                stop[r] = self.scans[r].feed(x[r, len(w.prefix):min(counts[r], end)])
             if stop.any():
                 self.state.stop_rows(stop)
                 self.committed = self.state.committed().tolist()

@@ -74,13 +74,29 @@ def _canvas(length: int, prefixes: Sequence[Sequence[int]], suffixes: Sequence[S
     return rows
 
 
+def spread_steps(steps: int, n_blocks: int, block_size: int, adaptive: bool = False
+                 ) -> list[int]:
+    """Time-grid steps per block for `steps` in all: as even as it goes, the first
+    steps % n_blocks blocks one more (so any total works, e.g. 32 over 3 blocks: 11, 11, 10).
+    Every block needs a step: fewer steps than blocks is an error (adaptive rules choose
+    their own and take any)."""
+    if adaptive:
+        return [steps] * n_blocks
+    if steps < n_blocks:
+        raise RedraftError(f"steps={steps} with {n_blocks} blocks of {block_size}: every block "
+                           f"needs a step, so at least {n_blocks} steps (or a larger "
+                           "block_size)")
+    q, r = divmod(steps, n_blocks)
+    return [q + (k < r) for k in range(n_blocks)]
+
+
 class DiffusionState:
     """Rows of a (B, L) canvas: x = prior with the fixed positions filled in, then `advance`
     once per step after `set_logits` has supplied logits for the rows `inputs` asked for.
 
     step_rule: from sampling.registry.make_sampler. prefixes / suffixes (one list per row) or
     canvases (per row, a fixed id or None for each position) say what stays fixed.
-    steps: steps per canvas on the time grid (a multiple of the number of blocks); adaptive
+    steps: steps per canvas on the time grid, spread over the blocks (spread_steps); adaptive
     rules take as many as they need (at most one per free position) and ignore it.
     """
 
@@ -111,10 +127,8 @@ class DiffusionState:
         if self.n_blocks > 1 and process.name != "mask":
             raise RedraftError(f"block decoding needs the mask process (later blocks wait "
                                f"masked), got {process.name!r}")
-        if not self.adaptive and steps % self.n_blocks:
-            raise RedraftError(f"steps={steps} with {self.n_blocks} blocks of {self.block_size}: "
-                               "steps must be a multiple of the number of blocks")
-        self.per_block = steps // self.n_blocks
+        self.block_steps = spread_steps(steps, self.n_blocks, self.block_size, self.adaptive)
+        self.per_block = self.block_steps[0]  # the current grid block's (all rows alike)
 
         self.rng = RowRandom(list(seeds))
         x = process.prior((batch, length), device=device, rng=self.rng)
@@ -218,6 +232,8 @@ class DiffusionState:
         if self.local == self.per_block:
             self.local = 0
             self._end_blocks(~self.finished)
+            # the rows still running all sit in the highest block (stopped rows stay behind)
+            self.per_block = self.block_steps[min(int(self.block.max()), self.n_blocks - 1)]
 
     def _record(self, old: torch.Tensor, logits: torch.Tensor, free: torch.Tensor) -> None:
         """Log-probabilities of the tokens this step committed (see the module docstring):

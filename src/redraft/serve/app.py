@@ -49,6 +49,7 @@ from redraft.serve.schemas import (
     ErrorReply,
     InfillRequest,
     StreamEvent,
+    check_request,
     prompts,
 )
 from redraft.serve.schemas import to_work as _to_work
@@ -168,13 +169,13 @@ def create_app(models: list[Model], *, api_key: str | None = None,
         return PlainTextResponse(engine.metrics.render(engine.stats()),
                                  media_type="text/plain; version=0.0.4")
 
+    catalog = [{"id": m.name, "object": "model", "created": 0, "owned_by": "redraft",
+                "kind": m.kind, "objective": m.objective.name, "context_length": m.seq_len,
+                "samplers": m.decoder.samplers()} for m in models]
+
     @app.get("/v1/models")
     async def list_models():
-        data = [{"id": m.name, "object": "model", "created": 0, "owned_by": "redraft",
-                 "kind": m.kind, "objective": m.objective.name,
-                 "context_length": m.seq_len,
-                 "samplers": m.decoder.samplers()} for m in models]
-        return {"object": "list", "data": data}
+        return {"object": "list", "data": catalog}
 
     def prepare(body: bytes, schema, kind: str) -> tuple:
         """Parse, validate and tokenise (a worker thread: all of it is CPU work that grows
@@ -196,6 +197,7 @@ def create_app(models: list[Model], *, api_key: str | None = None,
                 texts, suffix = prompts(req), req.suffix or ""
             works = [_to_work(req, served, text, suffix, max_steps, limits.max_prompt_tokens,
                               limits.max_work) for text in texts]
+            check_request(works, served, limits.max_prompt_tokens, limits.max_work)
             for i, work in enumerate(works[1:], 1):  # sample r of prompt i: seed + i * n + r
                 work.seeds = [works[0].seeds[0] + i * work.n + r for r in range(work.n)]
             if sum(w.n for w in works) > engine.max_batch:
@@ -239,7 +241,7 @@ def create_app(models: list[Model], *, api_key: str | None = None,
                 if failed is not None:
                     return error(failed.status, failed.message)
             reply.finals = dict(box.finals)
-            return JSONResponse(reply.final())
+            return JSONResponse(await asyncio.to_thread(reply.final))
         finally:
             for job in jobs:
                 job.cancel()  # a no-op for a finished job; drops it on a disconnect
@@ -347,7 +349,7 @@ class Mailbox:
 
 async def stream(reply: Reply, box: Mailbox):
     """Server-Sent Events: drafts or committed-text deltas as they come, then per job the rest
-    of the text and each choice's finish_reason; then the usage chunk and [DONE]."""
+    of the text and each choice's finish_reason; then the usage chunk if asked for, and [DONE]."""
     sent: set[int] = set()
     try:
         while len(sent) < len(reply.jobs):
@@ -355,12 +357,14 @@ async def stream(reply: Reply, box: Mailbox):
                 yield ": keep-alive\n\n"
                 continue
             drafts, commits = box.take()
+            # Rendering decodes and searches text: a worker thread, so that however long a
+            # request's text or stop strings, the event loop (and /health) never waits on it.
             for j, event in sorted(drafts.items()):
                 if j not in box.finals:
-                    yield _sse(reply.draft(j, event))
+                    yield _sse(await asyncio.to_thread(reply.draft, j, event))
             for j, event in sorted(commits.items()):
                 if j not in box.finals:
-                    for chunk in reply.deltas(j, event, final=False):
+                    for chunk in await asyncio.to_thread(reply.deltas, j, event, False):
                         yield _sse(chunk)
             for j, event in sorted(box.finals.items()):
                 if j in sent:
@@ -372,9 +376,11 @@ async def stream(reply: Reply, box: Mailbox):
                     return
                 sent.add(j)
                 reply.finals[j] = event
-                for chunk in reply.deltas(j, event, final=True):
+                for chunk in await asyncio.to_thread(reply.deltas, j, event, True):
                     yield _sse(chunk)
-        yield _sse(reply.usage_chunk())
+        usage = await asyncio.to_thread(reply.usage_chunk)
+        if usage is not None:
+            yield _sse(usage)
         yield "data: [DONE]\n\n"
     finally:
         for job in reply.jobs:

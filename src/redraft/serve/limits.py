@@ -41,6 +41,7 @@ class Limits:
     header_timeout_s: float = SERVE.header_timeout_s  # request line + headers (408, closed)
     keep_alive_s: float = SERVE.keep_alive_s  # an idle keep-alive connection is closed after
     max_connections: int = SERVE.max_connections  # connections + in-flight (uvicorn: 503)
+    # Both bound a request as a whole: a list of prompts adds up (serve/schemas.check_request).
     max_prompt_tokens: int | None = SERVE.max_prompt_tokens  # None: the model's context
     max_work: int = SERVE.max_work  # n x steps x length (serve/schemas.work_units)
     metrics_open: bool = False  # /metrics without the API key (for scrapers)

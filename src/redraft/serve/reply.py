@@ -21,11 +21,13 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from bisect import bisect_right
 
+from redraft.decoders.stops import IncrementalText, StopScan
 from redraft.display import MASK_GLYPH
 from redraft.model import Model
 from redraft.serve.jobs import Event, Job
-from redraft.serve.schemas import cut_at_stop, held_back, stops, top_logprobs
+from redraft.serve.schemas import cut_at_stop, include_usage, stops, top_logprobs
 
 LOGPROBS_MEANING = {"ar": "exact: log p(token | prompt, text before it) under the model at "
                           "temperature 1",
@@ -38,6 +40,7 @@ class Choice:
 
     def __init__(self, index: int):
         self.index, self.text, self.tokens, self.done = index, "", 0, False
+        self.scan: StopScan | None = None  # the committed text so far and its stop strings
 
 
 class Reply:
@@ -46,6 +49,7 @@ class Reply:
         self.stop = stops(req)
         self.echo = bool(getattr(req, "echo", False))
         self.top = top_logprobs(req)
+        self.usage = include_usage(req)  # a stream's chunks carry usage: null, then the total
         self.id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{secrets.token_hex(12)}"
         self.created = int(time.time())
         self.started = time.monotonic()
@@ -69,18 +73,35 @@ class Reply:
         return cut_at_stop(self.served.tokenizer.decode(ids[p:end]), self.stop)[1]
 
     def _text(self, j: int, event: Event, r: int, final: bool) -> tuple[str, bool]:
-        """The choice's text now, and whether it ended on a stop string or EOS. Not final:
-        only what can no longer change (held-back characters removed)."""
+        """The choice's final text, and whether it ended on a stop string or EOS."""
         ids, start, end = self._row(j, event, r)
         p = len(self.jobs[j].work.prefix)
         dec = self.served.tokenizer.decode
         text, found = cut_at_stop(dec(ids[p:end]), self.stop)
-        if not final:
-            text = text.rstrip("\ufffd")
-            if not found:
-                text = text[:len(text) - held_back(text, self.stop)]
         eos = self.jobs[j].work.stop_at_eos and self.served.tokenizer.eos_id in ids[p:end]
         return (dec(ids[:p]) if self.echo else "") + text, found or eos
+
+    def _settled(self, c: Choice, j: int, event: Event, r: int) -> str:
+        """The choice's text that can no longer change (a stream's, before the end): only the
+        ids committed since the last look are decoded and searched (decoders/stops.py), so a
+        stream costs time linear in its text whatever its stop strings."""
+        w = self.jobs[j].work
+        end = min(event.counts[r], w.length - len(w.suffix))
+        if c.scan is None:
+            c.scan = StopScan(self.served.tokenizer.decode, self.stop)
+        c.scan.feed(event.tokens[r, len(w.prefix):max(end, len(w.prefix))])
+        echo = self.served.tokenizer.decode(event.tokens[r, :len(w.prefix)]) if self.echo else ""
+        return echo + c.scan.visible()
+
+    def _ends(self, c: Choice, ids: list[int], start: int, whole: bool) -> list[int]:
+        """Per token of ids[start:], the length of the text up to its end (one pass)."""
+        if c.scan is not None and not self.echo and len(c.scan.text.ids) == len(ids) - start:
+            return c.scan.text.ends
+        inc = IncrementalText(self.served.tokenizer.decode)
+        for i in ids[start:]:
+            inc.extend([i])
+        inc.extend([], final=whole)
+        return inc.ends
 
     def _logprobs(self, c: Choice, j: int, event: Event, r: int, text_len: int,
                   whole: bool) -> dict | None:
@@ -90,11 +111,9 @@ class Reply:
             return None
         ids, start, end = self._row(j, event, r)
         dec = self.served.tokenizer.decode
-        lo = hi = c.tokens
-        if whole:
-            hi = end - start
-        while hi < end - start and len(dec(ids[start:start + hi + 1])) <= text_len:
-            hi += 1
+        ends = self._ends(c, ids[:end], start, whole)
+        lo = c.tokens
+        hi = end - start if whole else max(lo, bisect_right(ends, text_len))
         c.tokens = hi
         lp, top_ids, top_lp = event.logprobs
         items = []
@@ -105,7 +124,8 @@ class Reply:
                                                   top_lp[r, pos].tolist(), strict=True)
                     if not math.isnan(v)]
             items.append((dec([ids[pos]]), None if math.isnan(value) else value, alts,
-                          len(dec(ids[start:pos]))))
+                          ends[k - 1] if 0 < k <= len(ends) else 0 if k == 0
+                          else len(dec(ids[start:pos]))))
         if self.kind == "chat":
             return {"content": [{"token": t, "logprob": v if v is not None else -9999.0,
                                  "bytes": list(t.encode()),
@@ -128,6 +148,8 @@ class Reply:
 
     def _object(self, choices: list[dict], chunk: bool, **extra) -> dict:
         obj = "chat.completion" if self.kind == "chat" else "text_completion"
+        if chunk and self.usage:
+            extra.setdefault("usage", None)
         return {"id": self.id, "object": obj + (".chunk" if chunk and self.kind == "chat" else ""),
                 "created": self.created, "model": self.served.name, "choices": choices, **extra}
 
@@ -160,8 +182,10 @@ class Reply:
             out["redraft"]["logprobs"] = LOGPROBS_MEANING[self.served.kind]
         return out
 
-    def usage_chunk(self) -> dict:
-        return self._object([], chunk=True, **self.extras())
+    def usage_chunk(self) -> dict | None:
+        """The stream's last chunk (no choices, the usage), or None when the request did not
+        ask for it: OpenAI and vLLM send it only then, as clients read chunk.choices[0]."""
+        return self._object([], chunk=True, **self.extras()) if self.usage else None
 
     def final(self) -> dict:
         """The non-streamed reply, once every job's final event is in self.finals."""
@@ -195,7 +219,10 @@ class Reply:
                 continue
             if self.jobs[j].work.drafts and not final:
                 continue
-            text, stopped = self._text(j, event, r, final)
+            if final:
+                text, stopped = self._text(j, event, r, final)
+            else:
+                text, stopped = self._settled(c, j, event, r), False
             new = text[len(c.text):] if text.startswith(c.text) else ""
             if final and not text.startswith(c.text):  # a tokenizer whose decode of a longer
                 new = text[len(c.text):]                # run rewrote the end: send the rest

@@ -2,11 +2,10 @@
 validated body into engine Work.
 
 OpenAI's fields that change nothing here are accepted and ignored: user, metadata, store,
-service_tier, parallel_tool_calls, stream_options (the usage chunk is always sent),
-tool_choice "none", response_format {"type": "text"}, frequency_penalty / presence_penalty 0,
-an empty logit_bias, best_of equal to n. A value that would change the result, and that this
-server cannot honour (penalties, a logit bias, tools, JSON mode, best_of > n), is refused with
-a 400 naming the field, never ignored.
+service_tier, parallel_tool_calls, tool_choice "none", response_format {"type": "text"},
+frequency_penalty / presence_penalty 0, an empty logit_bias, best_of equal to n. A value that
+would change the result, and that this server cannot honour (penalties, a logit bias, tools,
+JSON mode, best_of > n), is refused with a 400 naming the field, never ignored.
 
 Strict types: "8" is not an integer and 1 is not a boolean, so a client's mistake is a 400 that
 names the field rather than a silent conversion. Unknown fields are rejected too (a misspelt
@@ -24,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from redraft.decoders.stops import MAX_STOP_CHARS, MAX_STOPS, check_stops
 from redraft.errors import RedraftError
 from redraft.model import Model
 from redraft.request import Request, check_work, fit, http_fields
@@ -43,7 +43,9 @@ class _OpenAIFields(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str | None = None
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(None, description=(
+        f"up to {MAX_STOPS} strings of at most {MAX_STOP_CHARS} characters: a choice's text "
+        "ends where the first one begins"))
     stream: bool = False
     # accepted, and change nothing here (the module docstring)
     user: str | None = None
@@ -51,7 +53,9 @@ class _OpenAIFields(BaseModel):
     store: bool | None = None
     service_tier: str | None = None
     stream_options: dict[str, bool] | None = Field(
-        None, description="accepted; the usage chunk is always sent at the end of a stream")
+        None, description='{"include_usage": true}: end the stream with a chunk whose choices '
+                          "are empty and which carries the usage (OpenAI's rule: only when "
+                          "asked, since a client reading chunk.choices[0] would break on it)")
     frequency_penalty: float | None = Field(None, description="only 0 (no penalty)")
     presence_penalty: float | None = Field(None, description="only 0 (no penalty)")
     logit_bias: dict[str, float] | None = Field(None, description="only empty (no bias)")
@@ -150,11 +154,25 @@ def check_openai_fields(req: Knobs) -> None:
         raise RedraftError("max_tokens and max_completion_tokens differ: give one")
 
 
+STREAM_OPTIONS = ("include_usage", "include_obfuscation")  # the second is OpenAI's; no-op here
+
+
+def include_usage(req: Knobs) -> bool:
+    """Whether a stream ends with the usage chunk (stream_options.include_usage)."""
+    opts = req.stream_options
+    if opts is None:
+        return False
+    unknown = sorted(set(opts) - set(STREAM_OPTIONS))
+    if unknown:
+        raise RedraftError(f"stream_options.{unknown[0]}: unknown; expected one of "
+                           f"{list(STREAM_OPTIONS)}")
+    if not req.stream:
+        raise RedraftError("stream_options: only allowed with stream: true")
+    return bool(opts.get("include_usage", False))
+
+
 def stops(req: Knobs) -> list[str]:
-    found = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-    if len(found) > 4 or any(not s for s in found):
-        raise RedraftError("stop: expected up to 4 non-empty strings")
-    return found
+    return check_stops(req.stop)
 
 
 def knobs_of(req: Knobs) -> dict:
@@ -171,6 +189,7 @@ def to_work(req: Knobs, served: Model, prefix: str | list[int], suffix: str, max
     work_units) within max_work."""
     stop = stops(req)
     check_openai_fields(req)
+    include_usage(req)
     knobs = knobs_of(req)
     asked = req.max_tokens or getattr(req, "max_completion_tokens", None)
     knobs.update(max_new_tokens=asked, stop=stop, logprobs=top_logprobs(req))
@@ -197,26 +216,32 @@ def to_work(req: Knobs, served: Model, prefix: str | list[int], suffix: str, max
                 drafts=req.stream and req.diffusing, stream=req.stream, request=request)
 
 
+def check_request(works: list[Work], served: Model, max_prompt_tokens: int | None = None,
+                  max_work: int | None = None) -> None:
+    """The per-request bounds over the request as a whole: a list of prompts is one request,
+    so its prompts' tokens and its work (work_units) add up; to_work checks each prompt alone
+    first, with a message about that prompt."""
+    if len(works) < 2:
+        return
+    tokens = sum(len(w.prefix) + len(w.suffix) for w in works)
+    if max_prompt_tokens is not None and tokens > max_prompt_tokens:
+        raise RedraftError(f"the {len(works)} prompts are {tokens} tokens together; this server "
+                           f"allows at most {max_prompt_tokens} a request "
+                           "(--max-prompt-tokens): send fewer or shorter prompts")
+    d = served.decoder
+    work = sum(d.work_units(w.n, w.steps, w.length) for w in works)
+    if max_work is not None and work > max_work:
+        what = "n x steps x length" if d.uses_steps else "n x length"
+        raise RedraftError(f"the {len(works)} prompts are {work:,} units of work together (the "
+                           f"sum of each one's {what}); this server allows at most "
+                           f"{max_work:,} a request (--max-work): send fewer prompts, or lower "
+                           "n, steps or max_tokens")
+
+
 def cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
     """The text up to the first stop string, and whether one was found."""
     cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
     return (text[:min(cuts)], True) if cuts else (text, False)
-
-
-def held_back(text: str, stop: list[str]) -> int:
-    """How many trailing characters of `text` could still start a stop string (a stream
-    holds them back until the next token shows whether the stop string follows)."""
-    return max((k for s in stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
-
-
-def settled(text: str, stop: list[str]) -> str:
-    """The part of a committed text that the final text surely starts with: up to the first
-    stop string, less a tail that a later token could complete into one (a stop string can
-    straddle the seam), and less trailing U+FFFD (a character whose bytes are not all
-    committed yet)."""
-    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
-    end = min([len(text) - max((len(s) - 1 for s in stop), default=0), *cuts])
-    return text[:max(end, 0)].rstrip("\ufffd")
 
 
 # --- documentation only: what the endpoints answer (OpenAPI responses and SSE events) --------
@@ -262,8 +287,10 @@ class StreamEvent(BaseModel):
     asked for; the chunks of a choice add up to its non-streamed text. With `diffusing: true`,
     draft events come first: `draft` true, `step` of `steps`, and each choice's text is the
     WHOLE current draft (masks as U+2591), replacing the previous one; then the final text.
-    Each choice ends with a chunk holding its finish_reason; then a chunk with no choices and
-    the usage. An error after the stream began is an event {"error": {message, type, code}}."""
+    Each choice ends with a chunk holding its finish_reason. With `stream_options:
+    {"include_usage": true}` every chunk has `usage: null` and a last chunk with no choices
+    carries the usage (and `redraft`); without it no chunk has empty choices. An error after
+    the stream began is an event {"error": {message, type, code}}."""
 
     id: str
     object: Literal["text_completion", "chat.completion.chunk"]
