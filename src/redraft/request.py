@@ -140,17 +140,18 @@ def fit(prompt: int, suffix: int, seq_len: int, max_new_tokens: int | None = Non
     fixed = prompt + suffix
     room = seq_len - fixed
     if room < 1:
-        raise RedraftError(f"the prompt is {fixed} tokens; the context of {model} is {seq_len} "
-                           "tokens, so nothing is left to generate")
+        raise RedraftError(f"the prompt is {fixed} tokens: with anything to generate it does "
+                           f"not fit the {seq_len}-token context of {model}")
     if max_new_tokens is not None:
         if max_new_tokens > room:
-            raise RedraftError(f"max_new_tokens={max_new_tokens}: the prompt takes {fixed} of "
-                               f"the {seq_len}-token context of {model}, so at most {room} fit")
+            raise RedraftError(f"max_new_tokens={max_new_tokens} does not fit: the prompt takes "
+                               f"{fixed} of the {seq_len}-token context of {model}, so at most "
+                               f"{room} fit")
         return fixed + max_new_tokens
     if length is None:
         return seq_len
     if length > seq_len:
-        raise RedraftError(f"length={length}: the context of {model} is {seq_len} tokens")
+        raise RedraftError(f"length={length} does not fit the {seq_len}-token context of {model}")
     if length <= fixed:
         raise RedraftError(f"length={length}: the prompt takes {fixed} tokens, so a canvas of "
                            f"{length} leaves nothing to generate")
