@@ -30,7 +30,8 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+        SRC / "redraft" / "default" / "MODEL_CARD.md"]  # the card ships in the wheel
 MARK = re.compile(r"<!-- docs-test: (run|serve)( slow)?(?:; expect: (.*))? -->$")
 FENCE = re.compile(r"^```(\w*)\s*$")
 # What a run block sees of the repository, as if run from its root.
