@@ -118,9 +118,8 @@ command_not_found_handle() { _rec "$@" >> "$DOCS_RECORD"; return 0; }
 
 def commands(code: str, tmp: Path) -> list[list[str]]:
     """The command lines of a shell block as bash expands them (quotes, $'...', line
-    continuations, &&), without running any: with a PATH that holds nothing every command is 'not
-    found',
-    and bash's not-found hook records its arguments."""
+    continuations, &&), without running any: with a PATH that holds nothing every command is
+    'not found', and bash's not-found hook records its arguments."""
     record = tmp / "record"
     record.write_bytes(b"")
     script = tmp / "block.sh"
