@@ -19,7 +19,7 @@ from redraft.data.corpus import DOWNLOADS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-# The README's one-line download writes data/tinyshakespeare/input.txt; the project's own
+# The one-line download in docs/training.md writes data/tinyshakespeare/input.txt; the project's own
 # machines keep a copy in ../shared/data.
 SHAKESPEARE_URL = DOWNLOADS["tinyshakespeare/input.txt"]
 _SHAKESPEARE_PLACES = [ROOT / "data" / "tinyshakespeare" / "input.txt",

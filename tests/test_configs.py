@@ -1,5 +1,5 @@
 """The shipped configs load, and every corpus they name is one a new user has: `stdlib`, or a
-file under data/ that the README's one-line download writes (never ../shared)."""
+file under data/ that the one-line download in docs/training.md writes (never ../shared)."""
 
 from pathlib import Path
 
@@ -26,5 +26,5 @@ def test_shipped_config_loads_and_names_a_reachable_corpus(path):
     assert corpus.startswith("data/"), corpus
     tail = corpus[len("data/"):]
     assert tail in DOWNLOADS, f"{corpus}: no download known for it"
-    readme = (ROOT / "README.md").read_text()
-    assert f"curl -fL -o {corpus} {DOWNLOADS[tail]}" in readme
+    training = (ROOT / "docs" / "training.md").read_text()
+    assert f"curl -fL -o {corpus} {DOWNLOADS[tail]}" in training

@@ -113,7 +113,7 @@ def setup(device: str) -> World:
         return World(device=dev)
     if "MASTER_ADDR" not in os.environ and not dist.is_initialized():
         raise RedraftError(f"WORLD_SIZE={world_size} but no MASTER_ADDR: launch several "
-                           "processes with torchrun (see README, 'Scaling out')")
+                           "processes with torchrun (see docs/distributed.md)")
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)

@@ -90,7 +90,7 @@ def iter_document_paths(spec: str) -> list[Path]:
     )
 
 
-# Corpora the shipped configs name, and where to fetch each (the README's one-line download).
+# Corpora the shipped configs name, and where to fetch each (docs/training.md's one-line download).
 DOWNLOADS = {
     "tinyshakespeare/input.txt":
         "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",

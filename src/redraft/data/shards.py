@@ -13,7 +13,7 @@ largest id, which must be inside the tokenizer's vocabulary) every time the cach
 reused; a cache whose meta.json is missing or unreadable, whose files have the wrong size or
 checksum, or that holds an out-of-vocabulary id is rebuilt (into a temporary folder renamed
 into place, with a warning naming what was wrong). Temporary folders a killed build left are
-removed by the next run. Cost: one sequential read of the shards per run (see README).
+removed by the next run. Cost: one sequential read of the shards per run (docs/training.md).
 
 Batches are non-overlapping `seq_len` windows of a split that ignore document boundaries
 (documents are separated by <eos> inside a window), as in nanoGPT and MDLM's wrapped mode.

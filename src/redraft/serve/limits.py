@@ -33,7 +33,7 @@ class HTTPError(RedraftError):
 
 @dataclass(frozen=True)
 class Limits:
-    """The server's per-request bounds (defaults documented in the README; `redraft serve`
+    """The server's per-request bounds (defaults documented in docs/serving.md; `redraft serve`
     has a flag for each)."""
 
     max_body_bytes: int = SERVE.max_body_bytes  # 413 past it, from Content-Length or streamed
