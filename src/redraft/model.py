@@ -476,10 +476,11 @@ def load(spec: str | Path = "default", device: str | torch.device = "cpu",
     spec_str = str(spec)
     if spec_str.startswith("hf:"):
         # A folder written by `redraft export` comes back as the native model it was.
-        from redraft.export import is_exported, read_exported
+        from redraft.export import read_exported_spec
 
-        if not hf_options and "?" not in spec_str and is_exported(spec_str[3:]):
-            return Model.from_loaded(read_exported(spec_str[3:], device), name)
+        exported = read_exported_spec(spec_str, device, hf_options)
+        if exported is not None:
+            return Model.from_loaded(exported, name)
         from redraft.hf import load_hf
 
         return load_hf(spec_str, Model, device=device, name=name, **hf_options)

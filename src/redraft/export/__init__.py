@@ -192,3 +192,39 @@ def read_exported(folder: str | Path, device: str | torch.device = "cpu"):
     load_weights(backbone, folder / "model.safetensors")
     backbone.to(device).eval()
     return Checkpoint(cfg, backbone, tokenizer, folder, dict(facts))
+
+
+# hf: options and what they mean for a folder redraft exported, which is read natively (never
+# through transformers or its modeling_redraft.py): device applies; the rest describe how to
+# drive a foreign model, which config.json already says for this one.
+_NATIVE_OPTIONS = ("device",)
+
+
+def read_exported_spec(spec: str, device: str | torch.device = "cpu", options: dict | None = None):
+    """For an "hf:<folder>[?key=value&...]" spec (options: redraft.load's keyword options)
+    naming a folder `redraft export` wrote: that folder read back natively (read_exported), on
+    the device the spec names (`device=`, else `device`). None when the folder is anything else
+    (the Hugging Face loaders take it). Any other option is refused: a redraft export is never
+    loaded through transformers, so kind/mask_id/seq_len/shift/revision cannot apply and
+    trust_remote_code is not needed (it would run the folder's modeling_redraft.py)."""
+    from redraft.hf import check_options, parse_spec
+    from redraft.validate import check_device
+
+    path, query = parse_spec(str(spec))
+    if not is_exported(path):
+        return None
+    opts = check_options({**query, **(options or {})})
+    if opts.get("trust_remote_code"):
+        raise RedraftError(f"hf:{path} is a folder redraft exported: redraft reads it natively, "
+                           f"without running its {CODE_FILE}; drop trust_remote_code")
+    opts.pop("trust_remote_code", None)  # =0 asks for nothing
+    other = sorted(set(opts) - set(_NATIVE_OPTIONS))
+    if other:
+        raise RedraftError(f"hf:{path} is a folder redraft exported, read natively: option "
+                           f"{other[0]}={opts[other[0]]!r} does not apply to it (its kind, "
+                           "context and mask id are in its config.json); only "
+                           f"{', '.join(f'{o}=' for o in _NATIVE_OPTIONS)} does")
+    device = opts.get("device", device)
+    check_device(str(device))
+    return read_exported(path, device)
+

@@ -31,9 +31,34 @@ def _call(what: str, path: str, fn, *args, **kw):
     except Exception as e:  # OSError, ValueError, ImportError from the hub or remote code
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "trust_remote_code" in str(e):
-            text = ("the model ships its own modelling code: add ?trust_remote_code=1 to the "
-                    "spec (it runs that code)")
+            text = (f"the model ships its own modelling code ({remote_code_files(path)}): add "
+                    "?trust_remote_code=1 to the spec only if you trust it, since redraft then "
+                    "runs that Python with your permissions")
         raise RedraftError(f"hf:{path}: cannot load the {what}: {text}") from None
+
+
+def remote_code_files(path: str) -> str:
+    """What trust_remote_code would run for `path`: the Python files its config.json's auto_map
+    names (local folder), or a description of them (hub id, or a map that cannot be read)."""
+    import json
+
+    file = Path(path) / "config.json"
+    try:
+        auto = json.loads(file.read_text(encoding="utf-8")).get("auto_map") or {}
+        refs = [r for v in auto.values() for r in (v if isinstance(v, list) else [v]) if r]
+    except (OSError, ValueError, AttributeError):
+        refs = None
+    if not refs:
+        where = "downloaded from the hub" if not Path(path).is_dir() else "in the folder"
+        return f"the .py files its config.json auto_map names, {where}"
+    files = []
+    for ref in refs:  # "module.Class", or "other/repo--module.Class" (code from another repo)
+        repo, _, module = str(ref).rpartition("--")
+        name = f"{module.rsplit('.', 1)[0]}.py"
+        shown_ = f"{name} from hub repo {repo}" if repo else str(Path(path) / name)
+        if shown_ not in files:
+            files.append(shown_)
+    return ", ".join(files)
 
 
 def read_config(path: str, trust: bool, revision: str | None):

@@ -1,0 +1,121 @@
+"""Issue 26, the loaders' doors: options on a redraft export keep the native path (never remote
+code), every weights file loaded is verified or said to be unverified, train.init_from takes
+what redraft.load takes, and misleading messages name the real problem."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import redraft
+from redraft.checkpoint import build_model, save_checkpoint
+from redraft.cli import main
+from redraft.config import Config
+from redraft.data.tokenizers import CharTokenizer
+from redraft.errors import RedraftError
+
+CHARS = sorted(set("the cat sat on a mat.\n"))
+
+
+def _checkpoint(base: Path, objective: str = "mdlm", seed: int = 0) -> Path:
+    cfg = Config()
+    cfg.model.n_layer, cfg.model.n_head, cfg.model.d_model, cfg.model.seq_len = 2, 2, 32, 32
+    cfg.diffusion.objective = objective
+    tok = CharTokenizer(CHARS)
+    torch.manual_seed(seed)
+    model = build_model(cfg, tok.vocab_size).eval()
+    return save_checkpoint(base / objective, 1, cfg, model, tok)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return _checkpoint(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture(scope="module")
+def exported(ckpt, tmp_path_factory) -> Path:
+    pytest.importorskip("safetensors")
+    from redraft.export import export_model
+
+    out = tmp_path_factory.mktemp("exp") / "hf"
+    export_model(redraft.load(ckpt), out)
+    return out
+
+
+def _weights(model) -> dict:
+    return {k: v.clone() for k, v in model.backbone.state_dict().items()}
+
+
+def _same(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --- item 4: options on a redraft export keep the native path ---------------------------------
+
+def test_device_option_keeps_the_native_loader(exported):
+    plain = redraft.load(f"hf:{exported}")
+    for spec, kw in ((f"hf:{exported}?device=cpu", {}), (f"hf:{exported}", {"device": "cpu"}),
+                     (f"hf:{exported}?trust_remote_code=0", {})):
+        model = redraft.load(spec, **kw)
+        assert model.config is not None and model.objective.name == "mdlm"  # native, not HF
+        assert _same(_weights(model), _weights(plain))
+
+
+@pytest.mark.parametrize("option", ["kind=masked", "seq_len=16", "mask_id=3", "shift=1",
+                                    "revision=main"])
+def test_other_options_on_an_export_are_refused_without_remote_code_advice(exported, option):
+    with pytest.raises(RedraftError) as e:
+        redraft.load(f"hf:{exported}?{option}")
+    text = str(e.value)
+    assert "read natively" in text and option.split("=")[0] in text
+    assert "trust_remote_code=1" not in text
+
+
+def test_trust_remote_code_on_an_export_is_refused_and_names_the_file(exported):
+    with pytest.raises(RedraftError, match="without running its modeling_redraft.py"):
+        redraft.load(f"hf:{exported}?trust_remote_code=1")
+    with pytest.raises(RedraftError, match="only device= does"):
+        redraft.load(f"hf:{exported}", seq_len=8)
+
+
+def test_bad_device_on_an_export_is_one_clear_error(exported):
+    with pytest.raises(RedraftError, match="device 'nonsense'"):
+        redraft.load(f"hf:{exported}?device=nonsense")
+    with pytest.raises(RedraftError, match="hf option 'bogus'"):
+        redraft.load(f"hf:{exported}?bogus=1")
+
+
+@pytest.mark.parametrize("command", ["sample", "eval", "export"])
+def test_cli_doors_take_options_on_an_export(exported, tmp_path, capsys, command):
+    spec = f"hf:{exported}?device=cpu"
+    argv = {"sample": ["sample", spec, "--steps", "2", "--length", "8", "--json"],
+            "eval": ["eval", spec, "--corpus", str(_corpus(tmp_path)), "--max-batches", "1",
+                     "--json"],
+            "export": ["export", spec, str(tmp_path / "again")]}[command]
+    assert main(argv) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main([command, f"hf:{exported}?kind=causal", *argv[2:]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "read natively" in err and "trust_remote_code=1" not in err
+
+
+def _corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text("the cat sat on a mat.\n" * 60)
+    return path
+
+
+def test_remote_code_advice_names_the_file_it_runs(tmp_path):
+    pytest.importorskip("transformers")
+    from redraft.hf.testing import tiny_masked
+
+    folder = tiny_masked(tmp_path / "m")
+    auto = json.loads((folder / "config.json").read_text())["auto_map"]
+    module = next(iter(auto.values())).split(".")[0]
+    with pytest.raises(RedraftError) as e:
+        redraft.load(f"hf:{folder}")
+    assert "trust_remote_code=1" in str(e.value)
+    assert str(folder / f"{module}.py") in str(e.value) and "runs that Python" in str(e.value)
