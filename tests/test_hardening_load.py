@@ -119,3 +119,44 @@ def test_remote_code_advice_names_the_file_it_runs(tmp_path):
         redraft.load(f"hf:{folder}")
     assert "trust_remote_code=1" in str(e.value)
     assert str(folder / f"{module}.py") in str(e.value) and "runs that Python" in str(e.value)
+
+
+# --- item 11: messages that name the real problem -------------------------------------------
+
+def test_hf_spec_messages_name_the_real_problem(ckpt, tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("x")
+    cases = {
+        "/nonexistent/folder": "no such folder",
+        f"{tmp_path}/missing": "no such folder",
+        "./missing": "no such folder",
+        "a/b/c": "no such folder",
+        str(tmp_path / "empty"): "has no config.json",
+        str(tmp_path / "file"): "got a file",
+        str(ckpt): "is a redraft checkpoint",
+        str(ckpt.parent): "is a redraft run folder",
+    }
+    for path, want in cases.items():
+        with pytest.raises(RedraftError) as e:
+            redraft.load(f"hf:{path}")
+        text = str(e.value)
+        assert want in text, (path, text)
+        assert "Repo id must" not in text and "Unrecognized model" not in text
+    # the hint works: the same path without hf: loads
+    assert redraft.load(ckpt.parent).objective.name == "mdlm"
+
+
+def test_hub_id_that_does_not_load_says_there_is_no_local_folder(monkeypatch):
+    pytest.importorskip("transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RedraftError, match="nor is there a local folder 'no-such-owner/x'"):
+        redraft.load("hf:no-such-owner/x")
+
+
+def test_cli_hf_run_folder_is_one_line(ckpt, capsys):
+    pytest.importorskip("transformers")
+    assert main(["sample", f"hf:{ckpt.parent}", "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "without the hf: prefix" in err

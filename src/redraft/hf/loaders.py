@@ -8,6 +8,8 @@ DiffusionGemma and causal kinds mix their own methods into it (`_kind_class`).
 from __future__ import annotations
 
 import functools
+import json
+import re
 from pathlib import Path
 
 from redraft.errors import RedraftError
@@ -40,8 +42,6 @@ def _call(what: str, path: str, fn, *args, **kw):
 def remote_code_files(path: str) -> str:
     """What trust_remote_code would run for `path`: the Python files its config.json's auto_map
     names (local folder), or a description of them (hub id, or a map that cannot be read)."""
-    import json
-
     file = Path(path) / "config.json"
     try:
         auto = json.loads(file.read_text(encoding="utf-8")).get("auto_map") or {}
@@ -61,13 +61,53 @@ def remote_code_files(path: str) -> str:
     return ", ".join(files)
 
 
+# A hub id: "name" or "owner/name", letters, digits, - _ . (huggingface_hub's rule, loosely).
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def check_path(path: str) -> None:
+    """Say what is wrong with an hf: path before transformers does, in its own terms: a local
+    path that does not exist, a file, a folder without config.json, a redraft checkpoint or
+    run folder (which loads without hf:)."""
+    from redraft.checkpoint import FORMAT
+
+    p = Path(path)
+    if p.is_dir():
+        config = p / "config.json"
+        if config.is_file():
+            try:
+                fmt = json.loads(config.read_text(encoding="utf-8")).get("format")
+            except (OSError, ValueError, AttributeError):
+                fmt = None
+            if fmt == FORMAT:
+                raise RedraftError(f"hf:{path} is a redraft checkpoint, not a Hugging Face "
+                                   f"folder: load it without the hf: prefix ({path!r})")
+            return
+        if any((c / "config.json").is_file() for c in p.glob("ckpt-*")):
+            raise RedraftError(f"hf:{path} is a redraft run folder, not a Hugging Face folder: "
+                               f"load it without the hf: prefix ({path!r}: its newest "
+                               "checkpoint)")
+        raise RedraftError(f"hf:{path}: the folder has no config.json, so it is not a Hugging "
+                           "Face model folder")
+    if p.exists():
+        raise RedraftError(f"hf:{path}: expected a folder or a hub id, got a file")
+    if not _HUB_ID.fullmatch(path) or path.startswith((".", "~")):
+        raise RedraftError(f"hf:{path}: no such folder (and not a hub id, which has the form "
+                           "owner/name)")
+
+
 def read_config(path: str, trust: bool, revision: str | None):
     from transformers import AutoConfig
 
-    if not Path(path).is_dir() and Path(path).exists():
-        raise RedraftError(f"hf:{path}: expected a folder or a hub id, got a file")
-    return _call("config", path, AutoConfig.from_pretrained, path,
-                 **_load_kwargs(path, trust, revision))
+    check_path(path)
+    try:
+        return _call("config", path, AutoConfig.from_pretrained, path,
+                     **_load_kwargs(path, trust, revision))
+    except RedraftError as e:
+        if Path(path).is_dir():
+            raise
+        # A hub id that did not load may have been meant as a local folder: say it is not one.
+        raise RedraftError(f"{e} (nor is there a local folder {path!r})") from None
 
 
 def _tokenizer(path: str, opts: dict, vocab_size: int, mask_id: int | None = None):
