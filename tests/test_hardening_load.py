@@ -102,9 +102,9 @@ def test_cli_doors_take_options_on_an_export(exported, tmp_path, capsys, command
     assert err.count("\n") == 1 and "read natively" in err and "trust_remote_code=1" not in err
 
 
-def _corpus(tmp_path: Path) -> Path:
+def _corpus(tmp_path: Path, repeat: int = 60) -> Path:
     path = tmp_path / "corpus.txt"
-    path.write_text("the cat sat on a mat.\n" * 60)
+    path.write_text("the cat sat on a mat.\n" * repeat)
     return path
 
 
@@ -160,3 +160,61 @@ def test_cli_hf_run_folder_is_one_line(ckpt, capsys):
     assert main(["sample", f"hf:{ckpt.parent}", "--steps", "2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "without the hf: prefix" in err
+
+
+# --- item 11: train.init_from takes every redraft.load spec of a redraft model ---------------
+
+def _train(tmp_path: Path, init_from: str, repeat: int = 60, **extra):
+    from redraft.config import load_config
+    from redraft.train import train
+    from tests.conftest import tiny_overrides
+
+    corpus = _corpus(tmp_path, repeat)
+    values = {"train.init_from": init_from, "train.max_steps": 1, "train.lr": 1e-12,
+              "train.warmup_steps": 1, "train.ema": 0, **extra}
+    return train(load_config(None, tiny_overrides(corpus, tmp_path / "run", **values)))
+
+
+def test_init_from_an_export_loads_it(exported, ckpt, tmp_path):
+    result = _train(tmp_path, f"hf:{exported}")
+    got = redraft.load(result.checkpoint).backbone.state_dict()
+    want = redraft.load(ckpt).backbone.state_dict()
+    assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want)
+
+
+def test_init_from_default_loads_it(tmp_path):
+    from redraft.default import shipped
+
+    try:
+        folder = shipped("default")
+    except RedraftError:
+        pytest.skip("this install has no default model")
+    meta = json.loads((folder / "config.json").read_text())
+    model = {f"model.{k}": v for k, v in meta["config"]["model"].items()
+             if k in ("n_layer", "n_head", "d_model", "mlp_ratio", "seq_len", "tie_weights",
+                      "time_conditioning")}
+    result = _train(tmp_path, "default", 2000, **model, **{"train.batch_size": 1,
+                                                      "train.eval_every": 1000,
+                                                      "data.tokenizer": "byte"})
+    got = redraft.load(result.checkpoint).backbone.state_dict()
+    want = redraft.load("default").backbone.state_dict()
+    assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want)
+
+
+@pytest.mark.parametrize("case", ["missing", "hf-missing", "hf-run", "hf-causal", "hf-option"])
+def test_init_from_refuses_with_the_reason(ckpt, exported, tmp_path, case):
+    spec = {"missing": str(tmp_path / "nope"), "hf-missing": f"hf:{tmp_path / 'nope'}",
+            "hf-run": f"hf:{ckpt.parent}", "hf-causal": "causal",
+            "hf-option": f"hf:{exported}?seq_len=8"}[case]
+    want = {"missing": "no checkpoint at", "hf-missing": "no such folder",
+            "hf-run": "without the hf: prefix", "hf-causal": "not a folder redraft exported",
+            "hf-option": "does not apply"}[case]
+    if case == "hf-causal":
+        pytest.importorskip("transformers")
+        from redraft.hf.testing import tiny_causal
+
+        spec = f"hf:{tiny_causal(tmp_path / 'c')}"
+    with pytest.raises(RedraftError) as e:
+        _train(tmp_path, spec)
+    assert want in str(e.value) and "init_from takes" in str(e.value)
+    assert not (tmp_path / "run").exists()  # refused before anything was written

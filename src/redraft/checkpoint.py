@@ -284,6 +284,13 @@ def load_weights(model: Transformer, file: Path, stored: str = "float32") -> Non
         tensors = load_file(str(file))
     except (OSError, SafetensorError) as e:
         raise RedraftError(f"checkpoint weights {str(file)!r} are unreadable ({e})") from None
+    fit_weights(model, tensors, f"checkpoint weights {str(file)!r}", stored)
+
+
+def fit_weights(model: Transformer, tensors: dict[str, torch.Tensor], where: str,
+                stored: str = "float32") -> None:
+    """Load named tensors (from `where`, for the messages) into model: every tensor the model
+    stores, each of the declared dtype and the model's shape, or a RedraftError."""
     expected = weights_to_save(model)
     declared = getattr(torch, stored)
     want = {n: declared if t.is_floating_point() else t.dtype for n, t in expected.items()}
@@ -292,16 +299,16 @@ def load_weights(model: Transformer, file: Path, stored: str = "float32") -> Non
         # The rule: stored tensors have exactly the dtype config.json declares; a silent
         # conversion on load would hide a file written by something else.
         name, dtype = wrong[0]
-        raise RedraftError(f"checkpoint weights {str(file)!r}: tensor {name!r} is {dtype}, "
+        raise RedraftError(f"{where}: tensor {name!r} is {dtype}, "
                            f"expected {want[name]} ({len(wrong)} tensor(s) differ)")
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise RedraftError(f"checkpoint weights {str(file)!r} do not fit the model: missing "
+        raise RedraftError(f"{where} do not fit the model: missing "
                            f"{missing[:5]}, unexpected {unexpected[:5]}")
     for name, tensor in tensors.items():
         if tensor.shape != expected[name].shape:
-            raise RedraftError(f"checkpoint weights {str(file)!r}: tensor {name!r} has shape "
+            raise RedraftError(f"{where}: tensor {name!r} has shape "
                                f"{tuple(tensor.shape)}, the config expects "
                                f"{tuple(expected[name].shape)}")
     model.load_state_dict({n: t.to(expected[n].dtype) for n, t in tensors.items()}, strict=False)
