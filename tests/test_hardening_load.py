@@ -218,3 +218,110 @@ def test_init_from_refuses_with_the_reason(ckpt, exported, tmp_path, case):
         _train(tmp_path, spec)
     assert want in str(e.value) and "init_from takes" in str(e.value)
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+# --- item 5: every weights file loaded is verified, or stderr says it is not ------------------
+
+def _copy(folder: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(folder, to)
+    return to
+
+
+def _flip_last_byte(file: Path) -> None:
+    data = bytearray(file.read_bytes())
+    data[-1] ^= 0x01  # inside the last tensor's data: the file still parses
+    file.write_bytes(bytes(data))
+
+
+def _edit_json(file: Path, edit) -> None:
+    config = json.loads(file.read_text())
+    edit(config)
+    file.write_text(json.dumps(config))
+
+
+def test_a_files_map_without_the_weights_entry_says_unverified(ckpt, tmp_path, capsys):
+    run = tmp_path / "run"
+    folder = _copy(ckpt, run / ckpt.name)
+    _edit_json(folder / "config.json", lambda c: c["files"].pop("model.safetensors"))
+    _flip_last_byte(folder / "model.safetensors")
+    for spec in (folder, run):
+        capsys.readouterr()
+        redraft.load(spec)
+        err = capsys.readouterr().err
+        assert "lists no checksum of model.safetensors: loaded unverified" in err
+    # the CLI says it too, one line, and still runs
+    assert main(["sample", str(folder), "--steps", "2", "--length", "8", "--json"]) == 0
+    assert "model.safetensors: loaded unverified" in capsys.readouterr().err
+
+
+def test_resume_says_which_file_is_unverified(ckpt, tmp_path, capsys):
+    from redraft.checkpoint import load_checkpoint, load_train_state, save_checkpoint
+
+    ck = load_checkpoint(ckpt)
+    folder = save_checkpoint(tmp_path / "run", 3, ck.config, ck.model, ck.tokenizer,
+                             train_state={"step": 3})
+    _edit_json(folder / "config.json", lambda c: c["files"].pop("train_state.pt"))
+    capsys.readouterr()
+    assert load_train_state(folder)["step"] == 3
+    assert "lists no checksum of train_state.pt" in capsys.readouterr().err
+
+
+def test_a_checksummed_checkpoint_loads_without_a_note(ckpt, capsys):
+    capsys.readouterr()
+    redraft.load(ckpt)
+    assert "unverified" not in capsys.readouterr().err
+
+
+def test_default_model_is_verified(capsys):
+    from redraft.checkpoint import loaded_files, read_meta
+    from redraft.default import shipped
+
+    try:
+        folder = shipped("default")
+    except RedraftError:
+        pytest.skip("this install has no default model")
+    assert set(loaded_files(folder)) <= set(read_meta(folder)["files"])
+    capsys.readouterr()
+    redraft.load("default")
+    assert "unverified" not in capsys.readouterr().err
+
+
+def test_init_from_verifies_the_weights(ckpt, tmp_path):
+    folder = _copy(ckpt, tmp_path / "src" / ckpt.name)
+    _flip_last_byte(folder / "model.safetensors")
+    with pytest.raises(RedraftError, match="does not match its SHA-256"):
+        _train(tmp_path, str(folder))
+    with pytest.raises(RedraftError, match="every checkpoint in .* is damaged"):
+        _train(tmp_path, str(folder.parent))
+    assert not (tmp_path / "run").exists()
+
+
+def test_exports_carry_checksums_and_are_verified(exported, tmp_path, capsys):
+    from redraft.checkpoint import loaded_files, sha256_file
+
+    files = json.loads((exported / "config.json").read_text())["redraft_export"]["files"]
+    assert set(files) == set(loaded_files(exported)) >= {"model.safetensors"}
+    assert all(sha256_file(exported / n) == h for n, h in files.items())
+
+    damaged = _copy(exported, tmp_path / "damaged")
+    _flip_last_byte(damaged / "model.safetensors")
+    with pytest.raises(RedraftError, match="export .* model.safetensors does not match"):
+        redraft.load(f"hf:{damaged}")
+    with pytest.raises(RedraftError, match="does not match its SHA-256"):
+        _train(tmp_path, f"hf:{damaged}")
+    assert main(["sample", f"hf:{damaged}", "--steps", "2"]) == 2
+    assert "does not match" in capsys.readouterr().err
+
+    unlisted = _copy(damaged, tmp_path / "unlisted")
+    _edit_json(unlisted / "config.json",
+               lambda c: c["redraft_export"]["files"].pop("model.safetensors"))
+    capsys.readouterr()
+    redraft.load(f"hf:{unlisted}")
+    assert "lists no checksum of model.safetensors: loaded unverified" in capsys.readouterr().err
+
+    old = _copy(exported, tmp_path / "old")  # an export written before checksums
+    _edit_json(old / "config.json", lambda c: c["redraft_export"].pop("files"))
+    redraft.load(f"hf:{old}")
+    assert "has no checksums" in capsys.readouterr().err

@@ -7,7 +7,8 @@ that nothing trusts (and the next run clears, `clean_run_dir`). config.json list
 every other file (`files`), checked on load, so a checkpoint damaged some other way (flipped
 bytes, a partial copy) is refused with a clear error: `--resume auto` then skips it for the one
 before, and readers given a run folder fall back to its newest checkpoint that verifies (and
-say so on stderr). Checkpoints written before checksums existed still load, unverified.
+say so on stderr). Checkpoints written before checksums existed still load, unverified, and
+so does a file the map lacks (an edited config.json): stderr says so for each (verify_loaded).
 
 Crash-safe retention: a checkpoint being replaced (the same step written again) is first
 renamed aside to `.old-ckpt-*`, and old checkpoints are pruned only once the new one is in
@@ -176,26 +177,55 @@ def sha256_file(path: Path) -> str:
 def verify_files(path: Path, meta: dict[str, Any], names: list[str] | None = None) -> bool:
     """Check the SHA-256 of the checkpoint's files (all listed, or just `names`) against
     config.json; False when the checkpoint predates checksums (nothing to check)."""
-    files = meta.get("files")
+    return _verify(path, meta.get("files"), names, "checkpoint")
+
+
+def _verify(path: Path, files, names: list[str] | None, what: str) -> bool:
     if files is None:
         return False
     if not isinstance(files, dict):
-        raise RedraftError(f"checkpoint {str(path)!r}: config.json 'files' is not a mapping")
+        raise RedraftError(f"{what} {str(path)!r}: config.json 'files' is not a mapping")
     for name in names if names is not None else sorted(files):
         if name not in files:
-            raise RedraftError(f"checkpoint {str(path)!r}: config.json has no checksum of {name}")
+            raise RedraftError(f"{what} {str(path)!r}: config.json has no checksum of {name}")
         file = path / name
         if not file.is_file():
-            raise RedraftError(f"checkpoint {str(path)!r} has no {name}")
+            raise RedraftError(f"{what} {str(path)!r} has no {name}")
         if sha256_file(file) != files[name]:
-            raise RedraftError(f"checkpoint {str(path)!r}: {name} does not match its SHA-256 in "
+            raise RedraftError(f"{what} {str(path)!r}: {name} does not match its SHA-256 in "
                                "config.json (the file is damaged)")
     return True
 
 
-def _legacy_note(path: Path) -> None:
-    print(f"redraft: note: checkpoint {str(path)!r} has no checksums (written by an older "
-          "redraft): loaded unverified", file=sys.stderr)
+def loaded_files(folder: Path, train_state: bool = False) -> list[str]:
+    """The files of a checkpoint (or export) folder that loading it reads, besides config.json:
+    the weights, the tokenizer's definition and backend, and for resuming train_state.pt."""
+    from redraft.data.tokenizers import BACKEND_FILE, META_FILE
+
+    names = ["model.safetensors", META_FILE]
+    if (folder / BACKEND_FILE).is_file():
+        names.append(BACKEND_FILE)
+    return [*names, "train_state.pt"] if train_state else names
+
+
+def verify_loaded(path: Path, files, loaded: list[str], what: str = "checkpoint",
+                  skip: tuple[str, ...] = ()) -> None:
+    """Check every file `files` (config.json's name -> SHA-256 map, None when it has none)
+    lists, but `skip`, and say on stderr which of the `loaded` files nothing verifies: all of
+    them when there is no map (written by an older redraft), else those the map lacks (an
+    edited config.json: a damaged file there would load silently otherwise)."""
+    if files is not None and isinstance(files, dict):
+        names = [n for n in files if n not in skip]
+    else:
+        names = None
+    if not _verify(path, files, names, what):
+        print(f"redraft: note: {what} {str(path)!r} has no checksums (written by an older "
+              "redraft): loaded unverified", file=sys.stderr)
+        return
+    missing = [n for n in loaded if n not in files]
+    if missing:
+        print(f"redraft: warning: {what} {str(path)!r}: config.json lists no checksum of "
+              f"{', '.join(missing)}: loaded unverified", file=sys.stderr)
 
 
 def _fsync(path: Path) -> None:
@@ -245,8 +275,7 @@ def load_train_state(path: Path) -> dict[str, Any]:
     for name in ("model.safetensors", "train_state.pt"):
         if not (path / name).is_file():
             raise RedraftError(f"checkpoint {str(path)!r} has no {name}")
-    if not verify_files(path, meta):
-        _legacy_note(path)
+    verify_loaded(path, meta.get("files"), loaded_files(path, train_state=True))
     try:
         with safe_open(str(path / "model.safetensors"), "pt") as f:
             f.keys()
@@ -355,9 +384,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
 
 def _load_one(path: Path, device) -> Checkpoint:
     meta = read_meta(path)
-    names = [n for n in (meta.get("files") or {}) if n != "train_state.pt"]
-    if not verify_files(path, meta, names):
-        _legacy_note(path)
+    verify_loaded(path, meta.get("files"), loaded_files(path), skip=("train_state.pt",))
     config = config_from_dict(meta.get("config", {}))
     tokenizer = load_tokenizer(path)
     if tokenizer.vocab_size != meta.get("vocab_size"):

@@ -16,6 +16,8 @@ so `AutoModelForMaskedLM` (diffusion) or `AutoModelForCausalLM` (the AR twin), a
 `AutoModel`, load it with `trust_remote_code=True`, and `redraft.load("hf:OUT")`
 (read_exported) rebuilds the redraft Model with the same weights. The folder is written
 under a temporary name beside OUT and renamed into place: OUT is complete or absent.
+config.json's "redraft_export" holds the SHA-256 of the files redraft reads back ("files"),
+checked by read_exported, as a checkpoint's are.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def export_model(model, out: str | Path, overwrite: bool = False) -> Path:
     is an error unless overwrite, which replaces it only once the new folder is complete."""
     from safetensors.torch import save_file
 
-    from redraft.checkpoint import weights_to_save
+    from redraft.checkpoint import loaded_files, sha256_file, weights_to_save
     from redraft.export.tokenizer import write_hf_tokenizer
     from redraft.files import user_modes
     from redraft.models import Transformer
@@ -130,6 +132,9 @@ def export_model(model, out: str | Path, overwrite: bool = False) -> Path:
         model.tokenizer.save(tmp)
         write_hf_tokenizer(model.tokenizer, tmp, model.seq_len)
         (tmp / CODE_FILE).write_text(modeling_code(), encoding="utf-8")
+        # The SHA-256 of each file redraft reads back (read_exported checks them), as in a
+        # checkpoint's config.json; transformers ignores them.
+        config["redraft_export"]["files"] = {n: sha256_file(tmp / n) for n in loaded_files(tmp)}
         (tmp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
         (tmp / "README.md").write_text(_model_card(config), encoding="utf-8")
         user_modes(tmp)
@@ -169,7 +174,13 @@ def read_exported(folder: str | Path, device: str | torch.device = "cpu"):
     """A folder `redraft export` wrote, read back as a checkpoint.Checkpoint (the backbone in
     eval mode, its config, tokenizer and export facts); `redraft.load("hf:<folder>")` makes
     the Model of it."""
-    from redraft.checkpoint import Checkpoint, build_model, load_weights
+    from redraft.checkpoint import (
+        Checkpoint,
+        build_model,
+        load_weights,
+        loaded_files,
+        verify_loaded,
+    )
     from redraft.config import config_from_dict
     from redraft.data import load_tokenizer
 
@@ -183,6 +194,7 @@ def read_exported(folder: str | Path, device: str | torch.device = "cpu"):
     if version != EXPORT_VERSION or not isinstance(config.get("redraft_config"), dict):
         raise RedraftError(f"{str(folder)!r}: redraft export version {version!r}; this "
                            f"redraft reads version {EXPORT_VERSION}")
+    verify_loaded(folder, facts.get("files"), loaded_files(folder), what="export")
     cfg = config_from_dict(config["redraft_config"])
     tokenizer = load_tokenizer(folder)
     if tokenizer.vocab_size != config.get("vocab_size"):
