@@ -325,3 +325,57 @@ def test_exports_carry_checksums_and_are_verified(exported, tmp_path, capsys):
     _edit_json(old / "config.json", lambda c: c["redraft_export"].pop("files"))
     redraft.load(f"hf:{old}")
     assert "has no checksums" in capsys.readouterr().err
+
+
+# --- item 10: an hf: model's default length is a short completion, not its whole context -----
+
+def test_default_length_rule(ckpt):
+    from types import SimpleNamespace
+
+    from redraft.hf import DEFAULT_NEW_TOKENS, default_length
+
+    huge = SimpleNamespace(seq_len=131_072, meta={"hf": "x", "kind": "gemma"})
+    assert default_length(huge, 5) == 5 + DEFAULT_NEW_TOKENS
+    short = SimpleNamespace(seq_len=100, meta={"hf": "x", "kind": "causal"})
+    assert default_length(short, 60) == 100  # what room is left
+    native = redraft.load(ckpt)
+    assert default_length(native, 3) == native.seq_len  # redraft's own fill their canvas
+
+
+def test_sample_hf_without_length_generates_the_default(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("transformers")
+    import redraft.hf
+    from redraft.hf.testing import tiny_causal, tiny_gemma
+
+    monkeypatch.setattr(redraft.hf, "DEFAULT_NEW_TOKENS", 6)  # 256 takes minutes on a CPU
+    gemma = tiny_gemma(tmp_path / "g", sharpen=10.0)
+    assert main(["sample", f"hf:{gemma}", "--prompt", "ab", "--steps", "2", "--json"]) == 0
+    sample = json.loads(capsys.readouterr().out)["samples"][0]
+    model = redraft.load(f"hf:{gemma}")
+    assert model.seq_len == 512 and len(model.encode(sample)) <= 2 + 6
+    api = model.generate("ab", steps=2)  # the Python door: the same default
+    assert len(api.tokens[0]) <= 2 + 6 and api.texts[0] == sample
+    causal = redraft.load(f"hf:{tiny_causal(tmp_path / 'c')}")
+    assert len(causal.generate("ab").tokens[0]) == 2 + 6
+    monkeypatch.setattr(redraft.hf, "DEFAULT_NEW_TOKENS", 1000)  # capped by the context
+    assert len(causal.generate("ab").tokens[0]) == causal.seq_len
+
+
+def test_server_default_max_tokens_for_hf_models(tmp_path, monkeypatch):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("transformers")
+    from redraft.hf import DEFAULT_NEW_TOKENS
+    from redraft.hf.testing import tiny_gemma
+    from redraft.serve.schemas import CompletionRequest, to_work
+
+    model = redraft.load(f"hf:{tiny_gemma(tmp_path / 'g')}", name="g")
+    work = to_work(CompletionRequest(prompt="ab"), model, "ab", "", max_steps=64)
+    assert work.length == len(work.prefix) + DEFAULT_NEW_TOKENS < model.seq_len
+    work = to_work(CompletionRequest(prompt="ab", max_tokens=400), model, "ab", "", 64)
+    assert work.length == len(work.prefix) + 400  # asked: as asked
+
+
+def test_sample_help_states_the_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    assert "256 new tokens" in " ".join(capsys.readouterr().out.split())

@@ -17,6 +17,7 @@ from pathlib import Path
 from redraft.config import BENCH, SAMPLE, SERVE
 from redraft.diffusion import OBJECTIVES, PROCESSES
 from redraft.errors import RedraftError, TrainingStopped
+from redraft.hf import DEFAULT_NEW_TOKENS
 from redraft.sampling.registry import SAMPLERS
 from redraft.validate import (
     MAX_SAMPLE_SEED,
@@ -82,6 +83,7 @@ def _plain_warnings(command: str):
 
 def cmd_sample(args, overrides: list[str]) -> int:
     from redraft.display import DraftView, StepBar
+    from redraft.hf import default_length
     from redraft.model import load
     from redraft.sampling import parse_options
 
@@ -93,6 +95,9 @@ def cmd_sample(args, overrides: list[str]) -> int:
             raise RedraftError("--chat builds the prompt from the message: drop --prompt/--infill")
         args.prompt = model.chat_prompt([{"role": "user", "content": args.chat}])
     _check_matches(model, args)
+    if args.length is None and template is None:  # hf: models: not their whole long context
+        args.length = default_length(model, len(model.encode(args.prompt or ""))
+                                     + len(model.encode(args.suffix or "")))
     _check_sample_limits(args, model)
     options = None
     if args.sampler_opt:
@@ -356,7 +361,9 @@ def parser() -> argparse.ArgumentParser:
                         "(the tokenizer's own for hf: models)")
     s.add_argument("--suffix", default="", help="text held fixed at the end (diffusion)")
     s.add_argument("--length", type=_positive_int, default=None,
-                   help="canvas length in tokens, prompt included (default: seq_len)")
+                   help="canvas length in tokens, prompt included (default: the model's "
+                        f"context, seq_len; hf: models: the prompt + {DEFAULT_NEW_TOKENS} new "
+                        "tokens, as transformers and OpenAI default to a short completion)")
     s.add_argument("--num-samples", type=_positive_int, default=SAMPLE.num_samples)
     s.add_argument("--temperature", type=number(0, 100), default=SAMPLE.temperature)
     s.add_argument("--top-k", type=_positive_int, default=SAMPLE.top_k)

@@ -27,6 +27,7 @@ from redraft.config import SAMPLE, Config
 from redraft.data import Tokenizer
 from redraft.diffusion import Objective, Process, objective
 from redraft.errors import RedraftError
+from redraft.hf import default_length
 from redraft.models import Backbone
 from redraft.sampling.categorical import check_knobs
 from redraft.sampling.generate import Generation, generate_ar, generate_diffusion
@@ -336,7 +337,8 @@ class Model:
         """Continue each prompt (a string, token ids, or a list of either) num_samples times.
 
         max_new_tokens: tokens to generate after the prompt; or length: the whole canvas
-        (prompt + generated + suffix); neither: the model's seq_len. suffix (diffusion): text
+        (prompt + generated + suffix); neither: the model's seq_len (a Hugging Face model:
+        hf.DEFAULT_NEW_TOKENS new tokens, at most the context). suffix (diffusion): text
         held fixed at the end. knobs: steps, sampler, options, temperature, top_k, top_p,
         block_size, stop_at_eos, guidance, on_step (see `sample`; defaults in
         config.SampleConfig). Row r (prompt r // num_samples) draws from seed + r, so a row's
@@ -357,7 +359,7 @@ class Model:
                                        "integer >= 1")
                 n = len(pre) + max_new_tokens + len(suf)
             else:
-                n = length if length is not None else self.seq_len
+                n = length if length is not None else default_length(self, len(pre) + len(suf))
             if n > self.seq_len or len(pre) + len(suf) > n:
                 raise RedraftError(f"a prompt of {len(pre) + len(suf)} tokens plus the tokens "
                                    f"to generate does not fit the model's context of "

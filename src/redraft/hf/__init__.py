@@ -34,6 +34,19 @@ from urllib.parse import parse_qsl
 from redraft.errors import RedraftError
 
 KINDS = ("gemma", "masked", "causal")
+DEFAULT_NEW_TOKENS = 256
+"""Tokens a Hugging Face model generates when no length is asked (redraft sample, generate,
+the server's max_tokens): their contexts run to 131,072 tokens, so "the rest of the context"
+would be hours of work; transformers and OpenAI default to a short completion the same way."""
+
+
+def default_length(model, used: int) -> int:
+    """The canvas (prompt + generated + suffix) when no length is asked, for a prompt and
+    suffix of `used` tokens: redraft's own models fill their context (the canvas they were
+    trained on); a Hugging Face model generates DEFAULT_NEW_TOKENS, or what room is left."""
+    if not (getattr(model, "meta", None) or {}).get("hf"):
+        return model.seq_len
+    return min(model.seq_len, used + DEFAULT_NEW_TOKENS)
 _OPTIONS = ("kind", "trust_remote_code", "mask_id", "shift", "seq_len", "revision", "device")
 
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from redraft.config import SAMPLE
 from redraft.errors import RedraftError
+from redraft.hf import default_length
 from redraft.model import Model
 from redraft.serve.jobs import Work
 
@@ -44,7 +45,8 @@ class Knobs(BaseModel):
 
     model: str | None = None
     max_tokens: int | None = Field(None, ge=1, le=BIG, description="tokens to generate (default: "
-                                                                    "the rest of the context)")
+                                                                    "the rest of the context; "
+                                                                    "256 for hf: models)")
     temperature: float = Field(SAMPLE.temperature, ge=0, le=100)
     top_p: float | None = Field(SAMPLE.top_p, gt=0, le=1)
     top_k: int | None = Field(SAMPLE.top_k, ge=1, le=BIG)
@@ -195,7 +197,8 @@ def to_work(req: Knobs, served: Model, prefix: str | list[int], suffix: str, max
                            f"{served.name!r} is {served.seq_len} tokens, so nothing is left to "
                            "generate")
     asked = req.max_tokens or getattr(req, "max_completion_tokens", None)
-    max_tokens = room if asked is None else asked
+    # Unasked: the rest of the context; an hf: model a short completion (hf.default_length)
+    max_tokens = min(room, default_length(served, 0)) if asked is None else asked
     if max_tokens > room:
         raise RedraftError(f"max_tokens={max_tokens}: the prompt takes {len(pre) + len(suf)} of "
                            f"the {served.seq_len}-token context, so at most {room} fit")
