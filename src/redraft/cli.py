@@ -429,7 +429,8 @@ def parser() -> argparse.ArgumentParser:
                    help="two or more give gen-ppl at the held-out text's entropy")
     b.add_argument("--num-samples", type=_positive_int, default=BENCH.num_samples)
     b.add_argument("--length", type=_positive_int, default=None,
-                   help="tokens per sample (default: the smallest seq_len)")
+                   help="tokens per sample (default: the smallest seq_len; an hf: model "
+                        f"counts as {DEFAULT_NEW_TOKENS})")
     b.add_argument("--seed", type=integer(0, MAX_SAMPLE_SEED), default=BENCH.seed)
     b.add_argument("--max-work", type=integer(1, 2**62), default=MAX_WORK,
                    help="refuse settings of more than this many token positions of work, "
