@@ -379,3 +379,29 @@ def test_sample_help_states_the_default(capsys):
     with pytest.raises(SystemExit):
         main(["sample", "--help"])
     assert "256 new tokens" in " ".join(capsys.readouterr().out.split())
+
+
+def test_an_export_or_hf_folder_without_hf_prefix_says_so(exported, tmp_path, capsys):
+    with pytest.raises(RedraftError, match="is a folder redraft exported, not a redraft "
+                                           "checkpoint: load it as 'hf:"):
+        redraft.load(exported)
+    other = tmp_path / "gpt"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(RedraftError, match="is a Hugging Face model folder"):
+        redraft.load(other)
+    with pytest.raises(RedraftError, match="init_from=.*load it as 'hf:"):
+        _train(tmp_path, str(exported))
+
+
+def test_meta_device_is_refused(exported):
+    with pytest.raises(RedraftError, match="device 'meta' holds no data"):
+        redraft.load(f"hf:{exported}?device=cpu&device=meta")
+
+
+def test_files_map_names_only_the_folders_own_files(exported, tmp_path):
+    bad = _copy(exported, tmp_path / "bad")
+    _edit_json(bad / "config.json",
+               lambda c: c["redraft_export"]["files"].__setitem__("../../etc/passwd", "0" * 64))
+    with pytest.raises(RedraftError, match="not a file of the folder"):
+        redraft.load(f"hf:{bad}")

@@ -39,6 +39,7 @@ from redraft.data import Tokenizer, load_tokenizer
 from redraft.errors import RedraftError
 from redraft.files import user_modes
 from redraft.models import Transformer
+from redraft.validate import shown
 
 FORMAT = "redraft-checkpoint"
 VERSION = 1
@@ -186,6 +187,10 @@ def _verify(path: Path, files, names: list[str] | None, what: str) -> bool:
     if not isinstance(files, dict):
         raise RedraftError(f"{what} {str(path)!r}: config.json 'files' is not a mapping")
     for name in names if names is not None else sorted(files):
+        if not isinstance(name, str) or Path(name).name != name or name in (".", ".."):
+            # Only the folder's own files: a path here would make loading read elsewhere.
+            raise RedraftError(f"{what} {str(path)!r}: config.json 'files' names {shown(name)}, "
+                               "not a file of the folder")
         if name not in files:
             raise RedraftError(f"{what} {str(path)!r}: config.json has no checksum of {name}")
         file = path / name
@@ -295,6 +300,11 @@ def read_meta(path: Path) -> dict[str, Any]:
         meta = json.loads((path / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise RedraftError(f"checkpoint {str(path)!r}: config.json is unreadable ({e})") from None
+    if isinstance(meta, dict) and meta.get("format") != FORMAT and "model_type" in meta:
+        what = ("a folder redraft exported" if meta["model_type"] == "redraft"
+                else "a Hugging Face model folder")
+        raise RedraftError(f"{str(path)!r} is {what}, not a redraft checkpoint: load it as "
+                           f"'hf:{path}'")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise RedraftError(f"checkpoint {str(path)!r}: config.json is not a redraft checkpoint "
                            f"(format {meta.get('format') if isinstance(meta, dict) else None!r})")
