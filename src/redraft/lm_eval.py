@@ -110,6 +110,9 @@ def check_model_args(args: dict) -> dict:
         out["seed"] = _int("seed", out["seed"], 0, MAX_SAMPLE_SEED)
     if "max_work" in out:
         out["max_work"] = _int("max_work", out["max_work"], 1, 2**62)
+    if not isinstance(out.get("progress", True), bool):
+        raise RedraftError(f"model_args progress={shown(out['progress'])}: expected true or "
+                           "false")
     if out.get("estimator") not in (None, "count", "time"):
         raise RedraftError(f"model_args estimator={shown(out['estimator'])}: expected count or "
                            "time")
@@ -320,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = HarnessCLI()
         args = parser.parse_args()
+    except ValueError as e:  # e.g. --model_args that starts like JSON but is not
+        raise RedraftError(f"arguments: {str(e).strip().splitlines()[0][:300]}") from None
     finally:
         sys.argv = saved
     if getattr(args, "command", None) == "run" and args.model == NAME:
