@@ -120,7 +120,7 @@ def check_model_args(args: dict) -> dict:
         raise RedraftError(f"model_args sampler={shown(out['sampler'])}: expected one of "
                            f"{list(SAMPLERS)}")
     if out.get("device") is not None:
-        check_device(_device(out["device"]))
+        check_device(str(out["device"]))
     if out.get("stderr_file"):
         file = Path(str(out["stderr_file"]))
         if file.is_dir():
@@ -168,16 +168,17 @@ class RedraftLM(LM):
         super().__init__()
         from redraft.model import Model, load
 
+        device = _device(device)  # once: its CUDA fallback warns
         given = {"mc_samples": mc_samples, "estimator": estimator, "seed": seed,
                  "device": device, "steps": steps, "sampler": sampler, "block_size": block_size,
-                 "stderr_file": stderr_file, "max_work": max_work}
+                 "stderr_file": stderr_file, "max_work": max_work, "progress": progress}
         checked = check_model_args({"pretrained": pretrained, **given, **unknown})
         mc_samples, seed, steps = checked["mc_samples"], checked["seed"], checked["steps"]
         block_size = checked["block_size"]
         if isinstance(pretrained, Model):
             self.model = pretrained
         else:
-            key = (str(pretrained), _device(device))
+            key = (str(pretrained), device)
             self.model = _PRELOADED.pop(key, None) or load(key[0], device=key[1])
         check_work(self.model, mc_samples, steps, checked["max_work"])
         self.mc_samples, self.estimator, self.seed = mc_samples, estimator, int(seed)
@@ -379,6 +380,8 @@ def _prepare(args) -> None:
 
 
 if __name__ == "__main__":
-    from redraft.cli import main as redraft_main
-
-    sys.exit(redraft_main(["lm-eval", *sys.argv[1:]]))
+    try:
+        sys.exit(main())
+    except RedraftError as e:  # as `redraft lm-eval` says it (redraft.cli imports this module)
+        print(f"redraft lm-eval: error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(2)
