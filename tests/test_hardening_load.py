@@ -405,3 +405,12 @@ def test_files_map_names_only_the_folders_own_files(exported, tmp_path):
                lambda c: c["redraft_export"]["files"].__setitem__("../../etc/passwd", "0" * 64))
     with pytest.raises(RedraftError, match="not a file of the folder"):
         redraft.load(f"hf:{bad}")
+
+
+def test_export_advice_says_what_remote_code_runs(ckpt, tmp_path, capsys):
+    out = tmp_path / "hf"
+    assert main(["export", str(ckpt), str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "trust_remote_code=True" in err and str(out / "modeling_redraft.py") in err
+    card = (out / "README.md").read_text()
+    assert "runs this folder's `modeling_redraft.py`" in card

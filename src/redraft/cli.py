@@ -230,8 +230,9 @@ def cmd_export(args, overrides: list[str]) -> int:
     model = load(args.checkpoint)
     out = export_model(model, args.out, overwrite=args.force)
     auto = "AutoModelForCausalLM" if model.is_ar else "AutoModelForMaskedLM"
-    print(f"exported {model.name!r} to {str(out)!r}: load it with transformers' {auto}"
-          f".from_pretrained(..., trust_remote_code=True) or redraft.load('hf:{out}')",
+    print(f"exported {model.name!r} to {str(out)!r}: load it with redraft.load('hf:{out}') "
+          f"(read natively), or transformers' {auto}.from_pretrained(..., "
+          f"trust_remote_code=True), which runs {str(out / 'modeling_redraft.py')!r}",
           file=sys.stderr)
     return 0
 

@@ -98,7 +98,10 @@ tok = AutoTokenizer.from_pretrained("<this folder or repo>")
 logits = model(**tok("some text", return_tensors="pt")).logits
 ```
 
-With redraft (its samplers, likelihood bounds and server): `redraft.load("hf:<folder>")`.
+`trust_remote_code=True` runs this folder's `modeling_redraft.py` (plain torch, written by
+redraft); read it before you trust a copy from elsewhere. With redraft (its samplers,
+likelihood bounds and server): `redraft.load("hf:<folder>")`, which reads the weights natively
+and runs none of the folder's code.
 """
 
 
