@@ -120,3 +120,20 @@ def test_python_door_checks_the_same(run, tmp_path):
         RedraftLM(pretrained=str(run), mc_samples=100, max_work=1000)
     lm = RedraftLM(pretrained=str(run), mc_samples="4", seed="7")  # text, as a CLI gives it
     assert (lm.mc_samples, lm.seed) == (4, 7)
+
+
+def test_stderr_file_lost_mid_run_is_said_not_a_traceback(run, tmp_path, caplog):
+    import shutil
+
+    from lm_eval.api.instance import Instance
+
+    from redraft.lm_eval import RedraftLM
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    lm = RedraftLM(pretrained=str(run), mc_samples=2, progress=False,
+                   stderr_file=str(folder / "e.jsonl"))
+    shutil.rmtree(folder)  # gone after the check, before the first request
+    out = lm.loglikelihood([Instance("loglikelihood", {}, ("the cat", " sat"), 0)])
+    assert len(out) == 1 and out[0][0] <= 0
+    assert "cannot write stderr_file" in caplog.text

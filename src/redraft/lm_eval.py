@@ -55,7 +55,14 @@ from redraft.config import SAMPLE
 from redraft.errors import RedraftError
 from redraft.eval.conditional import request_seed, score, score_rolling
 from redraft.sampling.registry import SAMPLERS
-from redraft.validate import MAX_SAMPLE_SEED, MAX_WORK, check_device, check_output_dir, shown
+from redraft.validate import (
+    MAX_SAMPLE_SEED,
+    MAX_WORK,
+    check_device,
+    check_output_dir,
+    os_error_line,
+    shown,
+)
 
 log = logging.getLogger("redraft.lm_eval")
 
@@ -292,8 +299,14 @@ class RedraftLM(LM):
                      sum(finite) / len(finite), max(finite))
         if self.stderr_file is not None:
             tmp = self.stderr_file.with_name(f".{self.stderr_file.name}.tmp")
-            tmp.write_text("".join(json.dumps(e) + "\n" for e in self.stderrs))
-            os.replace(tmp, self.stderr_file)
+            try:
+                tmp.write_text("".join(json.dumps(e) + "\n" for e in self.stderrs))
+                os.replace(tmp, self.stderr_file)
+            except OSError as e:
+                # Checked writable before the run; lost since (full disk, removed folder):
+                # say so, and keep the evaluation's results, which the harness writes next.
+                log.error("redraft: cannot write stderr_file %r: %s", str(self.stderr_file),
+                          os_error_line(e) or e)
 
     def _bar(self, requests, what: str):
         from redraft.display import progress_bar
