@@ -414,3 +414,8 @@ def test_export_advice_says_what_remote_code_runs(ckpt, tmp_path, capsys):
     assert "trust_remote_code=True" in err and str(out / "modeling_redraft.py") in err
     card = (out / "README.md").read_text()
     assert "runs this folder's `modeling_redraft.py`" in card
+
+
+def test_init_from_a_hub_id_says_to_download_it(tmp_path):
+    with pytest.raises(RedraftError, match="not a local folder: download it first"):
+        _train(tmp_path, "hf:someone/some-export")

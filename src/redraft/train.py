@@ -397,6 +397,10 @@ def init_source(spec: str) -> Checkpoint:
             loaded = read_exported_spec(str(spec), "cpu")
             if loaded is None:
                 check_path(path)  # a missing folder or a redraft run folder, said as such
+                if not Path(path).is_dir():  # a hub id: the weights are not here to read
+                    raise RedraftError(f"hf:{path} is not a local folder: download it first "
+                                       f"(huggingface-cli download {path} --local-dir DIR) "
+                                       "and give hf:DIR if redraft exported it")
                 raise RedraftError(f"hf:{path} is not a folder redraft exported, so its "
                                    "weights are not a redraft Transformer's")
             return loaded
