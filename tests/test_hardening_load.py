@@ -125,7 +125,7 @@ def test_remote_code_advice_names_the_file_it_runs(tmp_path):
 
 def test_hf_spec_messages_name_the_real_problem(ckpt, tmp_path, monkeypatch):
     pytest.importorskip("transformers")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _offline(monkeypatch)
     (tmp_path / "empty").mkdir()
     (tmp_path / "file").write_text("x")
     cases = {
@@ -148,9 +148,17 @@ def test_hf_spec_messages_name_the_real_problem(ckpt, tmp_path, monkeypatch):
     assert redraft.load(ckpt.parent).objective.name == "mdlm"
 
 
+def _offline(monkeypatch):
+    """No network: the hub's client reads HF_HUB_OFFLINE once, at import."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
 def test_hub_id_that_does_not_load_says_there_is_no_local_folder(monkeypatch):
     pytest.importorskip("transformers")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _offline(monkeypatch)
     with pytest.raises(RedraftError, match="nor is there a local folder 'no-such-owner/x'"):
         redraft.load("hf:no-such-owner/x")
 
