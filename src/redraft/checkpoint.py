@@ -7,7 +7,8 @@ that nothing trusts (and the next run clears, `clean_run_dir`). config.json list
 every other file (`files`), checked on load, so a checkpoint damaged some other way (flipped
 bytes, a partial copy) is refused with a clear error: `--resume auto` then skips it for the one
 before, and readers given a run folder fall back to its newest checkpoint that verifies (and
-say so on stderr). Checkpoints written before checksums existed still load, unverified.
+say so on stderr). Checkpoints written before checksums existed still load, unverified, and
+so does a file the map lacks (an edited config.json): stderr says so for each (verify_loaded).
 
 Crash-safe retention: a checkpoint being replaced (the same step written again) is first
 renamed aside to `.old-ckpt-*`, and old checkpoints are pruned only once the new one is in
@@ -38,6 +39,7 @@ from redraft.data import Tokenizer, load_tokenizer
 from redraft.errors import RedraftError
 from redraft.files import user_modes
 from redraft.models import Transformer
+from redraft.validate import shown
 
 FORMAT = "redraft-checkpoint"
 VERSION = 1
@@ -176,26 +178,59 @@ def sha256_file(path: Path) -> str:
 def verify_files(path: Path, meta: dict[str, Any], names: list[str] | None = None) -> bool:
     """Check the SHA-256 of the checkpoint's files (all listed, or just `names`) against
     config.json; False when the checkpoint predates checksums (nothing to check)."""
-    files = meta.get("files")
+    return _verify(path, meta.get("files"), names, "checkpoint")
+
+
+def _verify(path: Path, files, names: list[str] | None, what: str) -> bool:
     if files is None:
         return False
     if not isinstance(files, dict):
-        raise RedraftError(f"checkpoint {str(path)!r}: config.json 'files' is not a mapping")
+        raise RedraftError(f"{what} {str(path)!r}: config.json 'files' is not a mapping")
     for name in names if names is not None else sorted(files):
+        if not isinstance(name, str) or Path(name).name != name or name in (".", ".."):
+            # Only the folder's own files: a path here would make loading read elsewhere.
+            raise RedraftError(f"{what} {str(path)!r}: config.json 'files' names {shown(name)}, "
+                               "not a file of the folder")
         if name not in files:
-            raise RedraftError(f"checkpoint {str(path)!r}: config.json has no checksum of {name}")
+            raise RedraftError(f"{what} {str(path)!r}: config.json has no checksum of {name}")
         file = path / name
         if not file.is_file():
-            raise RedraftError(f"checkpoint {str(path)!r} has no {name}")
+            raise RedraftError(f"{what} {str(path)!r} has no {name}")
         if sha256_file(file) != files[name]:
-            raise RedraftError(f"checkpoint {str(path)!r}: {name} does not match its SHA-256 in "
+            raise RedraftError(f"{what} {str(path)!r}: {name} does not match its SHA-256 in "
                                "config.json (the file is damaged)")
     return True
 
 
-def _legacy_note(path: Path) -> None:
-    print(f"redraft: note: checkpoint {str(path)!r} has no checksums (written by an older "
-          "redraft): loaded unverified", file=sys.stderr)
+def loaded_files(folder: Path, train_state: bool = False) -> list[str]:
+    """The files of a checkpoint (or export) folder that loading it reads, besides config.json:
+    the weights, the tokenizer's definition and backend, and for resuming train_state.pt."""
+    from redraft.data.tokenizers import BACKEND_FILE, META_FILE
+
+    names = ["model.safetensors", META_FILE]
+    if (folder / BACKEND_FILE).is_file():
+        names.append(BACKEND_FILE)
+    return [*names, "train_state.pt"] if train_state else names
+
+
+def verify_loaded(path: Path, files, loaded: list[str], what: str = "checkpoint",
+                  skip: tuple[str, ...] = ()) -> None:
+    """Check every file `files` (config.json's name -> SHA-256 map, None when it has none)
+    lists, but `skip`, and say on stderr which of the `loaded` files nothing verifies: all of
+    them when there is no map (written by an older redraft), else those the map lacks (an
+    edited config.json: a damaged file there would load silently otherwise)."""
+    if files is not None and isinstance(files, dict):
+        names = [n for n in files if n not in skip]
+    else:
+        names = None
+    if not _verify(path, files, names, what):
+        print(f"redraft: note: {what} {str(path)!r} has no checksums (written by an older "
+              "redraft): loaded unverified", file=sys.stderr)
+        return
+    missing = [n for n in loaded if n not in files]
+    if missing:
+        print(f"redraft: warning: {what} {str(path)!r}: config.json lists no checksum of "
+              f"{', '.join(missing)}: loaded unverified", file=sys.stderr)
 
 
 def _fsync(path: Path) -> None:
@@ -245,8 +280,7 @@ def load_train_state(path: Path) -> dict[str, Any]:
     for name in ("model.safetensors", "train_state.pt"):
         if not (path / name).is_file():
             raise RedraftError(f"checkpoint {str(path)!r} has no {name}")
-    if not verify_files(path, meta):
-        _legacy_note(path)
+    verify_loaded(path, meta.get("files"), loaded_files(path, train_state=True))
     try:
         with safe_open(str(path / "model.safetensors"), "pt") as f:
             f.keys()
@@ -266,6 +300,11 @@ def read_meta(path: Path) -> dict[str, Any]:
         meta = json.loads((path / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise RedraftError(f"checkpoint {str(path)!r}: config.json is unreadable ({e})") from None
+    if isinstance(meta, dict) and meta.get("format") != FORMAT and "model_type" in meta:
+        what = ("a folder redraft exported" if meta["model_type"] == "redraft"
+                else "a Hugging Face model folder")
+        raise RedraftError(f"{str(path)!r} is {what}, not a redraft checkpoint: load it as "
+                           f"'hf:{path}'")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise RedraftError(f"checkpoint {str(path)!r}: config.json is not a redraft checkpoint "
                            f"(format {meta.get('format') if isinstance(meta, dict) else None!r})")
@@ -284,6 +323,13 @@ def load_weights(model: Transformer, file: Path, stored: str = "float32") -> Non
         tensors = load_file(str(file))
     except (OSError, SafetensorError) as e:
         raise RedraftError(f"checkpoint weights {str(file)!r} are unreadable ({e})") from None
+    fit_weights(model, tensors, f"checkpoint weights {str(file)!r}", stored)
+
+
+def fit_weights(model: Transformer, tensors: dict[str, torch.Tensor], where: str,
+                stored: str = "float32") -> None:
+    """Load named tensors (from `where`, for the messages) into model: every tensor the model
+    stores, each of the declared dtype and the model's shape, or a RedraftError."""
     expected = weights_to_save(model)
     declared = getattr(torch, stored)
     want = {n: declared if t.is_floating_point() else t.dtype for n, t in expected.items()}
@@ -292,16 +338,16 @@ def load_weights(model: Transformer, file: Path, stored: str = "float32") -> Non
         # The rule: stored tensors have exactly the dtype config.json declares; a silent
         # conversion on load would hide a file written by something else.
         name, dtype = wrong[0]
-        raise RedraftError(f"checkpoint weights {str(file)!r}: tensor {name!r} is {dtype}, "
+        raise RedraftError(f"{where}: tensor {name!r} is {dtype}, "
                            f"expected {want[name]} ({len(wrong)} tensor(s) differ)")
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise RedraftError(f"checkpoint weights {str(file)!r} do not fit the model: missing "
+        raise RedraftError(f"{where} do not fit the model: missing "
                            f"{missing[:5]}, unexpected {unexpected[:5]}")
     for name, tensor in tensors.items():
         if tensor.shape != expected[name].shape:
-            raise RedraftError(f"checkpoint weights {str(file)!r}: tensor {name!r} has shape "
+            raise RedraftError(f"{where}: tensor {name!r} has shape "
                                f"{tuple(tensor.shape)}, the config expects "
                                f"{tuple(expected[name].shape)}")
     model.load_state_dict({n: t.to(expected[n].dtype) for n, t in tensors.items()}, strict=False)
@@ -350,9 +396,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
 
 def _load_one(path: Path, device) -> Checkpoint:
     meta = read_meta(path)
-    names = [n for n in (meta.get("files") or {}) if n != "train_state.pt"]
-    if not verify_files(path, meta, names):
-        _legacy_note(path)
+    verify_loaded(path, meta.get("files"), loaded_files(path), skip=("train_state.pt",))
     config = config_from_dict(meta.get("config", {}))
     tokenizer = load_tokenizer(path)
     if tokenizer.vocab_size != meta.get("vocab_size"):

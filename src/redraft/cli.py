@@ -17,7 +17,7 @@ from pathlib import Path
 from redraft.config import BENCH, SERVE
 from redraft.diffusion import OBJECTIVES, PROCESSES
 from redraft.errors import RedraftError, TrainingStopped
-from redraft.request import add_flags
+from redraft.request import HF_NEW_TOKENS, add_flags
 from redraft.sampling.registry import SAMPLERS
 from redraft.validate import (
     MAX_SAMPLE_SEED,
@@ -84,7 +84,7 @@ def _plain_warnings(command: str):
 def cmd_sample(args, overrides: list[str]) -> int:
     from redraft.display import DraftView, StepBar
     from redraft.model import load
-    from redraft.request import from_args
+    from redraft.request import fit, from_args
     from redraft.sampling import parse_options
 
     _no_overrides(overrides)
@@ -104,9 +104,13 @@ def cmd_sample(args, overrides: list[str]) -> int:
                                "step rules (it decodes left to right)")
         options = parse_options(sampler, args.sampler_opt)
     req = model.request(from_args(args, options=options, guidance=args.guidance or 0.0))
-    _check_sample_limits(req, model, args.max_work)
+    prompt = len(model.encode(args.prompt or ""))
+    length = model.seq_len if template is not None else fit(
+        prompt, len(model.encode(args.suffix or "")), model.seq_len, req.max_new_tokens,
+        req.length, f"model {model.name!r}", model.default_new_tokens)
+    _check_sample_limits(req, model, length, args.max_work)
     if not decoder.uses_steps:  # one step per generated token
-        view = StepBar((args.length or model.seq_len) - len(model.encode(args.prompt or "")))
+        view = StepBar(length - prompt)
     elif args.show:
         view = DraftView(model.tokenizer.decode, req.steps, stream=sys.stderr)
     else:  # adaptive samplers, templates and DiffusionGemma choose their own number of steps
@@ -226,8 +230,9 @@ def cmd_export(args, overrides: list[str]) -> int:
     model = load(args.checkpoint)
     out = export_model(model, args.out, overwrite=args.force)
     auto = "AutoModelForCausalLM" if model.backbone.causal else "AutoModelForMaskedLM"
-    print(f"exported {model.name!r} to {str(out)!r}: load it with transformers' {auto}"
-          f".from_pretrained(..., trust_remote_code=True) or redraft.load('hf:{out}')",
+    print(f"exported {model.name!r} to {str(out)!r}: load it with redraft.load('hf:{out}') "
+          f"(read natively), or transformers' {auto}.from_pretrained(..., "
+          f"trust_remote_code=True), which runs {str(out / 'modeling_redraft.py')!r}",
           file=sys.stderr)
     return 0
 
@@ -267,11 +272,10 @@ def _check_matches(model, args) -> None:
                                f"{have[key]!r}, which cannot be changed after training")
 
 
-def _check_sample_limits(req, model, max_work: int) -> None:
+def _check_sample_limits(req, model, length: int, max_work: int) -> None:
     """The server's work bound (--max-work) and the logits of the batch within memory."""
     from redraft.request import check_work
 
-    length = req.length or model.seq_len
     d = model.decoder
     check_work(d.work_units(req.num_samples, req.steps, length),
                d.work_formula(req.num_samples, req.steps, length), max_work)
@@ -410,7 +414,8 @@ def parser() -> argparse.ArgumentParser:
                    help="two or more give gen-ppl at the held-out text's entropy")
     b.add_argument("--num-samples", type=_positive_int, default=BENCH.num_samples)
     b.add_argument("--length", type=_positive_int, default=None,
-                   help="tokens per sample (default: the smallest seq_len)")
+                   help="tokens per sample (default: the smallest seq_len; an hf: model "
+                        f"counts as {HF_NEW_TOKENS})")
     b.add_argument("--seed", type=integer(0, MAX_SAMPLE_SEED), default=BENCH.seed)
     b.add_argument("--max-work", type=integer(1, 2**62), default=MAX_WORK,
                    help="refuse settings of more than this many token positions of work, "

@@ -192,7 +192,8 @@ class TrainConfig:
     activation_checkpointing: bool = False
     """Recompute each block's activations in the backward pass (less memory, more compute)."""
     init_from: str | None = None
-    """Start from the weights of this checkpoint (a ckpt-* folder or a run folder: its newest),
+    """Start from the weights of this redraft model (a ckpt-* folder, a run folder: its newest,
+    "default", "default-ar", or hf:<a folder redraft export wrote>; verified like any load),
     e.g. the AR twin or a masked model for objective "block": weights only (a fresh optimizer,
     step 0), and its tokenizer. Every tensor must fit this config's model. Ignored when
     resuming."""

@@ -15,9 +15,15 @@ the harness's own, e.g. --include_path for local YAML tasks, --limit, --output_p
 
 model_args: pretrained (any redraft.load spec: a checkpoint or run folder, "hf:<export>"),
 mc_samples (Monte Carlo draws per diffusion score, default 16), estimator ("count" or "time";
-default count for masked models, time otherwise: eval/conditional.py), seed, device, and the
-generation knobs steps, sampler, block_size (diffusion) used by generate_until; stderr_file
-(a JSONL path) keeps each scored request's standard error.
+default count for masked models, time otherwise: eval/conditional.py), seed, device (or the
+harness's --device), and the generation knobs steps, sampler, block_size (diffusion) used by
+generate_until; stderr_file (a JSONL path) keeps each scored request's standard error;
+max_work bounds one request as the server's --max-work does (mc_samples x seq_len for a
+diffusion score, steps x seq_len for a generation; default validate.MAX_WORK).
+
+`redraft lm-eval` checks these, the tasks named and the output places, and loads the model,
+before the harness starts: a mistake is one line and exit status 2, never a traceback after
+the harness's logging or an evaluation that runs for ever.
 
     loglikelihood          log p(continuation | context): exact for the AR twin ([bos] context
                            continuation); for diffusion minus the Monte Carlo ELBO of the
@@ -48,6 +54,15 @@ from lm_eval.api.registry import model_registry
 from redraft.errors import RedraftError
 from redraft.eval.conditional import request_seed, score, score_rolling
 from redraft.request import DEFAULTS
+from redraft.sampling.registry import SAMPLERS
+from redraft.validate import (
+    MAX_SAMPLE_SEED,
+    MAX_WORK,
+    check_device,
+    check_output_dir,
+    os_error_line,
+    shown,
+)
 
 log = logging.getLogger("redraft.lm_eval")
 
@@ -61,6 +76,79 @@ def register() -> None:
     import lm_eval.models  # noqa: F401  (registers "hf", "vllm", ... as placeholders)
 
     model_registry.register(NAME, target="redraft.lm_eval:RedraftLM")
+
+
+ARGS = ("pretrained", "mc_samples", "estimator", "seed", "device", "steps", "sampler",
+        "block_size", "stderr_file", "max_work", "progress")
+HARNESS_ARGS = ("batch_size", "max_batch_size")  # what the harness passes every model
+_PRELOADED: dict = {}
+"""(spec, device) -> the Model `main` loaded before the harness started, for RedraftLM."""
+_STARTED = [False]  # the harness has asked for its first request (errors are then ours)
+
+
+def _int(name: str, value, low: int, high: int) -> int:
+    """model_args values come typed by the harness (42 -> int) or as text; floats are refused
+    (1e9 is not a count the user meant to be exact)."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise RedraftError(f"model_args {name}={shown(value)}: expected an integer in "
+                           f"{low}..{high:,}")
+    return value
+
+
+def check_model_args(args: dict) -> dict:
+    """redraft's model_args checked and typed (RedraftLM's keyword arguments), or a
+    RedraftError naming the first bad one."""
+    unknown = sorted(set(args) - set(ARGS) - set(HARNESS_ARGS))
+    if unknown:
+        raise RedraftError(f"unknown redraft model_args {unknown}: expected {', '.join(ARGS)}")
+    out = dict(args)
+    if out.get("pretrained") in (None, ""):
+        raise RedraftError("model_args has no pretrained: give --model_args pretrained=SPEC (a "
+                           "checkpoint or run folder, 'default', 'default-ar' or hf:<folder>)")
+    if "mc_samples" in out:
+        out["mc_samples"] = _int("mc_samples", out["mc_samples"], 1, MAX_WORK)
+    if "steps" in out:
+        out["steps"] = _int("steps", out["steps"], 1, MAX_WORK)
+    if out.get("block_size") is not None:
+        out["block_size"] = _int("block_size", out["block_size"], 1, MAX_WORK)
+    if "seed" in out:
+        out["seed"] = _int("seed", out["seed"], 0, MAX_SAMPLE_SEED)
+    if "max_work" in out:
+        out["max_work"] = _int("max_work", out["max_work"], 1, 2**62)
+    if not isinstance(out.get("progress", True), bool):
+        raise RedraftError(f"model_args progress={shown(out['progress'])}: expected true or "
+                           "false")
+    if out.get("estimator") not in (None, "count", "time"):
+        raise RedraftError(f"model_args estimator={shown(out['estimator'])}: expected count or "
+                           "time")
+    if out.get("sampler") is not None and out["sampler"] not in SAMPLERS:
+        raise RedraftError(f"model_args sampler={shown(out['sampler'])}: expected one of "
+                           f"{list(SAMPLERS)}")
+    if out.get("device") is not None:
+        check_device(str(out["device"]))
+    if out.get("stderr_file"):
+        file = Path(str(out["stderr_file"]))
+        if file.is_dir():
+            raise RedraftError(f"model_args stderr_file={str(file)!r} is a folder: expected a "
+                               "file to write")
+        check_output_dir(file.parent if str(file.parent) else ".", "model_args stderr_file")
+    return out
+
+
+def check_work(model, mc_samples: int, steps: int, max_work: int) -> None:
+    """One request's work within max_work, as the server bounds a request: a diffusion score
+    evaluates mc_samples canvases of up to seq_len tokens, a generation steps of them."""
+    if model.scorer.exact:
+        return  # one exact pass per score, one token per step: bounded by the context
+    steps = model.decoder.default_steps if steps is None else steps
+    for name, n in (("mc_samples", mc_samples), ("steps", steps)):
+        if n * model.seq_len > max_work:
+            raise RedraftError(f"model_args {name}={n}: {n} x {model.seq_len} (the model's "
+                               f"context) = {n * model.seq_len:,} token positions per request, "
+                               f"more than max_work={max_work:,}: lower {name}, or raise "
+                               "max_work")
 
 
 def _device(device: str | None) -> str:
@@ -84,18 +172,23 @@ class RedraftLM(LM):
                  seed: int = 0, device: str | None = None, steps: int | None = DEFAULTS.steps,
                  sampler: str | None = DEFAULTS.sampler, block_size: int | None = None,
                  stderr_file: str | None = None, batch_size=None, max_batch_size=None,
-                 progress: bool = True, **unknown):
+                 progress: bool = True, max_work: int = MAX_WORK, **unknown):
         super().__init__()
         from redraft.model import Model, load
 
-        if unknown:
-            raise RedraftError(f"unknown redraft model_args {sorted(unknown)}: expected "
-                               "pretrained, mc_samples, estimator, seed, device, steps, "
-                               "sampler, block_size, stderr_file")
-        if not isinstance(mc_samples, int) or mc_samples < 1:
-            raise RedraftError(f"mc_samples={mc_samples!r}: expected an integer >= 1")
-        self.model: Model = pretrained if isinstance(pretrained, Model) else load(
-            str(pretrained), device=_device(device))
+        device = _device(device)  # once: its CUDA fallback warns
+        given = {"mc_samples": mc_samples, "estimator": estimator, "seed": seed,
+                 "device": device, "steps": steps, "sampler": sampler, "block_size": block_size,
+                 "stderr_file": stderr_file, "max_work": max_work, "progress": progress}
+        checked = check_model_args({"pretrained": pretrained, **given, **unknown})
+        mc_samples, seed, steps = checked["mc_samples"], checked["seed"], checked["steps"]
+        block_size = checked["block_size"]
+        if isinstance(pretrained, Model):
+            self.model = pretrained
+        else:
+            key = (str(pretrained), device)
+            self.model = _PRELOADED.pop(key, None) or load(key[0], device=key[1])
+        check_work(self.model, mc_samples, steps, checked["max_work"])
         self.mc_samples, self.estimator, self.seed = mc_samples, estimator, int(seed)
         self.steps, self.sampler, self.block_size = steps, sampler, block_size
         self.stderr_file = Path(stderr_file) if stderr_file else None
@@ -111,6 +204,7 @@ class RedraftLM(LM):
         return f"redraft-{self.model.tokenizer.kind}-{self.model.tokenizer.fingerprint}"
 
     def loglikelihood(self, requests) -> list[tuple[float, bool]]:
+        _STARTED[0] = True
         out = []
         for req in self._bar(requests, "loglikelihood"):
             context, continuation = req.args[0], req.args[1]
@@ -128,6 +222,7 @@ class RedraftLM(LM):
         return out
 
     def loglikelihood_rolling(self, requests) -> list[float]:
+        _STARTED[0] = True
         out = []
         for req in self._bar(requests, "loglikelihood_rolling"):
             text = req.args[0]
@@ -140,6 +235,7 @@ class RedraftLM(LM):
         return out
 
     def generate_until(self, requests) -> list[str]:
+        _STARTED[0] = True
         out = []
         for req in self._bar(requests, "generate_until"):
             context, kwargs = req.args[0], dict(req.args[1] or {})
@@ -204,8 +300,14 @@ class RedraftLM(LM):
                      sum(finite) / len(finite), max(finite))
         if self.stderr_file is not None:
             tmp = self.stderr_file.with_name(f".{self.stderr_file.name}.tmp")
-            tmp.write_text("".join(json.dumps(e) + "\n" for e in self.stderrs))
-            os.replace(tmp, self.stderr_file)
+            try:
+                tmp.write_text("".join(json.dumps(e) + "\n" for e in self.stderrs))
+                os.replace(tmp, self.stderr_file)
+            except OSError as e:
+                # Checked writable before the run; lost since (full disk, removed folder):
+                # say so, and keep the evaluation's results, which the harness writes next.
+                log.error("redraft: cannot write stderr_file %r: %s", str(self.stderr_file),
+                          os_error_line(e) or e)
 
     def _bar(self, requests, what: str):
         from redraft.display import progress_bar
@@ -217,8 +319,12 @@ register()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The harness's CLI with "redraft" registered; --model redraft unless another is named."""
-    from lm_eval.__main__ import cli_evaluate
+    """The harness's CLI with "redraft" registered; --model redraft unless another is named.
+    For redraft, the arguments are checked and the model loaded before the harness starts
+    (RedraftError: one line); whatever stops the harness before its first request (an unknown
+    task, a dataset it cannot read) is a RedraftError too."""
+    from lm_eval._cli import HarnessCLI
+    from lm_eval.utils import setup_logging
 
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[:1] if argv[:1] in (["run"], ["ls"], ["validate"]) else []
@@ -230,11 +336,66 @@ def main(argv: list[str] | None = None) -> int:
     saved = sys.argv
     sys.argv = ["lm-eval", *argv]
     try:
-        cli_evaluate()
+        parser = HarnessCLI()
+        args = parser.parse_args()
+    except ValueError as e:  # e.g. --model_args that starts like JSON but is not
+        raise RedraftError(f"arguments: {str(e).strip().splitlines()[0][:300]}") from None
     finally:
         sys.argv = saved
+    if getattr(args, "command", None) == "run" and args.model == NAME:
+        _prepare(args)
+    setup_logging()
+    _STARTED[0] = False
+    try:
+        parser.execute(args)
+    except (KeyboardInterrupt, RedraftError):
+        raise
+    except Exception as e:  # noqa: BLE001  (before the first request: the run's set-up)
+        if _STARTED[0]:
+            raise
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        hint = (" (`redraft lm-eval ls tasks` lists the tasks; --include_path adds a folder of "
+                "YAML tasks)" if "task" in text.lower() else "")
+        raise RedraftError(f"the harness stopped before evaluating: {type(e).__name__}: "
+                           f"{text[:300]}{hint}") from None
+    finally:
+        _PRELOADED.clear()
     return 0
 
 
+def _prepare(args) -> None:
+    """Check redraft's model_args, the tasks and the output path, and load the model, so that
+    a mistake is one line before the harness logs anything or evaluates for an hour."""
+    from redraft.model import load
+
+    margs = dict(args.model_args or {})
+    if "device" in margs:  # the harness passes --device to the model too: give it once
+        if args.device is not None and str(args.device) != str(margs["device"]):
+            raise RedraftError(f"device given twice: model_args device={margs['device']!r} and "
+                               f"--device {args.device!r}: give one")
+        args.device = margs.pop("device")
+    margs = check_model_args(margs)
+    if not args.tasks:
+        raise RedraftError("no --tasks: name the tasks to run (`redraft lm-eval ls tasks` "
+                           "lists them; --include_path adds a folder of YAML tasks)")
+    if args.output_path:
+        out = Path(args.output_path)
+        check_output_dir(out.parent if out.suffix == ".json" else out, "--output_path")
+    if args.include_path and not Path(args.include_path).exists():
+        raise RedraftError(f"--include_path {args.include_path!r}: no such file or folder")
+    device = _device(args.device)
+    check_device(device)
+    args.device = device  # resolved once (no second "CUDA is not available" line)
+    model = load(str(margs["pretrained"]), device=device)
+    check_work(model, margs.get("mc_samples", 16), margs.get("steps", DEFAULTS.steps),
+               margs.get("max_work", MAX_WORK))
+    _PRELOADED[(str(margs["pretrained"]), device)] = model
+    args.model_args = margs
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except RedraftError as e:  # as `redraft lm-eval` says it (redraft.cli imports this module)
+        print(f"redraft lm-eval: error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(2)

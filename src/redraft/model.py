@@ -93,7 +93,7 @@ class Model:
                  process: Process | None = None, *, name: str = "model",
                  config: Config | None = None, path: Path | None = None,
                  meta: dict[str, Any] | None = None, decoder: str | None = None,
-                 scorer: type[Scorer] | None = None):
+                 scorer: type[Scorer] | None = None, default_new_tokens: int | None = None):
         self.backbone, self.tokenizer = backbone, tokenizer
         self.objective = objective(trained_with)
         if self.objective.autoregressive != (process is None):
@@ -105,6 +105,9 @@ class Model:
                                f"{self.objective.attention} attention")
         self.process, self.name, self.config, self.path = process, name, config, path
         self.meta = meta or {}
+        # Tokens to generate when no length is asked (None: the rest of the context, the
+        # canvas redraft's models were trained on; Hugging Face models: a short completion).
+        self.default_new_tokens = default_new_tokens
         self.decoder = make_decoder(decoder or for_objective(self.objective), self)
         self.scorer = (scorer or scorer_for(self.objective))(self)
 
@@ -267,7 +270,8 @@ class Model:
         """Continue each prompt (a string, token ids, or a list of either) num_samples times.
 
         max_new_tokens: tokens to generate after the prompt; or length: the whole canvas
-        (prompt + generated + suffix); neither: the model's seq_len. suffix (diffusion): text
+        (prompt + generated + suffix); neither: the model's seq_len (a Hugging Face model:
+        hf.DEFAULT_NEW_TOKENS new tokens, at most the context). suffix (diffusion): text
         held fixed at the end. knobs: those of redraft.request.Request (steps, sampler,
         options, temperature, top_k, top_p, block_size, stop_at_eos, guidance, stop), or a
         whole `request`. Row r (prompt r // num_samples) draws from seed + r, so a row's
@@ -281,7 +285,7 @@ class Model:
         suf = self.encode(suffix)
         rows = [p for p in prompts_ids for _ in range(req.num_samples)]
         lengths = [fit(len(pre), len(suf), self.seq_len, req.max_new_tokens, req.length,
-                       f"model {self.name!r}") for pre in rows]
+                       f"model {self.name!r}", self.default_new_tokens) for pre in rows]
         out_rows: list[list[int]] = [[] for _ in rows]
         nfe, seconds = 0, 0.0
         for n in sorted(set(lengths)):  # one batch per canvas length: nothing is padded
@@ -400,10 +404,11 @@ def load(spec: str | Path = "default", device: str | torch.device = "cpu",
     spec_str = str(spec)
     if spec_str.startswith("hf:"):
         # A folder written by `redraft export` comes back as the native model it was.
-        from redraft.export import is_exported, read_exported
+        from redraft.export import read_exported_spec
 
-        if not hf_options and "?" not in spec_str and is_exported(spec_str[3:]):
-            return Model.from_loaded(read_exported(spec_str[3:], device), name)
+        exported = read_exported_spec(spec_str, device, hf_options)
+        if exported is not None:
+            return Model.from_loaded(exported, name)
         from redraft.hf import load_hf
 
         return load_hf(spec_str, Model, device=device, name=name, **hf_options)

@@ -23,6 +23,7 @@ from typing import Any
 from redraft.errors import RedraftError
 from redraft.validate import MAX_SAMPLE_SEED
 
+HF_NEW_TOKENS = 256  # a Hugging Face model's default completion (redraft.hf.DEFAULT_NEW_TOKENS)
 DEFAULT_STEPS = 64  # a redraft diffusion model's steps per canvas (decoders read it)
 BIG = 2**31 - 1  # the bound of every count: far past any real request, well inside int64
 
@@ -44,11 +45,13 @@ class Request:
     """One request's decoding knobs (rows of a prompt, each from its own seed)."""
 
     max_new_tokens: int | None = _knob(
-        None, "tokens to generate after the prompt (default: the rest of the context)",
+        None, "tokens to generate after the prompt (default: the rest of the context; hf: "
+        f"models: {HF_NEW_TOKENS}, as transformers and OpenAI default to a short completion)",
         low=1, high=BIG, http="max_tokens", cli="max-new-tokens")
     length: int | None = _knob(
         None, "the whole canvas in tokens, prompt and suffix included (instead of "
-        "max_new_tokens; default: the model's context)", low=1, high=BIG, http=None)
+        f"max_new_tokens; default: the model's context, seq_len; hf: models: the prompt + "
+        f"{HF_NEW_TOKENS} new tokens)", low=1, high=BIG, http=None)
     num_samples: int = _knob(1, "rows (samples) per prompt", low=1, high=BIG, http="n",
                              http_high=64)
     seed: int = _knob(0, "row r of a prompt draws from seed + r", low=0, high=MAX_SAMPLE_SEED,
@@ -133,10 +136,12 @@ def check_value(name: str, value, hint, meta) -> None:
 
 
 def fit(prompt: int, suffix: int, seq_len: int, max_new_tokens: int | None = None,
-        length: int | None = None, model: str = "the model") -> int:
+        length: int | None = None, model: str = "the model",
+        default_new: int | None = None) -> int:
     """The canvas length of a request (prompt + new tokens + suffix), checked against the
-    context: max_new_tokens, or the whole canvas `length`, or (neither) the rest of the
-    context. The one place that says what fits."""
+    context: max_new_tokens, or the whole canvas `length`, or (neither) `default_new` new
+    tokens as far as they fit (None: the rest of the context). The one place that says what
+    fits."""
     fixed = prompt + suffix
     room = seq_len - fixed
     if room < 1:
@@ -149,7 +154,7 @@ def fit(prompt: int, suffix: int, seq_len: int, max_new_tokens: int | None = Non
                                f"{room} fit")
         return fixed + max_new_tokens
     if length is None:
-        return seq_len
+        return seq_len if default_new is None else fixed + min(default_new, room)
     if length > seq_len:
         raise RedraftError(f"length={length} does not fit the {seq_len}-token context of {model}")
     if length <= fixed:

@@ -33,16 +33,19 @@ from tqdm.auto import tqdm
 
 import redraft.distributed as distributed
 from redraft.checkpoint import (
+    Checkpoint,
     build_model,
     checkpoint_folders,
     clean_run_dir,
+    fit_weights,
     list_checkpoints,
+    load_checkpoint,
     load_train_state,
-    load_weights,
     prune_checkpoints,
     read_meta,
     resolve_checkpoint,
     save_checkpoint,
+    weights_to_save,
 )
 from redraft.config import Config, config_from_dict
 from redraft.data import Batches, cache_dir, load_data, load_tokenizer
@@ -145,9 +148,8 @@ def _train(cfg: Config, resume, world: distributed.World, stop: _StopSignals) ->
     ckpt, state = _resume_point(resume, run_dir, cfg, world)
     if state is not None and _budget_spent(tc, state["step"], state["elapsed"]):
         return _already_done(cfg, ckpt, state, world)
-    init = resolve_checkpoint(tc.init_from) if tc.init_from and state is None else None
-    source = ckpt if ckpt is not None else init
-    tokenizer = load_tokenizer(source) if source is not None else None
+    init = init_source(tc.init_from) if tc.init_from and state is None else None
+    tokenizer = load_tokenizer(ckpt) if ckpt is not None else init.tokenizer if init else None
     with world.main_first():  # rank 0 writes the token shards, the others then map them
         tokenizer, data = load_data(cfg.data, L, tokenizer)
     check_training_fits(cfg, tokenizer.vocab_size, device, world.world_size, world.main)
@@ -375,20 +377,53 @@ def _already_done(cfg: Config, ckpt: Path, state: dict, world: distributed.World
                        world.world_size, world.rank)
 
 
-def init_weights(model: torch.nn.Module, ckpt: Path) -> None:
-    """train.init_from: load a checkpoint's (inference) weights into a freshly built model.
+INIT_SPECS = ("a checkpoint or run folder, 'default', 'default-ar', or hf:<a folder redraft "
+              "export wrote>")
+
+
+def init_source(spec: str) -> Checkpoint:
+    """train.init_from: the redraft model a spec names, as redraft.load takes it (INIT_SPECS),
+    loaded on the CPU with its files verified (the same checks as every other loader). A
+    Hugging Face model of another architecture is refused: its weights have other names."""
+    from redraft.export import read_exported_spec
+
+    shown = f"train.init_from={str(spec)!r}"
+    try:
+        if str(spec).startswith("hf:"):
+            from redraft.hf import parse_spec
+            from redraft.hf.loaders import check_path
+
+            path = parse_spec(str(spec))[0]
+            loaded = read_exported_spec(str(spec), "cpu")
+            if loaded is None:
+                check_path(path)  # a missing folder or a redraft run folder, said as such
+                if not Path(path).is_dir():  # a hub id: the weights are not here to read
+                    raise RedraftError(f"hf:{path} is not a local folder: download it first "
+                                       f"(huggingface-cli download {path} --local-dir DIR) "
+                                       "and give hf:DIR if redraft exported it")
+                raise RedraftError(f"hf:{path} is not a folder redraft exported, so its "
+                                   "weights are not a redraft Transformer's")
+            return loaded
+        return load_checkpoint(spec, "cpu")
+    except RedraftError as e:
+        raise RedraftError(f"{shown}: {e}; init_from takes {INIT_SPECS} whose model has "
+                           "this config's shapes") from None
+
+
+def init_weights(model: torch.nn.Module, source: Checkpoint) -> None:
+    """train.init_from: copy a loaded model's (inference) weights into a freshly built model.
 
     The three attention kinds share one weights layout, so an AR twin, a masked model and a
     block-diffusion model initialise one another as long as the shapes agree (same vocabulary,
     widths and depth; a time-conditioned model needs a time-conditioned source). Anything
     else is a RedraftError naming the first tensor that does not fit.
     """
-    source = read_meta(ckpt).get("config", {}).get("diffusion", {}).get("objective")
+    objective = source.config.diffusion.objective
     try:
-        load_weights(model, ckpt / "model.safetensors")
+        fit_weights(model, weights_to_save(source.model), f"the weights of {str(source.path)!r}")
     except RedraftError as e:
-        raise RedraftError(f"train.init_from={str(ckpt)!r} (objective {source!r}) does not "
-                           f"fit this model: {e}") from None
+        raise RedraftError(f"train.init_from={str(source.path)!r} (objective {objective!r}) "
+                           f"does not fit this model: {e}") from None
 
 
 def _resume_point(resume, run_dir: Path, cfg: Config, world: distributed.World):

@@ -119,6 +119,9 @@ def check_device(device: str) -> None:
             raise RedraftError(f"device {device!r}: this machine has {count} CUDA GPU(s), "
                                f"cuda:0..cuda:{count - 1}")
         return
+    if dev.type == "meta":  # shapes without data: nothing could run or be loaded there
+        raise RedraftError(f"device {device!r} holds no data: expected 'cpu', 'cuda', 'cuda:N' "
+                           "or 'mps'")
     if dev.type == "mps":
         if not torch.backends.mps.is_available():
             raise RedraftError(f"device {device!r}: MPS is not available on this machine")

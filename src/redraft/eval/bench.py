@@ -30,6 +30,7 @@ from redraft.display import show_progress
 from redraft.errors import RedraftError
 from redraft.eval import flops, hardware, quality, speed
 from redraft.eval.judge import Judge, load_judge, texts_of
+from redraft.request import fit
 from redraft.sampling.registry import SAMPLERS, parse_options, takes_temperature
 
 BATCH = 16  # the throughput batch
@@ -266,7 +267,10 @@ class Bench:
     # ---- the whole bench --------------------------------------------------------------
     def run(self) -> dict:
         cfg = self.cfg
-        self.length = cfg.length or (min(c.seq_len for c in self.ckpts) if self.ckpts else 0)
+        # The smallest context; an hf: model's default completion, not its whole context.
+        self.length = cfg.length or (min(fit(0, 0, c.seq_len, None, None, c.name,
+                                             c.default_new_tokens) for c in self.ckpts)
+                                     if self.ckpts else 0)
         # The reference texts and infilling tasks come from the first model with a training
         # corpus (a Hugging Face model has none of its own).
         first = next((c for c in self.ckpts if c.config is not None), None)

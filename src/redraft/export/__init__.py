@@ -16,6 +16,8 @@ so `AutoModelForMaskedLM` (diffusion) or `AutoModelForCausalLM` (the AR twin), a
 `AutoModel`, load it with `trust_remote_code=True`, and `redraft.load("hf:OUT")`
 (read_exported) rebuilds the redraft Model with the same weights. The folder is written
 under a temporary name beside OUT and renamed into place: OUT is complete or absent.
+config.json's "redraft_export" holds the SHA-256 of the files redraft reads back ("files"),
+checked by read_exported, as a checkpoint's are.
 """
 
 from __future__ import annotations
@@ -97,7 +99,10 @@ tok = AutoTokenizer.from_pretrained("<this folder or repo>")
 logits = model(**tok("some text", return_tensors="pt")).logits
 ```
 
-With redraft (its samplers, likelihood bounds and server): `redraft.load("hf:<folder>")`.
+`trust_remote_code=True` runs this folder's `modeling_redraft.py` (plain torch, written by
+redraft); read it before you trust a copy from elsewhere. With redraft (its samplers,
+likelihood bounds and server): `redraft.load("hf:<folder>")`, which reads the weights natively
+and runs none of the folder's code.
 """
 
 
@@ -107,7 +112,7 @@ def export_model(model, out: str | Path, overwrite: bool = False) -> Path:
     is an error unless overwrite, which replaces it only once the new folder is complete."""
     from safetensors.torch import save_file
 
-    from redraft.checkpoint import weights_to_save
+    from redraft.checkpoint import loaded_files, sha256_file, weights_to_save
     from redraft.export.tokenizer import write_hf_tokenizer
     from redraft.files import user_modes
     from redraft.models import Transformer
@@ -131,6 +136,9 @@ def export_model(model, out: str | Path, overwrite: bool = False) -> Path:
         model.tokenizer.save(tmp)
         write_hf_tokenizer(model.tokenizer, tmp, model.seq_len)
         (tmp / CODE_FILE).write_text(modeling_code(), encoding="utf-8")
+        # The SHA-256 of each file redraft reads back (read_exported checks them), as in a
+        # checkpoint's config.json; transformers ignores them.
+        config["redraft_export"]["files"] = {n: sha256_file(tmp / n) for n in loaded_files(tmp)}
         (tmp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
         (tmp / "README.md").write_text(_model_card(config), encoding="utf-8")
         user_modes(tmp)
@@ -170,7 +178,13 @@ def read_exported(folder: str | Path, device: str | torch.device = "cpu"):
     """A folder `redraft export` wrote, read back as a checkpoint.Checkpoint (the backbone in
     eval mode, its config, tokenizer and export facts); `redraft.load("hf:<folder>")` makes
     the Model of it."""
-    from redraft.checkpoint import Checkpoint, build_model, load_weights
+    from redraft.checkpoint import (
+        Checkpoint,
+        build_model,
+        load_weights,
+        loaded_files,
+        verify_loaded,
+    )
     from redraft.config import config_from_dict
     from redraft.data import load_tokenizer
 
@@ -184,6 +198,7 @@ def read_exported(folder: str | Path, device: str | torch.device = "cpu"):
     if version != EXPORT_VERSION or not isinstance(config.get("redraft_config"), dict):
         raise RedraftError(f"{str(folder)!r}: redraft export version {version!r}; this "
                            f"redraft reads version {EXPORT_VERSION}")
+    verify_loaded(folder, facts.get("files"), loaded_files(folder), what="export")
     cfg = config_from_dict(config["redraft_config"])
     tokenizer = load_tokenizer(folder)
     if tokenizer.vocab_size != config.get("vocab_size"):
@@ -193,3 +208,39 @@ def read_exported(folder: str | Path, device: str | torch.device = "cpu"):
     load_weights(backbone, folder / "model.safetensors")
     backbone.to(device).eval()
     return Checkpoint(cfg, backbone, tokenizer, folder, dict(facts))
+
+
+# hf: options and what they mean for a folder redraft exported, which is read natively (never
+# through transformers or its modeling_redraft.py): device applies; the rest describe how to
+# drive a foreign model, which config.json already says for this one.
+_NATIVE_OPTIONS = ("device",)
+
+
+def read_exported_spec(spec: str, device: str | torch.device = "cpu", options: dict | None = None):
+    """For an "hf:<folder>[?key=value&...]" spec (options: redraft.load's keyword options)
+    naming a folder `redraft export` wrote: that folder read back natively (read_exported), on
+    the device the spec names (`device=`, else `device`). None when the folder is anything else
+    (the Hugging Face loaders take it). Any other option is refused: a redraft export is never
+    loaded through transformers, so kind/mask_id/seq_len/shift/revision cannot apply and
+    trust_remote_code is not needed (it would run the folder's modeling_redraft.py)."""
+    from redraft.hf import check_options, parse_spec
+    from redraft.validate import check_device
+
+    path, query = parse_spec(str(spec))
+    if not is_exported(path):
+        return None
+    opts = check_options({**query, **(options or {})})
+    if opts.get("trust_remote_code"):
+        raise RedraftError(f"hf:{path} is a folder redraft exported: redraft reads it natively, "
+                           f"without running its {CODE_FILE}; drop trust_remote_code")
+    opts.pop("trust_remote_code", None)  # =0 asks for nothing
+    other = sorted(set(opts) - set(_NATIVE_OPTIONS))
+    if other:
+        raise RedraftError(f"hf:{path} is a folder redraft exported, read natively: option "
+                           f"{other[0]}={opts[other[0]]!r} does not apply to it (its kind, "
+                           "context and mask id are in its config.json); only "
+                           f"{', '.join(f'{o}=' for o in _NATIVE_OPTIONS)} does")
+    device = opts.get("device", device)
+    check_device(str(device))
+    return read_exported(path, device)
+

@@ -21,6 +21,8 @@ Options after `?` (also keyword arguments of redraft.load):
     revision=REV               a hub revision
     device=DEV                 where to put it (cpu, cuda, cuda:1; overrides the device
                                argument: the CLI's commands take it from the spec)
+A folder `redraft export` wrote is read natively (redraft.export.read_exported_spec), never
+through transformers: only device= applies to it, the other options are refused.
 Loading never downloads unless the folder is not local and the network allows it.
 """
 
@@ -30,8 +32,15 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 from redraft.errors import RedraftError
+from redraft.request import HF_NEW_TOKENS
 
 KINDS = ("gemma", "masked", "causal")
+DEFAULT_NEW_TOKENS = HF_NEW_TOKENS
+"""Tokens a Hugging Face model generates when no length is asked (redraft sample, generate,
+the server's max_tokens): their contexts run to 131,072 tokens, so "the rest of the context"
+would be hours of work; transformers and OpenAI default to a short completion the same way."""
+
+
 _OPTIONS = ("kind", "trust_remote_code", "mask_id", "shift", "seq_len", "revision", "device")
 
 
@@ -55,7 +64,8 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     return path, opts
 
 
-def _options(opts: dict) -> dict:
+def check_options(opts: dict) -> dict:
+    """The options of an hf: spec, checked and typed (flags to bool, ids to int)."""
     unknown = sorted(set(opts) - set(_OPTIONS))
     if unknown:
         raise RedraftError(f"hf option {unknown[0]!r}: expected one of {list(_OPTIONS)}")
@@ -83,7 +93,7 @@ def load_hf(spec: str, base: type, device="cpu", name: str | None = None, **opti
     from redraft.hf.loaders import load_causal, load_gemma, load_masked, read_config
 
     path, opts = parse_spec(str(spec))
-    opts = _options({**opts, **options})
+    opts = check_options({**opts, **options})
     trust = opts.get("trust_remote_code", False)
     config = read_config(path, trust, opts.get("revision"))
     kind = opts.get("kind")

@@ -8,9 +8,12 @@ gemma, canvas, hf_causal) and its scorer.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 from redraft.errors import RedraftError
+from redraft.hf import DEFAULT_NEW_TOKENS
 
 
 def _load_kwargs(path: str, trust: bool, revision: str | None) -> dict:
@@ -31,18 +34,81 @@ def _call(what: str, path: str, fn, *args, **kw):
     except Exception as e:  # OSError, ValueError, ImportError from the hub or remote code
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "trust_remote_code" in str(e):
-            text = ("the model ships its own modelling code: add ?trust_remote_code=1 to the "
-                    "spec (it runs that code)")
+            text = (f"the model ships its own modelling code ({remote_code_files(path)}): add "
+                    "?trust_remote_code=1 to the spec only if you trust it, since redraft then "
+                    "runs that Python with your permissions")
         raise RedraftError(f"hf:{path}: cannot load the {what}: {text}") from None
+
+
+def remote_code_files(path: str) -> str:
+    """What trust_remote_code would run for `path`: the Python files its config.json's auto_map
+    names (local folder), or a description of them (hub id, or a map that cannot be read)."""
+    file = Path(path) / "config.json"
+    try:
+        auto = json.loads(file.read_text(encoding="utf-8")).get("auto_map") or {}
+        refs = [r for v in auto.values() for r in (v if isinstance(v, list) else [v]) if r]
+    except (OSError, ValueError, AttributeError):
+        refs = None
+    if not refs:
+        where = "downloaded from the hub" if not Path(path).is_dir() else "in the folder"
+        return f"the .py files its config.json auto_map names, {where}"
+    files = []
+    for ref in refs:  # "module.Class", or "other/repo--module.Class" (code from another repo)
+        repo, _, module = str(ref).rpartition("--")
+        name = f"{module.rsplit('.', 1)[0]}.py"
+        shown_ = f"{name} from hub repo {repo}" if repo else str(Path(path) / name)
+        if shown_ not in files:
+            files.append(shown_)
+    return ", ".join(files)
+
+
+# A hub id: "name" or "owner/name", letters, digits, - _ . (huggingface_hub's rule, loosely).
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def check_path(path: str) -> None:
+    """Say what is wrong with an hf: path before transformers does, in its own terms: a local
+    path that does not exist, a file, a folder without config.json, a redraft checkpoint or
+    run folder (which loads without hf:)."""
+    from redraft.checkpoint import FORMAT
+
+    p = Path(path)
+    if p.is_dir():
+        config = p / "config.json"
+        if config.is_file():
+            try:
+                fmt = json.loads(config.read_text(encoding="utf-8")).get("format")
+            except (OSError, ValueError, AttributeError):
+                fmt = None
+            if fmt == FORMAT:
+                raise RedraftError(f"hf:{path} is a redraft checkpoint, not a Hugging Face "
+                                   f"folder: load it without the hf: prefix ({path!r})")
+            return
+        if any((c / "config.json").is_file() for c in p.glob("ckpt-*")):
+            raise RedraftError(f"hf:{path} is a redraft run folder, not a Hugging Face folder: "
+                               f"load it without the hf: prefix ({path!r}: its newest "
+                               "checkpoint)")
+        raise RedraftError(f"hf:{path}: the folder has no config.json, so it is not a Hugging "
+                           "Face model folder")
+    if p.exists():
+        raise RedraftError(f"hf:{path}: expected a folder or a hub id, got a file")
+    if not _HUB_ID.fullmatch(path) or path.startswith((".", "~")):
+        raise RedraftError(f"hf:{path}: no such folder (and not a hub id, which has the form "
+                           "owner/name)")
 
 
 def read_config(path: str, trust: bool, revision: str | None):
     from transformers import AutoConfig
 
-    if not Path(path).is_dir() and Path(path).exists():
-        raise RedraftError(f"hf:{path}: expected a folder or a hub id, got a file")
-    return _call("config", path, AutoConfig.from_pretrained, path,
-                 **_load_kwargs(path, trust, revision))
+    check_path(path)
+    try:
+        return _call("config", path, AutoConfig.from_pretrained, path,
+                     **_load_kwargs(path, trust, revision))
+    except RedraftError as e:
+        if Path(path).is_dir():
+            raise
+        # A hub id that did not load may have been meant as a local folder: say it is not one.
+        raise RedraftError(f"{e} (nor is there a local folder {path!r})") from None
 
 
 def _tokenizer(path: str, opts: dict, vocab_size: int, mask_id: int | None = None):
@@ -103,7 +169,8 @@ def load_gemma(path, config, opts, device, name, base):
     # The noise its canvases start from; the decoder (redraft.decoders.gemma) drives the rest.
     process = make_process("uniform", mask_id=tok.mask_id, vocab_size=backbone.vocab_size)
     return base(backbone, tok, GEMMA, process, name=name, path=path,
-                meta={"hf": path, "kind": "gemma"}, decoder="gemma", scorer=NoScore)
+                meta={"hf": path, "kind": "gemma"}, decoder="gemma", scorer=NoScore,
+                default_new_tokens=DEFAULT_NEW_TOKENS)
 
 
 def load_masked(path, config, opts, device, name, base):
@@ -131,7 +198,8 @@ def load_masked(path, config, opts, device, name, base):
     backbone = MaskedBackbone(_finish(model, device), vocab, _seq_len(config, opts), shift)
     process = make_process("mask", mask_id=tok.mask_id, vocab_size=vocab)
     return base(backbone, tok, "mdlm", process, name=name, path=None,
-                 meta={"hf": path, "kind": "masked", "shift": shift})
+                 meta={"hf": path, "kind": "masked", "shift": shift},
+                 default_new_tokens=DEFAULT_NEW_TOKENS)
 
 
 def load_causal(path, config, opts, device, name, base):
@@ -146,5 +214,6 @@ def load_causal(path, config, opts, device, name, base):
     tok = _tokenizer(path, opts, vocab)
     backbone = CausalBackbone(_finish(model, device), vocab, _seq_len(config, opts))
     return base(backbone, tok, "ar", None, name=name, path=None,
-                meta={"hf": path, "kind": "causal"}, decoder="hf_causal")
+                meta={"hf": path, "kind": "causal"}, decoder="hf_causal",
+                default_new_tokens=DEFAULT_NEW_TOKENS)
 

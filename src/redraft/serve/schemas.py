@@ -204,7 +204,7 @@ def to_work(req: Knobs, served: Model, prefix: str | list[int], suffix: str, max
                            f"most {max_prompt_tokens} (--max-prompt-tokens)")
     try:
         length = fit(len(pre), len(suf), served.seq_len, request.max_new_tokens,
-                     model=f"model {served.name!r}")
+                     model=f"model {served.name!r}", default_new=served.default_new_tokens)
     except RedraftError as e:  # the client's name for the knob
         raise RedraftError(str(e).replace("max_new_tokens=", "max_tokens=")) from None
     d = served.decoder
