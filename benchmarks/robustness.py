@@ -497,7 +497,8 @@ def report(summary: dict) -> str:
     cancelled = p["disconnect100"]["cancelled_total"]
     load = " / ".join(str(v) for v in summary.get("load_average_1min", {}).values()) or "?"
     rows = "\n".join(
-        f"| {name} | {ph.get('completed', '')} | {ph['health']['probes']} | "
+        f"| {name} | {ph.get('completed', ph.get('completions', ''))} | "
+        f"{ph['health']['probes']} | "
         f"{ph['health']['p50_ms']} | "
         f"{ph['health']['p99_ms']} | {ph['health']['max_ms']} |" for name, ph in p.items())
     return f"""## Robustness: the server under abuse
