@@ -12,6 +12,20 @@ served by `redraft serve` in a subprocess. Phases, each with /health probed ever
                     max_steps, the whole context), with the default fair ticks and again on a
                     server with --max-rows = --max-batch (first come, first served)
 
+and on a third server with --max-work ABUSE_WORK (issue 26):
+
+  longstops16       16 streaming clients, half with four stop strings of the longest length
+                    allowed (1,000 characters, each almost matching the text's end, so every
+                    delta is held back and searched), half without; every 8th request sends
+                    four 250,000-character stop strings (a 1 MB body, under the body limit),
+                    which must be a quick 400. Streamed characters/s with and without stops.
+  promptlists8      8 clients sending lists of prompts: 64 prompts x 512 steps (over the
+                    request's work bound together, one alone within it: a 400), 8 small
+                    prompts and 16 AR prompts (200)
+  idleflood1100     1,100 connections opened and left idle (past --max-connections 1000)
+                    while clients keep sending completions: /health and the completions must
+                    be answered throughout
+
 Reports server_errors (5xx responses + tracebacks in the server's log; must be 0),
 peak_rss_mb (the server's VmHWM), health p50/p99 per phase and the small request's wait;
 writes benchmarks/results/robustness.json and the "robustness" section of BENCHMARKS.md
@@ -48,6 +62,7 @@ from _report import (  # noqa: E402
 )
 
 SEQ_LEN, MAX_BATCH, MAX_STEPS, BODY_TIMEOUT = 128, 64, 512, 5.0
+ABUSE_WORK = 1 << 20  # the third server's --max-work: 64 prompts x 512 steps x 64 is twice it
 HEADERS = {"Content-Type": "application/json"}
 
 
@@ -78,6 +93,7 @@ class Server:
         self.proc, self.url, self.args = launch_server(
             [*map(str, runs), "--max-batch", str(MAX_BATCH), "--max-steps", str(MAX_STEPS),
              "--body-timeout", str(BODY_TIMEOUT), "--log-level", "warning", *extra], log)
+        self.port = int(self.url.rsplit(":", 1)[1])
 
     def peak_rss_mb(self) -> float:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
@@ -206,7 +222,10 @@ async def _send_raw(port: int, head: bytes, chunks, read_timeout: float = 60) ->
             await writer.drain()
     except (ConnectionError, OSError):
         pass
-    line = await asyncio.wait_for(answer, read_timeout)
+    try:
+        line = await asyncio.wait_for(answer, read_timeout)
+    except ConnectionError:  # the server answered and closed while we sent: the reset may
+        line = b""           # discard its answer before we read it (-1: no status seen)
     seconds = time.perf_counter() - t0
     writer.close()
     return (int(line.split()[1]) if line else -1), seconds
@@ -275,7 +294,7 @@ async def small_wait(url: str, cap_s: float, tally: Tally) -> dict:
     small = {"model": "mdlm", "prompt": "the ", "max_tokens": 8, "steps": 8, "seed": 1}
     big = {"model": "mdlm", "prompt": "the ", "max_tokens": SEQ_LEN - 4, "steps": MAX_STEPS,
            "n": MAX_BATCH, "seed": 2}
-    async with httpx.AsyncClient(timeout=cap_s + 60) as http:
+    async with httpx.AsyncClient(timeout=cap_s + 900) as http:  # a loaded machine: patience
         t0 = time.perf_counter()
         tally.add((await http.post(url + "/v1/completions", json=small)).status_code)
         alone = time.perf_counter() - t0
@@ -295,6 +314,135 @@ async def small_wait(url: str, cap_s: float, tally: Tally) -> dict:
         return {"alone_s": round(alone, 3), "behind_maximal_s": behind,
                 "maximal_s": round(time.perf_counter() - started, 3),
                 "maximal": f"n={MAX_BATCH}, steps={MAX_STEPS}, length={SEQ_LEN}"}
+
+
+async def _closed_loop(url: str, clients: int, seconds: float, tally: Tally, bodies: list,
+                       expect: dict[int, int] | None = None) -> dict:
+    """Closed-loop clients cycling `bodies` (streams read to the end); per body: statuses,
+    and for streams the characters of text received. expect: body index -> its status (a
+    different one is counted as unexpected)."""
+    per = [{"status": {}, "chars": 0, "seconds": 0.0} for _ in bodies]
+    unexpected = [0]
+    end = time.monotonic() + seconds
+
+    async def client(http: httpx.AsyncClient, c: int) -> None:
+        i = c
+        while time.monotonic() < end:
+            k = i % len(bodies)
+            body = {**bodies[k], "seed": i}
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                if body.get("stream"):
+                    async with http.stream("POST", url + "/v1/completions", json=body) as r:
+                        text = ""
+                        async for line in r.aiter_lines():
+                            text += line
+                            if line.startswith("data: {"):
+                                for ch in json.loads(line[6:]).get("choices", []):
+                                    per[k]["chars"] += len(ch.get("text") or "")
+                else:
+                    r = await http.post(url + "/v1/completions", json=body)
+                    text = r.text
+            except httpx.HTTPError as e:
+                tally.add(-1, repr(e))
+                continue
+            per[k]["seconds"] += time.perf_counter() - t0
+            tally.add(r.status_code, text)
+            per[k]["status"][r.status_code] = per[k]["status"].get(r.status_code, 0) + 1
+            if expect is not None and expect.get(k, 200) != r.status_code:
+                unexpected[0] += 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as http:
+        await asyncio.gather(*(client(http, c) for c in range(clients)))
+    return {"clients": clients, "seconds": seconds, "per_body": per,
+            "unexpected_status": unexpected[0],
+            "completed": sum(n for p in per for n in p["status"].values())}
+
+
+async def long_stops(url: str, clients: int, seconds: float, tally: Tally) -> dict:
+    """Streams with the longest stop strings allowed beside streams without; every 8th
+    request four 250,000-character stop strings (refused)."""
+    teasers = [("the " * 250)[:999] + "\x00", ("a" * 999) + "\x00", (" " * 999) + "\x00",
+               ("e " * 500)[:999] + "\x00"]
+    stream = {"model": "mdlm", "prompt": "the ", "max_tokens": 96, "steps": 24,
+              "stream": True}
+    ar = {"model": "ar", "prompt": "the ", "max_tokens": 96, "stream": True}
+    huge = {**stream, "stop": ["ab" * 125_000] * 4}
+    bodies = [{**stream, "stop": teasers}, stream, {**ar, "stop": teasers}, ar] * 2
+    bodies[7] = huge
+    out = await _closed_loop(url, clients, seconds, tally, bodies, expect={7: 400})
+
+    def rate(ks):
+        chars = sum(out["per_body"][k]["chars"] for k in ks)
+        return round(chars / seconds, 1)
+    out["chars_per_s"] = {"mdlm_with_stops": rate([0, 4]), "mdlm_without": rate([1, 5]),
+                          "ar_with_stops": rate([2, 6]), "ar_without": rate([3])}
+    refused = out["per_body"][7]
+    out["huge_stops"] = {"status": refused["status"],
+                         "mean_s": round(refused["seconds"] / max(1, sum(
+                             refused["status"].values())), 3)}
+    del out["per_body"]
+    return out
+
+
+async def prompt_lists(url: str, clients: int, seconds: float, tally: Tally) -> dict:
+    over = {"model": "mdlm", "prompt": ["the "] * 64, "steps": MAX_STEPS, "max_tokens": 60}
+    small = {"model": "mdlm", "prompt": ["the ", "a "] * 4, "steps": 16, "max_tokens": 32}
+    ar = {"model": "ar", "prompt": ["the "] * 16, "max_tokens": 64}
+    # clients x the longest list stays within the queue (--max-queue 256 jobs): no 429
+    out = await _closed_loop(url, clients, seconds, tally, [over, small, ar], expect={0: 400})
+    out["status_by_body"] = {name: p["status"] for name, p in
+                             zip(("64x512 steps (over)", "8 small", "16 ar"), out["per_body"],
+                                 strict=True)}
+    del out["per_body"]
+    return out
+
+
+async def idle_flood(url: str, port: int, n: int, seconds: float, tally: Tally) -> dict:
+    """n idle connections (opened in batches, kept while `seconds` of completions run)."""
+    flood = []
+    failed = 0
+    for i in range(0, n, 100):
+        opened = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port)
+                                        for _ in range(min(100, n - i))),
+                                      return_exceptions=True)
+        flood += [o for o in opened if not isinstance(o, BaseException)]
+        failed += sum(isinstance(o, BaseException) for o in opened)
+    body = {"model": "mdlm", "prompt": "the ", "max_tokens": 16, "steps": 8}
+    out = await _closed_loop(url, 8, seconds, tally, [body, {**body, "model": "ar"}])
+    closed = 0
+    for reader, writer in flood:
+        try:
+            closed += await asyncio.wait_for(reader.read(1), 0.01) == b""
+        except ConnectionError:  # reset: closed by the server too
+            closed += 1
+        except TimeoutError:  # still open
+            continue
+        finally:
+            writer.close()
+    return {"connections": n, "open_failed": failed, "closed_by_server": closed,
+            "completions": out["completed"], "status": out["per_body"][0]["status"]}
+
+
+async def abuse(runs: list[Path], args, folder: Path, tally: Tally) -> tuple[dict, float, int,
+                                                                             list[str]]:
+    """The issue-26 phases on a server with --max-work ABUSE_WORK."""
+    server = Server(runs, folder / "server-abuse.log", "--max-work", str(ABUSE_WORK))
+    phases: dict[str, dict] = {}
+    try:
+        for name, work in (
+                ("longstops16", lambda: long_stops(server.url, 16, args.seconds, tally)),
+                ("promptlists8", lambda: prompt_lists(server.url, 8, args.seconds, tally)),
+                ("idleflood1100", lambda: idle_flood(server.url, server.port, 1100,
+                                                     args.seconds, tally))):
+            probe, out = await with_probe(server.port, tally, work())
+            phases[name] = {**out, "health": probe}
+            print(f"{name}: {phases[name]}", file=sys.stderr)
+        return phases, server.peak_rss_mb(), server.tracebacks(), server.args
+    finally:
+        server.stop()
 
 
 async def run_all(runs: list[Path], args, folder: Path) -> dict:
@@ -327,10 +475,18 @@ async def run_all(runs: list[Path], args, folder: Path) -> dict:
         tracebacks += fifo_server.tracebacks()
     finally:
         fifo_server.stop()
+    abused, abuse_peak, abuse_tracebacks, abuse_args = await abuse(runs, args, folder, tally)
+    phases.update(abused)
+    tracebacks += abuse_tracebacks
+    peak = max(peak, abuse_peak)
     health_p99 = max(p["health"]["p99_ms"] for p in phases.values())
     return {"server_errors": tally.server_errors + tracebacks, "server_tracebacks": tracebacks,
             "error_samples": tally.errors, "status_counts": dict(sorted(tally.status.items())),
             "peak_rss_mb": round(peak, 1), "health_p99_ms": health_p99,
+            "health_p99_s": round(health_p99 / 1000, 4),
+            "health_p99_s_issue26": round(max(p["health"]["p99_ms"]
+                                              for p in abused.values()) / 1000, 4),
+            "abuse_server_command": "redraft " + shlex.join(abuse_args),
             "small_wait": {"fair": fair, "first_come_first_served": fifo},
             "phases": phases, "server_command": "redraft " + shlex.join(args_used)}
 
@@ -341,7 +497,8 @@ def report(summary: dict) -> str:
     cancelled = p["disconnect100"]["cancelled_total"]
     load = " / ".join(str(v) for v in summary.get("load_average_1min", {}).values()) or "?"
     rows = "\n".join(
-        f"| {name} | {ph.get('completed', '')} | {ph['health']['probes']} | "
+        f"| {name} | {ph.get('completed', ph.get('completions', ''))} | "
+        f"{ph['health']['probes']} | "
         f"{ph['health']['p50_ms']} | "
         f"{ph['health']['p99_ms']} | {ph['health']['max_ms']} |" for name, ph in p.items())
     return f"""## Robustness: the server under abuse
@@ -378,6 +535,18 @@ step of the small one). Per phase (`/health` probed every
 - 100 streams dropped after their first event: the engine drained in
   {p['disconnect100']['drained_s']} s; `redraft_cancelled_total` {cancelled}.
 - All statuses seen by the clients and probes: {summary['status_counts']}.
+
+Issue 26 phases, on a server with `--max-work {ABUSE_WORK}` (`/health` p99 over them:
+{summary.get('health_p99_s_issue26')} s):
+
+- Streams beside the longest stop strings allowed (4 x 1,000 characters, always almost
+  matching): characters/s {p['longstops16']['chars_per_s']}; four 250,000-character stop
+  strings (1 MB body): {p['longstops16']['huge_stops']['status']}, answered in
+  {p['longstops16']['huge_stops']['mean_s']} s on average.
+- Lists of prompts: {p['promptlists8']['status_by_body']} (a list is bounded as a whole).
+- 1,100 idle connections (`--max-connections 1000`): {p['idleflood1100']['closed_by_server']}
+  closed by the server to make room, {p['idleflood1100']['completions']} completions answered
+  meanwhile ({p['idleflood1100']['status']} for the diffusion ones).
 """
 
 

@@ -456,9 +456,11 @@ def parser() -> argparse.ArgumentParser:
                    help="the largest `steps` a request may ask for (default %(default)s)")
     v.add_argument("--max-work", type=_positive_int, default=SERVE.max_work,
                    help="the most work one request may ask for, n x steps x length tokens "
-                        "(AR: n x length); more gets 400 (default %(default)s)")
+                        "(AR: n x length), summed over a list of prompts; more gets 400 "
+                        "(default %(default)s)")
     v.add_argument("--max-prompt-tokens", type=_positive_int, default=SERVE.max_prompt_tokens,
-                   help="the longest prompt (+ suffix) in tokens (default: the model's context)")
+                   help="prompt (+ suffix) tokens of a request, a list of prompts summed "
+                        "(default: the model's context)")
     v.add_argument("--max-body", type=_positive_int, default=SERVE.max_body_bytes,
                    help="request body bytes; more gets 413 before it is read (default "
                         "%(default)s)")
@@ -471,8 +473,9 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--keep-alive", type=_seconds, default=SERVE.keep_alive_s,
                    help="seconds an idle keep-alive connection stays open (default %(default)s)")
     v.add_argument("--max-connections", type=_positive_int, default=SERVE.max_connections,
-                   help="open connections + requests in progress; more get 503 (default "
-                        "%(default)s)")
+                   help="open connections; at the limit the longest-idle are closed to make "
+                        "room, and when all are busy a small reserve serves /health only "
+                        "(others 503) (default %(default)s)")
     v.add_argument("--timeout", type=_seconds, default=SERVE.timeout_s,
                    help="seconds a request may take, queue included (then 504; default "
                         "%(default)s)")

@@ -109,3 +109,12 @@ def test_check_stops_refuses(stop, word):
 def test_check_stops_accepts():
     assert check_stops(None) == [] and check_stops("a") == ["a"]
     assert check_stops(["a", "b" * MAX_STOP_CHARS]) == ["a", "b" * MAX_STOP_CHARS]
+
+
+def test_rows_share_one_automaton():
+    """A request's 64 rows keep a state each, not an automaton each (built once)."""
+    stops = ["x" * MAX_STOP_CHARS, "y" * MAX_STOP_CHARS]
+    a, b = StopMatcher(stops), StopMatcher(list(stops))
+    assert a._goto is b._goto
+    a.feed("xx")
+    assert a.held == 2 and b.held == 0

@@ -23,6 +23,7 @@ characters each, so the automaton has at most MAX_STOPS x MAX_STOP_CHARS states.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -53,30 +54,9 @@ class StopMatcher:
     yet); `held`: how many characters at the end could begin one."""
 
     def __init__(self, stops: Sequence[str]):
-        goto: list[dict[str, int]] = [{}]
-        depth, out = [0], [0]  # out: the longest stop string ending at the node (0: none)
-        for s in stops:
-            node = 0
-            for ch in s:
-                if ch not in goto[node]:
-                    goto.append({})
-                    depth.append(depth[node] + 1)
-                    out.append(0)
-                    goto[node][ch] = len(goto) - 1
-                node = goto[node][ch]
-            out[node] = len(s)
-        fail = [0] * len(goto)
-        queue = deque(goto[0].values())
-        while queue:  # breadth first: a node's failure link is shallower, so already known
-            node = queue.popleft()
-            out[node] = max(out[node], out[fail[node]])
-            for ch, child in goto[node].items():
-                f = fail[node]
-                while f and ch not in goto[f]:
-                    f = fail[f]
-                fail[child] = goto[f][ch] if node and ch in goto[f] else 0
-                queue.append(child)
-        self._goto, self._fail, self._depth, self._out = goto, fail, depth, out
+        # One automaton per set of stop strings, shared: a request's rows (up to 64) and its
+        # reply's choices each keep only a state, and building it runs once.
+        self._goto, self._fail, self._depth, self._out = _automaton(tuple(stops))
         self.state = 0
         self.length = 0  # characters fed
         self.found: int | None = None
@@ -98,6 +78,37 @@ class StopMatcher:
     @property
     def held(self) -> int:
         return self._depth[self.state]
+
+
+@functools.lru_cache(maxsize=64)
+def _automaton(stops: tuple[str, ...]) -> tuple[list, list, list, list]:
+    """Aho-Corasick tables: goto (per node, char -> node), fail (the node of the longest proper
+    suffix that is also a path from the root), depth, out (the longest stop string ending at
+    the node, through fail links too; 0: none)."""
+    goto: list[dict[str, int]] = [{}]
+    depth, out = [0], [0]  # out: the longest stop string ending at the node (0: none)
+    for s in stops:
+        node = 0
+        for ch in s:
+            if ch not in goto[node]:
+                goto.append({})
+                depth.append(depth[node] + 1)
+                out.append(0)
+                goto[node][ch] = len(goto) - 1
+            node = goto[node][ch]
+        out[node] = len(s)
+    fail = [0] * len(goto)
+    queue = deque(goto[0].values())
+    while queue:  # breadth first: a node's failure link is shallower, so already known
+        node = queue.popleft()
+        out[node] = max(out[node], out[fail[node]])
+        for ch, child in goto[node].items():
+            f = fail[node]
+            while f and ch not in goto[f]:
+                f = fail[f]
+            fail[child] = goto[f][ch] if node and ch in goto[f] else 0
+            queue.append(child)
+    return goto, fail, depth, out
 
 
 class IncrementalText:

@@ -87,8 +87,10 @@ class Guard:
     when it is opened for scrapers), a declared Content-Length over the limit (413 before a
     byte of the body is read), and the request count by endpoint and status for /metrics."""
 
-    def __init__(self, app, *, api_key: str | None, limits: Limits, metrics, endpoints):
+    def __init__(self, app, *, api_key: str | None, limits: Limits, metrics, endpoints,
+                 connections: lim.Connections | None = None):
         self.app, self.api_key, self.limits, self.metrics = app, api_key, limits, metrics
+        self.connections = connections
         self.endpoints = set(endpoints)
         self.open = set(lim.OPEN_PATHS) | ({"/metrics"} if limits.metrics_open else set())
 
@@ -109,6 +111,10 @@ class Guard:
                 raise HTTPError(401, "missing or wrong API key: send 'Authorization: Bearer "
                                      "<key>'")
             lim.declared_length(headers, self.limits.max_body_bytes)
+            if self.connections is not None and self.connections.over \
+                    and scope["path"] not in lim.OPEN_PATHS:  # the reserve: /health only
+                raise HTTPError(503, "the server is at its connection limit (--max-connections), "
+                                     "every connection busy: retry later", close=True)
         except HTTPError as e:
             await error(e.status, str(e), e.param, e.close)(scope, receive, recorded)
         else:
@@ -149,6 +155,7 @@ def create_app(models: list[Model], *, api_key: str | None = None,
     app = FastAPI(title="redraft", lifespan=lifespan, docs_url=None, redoc_url=None,
                   summary="OpenAI-shaped API over a diffusion LM server (redraft serve)")
     app.state.engine, app.state.limits = engine, limits
+    app.state.connections = lim.Connections(limits.max_connections)  # used by run()
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc):  # unknown routes and methods: JSON, not HTML
@@ -251,7 +258,7 @@ def create_app(models: list[Model], *, api_key: str | None = None,
                  responses=_reply_doc())(generate)
     _document(app)
     app.add_middleware(Guard, api_key=api_key, limits=limits, metrics=engine.metrics,
-                       endpoints=[r.path for r in app.routes])
+                       endpoints=[r.path for r in app.routes], connections=app.state.connections)
     return app
 
 
@@ -398,8 +405,8 @@ def run(app: FastAPI, host: str, port: int, grace_s: float, log_level: str = "in
     limits: Limits = app.state.limits
     server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=grace_s + 5,
-        http=lim.timeout_protocol(limits.header_timeout_s), timeout_keep_alive=limits.keep_alive_s,
-        limit_concurrency=limits.max_connections))
+        http=lim.timeout_protocol(limits.header_timeout_s, app.state.connections),
+        timeout_keep_alive=limits.keep_alive_s))
     handle_exit = server.handle_exit
 
     def on_signal(sig, frame):

@@ -40,7 +40,7 @@ class Limits:
     body_timeout_s: float = SERVE.body_timeout_s  # the whole body must arrive within this
     header_timeout_s: float = SERVE.header_timeout_s  # request line + headers (408, closed)
     keep_alive_s: float = SERVE.keep_alive_s  # an idle keep-alive connection is closed after
-    max_connections: int = SERVE.max_connections  # connections + in-flight (uvicorn: 503)
+    max_connections: int = SERVE.max_connections  # open connections (limits.Connections)
     # Both bound a request as a whole: a list of prompts adds up (serve/schemas.check_request).
     max_prompt_tokens: int | None = SERVE.max_prompt_tokens  # None: the model's context
     max_work: int = SERVE.max_work  # n x steps x length (serve/schemas.work_units)
@@ -167,11 +167,53 @@ def safe_text(message: str, limit: int = 600) -> str:
     return message if len(message) <= limit else message[:limit - 3] + "..."
 
 
-def timeout_protocol(header_timeout_s: float):
+class Connections:
+    """The open connections of a server against --max-connections.
+
+    uvicorn's own limit (limit_concurrency) answers 503 to every request, /health included,
+    while the open connections are at the limit, idle ones too: 1,100 connections that send
+    nothing shut a server out for the whole header timeout. Here a new connection at the limit
+    closes the connections that have waited longest for a request instead (an idle keep-alive
+    connection may be closed at any time; its client reconnects). Only when every connection is
+    busy with a request does a new one go past the limit, into a reserve of `reserve`
+    connections where only OPEN_PATHS (/health) are served (the Guard answers 503 to the rest);
+    past the reserve a new connection gets a 503 and is closed."""
+
+    def __init__(self, limit: int, reserve: int | None = None):
+        self.limit = limit
+        self.reserve = max(8, limit // 10) if reserve is None else reserve
+        self.open: set = set()
+        self.evicted = 0  # idle connections closed to make room
+        self.refused = 0  # connections answered 503 past the reserve
+
+    @property
+    def over(self) -> bool:
+        """Whether the server is into its reserve (only /health is served)."""
+        return len(self.open) > self.limit
+
+    def admit(self, new) -> bool:
+        """Make room for connection `new` (already in self.open); False: refuse it."""
+        if len(self.open) <= self.limit:
+            return True
+        idle = sorted((c for c in self.open if c is not new and c.idle()),
+                      key=lambda c: c.idle_since)
+        for c in idle[:len(self.open) - self.limit]:
+            c.transport.close()
+            self.open.discard(c)  # connection_lost comes later, on the next loop turn
+            self.evicted += 1
+        if len(self.open) <= self.limit + self.reserve:
+            return True
+        self.refused += 1
+        return False
+
+
+def timeout_protocol(header_timeout_s: float, connections: Connections | None = None):
     """uvicorn's h11 protocol plus a header timeout: a connection whose request line and
     headers have not all arrived header_timeout_s after it opened (or after its last response)
     gets a 408 and is closed. uvicorn's own keep-alive timer is reset by every byte, so a
-    client sending one header byte a second would otherwise hold the connection forever."""
+    client sending one header byte a second would otherwise hold the connection forever.
+    With `connections`, the connection limit is kept as Connections describes (run uvicorn
+    without limit_concurrency then)."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -181,8 +223,21 @@ def timeout_protocol(header_timeout_s: float):
     raw = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
            b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(reply), reply))
 
+    busy = json.dumps({"error": {"message": "the server is at its connection limit "
+                                           "(--max-connections), every connection busy: retry "
+                                           "later", "type": "server_unavailable", "param": None,
+                                "code": 503}}).encode()
+    full = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(busy), busy))
+
     class Protocol(H11Protocol):
         _header_timer = None
+        idle_since = 0.0
+
+        def idle(self) -> bool:
+            """Waiting for a request (none in progress, no request line complete yet)."""
+            return ((self.cycle is None or self.cycle.response_complete)
+                    and self.conn.their_state is h11.IDLE and not self.transport.is_closing())
 
         def _arm(self) -> None:
             if self._header_timer is not None:
@@ -197,15 +252,24 @@ def timeout_protocol(header_timeout_s: float):
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
+            self.idle_since = self.loop.time()
             self._arm()
+            if connections is not None:
+                connections.open.add(self)
+                if not connections.admit(self):
+                    transport.write(full)
+                    transport.close()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
+            self.idle_since = self.loop.time()
             self._arm()
 
         def connection_lost(self, exc) -> None:
             if self._header_timer is not None:
                 self._header_timer.cancel()
+            if connections is not None:
+                connections.open.discard(self)
             super().connection_lost(exc)
 
     return Protocol
