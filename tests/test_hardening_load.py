@@ -338,24 +338,23 @@ def test_exports_carry_checksums_and_are_verified(exported, tmp_path, capsys):
 # --- item 10: an hf: model's default length is a short completion, not its whole context -----
 
 def test_default_length_rule(ckpt):
-    from types import SimpleNamespace
+    from redraft.hf import DEFAULT_NEW_TOKENS
+    from redraft.request import fit
 
-    from redraft.hf import DEFAULT_NEW_TOKENS, default_length
-
-    huge = SimpleNamespace(seq_len=131_072, meta={"hf": "x", "kind": "gemma"})
-    assert default_length(huge, 5) == 5 + DEFAULT_NEW_TOKENS
-    short = SimpleNamespace(seq_len=100, meta={"hf": "x", "kind": "causal"})
-    assert default_length(short, 60) == 100  # what room is left
+    # the canvas when no length is asked: request.fit with the model's default_new_tokens
+    assert fit(5, 0, 131_072, default_new=DEFAULT_NEW_TOKENS) == 5 + DEFAULT_NEW_TOKENS
+    assert fit(60, 0, 100, default_new=DEFAULT_NEW_TOKENS) == 100  # what room is left
     native = redraft.load(ckpt)
-    assert default_length(native, 3) == native.seq_len  # redraft's own fill their canvas
+    assert native.default_new_tokens is None  # redraft's own fill their canvas
+    assert fit(3, 0, native.seq_len, default_new=native.default_new_tokens) == native.seq_len
 
 
 def test_sample_hf_without_length_generates_the_default(tmp_path, capsys, monkeypatch):
     pytest.importorskip("transformers")
-    import redraft.hf
+    import redraft.hf.loaders
     from redraft.hf.testing import tiny_causal, tiny_gemma
 
-    monkeypatch.setattr(redraft.hf, "DEFAULT_NEW_TOKENS", 6)  # 256 takes minutes on a CPU
+    monkeypatch.setattr(redraft.hf.loaders, "DEFAULT_NEW_TOKENS", 6)  # 256 takes minutes on a CPU
     gemma = tiny_gemma(tmp_path / "g", sharpen=10.0)
     assert main(["sample", f"hf:{gemma}", "--prompt", "ab", "--steps", "2", "--json"]) == 0
     sample = json.loads(capsys.readouterr().out)["samples"][0]
@@ -365,7 +364,7 @@ def test_sample_hf_without_length_generates_the_default(tmp_path, capsys, monkey
     assert len(api.tokens[0]) <= 2 + 6 and api.texts[0] == sample
     causal = redraft.load(f"hf:{tiny_causal(tmp_path / 'c')}")
     assert len(causal.generate("ab").tokens[0]) == 2 + 6
-    monkeypatch.setattr(redraft.hf, "DEFAULT_NEW_TOKENS", 1000)  # capped by the context
+    causal.default_new_tokens = 1000  # capped by the context
     assert len(causal.generate("ab").tokens[0]) == causal.seq_len
 
 

@@ -109,7 +109,7 @@ def check_model_args(args: dict) -> dict:
                            "checkpoint or run folder, 'default', 'default-ar' or hf:<folder>)")
     if "mc_samples" in out:
         out["mc_samples"] = _int("mc_samples", out["mc_samples"], 1, MAX_WORK)
-    if "steps" in out:
+    if out.get("steps") is not None:  # None: the model's own default
         out["steps"] = _int("steps", out["steps"], 1, MAX_WORK)
     if out.get("block_size") is not None:
         out["block_size"] = _int("block_size", out["block_size"], 1, MAX_WORK)

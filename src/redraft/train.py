@@ -404,7 +404,9 @@ def init_source(spec: str) -> Checkpoint:
                 raise RedraftError(f"hf:{path} is not a folder redraft exported, so its "
                                    "weights are not a redraft Transformer's")
             return loaded
-        return load_checkpoint(spec, "cpu")
+        from redraft.default import shipped
+
+        return load_checkpoint(shipped(spec) or spec, "cpu")  # "default", "default-ar" too
     except RedraftError as e:
         raise RedraftError(f"{shown}: {e}; init_from takes {INIT_SPECS} whose model has "
                            "this config's shapes") from None

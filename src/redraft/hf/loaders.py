@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from redraft.errors import RedraftError
-from redraft.hf import DEFAULT_NEW_TOKENS
+from redraft.request import HF_NEW_TOKENS as DEFAULT_NEW_TOKENS
 
 
 def _load_kwargs(path: str, trust: bool, revision: str | None) -> dict:
