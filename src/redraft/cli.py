@@ -16,6 +16,7 @@ from pathlib import Path
 
 from redraft.config import BENCH, SAMPLE, SERVE
 from redraft.diffusion import OBJECTIVES, PROCESSES
+from redraft.entry import interrupted_line, stop_signals
 from redraft.errors import RedraftError, TrainingStopped
 from redraft.sampling.registry import SAMPLERS
 from redraft.validate import (
@@ -522,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser().parse_known_args(argv)
     args.argv = argv[1:]
     try:
-        return COMMANDS[args.command](args, extra)
+        with stop_signals():  # SIGTERM, too, ends in one line before training's own handlers
+            return COMMANDS[args.command](args, extra)
     except RedraftError as e:
         # One line, whatever the message holds (a YAML parser's error spans several).
         line = " ".join(part.strip() for part in str(e).splitlines() if part.strip())
@@ -543,9 +545,10 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as e:  # SIGINT/SIGTERM in training: saved at a step boundary
         print(f"redraft {args.command}: {e}", file=sys.stderr)
         return 128 + e.signum
-    except KeyboardInterrupt:
-        print(f"redraft {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # nothing saved: start-up, or a second signal
+        line, status = interrupted_line(args.command, e)
+        print(line, file=sys.stderr)
+        return status
     except BrokenPipeError:  # the reader closed the pipe (`redraft samplers | head`): done
         import os
 

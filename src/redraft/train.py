@@ -47,7 +47,7 @@ from redraft.checkpoint import (
 from redraft.config import Config, config_from_dict
 from redraft.data import Batches, cache_dir, load_data, load_tokenizer
 from redraft.display import show_progress
-from redraft.errors import RedraftError, TrainingStopped
+from redraft.errors import Interrupted, RedraftError, TrainingStopped
 from redraft.eval.likelihood import evaluate, report
 from redraft.losses import condition_noise, draw_noise, token_losses
 from redraft.validate import check_device, check_output_dir, check_training_fits
@@ -343,7 +343,7 @@ class _StopSignals:
 
     def _handle(self, signum, frame):
         if not self.armed or self.signum is not None:
-            raise KeyboardInterrupt
+            raise Interrupted(signum)  # a KeyboardInterrupt that says which signal
         self.signum = signum
         print(f"\nredraft: {signal.Signals(signum).name}: saving a checkpoint at the end of this "
               "step, then stopping (signal again to stop at once, unsaved)", file=sys.stderr,
