@@ -18,6 +18,7 @@ from redraft.config import BENCH, SAMPLE, SERVE
 from redraft.diffusion import OBJECTIVES, PROCESSES
 from redraft.entry import interrupted_line, stop_signals
 from redraft.errors import RedraftError, TrainingStopped
+from redraft.runs import check_export_target, check_report_dir
 from redraft.sampling.registry import SAMPLERS
 from redraft.validate import (
     MAX_SAMPLE_SEED,
@@ -48,7 +49,7 @@ def cmd_train(args, overrides: list[str]) -> int:
                                (("process", args.process), ("objective", args.objective)) if v)]
     cfg = load_config(config, overrides)
     with _plain_warnings("train"):
-        result = train(cfg, resume=args.resume)
+        result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if result.rank != 0:  # under torchrun, rank 0 speaks for all
         return 0
     print(json.dumps({"checkpoint": str(result.checkpoint), "step": result.step,
@@ -160,6 +161,7 @@ def cmd_bench(args, overrides: list[str]) -> int:
 
     _no_overrides(overrides)
     check_output_dir(args.out, "--out")  # before the run, not after an hour of it
+    check_report_dir(args.out, "--out")
     if args.length is not None:
         check_work(args.num_samples, max(args.steps), args.length, False, args.max_work)
     cfg = BenchConfig(
@@ -223,6 +225,7 @@ def cmd_export(args, overrides: list[str]) -> int:
     from redraft.model import load
 
     _no_overrides(overrides)
+    check_export_target(args.out, args.force)  # before loading the model, and again after
     model = load(args.checkpoint)
     out = export_model(model, args.out, overwrite=args.force)
     auto = "AutoModelForCausalLM" if model.is_ar else "AutoModelForMaskedLM"
@@ -340,6 +343,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", help="checkpoint or run folder to continue exactly, or 'auto': "
                                     "the newest complete checkpoint in train.out_dir (a fresh "
                                     "start when there is none)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a train.out_dir that holds a run: the old run is moved "
+                        "aside to <out_dir>.old-N, never deleted (without it such a start is "
+                        "refused)")
     _process_args(t, "shorthand for diffusion.process=...", "shorthand for diffusion.objective")
 
     s = sub.add_parser("sample", help="generate text from a checkpoint")
@@ -498,7 +505,8 @@ def parser() -> argparse.ArgumentParser:
                                    "redraft.load('hf:OUT') loads it back.")
     x.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")
     x.add_argument("out", help="the folder to write (written whole, then renamed into place)")
-    x.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    x.add_argument("--force", action="store_true",
+                   help="replace OUT if it holds an earlier export (never anything else)")
 
     sub.add_parser("lm-eval", add_help=False,
                    help="EleutherAI's lm-evaluation-harness on a redraft model (its own "

@@ -24,6 +24,7 @@ from redraft.display import DraftView
 from redraft.errors import RedraftError
 from redraft.eval.likelihood import evaluate, report
 from redraft.model import load
+from redraft.runs import move_aside, run_contents
 from redraft.train import train
 
 # About 0.8M parameters; trained share of the budget leaves time for data, eval and sampling.
@@ -104,6 +105,9 @@ def run_demo(minutes: float = 5.0, out_dir: str = "runs/demo", overrides=(),
                 f"{data.meta['train_tokens']:,} train / {data.meta['val_tokens']:,} validation "
                 f"{tok.kind} tokens")
         say(f"\ntraining the {label} for {budget:.0f} s ...")
+        if run_contents(cfg.train.out_dir):  # an earlier demo's: kept, never deleted
+            say(f"(the earlier run in {cfg.train.out_dir} moved to "
+                f"{move_aside(cfg.train.out_dir)})")
         results[objective] = train(cfg)
 
     say("\nvalidation on the same held-out tokens:")

@@ -103,23 +103,21 @@ With redraft (its samplers, likelihood bounds and server): `redraft.load("hf:<fo
 def export_model(model, out: str | Path, overwrite: bool = False) -> Path:
     """Write `model` (a redraft Model with a redraft Transformer) as a Hugging Face folder at
     `out`, atomically (a temporary folder beside it, renamed into place). An existing `out`
-    is an error unless overwrite, which replaces it only once the new folder is complete."""
+    is an error unless overwrite, which replaces it only once the new folder is complete, and
+    only an earlier export (or an empty folder): anything else there is a RedraftError."""
     from safetensors.torch import save_file
 
     from redraft.checkpoint import weights_to_save
     from redraft.export.tokenizer import write_hf_tokenizer
     from redraft.files import user_modes
     from redraft.models import Transformer
+    from redraft.runs import check_export_target
 
     out = Path(out)
     if not isinstance(model.backbone, Transformer) or model.config is None:
         raise RedraftError(f"{model.name!r} is not a redraft Transformer checkpoint: only "
                            "models redraft trained can be exported")
-    if out.exists() and not overwrite:
-        raise RedraftError(f"{str(out)!r} already exists: choose a new folder or overwrite "
-                           "(--force)")
-    if out.exists() and not out.is_dir():
-        raise RedraftError(f"{str(out)!r} exists and is not a folder")
+    check_export_target(out, overwrite)  # --force replaces an earlier export, nothing else
     parent = out.parent if str(out.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=parent))

@@ -1,0 +1,137 @@
+"""What a command may replace in the folders it writes: never a user's work by accident.
+
+A run folder holds a run's checkpoints and log. Training into one that already holds a run
+would replace them (and, into a longer run, mix two runs: `sample` then picks the old run's
+newest checkpoint), so it is refused unless the user continues it (`--resume auto`) or asks
+for a fresh start with `--overwrite`, which moves the old run aside (`<folder>.old-N`) and
+never deletes it. `export --force` replaces only an earlier export; `bench --out` only an
+earlier bench's report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from redraft.errors import RedraftError
+
+REPORT_FILES = ("report.md", "eval.json", "quality_vs_calls.png", "frontier.png",
+                "roofline.png", "crossover.png")
+
+
+def run_contents(run_dir: str | Path) -> list[str]:
+    """The names in `run_dir` that belong to a training run (checkpoints, the log, a
+    checkpoint moved aside mid-save), sorted; [] for a missing or unrelated folder."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    return sorted(p.name for p in run_dir.iterdir()
+                  if p.name == "metrics.jsonl" or (p.is_dir() and (
+                      p.name.startswith("ckpt-") or p.name.startswith(".old-ckpt-"))))
+
+
+def describe(names: list[str]) -> str:
+    ckpts = [n for n in names if n.startswith("ckpt-")]
+    parts = [f"{len(ckpts)} checkpoint{'s' if len(ckpts) != 1 else ''} (newest "
+             f"{ckpts[-1]})"] if ckpts else []
+    if "metrics.jsonl" in names:
+        parts.append("metrics.jsonl")
+    return " and ".join(parts) or ", ".join(names)
+
+
+def aside_name(folder: str | Path) -> Path:
+    """`<folder>.old-N` with the first N not taken (absolute: `.` has no sibling name)."""
+    folder = Path(folder).absolute()
+    n = 1
+    while (target := folder.with_name(f"{folder.name}.old-{n}")).exists():
+        n += 1
+    return target
+
+
+def move_aside(folder: str | Path) -> Path:
+    """Rename `folder` to `<folder>.old-N` (atomic, nothing copied or deleted); returns where."""
+    target = aside_name(folder)
+    os.replace(Path(folder).absolute(), target)
+    return target
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _local_path(spec) -> Path | None:
+    """A checkpoint spec as a local path; None for the shipped models and hf: specs."""
+    text = str(spec)
+    if text in ("default", "default-ar") or text.startswith("hf:"):
+        return None
+    return Path(text)
+
+
+def check_run_dir(out_dir: str | Path, resume, init_from, overwrite: bool) -> None:
+    """Refuse, before any work, a training run that would replace or mix into another run.
+
+    Fresh start (no resume) into a folder holding a run: refused without `overwrite`;
+    train.init_from inside train.out_dir: refused (the new run would replace the checkpoints
+    it starts from); --resume of one run into a train.out_dir holding another: refused.
+    """
+    run_dir = Path(out_dir)
+    if overwrite and resume is not None:
+        raise RedraftError("--overwrite starts afresh and --resume continues: give one of them")
+    init = _local_path(init_from) if init_from and resume is None else None
+    if init is not None and _inside(init, run_dir):
+        raise RedraftError(f"train.init_from={str(init_from)!r} is inside train.out_dir="
+                           f"{str(out_dir)!r}: the new run would replace the checkpoints it "
+                           "starts from; choose a new train.out_dir")
+    found = run_contents(run_dir)
+    if not found:
+        return
+    if resume is None and not overwrite:
+        raise RedraftError(
+            f"train.out_dir {str(out_dir)!r} already holds a run ({describe(found)}): continue "
+            "it with --resume auto, train into a new train.out_dir, or give --overwrite to move "
+            f"it aside (to {str(aside_name(run_dir))!r}) and start afresh")
+    source = _local_path(resume) if resume is not None and str(resume) != "auto" else None
+    if source is not None and not _inside(source, run_dir):
+        raise RedraftError(
+            f"--resume {str(resume)!r} would continue into train.out_dir {str(out_dir)!r}, which "
+            f"holds another run ({describe(found)}): set train.out_dir to the run being resumed "
+            "or to a new folder")
+
+
+def check_export_target(out: str | Path, overwrite: bool) -> None:
+    """`export --force` replaces an earlier export (or an empty folder) and nothing else."""
+    from redraft.export import is_exported
+
+    out = Path(out)
+    if not out.exists():
+        return
+    if not overwrite:
+        raise RedraftError(f"{str(out)!r} already exists: choose a new folder, or --force to "
+                           "replace an earlier export there")
+    if not out.is_dir():
+        raise RedraftError(f"{str(out)!r} exists and is not a folder: choose a new folder")
+    if is_exported(out) or not any(out.iterdir()):
+        return
+    what = ("a training run" if run_contents(out) else "a checkpoint"
+            if (out / "config.json").is_file() else "files that are not an export")
+    raise RedraftError(f"{str(out)!r} holds {what}: --force replaces only an earlier "
+                       "`redraft export`, never anything else; choose a new folder")
+
+
+def check_report_dir(out: str | Path, what: str) -> None:
+    """A bench report replaces report.md, eval.json and plots in `out`: only an earlier
+    bench's (its eval.json names the machine and the runs)."""
+    out = Path(out)
+    taken = [name for name in REPORT_FILES if (out / name).exists()]
+    if not taken:
+        return
+    try:
+        earlier = json.loads((out / "eval.json").read_text(encoding="utf-8"))
+        ours = isinstance(earlier, dict) and {"machine", "runs"} <= set(earlier)
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise RedraftError(f"{what} {str(out)!r} holds {', '.join(taken)} that an earlier "
+                           "`redraft bench` did not write: choose another folder")
