@@ -223,3 +223,38 @@ def test_the_demo_moves_an_earlier_demo_aside(tmp_path, monkeypatch):
                                          "data.cache_dir=" + str(tmp_path / "cache")],
                               show_default_model=False)
     assert (tmp_path / "demo" / "mdlm.old-1" / "metrics.jsonl").is_file() and calls
+
+
+# --- the last tracebacks (item 8) ---------------------------------------------------------------
+
+BIG = "9" * 5000  # past Python's 4300-digit int conversion limit
+
+TRACEBACKS = [
+    ("infill_span_of_5000_digits", lambda w: ["sample", w["run"], "--steps", "2", "--infill",
+                                              f"the <|mask:{BIG}|> mat"], "5000 digits"),
+    ("infill_flexible_span_of_5000_digits", lambda w: [
+        "sample", w["run"], "--steps", "2", "--infill", f"the <|mask:<={BIG}|>"], "digits"),
+    ("infill_span_past_memory", lambda w: ["sample", w["run"], "--steps", "2", "--infill",
+                                           "the <|mask:999999999999|>"], "context of 32"),
+    ("export_into_proc", lambda w: ["export", w["run"], "/proc/redraft-x/hf"], "not writable"),
+    ("export_inside_a_file", lambda w: ["export", w["run"], w["corpus"] / "hf"], "is a file"),
+    ("export_onto_a_file", lambda w: ["export", w["run"], w["corpus"], "--force"],
+     "not a folder"),
+]
+
+
+@pytest.mark.parametrize("case", TRACEBACKS, ids=[c[0] for c in TRACEBACKS])
+def test_no_traceback_left(trained, capsys, case):
+    _, argv, needle = case
+    before = _tree(trained["base"])
+    code, err = _run(argv(trained), capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert needle in lines[0] and len(lines[0]) < 300, lines[0]
+    assert _tree(trained["base"]) == before
+
+
+def test_a_span_length_with_leading_zeros_is_still_a_length():
+    from redraft.sampling import Span, parse_template
+
+    assert parse_template("a<|mask:" + "0" * 30 + "3|>") == ["a", Span(3)]

@@ -226,6 +226,7 @@ def cmd_export(args, overrides: list[str]) -> int:
 
     _no_overrides(overrides)
     check_export_target(args.out, args.force)  # before loading the model, and again after
+    check_output_dir(args.out, "the export folder")
     model = load(args.checkpoint)
     out = export_model(model, args.out, overwrite=args.force)
     auto = "AutoModelForCausalLM" if model.is_ar else "AutoModelForMaskedLM"

@@ -389,7 +389,7 @@ class Model:
                                "which only continues a prefix, left to right")
         if not isinstance(num_samples, int) or num_samples < 1:
             raise RedraftError(f"num_samples={num_samples!r}: expected an integer >= 1")
-        spec = Infill.build(template, self.tokenizer)
+        spec = Infill.build(template, self.tokenizer, self.seq_len)
         if len(spec.canvas) > self.seq_len:
             raise RedraftError(f"the template takes {len(spec.canvas)} tokens, more than the "
                                f"model's context of {self.seq_len}")

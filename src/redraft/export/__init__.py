@@ -112,12 +112,14 @@ def export_model(model, out: str | Path, overwrite: bool = False) -> Path:
     from redraft.files import user_modes
     from redraft.models import Transformer
     from redraft.runs import check_export_target
+    from redraft.validate import check_output_dir
 
     out = Path(out)
     if not isinstance(model.backbone, Transformer) or model.config is None:
         raise RedraftError(f"{model.name!r} is not a redraft Transformer checkpoint: only "
                            "models redraft trained can be exported")
     check_export_target(out, overwrite)  # --force replaces an earlier export, nothing else
+    check_output_dir(out, "the export folder")  # a clear line, not mkdir's traceback
     parent = out.parent if str(out.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=parent))
