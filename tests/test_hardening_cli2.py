@@ -103,7 +103,9 @@ def trained(tmp_path_factory):
     assert main(["train", *tiny_overrides(corpus, run, **{
         "train.max_steps": 4, "train.eval_every": 4, "train.save_every": 2})]) == 0
     assert main(["export", str(run), str(base / "hf")]) == 0
-    return {"base": base, "corpus": corpus, "run": run}
+    run2 = base / "run2"
+    assert main(["train", *tiny_overrides(corpus, run2, **{"train.max_steps": 2})]) == 0
+    return {"base": base, "corpus": corpus, "run": run, "run2": run2}
 
 
 def _train(w, out, *extra, **values):
@@ -129,7 +131,7 @@ REFUSED = [
     ("init_from_a_checkpoint_in_its_out_dir", lambda w: _train(w, w["run"], **{
         "train.init_from": w["run"] / "ckpt-00000004"}), "inside train.out_dir"),
     ("resume_another_run_into_this_one", lambda w: _train(
-        w, w["run"], "--resume", w["base"] / "hf"), "train.out_dir"),
+        w, w["run"], "--resume", w["run2"]), "holds another run"),
     ("overwrite_and_resume", lambda w: _train(w, w["run"], "--overwrite", "--resume", "auto"),
      "one of them"),
     ("bench_into_a_run_folder_with_a_report", lambda w: [
@@ -258,3 +260,52 @@ def test_a_span_length_with_leading_zeros_is_still_a_length():
     from redraft.sampling import Span, parse_template
 
     assert parse_template("a<|mask:" + "0" * 30 + "3|>") == ["a", Span(3)]
+
+
+# --- a resumed run keeps its own settings (item 14) ---------------------------------------------
+
+
+def test_resume_keeps_the_runs_own_overrides_unless_given_again(tmp_path, capsys):
+    """Started with train.max_steps=4 over a config that says 12 (as the README's
+    train.time_budget_s=60 over 480 s): --resume auto stays at 4, says so, and trains on only
+    when the override is given again."""
+    import yaml
+
+    from redraft.checkpoint import list_checkpoints
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT)
+    values = dict(a.split("=", 1) for a in tiny_overrides(corpus, tmp_path / "run"))
+    config = {}
+    for key, value in values.items():
+        section, name = key.split(".")
+        config.setdefault(section, {})[name] = yaml.safe_load(value)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert config["train"]["max_steps"] == 12
+    code, err = _run(["train", path, "train.max_steps=4"], capsys)
+    assert code == 0, err
+    code, err = _run(["train", path, "--resume", "auto"], capsys)
+    assert code == 0, err
+    assert "with its run's own settings" in err and "train.max_steps=12 (the run's: 4)" in err
+    assert "nothing to train" in err  # not 8 more steps to the config's 12
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["ckpt-00000004"]
+    code, err = _run(["train", path, "--resume", "auto", "train.max_steps=6"], capsys)
+    assert code == 0, err
+    assert "overridden now: train.max_steps=6 (was 4)" in err
+    assert list_checkpoints(tmp_path / "run")[-1].name == "ckpt-00000006"
+
+
+def test_resume_by_path_continues_in_the_runs_own_folder(tmp_path, capsys):
+    """No config file at all: the run folder named by --resume is where it continues, with its
+    saved settings (not the defaults' out_dir, model or corpus)."""
+    from redraft.checkpoint import list_checkpoints
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT)
+    run = tmp_path / "run"
+    assert _run(["train", *tiny_overrides(corpus, run, **{"train.max_steps": 2})], capsys)[0] == 0
+    code, err = _run(["train", "--resume", run, "train.max_steps=4"], capsys)
+    assert code == 0, err
+    assert [p.name for p in list_checkpoints(run)][-1] == "ckpt-00000004"
+    assert not (tmp_path / "runs").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shlex
 import sys
 import warnings
@@ -18,7 +19,7 @@ from redraft.config import BENCH, SAMPLE, SERVE
 from redraft.diffusion import OBJECTIVES, PROCESSES
 from redraft.entry import interrupted_line, stop_signals
 from redraft.errors import RedraftError, TrainingStopped
-from redraft.runs import check_export_target, check_report_dir
+from redraft.runs import check_export_target, check_report_dir, check_run_dir, resume_config
 from redraft.sampling.registry import SAMPLERS
 from redraft.validate import (
     MAX_SAMPLE_SEED,
@@ -48,6 +49,10 @@ def cmd_train(args, overrides: list[str]) -> int:
     overrides = [*overrides, *(f"diffusion.{k}={v}" for k, v in
                                (("process", args.process), ("objective", args.objective)) if v)]
     cfg = load_config(config, overrides)
+    cfg, settings = resume_config(cfg, overrides, args.resume)  # the run's own, unless given
+    check_run_dir(cfg.train.out_dir, args.resume, cfg.train.init_from, args.overwrite)
+    if settings and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks
+        print(f"redraft train: {settings}", file=sys.stderr)
     with _plain_warnings("train"):
         result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if result.rank != 0:  # under torchrun, rank 0 speaks for all

@@ -135,3 +135,71 @@ def check_report_dir(out: str | Path, what: str) -> None:
     if not ours:
         raise RedraftError(f"{what} {str(out)!r} holds {', '.join(taken)} that an earlier "
                            "`redraft bench` did not write: choose another folder")
+
+
+def _flat(values: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _resumed_checkpoint(cfg, resume) -> tuple[Path, dict] | None:
+    """(checkpoint, its saved config) that --resume continues, or None (auto, nothing yet).
+    A torn newest checkpoint is passed over here; training itself warns about it."""
+    from redraft.checkpoint import list_checkpoints, read_meta, resolve_checkpoint
+
+    candidates = (list(reversed(list_checkpoints(cfg.train.out_dir))) if str(resume) == "auto"
+                  else [resolve_checkpoint(resume)])
+    for ckpt in candidates:
+        try:
+            saved = read_meta(ckpt).get("config")
+        except RedraftError:
+            if str(resume) != "auto":
+                raise
+            continue
+        if isinstance(saved, dict):
+            return ckpt, saved
+    return None
+
+
+def resume_config(cfg, overrides: list[str], resume):
+    """The config a resumed run trains with, and a line saying which settings it uses.
+
+    A run keeps its own settings (the config saved in its checkpoint: the overrides it was
+    started with included, e.g. train.time_budget_s=60) unless this command line overrides
+    them again; the config file's values that differ from the run's are not applied, and the
+    line names them. `cfg` is the config file + overrides; (cfg, None) for no resume or a
+    fresh start of --resume auto.
+    """
+    from redraft.config import config_from_dict, merge, parse_overrides
+
+    found = _resumed_checkpoint(cfg, resume) if resume is not None else None
+    if found is None:
+        return cfg, None
+    ckpt, saved = found
+    explicit = parse_overrides(list(overrides))
+    values = merge(saved, explicit)
+    if "out_dir" not in explicit.get("train", {}):
+        # Continue where the checkpoint lives: the folder --resume auto looked in, or the run
+        # folder of the checkpoint named (a lone checkpoint folder: the configured out_dir).
+        in_run = ckpt.name.startswith("ckpt-")
+        out_dir = cfg.train.out_dir if str(resume) == "auto" or not in_run else str(ckpt.parent)
+        values = merge(values, {"train": {"out_dir": out_dir}})
+    resumed = config_from_dict(values)
+    now, asked, final = _flat(explicit), _flat(cfg.to_dict()), _flat(resumed.to_dict())
+    before = _flat(config_from_dict(saved).to_dict())
+    line = f"resuming {str(ckpt)!r} with its run's own settings"
+    changed = [f"{k}={final[k]!r} (was {before[k]!r})" for k in now
+               if k in final and k in before and final[k] != before[k] and k != "train.out_dir"]
+    if changed:
+        line += "; overridden now: " + ", ".join(changed)
+    ignored = [f"{k}={asked[k]!r} (the run's: {final[k]!r})" for k in sorted(asked)
+               if k in final and asked[k] != final[k] and k not in now and k != "train.out_dir"]
+    if ignored:
+        line += ("; not applied (give them as key=value to change the run): "
+                 + ", ".join(ignored))
+    return resumed, line
