@@ -38,37 +38,46 @@ def test_demo_runs_end_to_end_small(tmp_path, monkeypatch):
     assert set(results) == {"mdlm", "ar"}
     assert "masked diffusion" in text and "AR twin" in text
     assert text.index("redraft.load('default')") < text.index("training the masked diffusion")
-    assert "filled in: " in text and "what this shows:" in text
     assert "upper bound (ELBO)" in text and "exact NLL" in text
-    assert "── step 16/16" in text  # no time left: the short denoising view
-    assert "AR twin + KV cache" in text
     # One fixed, printed seed for everything trained here; the showcase has its own.
     assert "seed: 7 " in text
-    showcase = [(n, s) for _, n, s in demo.SHOWCASE]
-    assert [(n, s) for _, n, s in calls[:len(showcase)]] == showcase
-    # A 3-second budget leaves no time for the speed table: one measured warm-up per row,
-    # then one timed run of the 16-step row only, and the rows left out are named.
-    assert calls[len(showcase):] == [("diffusion", 16, 7), ("diffusion", 16, 7), ("ar", None, 7),
-                                     ("diffusion", 16, 7), ("ar", None, 7)]
-    assert "median of 1 run after a warm-up" in text and "64, 256-step rows left out" in text
+    # A 3-second budget: every phase after the start is cut to its deadline or left out,
+    # and says so: the showcase and the denoising view stop early (8 steps planned), the
+    # speed table is only its two probes (a 2-step diffusion sample, a 16-token AR one).
+    (template, steps, own), = demo.SHOWCASE
+    assert calls == [("diffusion", steps, own), ("diffusion", 2, 7), ("ar", None, 7),
+                     ("diffusion", 8, 7)]
+    assert text.count("(cut short") == 2 and "sampling speed: left out" in text
     assert "can and cannot give" in text and "cannot: code that parses" in text
-    assert "token frequencies only" in text and "training tokens per model" in text
+    assert "token frequencies only" in text
+    assert "training tokens for masked diffusion" in " ".join(text.split())
 
 
 def test_the_speed_plan_fits_the_time_left():
-    call_s = {"16": 1.0, "64": 4.0, "256": 16.0, "ar": 2.0}
-    assert demo.plan_speed(call_s, 1000) == ([16, 64, 256], 5)
-    assert demo.plan_speed(call_s, 22 + 23 * 2) == ([16, 64, 256], 2)  # warm-ups 22, runs 23
-    assert demo.plan_speed(call_s, 13) == ([16, 64], 1)  # the 256 row left out
-    assert demo.plan_speed(call_s, 10) == ([16], 2)
-    assert demo.plan_speed(call_s, 0) == ([16], 1)  # at least one timed run of one row
+    call_s = {"16": 1.0, "64": 4.0, "256": 16.0, "ar": 2.0}  # one run of all rows: 23 s
+    assert demo.plan_speed(call_s, 1000) == ([16, 64, 256], True, 5)
+    assert demo.plan_speed(call_s, 46) == ([16, 64, 256], True, 2)
+    assert demo.plan_speed(call_s, 10) == ([16, 64], True, 1)  # the 256 row left out
+    assert demo.plan_speed(call_s, 3) == ([16], True, 1)  # the AR row kept before 64
+    assert demo.plan_speed(call_s, 1.5) == ([16], False, 1)
+    assert demo.plan_speed(call_s, 0.5) == ([], False, 0)  # nothing fits: the table is left out
+
+
+def test_a_phase_stops_at_its_deadline():
+    clock = demo.Clock(60)
+    drawn = []
+    on_step = clock.until(clock.elapsed() + 3600, lambda step, tokens: drawn.append(step))
+    on_step(0, None)
+    assert drawn == [0]
+    with pytest.raises(demo.OutOfTime):
+        clock.until(-1.0)(1, None)
 
 
 @pytest.mark.parametrize("diff_bits,ar_bits,words", [
     (2.0, 3.5, ["AR twin (3.50) is not below it", "masked diffusion (2.00) is below it",
-                "masked diffusion leads by at least"]),
+                "diffusion leads by at least"]),
     (3.4, 2.0, ["upper bound (3.40) is not below it", "AR twin (2.00) is below it",
-                "AR twin leads by 1.400"]),
+                "twin leads by 1.400"]),
     (2.50, 2.51, ["within noise"]),
 ])
 def test_the_closing_lines_follow_the_figures(diff_bits, ar_bits, words):

@@ -37,6 +37,11 @@ PAUSES = {
         import redraft.train
         redraft.train.load_data = lambda *a, **k: ready()
     """,
+    # another command: `sample`, loading its model
+    "sample": """
+        import redraft.model
+        redraft.model.load = lambda *a, **k: ready()
+    """,
 }
 
 
@@ -57,8 +62,9 @@ def _wrapper(pause: str) -> str:
 def test_a_signal_during_start_up_is_one_line_and_128_plus_signal(tmp_path, pause, sig):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT)
-    args = tiny_overrides(corpus, tmp_path / "run")
-    proc = subprocess.Popen([sys.executable, "-c", _wrapper(pause), "train", *args],
+    command = "sample" if pause == "sample" else "train"
+    args = [] if pause == "sample" else tiny_overrides(corpus, tmp_path / "run")
+    proc = subprocess.Popen([sys.executable, "-c", _wrapper(pause), command, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=tmp_path)
     try:
@@ -68,7 +74,7 @@ def test_a_signal_during_start_up_is_one_line_and_128_plus_signal(tmp_path, paus
     finally:
         proc.kill()
     assert proc.returncode == 128 + sig, err
-    assert err.strip() == f"redraft train: interrupted ({signal.Signals(sig).name})", err
+    assert err.strip() == f"redraft {command}: interrupted ({signal.Signals(sig).name})", err
     assert not (tmp_path / "run").exists()  # nothing half-written
 
 

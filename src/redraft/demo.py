@@ -34,14 +34,19 @@ DEMO_CONFIG = {
     "data": {"corpus": "stdlib", "tokenizer": "byte"},
     "model": {"n_layer": 4, "n_head": 4, "d_model": 128, "seq_len": 256},
     "train": {"batch_size": 16, "lr": 2e-3, "warmup_steps": 50, "eval_every": 10**9,
-              "eval_batches": 8, "precision": "auto", "max_steps": 10**9},
+              "eval_batches": 1, "precision": "auto", "max_steps": 10**9},
 }
 DEMO_RUNS = {"mdlm": "masked diffusion", "ar": "autoregressive twin"}  # objective: what it is
 AFTER_TRAINING = 0.25  # of the total budget: evaluation, the denoising view, the speed table
 MARGIN = 0.05  # of the total budget: the interpreter's start-up and imports, outside run_demo
+SHOWCASE_SHARE = 0.1  # of the total budget at most for the default model's showcase
 SPEED_RUNS = 5  # at most, timed runs per row of the speed table after one untimed warm-up
 SPEED_STEPS = (16, 64, 256)  # diffusion rows of the speed table, as many as the time allows
 MIN_TRAIN_S = 1.0  # a budget smaller than the fixed costs still trains a few steps
+
+
+class OutOfTime(Exception):
+    """A phase of the demo reached its deadline (raised from a sampling loop's on_step)."""
 
 
 class Clock:
@@ -58,6 +63,16 @@ class Clock:
     def left(self) -> float:
         return self.total * (1 - MARGIN) - self.elapsed()
 
+    def until(self, deadline: float, view=None):
+        """An on_step for a sampling loop: draws `view`, and stops the loop (OutOfTime) once
+        the demo's clock passes `deadline` seconds, so no phase overruns on a slow machine."""
+        def on_step(step, tokens):
+            if view is not None:
+                view(step, tokens)
+            if self.elapsed() > deadline:
+                raise OutOfTime
+        return on_step
+
 
 def median_seconds(generate, runs: int, warm=None):
     """(median seconds of `runs` calls, the last Generation), after one untimed call (or
@@ -69,20 +84,18 @@ def median_seconds(generate, runs: int, warm=None):
     return statistics.median(g.seconds for g in gens), gens[-1]
 
 
-def plan_speed(call_s: dict[str, float], seconds: float) -> tuple[list[int], int]:
-    """(diffusion step rows, timed runs per row) whose time fits `seconds`, given the measured
-    seconds of one call per row (keys "16", "64", "256", "ar"): as many runs as fit (at most
-    SPEED_RUNS, at least 1), dropping the longest rows first when even one run does not."""
-    rows = list(SPEED_STEPS)
-    while rows:
-        per_run = sum(call_s[str(n)] for n in rows) + call_s["ar"]
-        # the warm-up of each row but the 16-step one (already run to measure) counts too
-        warm = sum(call_s[str(n)] for n in rows[1:]) + call_s["ar"]
-        runs = min(SPEED_RUNS, int((seconds - warm) // per_run)) if per_run > 0 else SPEED_RUNS
-        if runs >= 1 or len(rows) == 1:
-            return rows, max(1, runs)
-        rows.pop()
-    return [SPEED_STEPS[0]], 1
+def plan_speed(call_s: dict[str, float], seconds: float) -> tuple[list[int], bool, int]:
+    """(diffusion step rows, whether the AR row is in, timed runs per row) that fit `seconds`,
+    given the predicted seconds of one call of each row (keys "16", "64", "256", "ar"): the
+    most rows first, the AR row kept before the longer diffusion rows, then as many runs as
+    fit (at most SPEED_RUNS); ([], False, 0) when not even one run of one row fits."""
+    options = [([16, 64, 256], True), ([16, 64], True), ([16], True), ([16], False)]
+    for rows, with_ar in options:
+        per_run = sum(call_s[str(n)] for n in rows) + (call_s["ar"] if with_ar else 0.0)
+        runs = min(SPEED_RUNS, int(seconds // per_run)) if per_run > 0 else SPEED_RUNS
+        if runs >= 1:
+            return rows, with_ar, runs
+    return [], False, 0
 
 
 # The editor view of the default model: short spans, the code on both sides kept. Chosen
@@ -113,7 +126,7 @@ def card_figures() -> str:
             f"fills parse as Python and {found['exact']} match the original (model card)")
 
 
-def show_default(say, stream) -> None:
+def show_default(say, stream, clock: Clock | None = None) -> None:
     """The shipped default model (redraft.load("default")) filling in short spans, drawn
     step by step: the instant part of the demo, before any training. Each example has its own
     fixed seed (the shipped model is not the demo's to reseed)."""
@@ -127,8 +140,15 @@ def show_default(say, stream) -> None:
         "seeing the code on both sides (confidence sampler, one token a step):")
     for template, steps, own_seed in SHOWCASE:
         view = DraftView(model.tokenizer.decode, steps, stream=stream, delay=0.03, max_lines=14)
-        out = model.infill(template, steps=steps, sampler="confidence", seed=own_seed,
-                           on_step=view)
+        if clock is not None:  # a slow machine: stop drawing at the showcase's share
+            view = clock.until(SHOWCASE_SHARE * clock.total, view)
+        try:
+            out = model.infill(template, steps=steps, sampler="confidence", seed=own_seed,
+                               on_step=view)
+        except OutOfTime:
+            say("(cut short: this machine is slow right now; the rest of the demo scales its "
+                "work to the time left)")
+            break
         say(f"filled in: {', '.join(map(repr, out.spans[0]))}")
     figures = card_figures()
     say(textwrap.fill(
@@ -152,7 +172,7 @@ def run_demo(minutes: float = 5.0, out_dir: str = "runs/demo", overrides=(),
     say = lambda *a: print(*a, file=stream, flush=True)  # noqa: E731
     seed = config_from_dict(merge(DEMO_CONFIG, parse_overrides(list(overrides)))).train.seed
     if show_default_model:
-        show_default(say, stream)
+        show_default(say, stream, clock)
         say("\nnow training a pair of our own, from scratch, in the time budget:")
     say(f"seed: {seed} (initialisation, batches, noise and samples; another: "
         f"redraft demo train.seed=N)")
@@ -176,16 +196,12 @@ def run_demo(minutes: float = 5.0, out_dir: str = "runs/demo", overrides=(),
                 f"{move_aside(cfg.train.out_dir)})")
         results[objective] = train(cfg)
 
-    ckpts, figures = compare(results, clock, say)
+    after = clock.left()  # the reserve, less what training's start-ups took of it
+    ckpts, figures = compare(results, clock, 0.3 * after, say)
     diff, ar = ckpts["mdlm"], ckpts["ar"]
-    tok = diff.tokenizer
-    prompt = "def "
-    steps = 64 if clock.left() > 0.5 * AFTER_TRAINING * clock.total else 16
-    say(f"\na diffusion sample being denoised ({steps} steps, prompt {prompt!r}):")
-    view = DraftView(tok.decode, steps, stream=stream, delay=min(0.04, 2.0 / steps), max_lines=14)
-    diff.generate(prompt, steps=steps, length=min(192, diff.seq_len), seed=seed, on_step=view)
-
-    speed_table(diff, ar, seed, clock, say)
+    call_s, probes = probe(diff, ar, seed)  # what one sample costs on this machine, now
+    denoise(diff, seed, clock, clock.elapsed() + 0.15 * after, call_s["16"] / 16, stream, say)
+    speed_table(diff, ar, seed, clock, call_s, probes, say)
     say(limits(results, figures))
     say(f"\ncheckpoints: {results['mdlm'].checkpoint}  {results['ar'].checkpoint}")
     say(f"try: redraft sample {Path(out_dir) / 'mdlm'} --steps 64 --prompt 'import ' --show")
@@ -193,9 +209,10 @@ def run_demo(minutes: float = 5.0, out_dir: str = "runs/demo", overrides=(),
     return results
 
 
-def compare(results: dict, clock: Clock, say) -> tuple[dict, dict]:
-    """The validation table (on as many batches as the time left allows, 1 to 4); returns
-    the loaded models and the figures the closing lines are computed from."""
+def compare(results: dict, clock: Clock, seconds: float, say) -> tuple[dict, dict]:
+    """The validation table, on as many windows as fit `seconds` at the speed training
+    measured (2 to 64); returns the loaded models and the figures the closing lines are
+    computed from (and "speed": forward tokens per second, for the phases after it)."""
     say("\nvalidation on the same held-out tokens:")
     say(f"  {'model':22s} {'params':>8s} {'steps':>6s} {'train tokens':>13s} "
         f"{'train tok/s':>12s} {'bits/byte':>10s}  kind")
@@ -204,12 +221,15 @@ def compare(results: dict, clock: Clock, say) -> tuple[dict, dict]:
         ck = ckpts[objective] = load(res.checkpoint)
         cfg = ck.config
         _, data = load_data(cfg.data, cfg.model.seq_len, ck.tokenizer)
-        # One batch of 4 draws costs about 4 forward passes of a batch: a third of a training
-        # step each. Fit the batches into a fifth of the time left (per model).
-        step_s = cfg.train.batch_size * cfg.model.seq_len / max(res.train_tokens_per_s, 1e-9)
-        batches = int(max(1, min(4, 0.2 * clock.left() / len(results) / (4 * step_s / 3))))
+        # A forward pass costs about a third of a training step (forward + backward); a
+        # window is 4 draws of seq_len tokens. As many windows as fit this model's share.
+        speed = figures["speed"] = 3 * max(res.train_tokens_per_s, 1.0)  # forward tokens/s
+        fit = seconds / len(results) / (4 * cfg.model.seq_len / speed)
+        windows = int(max(2, min(64, fit)))
+        size = min(16, windows)
         nats, err, windows = evaluate(ck.backbone, data.val, cfg, ck.tokenizer.mask_id,
-                                      ck.tokenizer.eos_id, max_batches=batches, samples=4)
+                                      ck.tokenizer.eos_id, max_batches=windows // size,
+                                      samples=4, batch_size=size)
         r = report(nats, err, data.val_bytes_per_token)
         tokens = res.step * cfg.train.batch_size * cfg.model.seq_len
         figures[objective] = {"bits": r["bits_per_byte"],
@@ -229,31 +249,63 @@ def compare(results: dict, clock: Clock, say) -> tuple[dict, dict]:
     return ckpts, figures
 
 
-def speed_table(diff, ar, seed: int, clock: Clock, say) -> None:
-    """Sampling speed at batch 1: one call of each row measured first (the warm-up), then as
-    many rows and timed runs as the time left allows; what was left out is said."""
+def probe(diff, ar, seed: int) -> tuple[dict[str, float], tuple]:
+    """(predicted seconds of one seq_len-token sample at batch 1 for each speed row: keys
+    "16", "64", "256" (diffusion steps) and "ar"; the two probe Generations) from a 2-step
+    diffusion sample and a 16-token AR one, which also serve as the table's warm-up."""
     n_tok = diff.config.model.seq_len
-    calls = {str(n): (lambda n=n: diff.sample([[]], length=n_tok, seeds=[seed], steps=n))
-             for n in SPEED_STEPS}
-    calls["ar"] = lambda: ar.sample([[]], length=n_tok, seeds=[seed])
-    warm = {"16": calls["16"](), "ar": calls["ar"]()}  # each pays its first-call costs here
-    call_s = {"16": warm["16"].seconds, "ar": warm["ar"].seconds}
-    for n in SPEED_STEPS[1:]:  # a network call costs about the same at any step count
-        call_s[str(n)] = warm["16"].seconds * n / SPEED_STEPS[0]
-    rows, runs = plan_speed(call_s, max(0.0, clock.left()))
+    probe_d = diff.sample([[]], length=n_tok, seeds=[seed], steps=2)
+    probe_a = ar.sample([[]], length=16, seeds=[seed])
+    call_s = {str(n): n * probe_d.seconds / probe_d.nfe for n in SPEED_STEPS}
+    call_s["ar"] = n_tok * probe_a.seconds / max(probe_a.nfe, 1)
+    return call_s, (probe_d, probe_a)
+
+
+def denoise(diff, seed: int, clock: Clock, deadline: float, step_s: float, stream,
+            say) -> None:
+    """A sample being denoised, drawn step by step: 64 steps, or fewer (down to 8) when the
+    time before `deadline` at `step_s` seconds a step is short; cut off at the deadline."""
+    prompt, length = "def ", min(192, diff.seq_len)
+    step_s *= length / diff.seq_len  # the probe's canvas was seq_len long
+    steps = next((n for n in (64, 32, 16, 8) if n * step_s + 2.0 <= deadline - clock.elapsed()),
+                 8)
+    say(f"\na diffusion sample being denoised ({steps} steps, prompt {prompt!r}):")
+    view = DraftView(diff.tokenizer.decode, steps, stream=stream, delay=min(0.04, 2.0 / steps),
+                     max_lines=14)
+    try:
+        diff.generate(prompt, steps=steps, length=length, seed=seed,
+                      on_step=clock.until(deadline, view))
+    except OutOfTime:
+        say("(cut short: out of this part's time)")
+
+
+def speed_table(diff, ar, seed: int, clock: Clock, call_s: dict, probes: tuple, say) -> None:
+    """Sampling speed at batch 1: as many rows and timed runs as the time left allows at the
+    probed cost (the probes were the warm-up); what was left out is said."""
+    n_tok = diff.config.model.seq_len
+    probe_d, probe_a = probes
+    rows, with_ar, runs = plan_speed(call_s, max(0.0, clock.left()))
+    if not runs:
+        say(f"\nsampling speed: left out, it would not fit the time left (one {n_tok}-token "
+            f"sample would take about {call_s['16']:.0f} s with 16 diffusion steps and "
+            f"{call_s['ar']:.0f} s with the AR twin on this machine now)")
+        return
     say(f"\nsampling speed, {n_tok} tokens at batch 1 (this machine, float64 sampling; median "
         f"of {runs} run{'s' if runs > 1 else ''} after a warm-up):")
     for n in rows:
-        sec, g = median_seconds(calls[str(n)], runs, warm=warm.get(str(n)))
+        sec, g = median_seconds(lambda n=n: diff.sample([[]], length=n_tok, seeds=[seed],
+                                                        steps=n), runs, warm=probe_d)
         say(f"  diffusion {n:4d} steps: {sec:6.2f} s  {n_tok / sec:8,.0f} tokens/s "
             f"({g.nfe} network calls)")
-    sec, g = median_seconds(calls["ar"], runs, warm=warm["ar"])
-    say(f"  AR twin + KV cache : {sec:6.2f} s  {n_tok / sec:8,.0f} tokens/s "
-        f"({g.nfe} network calls)")
-    skipped = [n for n in SPEED_STEPS if n not in rows]
+    if with_ar:
+        sec, g = median_seconds(lambda: ar.sample([[]], length=n_tok, seeds=[seed]), runs,
+                                warm=probe_a)
+        say(f"  AR twin + KV cache : {sec:6.2f} s  {n_tok / sec:8,.0f} tokens/s "
+            f"({g.nfe} network calls)")
+    skipped = [f"{n}-step" for n in SPEED_STEPS if n not in rows] + ([] if with_ar else ["AR"])
     if skipped:
-        say(f"  (the {', '.join(map(str, skipped))}-step row{'s' if len(skipped) > 1 else ''} "
-            "left out: it would not fit the time budget; redraft demo --minutes N for more)")
+        say(f"  (the {', '.join(skipped)} row{'s' if len(skipped) > 1 else ''} left out: "
+            "it would not fit the time budget; redraft demo --minutes N for more)")
 
 
 def unigram_nats(train_tokens, val_tokens, vocab_size: int) -> float:
@@ -268,7 +320,7 @@ def limits(results: dict, figures: dict) -> str:
     """What a demo-sized run can and cannot show, said plainly, each claim computed from the
     figures printed above (never a claim they contradict)."""
     diff, ar, unigram = figures["mdlm"], figures["ar"], figures["unigram"]
-    budget_s, tokens = diff["budget"], min(diff["tokens"], ar["tokens"])
+    budget_s = diff["budget"]
 
     def context(name: str, f: dict, bound: bool) -> str:
         if f["bits"] < unigram:
@@ -290,17 +342,24 @@ def limits(results: dict, figures: dict) -> str:
     else:
         lead = (f"masked diffusion leads by at least {gap:.3f} bits/byte here (its figure is an "
                 "upper bound)")
-    return f"""
-what {budget_s / 60:.1f} minutes of CPU training per model can and cannot give (here about
-{tokens:,} training tokens per model: the steps depend on this machine's speed):
-  can:    a like-for-like comparison of masked diffusion and its AR twin: same backbone
-          ({diff['params'] / 1e6:.1f}M parameters), same data, same wall clock, same held-out
-          bytes (diffusion: an upper bound; AR: exact); against the {unigram:.2f} bits/byte of
-          token frequencies alone, {context("masked diffusion", diff, True)};
-          {context("the AR twin", ar, False)}
-  cannot: code that parses or means anything (the samples above show what this budget
-          writes), or figures near what these models reach with hours of training; {lead},
-          and which objective leads, and by how much, changes with the budget, the model
-          size and the corpus: this budget's gap, not a verdict
-  more:   redraft demo --minutes 30; configs/stdlib-mdlm.yaml is a 10.7M-parameter
-          Python model for a GPU; BENCHMARKS.md has longer, documented runs"""
+    def block(label: str, text: str) -> str:
+        return textwrap.fill(text, width=92, initial_indent=f"  {label:8s}",
+                             subsequent_indent=" " * 10)
+
+    head = textwrap.fill(
+        f"what {budget_s / 60:.1f} minutes of CPU training per model can and cannot give (here "
+        f"{diff['tokens']:,} training tokens for masked diffusion and {ar['tokens']:,} for the AR "
+        "twin: the steps depend on this machine's speed):", width=92)
+    can = (f"a like-for-like comparison of masked diffusion and its AR twin: same backbone "
+           f"({diff['params'] / 1e6:.1f}M parameters), same data, same wall clock, same held-out "
+           f"bytes (diffusion: an upper bound; AR: exact). Against the {unigram:.2f} bits/byte "
+           f"of token frequencies alone, {context('masked diffusion', diff, True)}; "
+           f"{context('the AR twin', ar, False)}.")
+    cannot = ("code that parses or means anything (the samples above show what this budget "
+              "writes), or figures near what these models reach with hours of training. "
+              f"{lead[0].upper()}{lead[1:]}; which objective leads, and by how much, changes "
+              "with the budget, the model size and the corpus: this budget's gap, not a verdict.")
+    more = ("redraft demo --minutes 30; configs/stdlib-mdlm.yaml is a 10.7M-parameter Python "
+            "model for a GPU; BENCHMARKS.md has longer, documented runs")
+    return "\n".join(["", head, block("can:", can), block("cannot:", cannot),
+                      block("more:", more)])
