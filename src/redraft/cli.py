@@ -522,8 +522,12 @@ def parser() -> argparse.ArgumentParser:
                                     "then train a diffusion LM and its AR twin on Python's "
                                     "stdlib, compare, and watch a sample denoise")
     d.add_argument("--minutes", type=number(0, low_open=True), default=5.0,
-                   help="total time budget")
-    d.add_argument("--out", default="runs/demo", help="where the two runs are written")
+                   help="wall-time budget of the whole demo: training, evaluation, the "
+                        "sampling views and the speed table scale their work to it (default "
+                        "%(default)s)")
+    d.add_argument("--out", default="runs/demo",
+                   help="where the two runs are written (an earlier demo's runs there are moved "
+                        "aside to <run>.old-N, not deleted)")
     return p
 
 

@@ -5,7 +5,10 @@ training). Then trains a small masked-diffusion LM and its autoregressive twin (
 same data, same wall-clock budget) on the interpreter's own standard-library source, prints their
 validation figures side by side (diffusion: an upper bound on NLL; AR: exact NLL), shows a
 sample being denoised step by step, and times sampling for both (after a warm-up, the median
-of several runs). One seed (train.seed, default 0; printed) fixes the initialisation, the
+of several runs). The whole demo keeps within --minutes of wall time on any machine: training
+gets what is left after the start less a reserve, and each later phase sizes its work to the
+time left at this machine's measured speed, stops at its deadline, and says what it left out.
+One seed (train.seed, default 0; printed) fixes the initialisation, the
 batches, the noise and the samples; with a time budget the number of steps trained still
 follows the machine's speed, so the figures vary a little from run to run.
 """
