@@ -142,3 +142,15 @@ def test_the_showcase_fills_parse_and_its_caveat_quotes_the_card():
     text = " ".join(" ".join(lines).split())
     assert "what this shows:" in text and "held-out functions" in text
     assert "fills parse as Python" in text and "(model card)" in text
+
+
+def test_redraft_demo_counts_from_the_process_start():
+    """The interpreter's start and the imports are part of the user's wait: `redraft demo`
+    counts them (Linux: /proc; elsewhere the clock starts in run_demo)."""
+    import sys
+
+    age = demo.process_age()
+    if sys.platform.startswith("linux"):
+        assert age > 0
+    assert demo.Clock(60, from_process_start=True).elapsed() >= age
+    assert demo.Clock(60).elapsed() < age or age == 0

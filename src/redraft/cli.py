@@ -221,7 +221,7 @@ def cmd_demo(args, overrides: list[str]) -> int:
     from redraft.demo import run_demo
 
     check_output_dir(args.out, "--out")
-    run_demo(minutes=args.minutes, out_dir=args.out, overrides=overrides)
+    run_demo(minutes=args.minutes, out_dir=args.out, overrides=overrides, from_process_start=True)
     return 0
 
 
