@@ -66,17 +66,18 @@ def test_import_graph_has_no_cycle():
 # scorers below it; what uses models (evaluation, training, serving, the CLI) sits above.
 LAYERS = [
     ("errors",),
-    ("files", "validate", "display", "distributed", "diffusion"),
+    ("files", "validate", "display", "distributed", "diffusion", "signals"),
     ("config", "request"),
     ("data", "models", "losses"),
     ("checkpoint", "sampling", "scoring", "likelihood"),
-    ("hf",),
+    ("hf", "runs"),
     ("export", "default"),
     ("decoders",),
     ("model",),
     ("eval", "train", "serve"),
     ("lm_eval", "demo"),
     ("cli",),
+    ("entry",),  # the console script: signal handlers before anything heavy is imported
     ("__main__", ""),  # "": the package itself (redraft.load, lazily)
 ]
 RANK = {f"redraft.{n}" if n else "redraft": i for i, names in enumerate(LAYERS) for n in names}

@@ -145,8 +145,9 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(tmp_path, corpus, c
     assert main(["train", *overrides, "--resume", str(tmp_path / "run")]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["step"] == 4
-    assert err.startswith("redraft train: warning: nothing to train: ")  # one plain line
-    assert len(err.strip().splitlines()) == 1
+    settings, warning = err.strip().splitlines()  # which settings, then one plain line
+    assert settings.startswith("redraft train: resuming ") and "run's own settings" in settings
+    assert warning.startswith("redraft train: warning: nothing to train: ")
     # A larger budget trains on from there.
     more = train(load_config(None, [*overrides, "train.max_steps=6"]), resume="auto")
     assert more.step == 6 and len(losses(tmp_path / "run")) == 6

@@ -1,5 +1,5 @@
 import sys
 
-from redraft.cli import main
+from redraft.entry import main
 
 sys.exit(main())

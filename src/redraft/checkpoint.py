@@ -157,7 +157,8 @@ def clean_run_dir(run_dir: str | Path) -> list[str]:
             shutil.rmtree(final, ignore_errors=True)
             os.replace(old, final)
             done.append(f"restored {str(final)!r} (its replacement never finished)")
-    for tmp in sorted(run_dir.glob(".tmp-*")):
+    # Only the names redraft writes (.tmp-ckpt-*, .tmp-rm-*): a user's own .tmp-* is not ours.
+    for tmp in sorted([*run_dir.glob(".tmp-ckpt-*"), *run_dir.glob(".tmp-rm-*")]):
         shutil.rmtree(tmp, ignore_errors=True)
         done.append(f"removed {str(tmp)!r}: a checkpoint write or deletion that never finished")
     for ckpt in sorted(run_dir.glob("ckpt-*")):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shlex
 import sys
 import warnings
@@ -18,7 +19,9 @@ from redraft.config import BENCH, SERVE
 from redraft.diffusion import OBJECTIVES, PROCESSES
 from redraft.errors import RedraftError, TrainingStopped
 from redraft.request import HF_NEW_TOKENS, add_flags
+from redraft.runs import check_report_dir, check_run_dir, resume_config
 from redraft.sampling.registry import SAMPLERS
+from redraft.signals import interrupted_line, stop_signals
 from redraft.validate import (
     MAX_SAMPLE_SEED,
     MAX_WORK,
@@ -47,8 +50,12 @@ def cmd_train(args, overrides: list[str]) -> int:
     overrides = [*overrides, *(f"diffusion.{k}={v}" for k, v in
                                (("process", args.process), ("objective", args.objective)) if v)]
     cfg = load_config(config, overrides)
+    cfg, settings = resume_config(cfg, overrides, args.resume)  # the run's own, unless given
+    check_run_dir(cfg.train.out_dir, args.resume, cfg.train.init_from, args.overwrite)
+    if settings and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks
+        print(f"redraft train: {settings}", file=sys.stderr)
     with _plain_warnings("train"):
-        result = train(cfg, resume=args.resume)
+        result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if result.rank != 0:  # under torchrun, rank 0 speaks for all
         return 0
     print(json.dumps({"checkpoint": str(result.checkpoint), "step": result.step,
@@ -164,6 +171,7 @@ def cmd_bench(args, overrides: list[str]) -> int:
 
     _no_overrides(overrides)
     check_output_dir(args.out, "--out")  # before the run, not after an hour of it
+    check_report_dir(args.out, "--out")
     if args.length is not None:
         check_work(args.num_samples, max(args.steps), args.length, False, args.max_work)
     cfg = BenchConfig(
@@ -218,15 +226,17 @@ def cmd_demo(args, overrides: list[str]) -> int:
     from redraft.demo import run_demo
 
     check_output_dir(args.out, "--out")
-    run_demo(minutes=args.minutes, out_dir=args.out, overrides=overrides)
+    run_demo(minutes=args.minutes, out_dir=args.out, overrides=overrides, from_process_start=True)
     return 0
 
 
 def cmd_export(args, overrides: list[str]) -> int:
-    from redraft.export import export_model
+    from redraft.export import check_export_target, export_model
     from redraft.model import load
 
     _no_overrides(overrides)
+    check_export_target(args.out, args.force)  # before loading the model, and again after
+    check_output_dir(args.out, "the export folder")
     model = load(args.checkpoint)
     out = export_model(model, args.out, overwrite=args.force)
     auto = "AutoModelForCausalLM" if model.backbone.causal else "AutoModelForMaskedLM"
@@ -348,6 +358,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", help="checkpoint or run folder to continue exactly, or 'auto': "
                                     "the newest complete checkpoint in train.out_dir (a fresh "
                                     "start when there is none)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a train.out_dir that holds a run: the old run is moved "
+                        "aside to <out_dir>.old-N, never deleted (without it such a start is "
+                        "refused)")
     _process_args(t, "shorthand for diffusion.process=...", "shorthand for diffusion.objective")
 
     s = sub.add_parser("sample", help="generate text from a checkpoint")
@@ -493,7 +507,8 @@ def parser() -> argparse.ArgumentParser:
                                    "redraft.load('hf:OUT') loads it back.")
     x.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")
     x.add_argument("out", help="the folder to write (written whole, then renamed into place)")
-    x.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    x.add_argument("--force", action="store_true",
+                   help="replace OUT if it holds an earlier export (never anything else)")
 
     sub.add_parser("lm-eval", add_help=False,
                    help="EleutherAI's lm-evaluation-harness on a redraft model (its own "
@@ -503,8 +518,12 @@ def parser() -> argparse.ArgumentParser:
                                     "then train a diffusion LM and its AR twin on Python's "
                                     "stdlib, compare, and watch a sample denoise")
     d.add_argument("--minutes", type=number(0, low_open=True), default=5.0,
-                   help="total time budget")
-    d.add_argument("--out", default="runs/demo", help="where the two runs are written")
+                   help="wall-time budget of the whole demo: training, evaluation, the "
+                        "sampling views and the speed table scale their work to it (default "
+                        "%(default)s)")
+    d.add_argument("--out", default="runs/demo",
+                   help="where the two runs are written (an earlier demo's runs there are moved "
+                        "aside to <run>.old-N, not deleted)")
     return p
 
 
@@ -518,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser().parse_known_args(argv)
     args.argv = argv[1:]
     try:
-        return COMMANDS[args.command](args, extra)
+        with stop_signals():  # SIGTERM, too, ends in one line before training's own handlers
+            return COMMANDS[args.command](args, extra)
     except RedraftError as e:
         # One line, whatever the message holds (a YAML parser's error spans several).
         line = " ".join(part.strip() for part in str(e).splitlines() if part.strip())
@@ -539,9 +559,10 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as e:  # SIGINT/SIGTERM in training: saved at a step boundary
         print(f"redraft {args.command}: {e}", file=sys.stderr)
         return 128 + e.signum
-    except KeyboardInterrupt:
-        print(f"redraft {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # nothing saved: start-up, or a second signal
+        line, status = interrupted_line(args.command, e)
+        print(line, file=sys.stderr)
+        return status
     except BrokenPipeError:  # the reader closed the pipe (`redraft samplers | head`): done
         import os
 

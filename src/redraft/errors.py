@@ -19,3 +19,12 @@ class TrainingStopped(Exception):
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
         super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; saved "
                          f"{str(checkpoint)!r}: continue with --resume auto (or that folder)")
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM before anything was saved (start-up, or a second signal): the CLI
+    prints one line and exits with 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum

@@ -319,7 +319,7 @@ class Model:
         given = {k: v for k, v in (("num_samples", num_samples), ("seed", seed))
                  if v is not None}
         req = self.request(request, **given, **knobs)
-        spec = Infill.build(template, self.tokenizer)
+        spec = Infill.build(template, self.tokenizer, self.seq_len)
         if len(spec.canvas) > self.seq_len:
             raise RedraftError(f"the template takes {len(spec.canvas)} tokens, more than the "
                                f"model's context of {self.seq_len}")

@@ -50,9 +50,10 @@ from redraft.checkpoint import (
 from redraft.config import Config, config_from_dict
 from redraft.data import Batches, cache_dir, load_data, load_tokenizer
 from redraft.display import show_progress
-from redraft.errors import RedraftError, TrainingStopped
+from redraft.errors import Interrupted, RedraftError, TrainingStopped
 from redraft.likelihood import evaluate, report
 from redraft.losses import condition_noise, draw_noise, token_losses
+from redraft.runs import check_run_dir, move_aside, run_contents
 from redraft.validate import check_device, check_output_dir, check_training_fits
 
 
@@ -101,9 +102,12 @@ def _param_groups(model, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
+def train(cfg: Config, resume: str | Path | None = None, overwrite: bool = False) -> TrainResult:
     """Train per `cfg`; with `resume` (a checkpoint, a run folder, or "auto": the newest
     complete checkpoint in train.out_dir, if any) continue exactly.
+
+    A fresh start into a train.out_dir that holds a run is a RedraftError unless `overwrite`,
+    which moves that run aside (`<out_dir>.old-N`) first: a run is never replaced silently.
 
     Under torchrun every process runs this same function (see redraft.distributed): each
     computes its share of the global batch, gradients are averaged, validation is reduced
@@ -111,12 +115,13 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
     """
     cfg.validate()
     _check_before_work(cfg)
+    check_run_dir(cfg.train.out_dir, resume, cfg.train.init_from, overwrite)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     world = distributed.setup(cfg.train.device)
     try:
         with _StopSignals() as stop:
-            return _train(cfg, resume, world, stop)
+            return _train(cfg, resume, world, stop, overwrite)
     finally:
         world.close()
 
@@ -133,7 +138,8 @@ def _check_before_work(cfg: Config) -> None:
     check_output_dir(cache_dir(cfg.data), "data.cache_dir")
 
 
-def _train(cfg: Config, resume, world: distributed.World, stop: _StopSignals) -> TrainResult:
+def _train(cfg: Config, resume, world: distributed.World, stop: _StopSignals,
+           overwrite: bool = False) -> TrainResult:
     tc = cfg.train
     device = world.device
     dtype = autocast_dtype(tc.precision, device)
@@ -183,6 +189,9 @@ def _train(cfg: Config, resume, world: distributed.World, stop: _StopSignals) ->
     mask_id, bos_id = tokenizer.mask_id, tokenizer.eos_id
     log_path = run_dir / "metrics.jsonl"
     if world.main:
+        if overwrite and run_contents(run_dir):  # only now: a bad config leaves it in place
+            warnings.warn(f"moved the earlier run in {str(run_dir)!r} to "
+                          f"{str(move_aside(run_dir))!r} (--overwrite)", stacklevel=3)
         run_dir.mkdir(parents=True, exist_ok=True)
     history = _trim_log(log_path, start_step) if world.main else []
     bytes_per_token = data.val_bytes_per_token if data.meta["val_tokens"] else float("nan")
@@ -345,7 +354,7 @@ class _StopSignals:
 
     def _handle(self, signum, frame):
         if not self.armed or self.signum is not None:
-            raise KeyboardInterrupt
+            raise Interrupted(signum)  # a KeyboardInterrupt that says which signal
         self.signum = signum
         print(f"\nredraft: {signal.Signals(signum).name}: saving a checkpoint at the end of this "
               "step, then stopping (signal again to stop at once, unsaved)", file=sys.stderr,

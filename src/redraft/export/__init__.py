@@ -109,23 +109,22 @@ and runs none of the folder's code.
 def export_model(model, out: str | Path, overwrite: bool = False) -> Path:
     """Write `model` (a redraft Model with a redraft Transformer) as a Hugging Face folder at
     `out`, atomically (a temporary folder beside it, renamed into place). An existing `out`
-    is an error unless overwrite, which replaces it only once the new folder is complete."""
+    is an error unless overwrite, which replaces it only once the new folder is complete, and
+    only an earlier export (or an empty folder): anything else there is a RedraftError."""
     from safetensors.torch import save_file
 
     from redraft.checkpoint import loaded_files, sha256_file, weights_to_save
     from redraft.export.tokenizer import write_hf_tokenizer
     from redraft.files import user_modes
     from redraft.models import Transformer
+    from redraft.validate import check_output_dir
 
     out = Path(out)
     if not isinstance(model.backbone, Transformer) or model.config is None:
         raise RedraftError(f"{model.name!r} is not a redraft Transformer checkpoint: only "
                            "models redraft trained can be exported")
-    if out.exists() and not overwrite:
-        raise RedraftError(f"{str(out)!r} already exists: choose a new folder or overwrite "
-                           "(--force)")
-    if out.exists() and not out.is_dir():
-        raise RedraftError(f"{str(out)!r} exists and is not a folder")
+    check_export_target(out, overwrite)  # --force replaces an earlier export, nothing else
+    check_output_dir(out, "the export folder")  # a clear line, not mkdir's traceback
     parent = out.parent if str(out.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=parent))
@@ -244,3 +243,22 @@ def read_exported_spec(spec: str, device: str | torch.device = "cpu", options: d
     check_device(str(device))
     return read_exported(path, device)
 
+
+def check_export_target(out: str | Path, overwrite: bool) -> None:
+    """`export --force` replaces an earlier export (or an empty folder) and nothing else."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not overwrite:
+        raise RedraftError(f"{str(out)!r} already exists: choose a new folder, or --force to "
+                           "replace an earlier export there")
+    if not out.is_dir():
+        raise RedraftError(f"{str(out)!r} exists and is not a folder: choose a new folder")
+    if is_exported(out) or not any(out.iterdir()):
+        return
+    from redraft.runs import run_contents
+
+    what = ("a training run" if run_contents(out) else "a checkpoint"
+            if (out / "config.json").is_file() else "files that are not an export")
+    raise RedraftError(f"{str(out)!r} holds {what}: --force replaces only an earlier "
+                       "`redraft export`, never anything else; choose a new folder")

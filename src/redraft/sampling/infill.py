@@ -39,6 +39,14 @@ class Span:
             raise RedraftError(f"span length {self.length!r}: expected an integer >= 1")
 
 
+def _span_length(digits: str) -> int:
+    # int() refuses more than 4300 digits with a bare ValueError; no context is 10^12 long.
+    if len(digits.lstrip("0")) > 12:
+        raise RedraftError(f"span marker <|mask:{digits[:12]}...|> ({len(digits)} digits): "
+                           "expected a length in tokens that fits the model's context")
+    return int(digits)
+
+
 def parse_template(template: str) -> list[str | Span]:
     """Split a template into fixed text and spans; a malformed marker is an error."""
     segments: list[str | Span] = []
@@ -46,7 +54,7 @@ def parse_template(template: str) -> list[str | Span]:
     for m in MARKER.finditer(template):
         if m.start() > pos:
             segments.append(template[pos:m.start()])
-        segments.append(Span(int(m.group(2)), flexible=bool(m.group(1))))
+        segments.append(Span(_span_length(m.group(2)), flexible=bool(m.group(1))))
         pos = m.end()
     if pos < len(template):
         segments.append(template[pos:])
@@ -69,12 +77,18 @@ class Infill:
     segments: list[str | Span]
 
     @classmethod
-    def build(cls, template: str | Sequence[str | Span], tokenizer: Tokenizer) -> Infill:
+    def build(cls, template: str | Sequence[str | Span], tokenizer: Tokenizer,
+              max_len: int | None = None) -> Infill:
+        """max_len: the model's context, checked before a span's positions are made (a span
+        of 10^12 tokens is an error, not a MemoryError)."""
         segments = parse_template(template) if isinstance(template, str) else list(template)
         canvas: list[int | None] = []
         spans = []
         for seg in segments:
             if isinstance(seg, Span):
+                if max_len is not None and len(canvas) + seg.length > max_len:
+                    raise RedraftError(f"a span of {seg.length:,} tokens makes the template "
+                                       f"longer than the model's context of {max_len} tokens")
                 spans.append((len(canvas), len(canvas) + seg.length, seg.flexible))
                 canvas.extend([None] * seg.length)
             elif isinstance(seg, str):
@@ -116,7 +130,7 @@ def infill(model, process, tokenizer: Tokenizer, template: str | Sequence[str | 
     temperature, seed, guidance, ...); returns (texts, span_texts, Generation), one per row."""
     from redraft.sampling.generate import generate_diffusion
 
-    spec = Infill.build(template, tokenizer)
+    spec = Infill.build(template, tokenizer, model.seq_len)
     if len(spec.canvas) > model.seq_len:
         raise RedraftError(f"the template takes {len(spec.canvas)} tokens, more than the model's "
                            f"context of {model.seq_len}")
