@@ -41,10 +41,10 @@ def test_demo_runs_end_to_end_small(tmp_path, monkeypatch):
     assert "seed: 7 " in text
     # A 3-second budget: every phase after the start is cut to its deadline or left out,
     # and says so: the showcase and the denoising view stop early (8 steps planned), the
-    # speed table is only its two probes (a 2-step diffusion sample, a 16-token AR one).
+    # speed table is only its probes (a 2-step diffusion sample, a 16-token AR one, twice).
     (template, steps, own), = demo.SHOWCASE
-    assert calls == [("diffusion", steps, own), ("diffusion", 2, 7), ("ar", None, 7),
-                     ("diffusion", 8, 7)]
+    assert calls == [("diffusion", steps, own), ("diffusion", 2, 7), ("diffusion", 2, 7),
+                     ("ar", None, 7), ("ar", None, 7), ("diffusion", 8, 7)]
     assert text.count("(cut short") == 2 and "sampling speed: left out" in text
     assert "can and cannot give" in text and "cannot: code that parses" in text
     assert "token frequencies only" in text
