@@ -24,11 +24,15 @@ ROWS = (("diffusion, 16 steps", "default", 16), ("diffusion, 64 steps", "default
         ("diffusion, 256 steps", "default", 256), ("AR + KV cache", "default-ar", None))
 
 
-def measure(label: str, out: Path, repeats: int) -> None:
+def rows(steps: list[int]):
+    return [r for r in ROWS if r[2] is None or r[2] in steps]
+
+
+def measure(label: str, out: Path, repeats: int, which: list[int]) -> None:
     import redraft
 
     models = {name: redraft.load(name) for name in ("default", "default-ar")}
-    for row, name, steps in ROWS:
+    for row, name, steps in rows(which):
         model = models[name]
         length = min(256, model.seq_len)
         knobs = {} if steps is None else {"steps": steps}
@@ -51,14 +55,16 @@ def summary(path: Path) -> None:
     recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     labels = sorted({r["label"] for r in recs})
     print(f"{'row':24s} {'batch':>5s} " + " ".join(f"{x + ' tok/s':>16s}" for x in labels)
-          + (f" {labels[1]}/{labels[0]}" if len(labels) == 2 else ""))
+          + (f" {labels[0]}/{labels[1]}" if len(labels) == 2 else ""))
     for row, _, _ in ROWS:
         for batch in (1, 16):
+            if not any(r["row"] == row and r["batch"] == batch for r in recs):
+                continue
             best = {x: statistics.median([r["tokens_per_s"] for r in recs if r["label"] == x
                                           and r["row"] == row and r["batch"] == batch] or [0])
                     for x in labels}
-            ratio = (f" {best[labels[1]] / best[labels[0]]:.3f}"
-                     if len(labels) == 2 and best[labels[0]] else "")
+            ratio = (f" {best[labels[0]] / best[labels[1]]:.3f}"
+                     if len(labels) == 2 and best[labels[1]] else "")
             print(f"{row:24s} {batch:5d} " + " ".join(f"{best[x]:16,.0f}" for x in labels)
                   + ratio)
 
@@ -69,12 +75,13 @@ def main() -> None:
     ap.add_argument("--label", default="this")
     ap.add_argument("--out", type=Path, default=Path("sampling_speed.jsonl"))
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", default="16,64,256", help="the diffusion rows to time")
     ap.add_argument("--summary", type=Path, default=None, help="print the medians of a file")
     args = ap.parse_args()
     if args.summary is not None:
         summary(args.summary)
     else:
-        measure(args.label, args.out, args.repeats)
+        measure(args.label, args.out, args.repeats, [int(x) for x in args.steps.split(",")])
 
 
 if __name__ == "__main__":

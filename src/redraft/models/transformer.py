@@ -319,6 +319,13 @@ class Transformer(nn.Module):
 
     def _plan(self, B, L, start, cache, positions, cache_rows, clean, device) -> Plan:
         """Rotary tables, mask and cache slots of one call (shared by every layer)."""
+        if positions is not None and self.causal and L == 1 and cache_rows is None \
+                and cache.k[0].shape[0] == B and bool((positions == positions[0]).all()):
+            # Every row at one position (one request decoding, or a batch in step): the
+            # contiguous cache path, the same keys and queries without the scatter and the mask.
+            p = int(positions[0])
+            return Plan(self.rope_cos[p:p + 1], self.rope_sin[p:p + 1], cache=cache, start=p,
+                        end=p + 1)
         if positions is not None:
             qpos = positions[:, None] + torch.arange(L, device=device)  # (B, L)
             end = int(qpos.max()) + 1
