@@ -77,6 +77,8 @@ class Cohort:
     def keep(self, keep: list[Job]) -> None:
         """Cut out every row that is not a live row of a request in `keep`."""
         wanted = set(map(id, keep))
+        if all(id(job) in wanted and job.state.all_live for job in self.jobs):
+            return  # nothing to cut (read without touching a tensor)
         live = {id(job): job.state.live.tolist() for job in self.jobs if id(job) in wanted}
         index = [i for i, (job, r) in enumerate(self.owners)
                  if id(job) in live and live[id(job)][r]]
@@ -105,12 +107,16 @@ class Cohort:
         groups: dict[tuple, list[tuple[Job, int, int, torch.Tensor]]] = {}
         for job, a, b in self._runs():
             w, st = job.work, job.state
-            u = st.rng.uniform(1)[:, 0][st.live]  # (b - a,): the live rows, in order
+            u = st.rng.uniform(1)[:, 0]
+            u = u if st.all_live else u[st.live]  # (b - a,): the live rows, in order
             key = (w.temperature, w.top_k, w.top_p, tuple(st.banned))
             groups.setdefault(key, []).append((job, a, b, u))
         for (temperature, top_k, top_p, banned), members in groups.items():
-            index = torch.cat([torch.arange(a, b) for _, a, b, _ in members])
-            logits = self.logits[index.to(self.logits.device)]
+            if len(groups) == 1:  # every row, in order
+                logits = self.logits
+            else:
+                index = torch.cat([torch.arange(a, b) for _, a, b, _ in members])
+                logits = self.logits[index.to(self.logits.device)]
             tokens = draw_tokens(logits, torch.cat([u for *_, u in members]), temperature,
                                  top_k, top_p, banned).cpu()
             start = 0
@@ -125,12 +131,13 @@ class Cohort:
         self.keep([job for job in self.jobs if not job.state.done])
         if not self.jobs:
             return 0
-        last = torch.cat([job.state.tokens[job.state.live, -1] for job in self.jobs])
+        last = torch.cat([job.state.tokens[:, -1] if job.state.all_live
+                          else job.state.tokens[job.state.live, -1] for job in self.jobs])
         self.logits = self.served.backbone(last[:, None].to(self.logits.device),
                                            cache=self.cache, positions=self.positions)[:, -1]
         self.positions = self.positions + 1
         for job in self.jobs:
-            job.row_nfe += int(job.state.live.sum())
+            job.row_nfe += job.n if job.state.all_live else int(job.state.live.sum())
         return len(last)
 
 

@@ -347,6 +347,8 @@ class ARState:
         self.pad_id, self.eos_id = pad_id, eos_id
         self.count = torch.zeros(n, dtype=torch.long)  # tokens drawn per row
         self.live = torch.ones(n, dtype=torch.bool)
+        # Every row still running: a Python flag, so the common step reads no tensor back.
+        self.all_live = True
         self.logprobs = logprobs
         if logprobs is not None:
             k = max(logprobs, 0)
@@ -356,10 +358,24 @@ class ARState:
 
     @property
     def done(self) -> bool:
-        return not bool(self.live.any())
+        return False if self.all_live else not bool(self.live.any())
 
     def append(self, tokens: torch.Tensor, logits: torch.Tensor | None = None) -> None:
         """The next tokens (R,) of the live rows, drawn from logits (R, V)."""
+        if self.all_live:  # every row drew: the same step without the masks
+            col = tokens.cpu()
+            at = self.tokens.shape[1] - 1  # the canvas index of the new column
+            self.tokens = torch.cat((self.tokens, col[:, None]), dim=1)
+            self.count += 1
+            if self.logprobs is not None and logits is not None:
+                self._record(self.live.clone(), at, logits, tokens)
+            if at + 1 >= self.length:  # every row has its whole canvas
+                self.live[:] = False
+                self.all_live = False
+            elif self.eos_id is not None:
+                self.live &= col != self.eos_id
+                self.all_live = bool(self.live.all())
+            return
         live = self.live.clone()
         col = torch.full((len(live),), self.pad_id, dtype=torch.long)
         col[live] = tokens.cpu()
@@ -401,6 +417,7 @@ class ARState:
 
     def stop_rows(self, rows: torch.Tensor) -> None:
         self.live &= ~rows.cpu()
+        self.all_live = self.all_live and not bool(rows.any())
 
     def current(self) -> torch.Tensor:
         return self.canvas(self.pad_id)
