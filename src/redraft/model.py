@@ -236,7 +236,7 @@ class Model:
         for rows, job in zip(groups.values(), jobs, strict=True):
             tokens[rows] = job.state.current().cpu()
         return Generation(tokens, calls, sum(job.row_nfe for job in jobs), seconds,
-                          max(job.state.i if hasattr(job.state, "i") else 0 for job in jobs))
+                          max(job.state.i for job in jobs))
 
     def start(self, prefix: Sequence[int], *, length: int, seeds: Sequence[int],
               suffix: Sequence[int] = (), request: Request | None = None, **knobs: Any):

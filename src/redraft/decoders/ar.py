@@ -141,11 +141,6 @@ class Cohort:
         return len(last)
 
 
-def drawn(job: Job) -> int:
-    """Tokens a job's rows have drawn (its step count)."""
-    return job.state.tokens.shape[1] - 1 - len(job.work.prefix)
-
-
 class ARLane(Lane):
     """New requests are prefilled together by prompt length, then merged into the model's one
     running cohort; per tick: draw a token for every row, let the caller look (stop strings,
@@ -188,7 +183,7 @@ class ARLane(Lane):
         """Draw, let the caller look at every job, then the network call."""
         cohort.draw()
         for job in cohort.jobs:
-            stepped(job, drawn(job))
+            stepped(job, job.state.i)
         return cohort.forward()
 
     def tick(self, jobs: list[Job], stepped: Stepped, max_rows: int) -> list[int]:

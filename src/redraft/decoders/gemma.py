@@ -33,6 +33,7 @@ class GemmaDecoder(Decoder):
     name = "gemma"
     lane_class = GemmaLane
     infills = False  # each canvas follows the prompt's cache
+    adaptive_steps = True  # a canvas stops early once stable and confident
 
     def __init__(self, model):
         super().__init__(model)

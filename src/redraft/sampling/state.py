@@ -360,6 +360,11 @@ class ARState:
     def done(self) -> bool:
         return False if self.all_live else not bool(self.live.any())
 
+    @property
+    def i(self) -> int:
+        """Steps taken: tokens drawn (every row draws at each step, stopped or not)."""
+        return self.tokens.shape[1] - 1 - self.prompt
+
     def append(self, tokens: torch.Tensor, logits: torch.Tensor | None = None) -> None:
         """The next tokens (R,) of the live rows, drawn from logits (R, V)."""
         if self.all_live:  # every row drew: the same step without the masks
