@@ -117,11 +117,11 @@ def check_value(name: str, value, hint, meta) -> None:
         if type(None) in typing.get_args(hint):
             return
         raise RedraftError(f"{name}=None: expected {allowed[0].__name__}")
-    ok = any(isinstance(value, t) for t in allowed)
-    if bool in (type(value),) and bool not in allowed:
-        ok = False  # True is not an integer here
-    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
+    if isinstance(value, bool):
+        ok = bool in allowed  # True is not an integer here
+    else:  # an int is a float's value too
+        ok = any(isinstance(value, t) for t in allowed) or (float in allowed
+                                                             and isinstance(value, int))
     if not ok:
         raise RedraftError(f"{name}={value!r}: expected {' or '.join(t.__name__ for t in allowed)}")
     if isinstance(value, float) and not math.isfinite(value):
