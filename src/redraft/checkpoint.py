@@ -364,7 +364,8 @@ def build_model(config: Config, vocab_size: int) -> Transformer:
     d = config.diffusion
     obj = objective(d.objective)
     return Transformer(config.model, vocab_size, causal=obj.causal,
-                       block_size=d.block_size if obj.blockwise else None)
+                       block_size=d.block_size if obj.blockwise else None,
+                       draft_block=d.block_size if obj.hybrid else None)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:

@@ -110,6 +110,17 @@ class DiffusionConfig:
     the others could not see; revealed last, it is predicted from all of them (an AR-style
     term, read off the clean pass the training step already runs). Training, the bound and
     every sampler follow it (diffusion/block.py)."""
+    hybrid_draft_weight: float = 0.3
+    """Objective "hybrid": the weight of the draft blocks' diffusion loss beside the clean
+    stream's next-token loss (Nemotron-Labs-Diffusion found about 0.3 best)."""
+    hybrid_draft_noise: str = "partial"
+    """Objective "hybrid": how training noises the draft blocks: "partial" (a noise level
+    per block, as block diffusion: drafts and block decoding both learn) or "all" (every
+    draft token masked, as TiDAR: what self-speculative drafting sees; needs
+    train_weighting "token")."""
+    hybrid_draft_share: float = 1.0
+    """Objective "hybrid": the share of blocks that carry a draft block in a training step
+    (the same blocks for every row of the step). Below 1 the pass is shorter (cheaper)."""
     elbo_estimator: str = "count"
     """How the masked ELBO is estimated in training (objectives mdlm and block, per block;
     the others always draw t): "time" (draw t, mask each token w.p.
@@ -320,7 +331,21 @@ class Config:
                      f"block_shift={d.block_shift}")
             _require(not m.time_conditioning, "diffusion.block_reveal_last: a time-conditioned "
                      "backbone is not supported (the last position is read at t = 0)")
-        if obj.blockwise:
+        if obj.hybrid:
+            _require(d.block_size >= 2, f"diffusion.block_size={d.block_size}: a hybrid's "
+                     "draft blocks need at least 2 positions")
+            _require(d.hybrid_draft_weight >= 0, f"diffusion.hybrid_draft_weight="
+                     f"{d.hybrid_draft_weight}: expected >= 0")
+            _require(d.hybrid_draft_noise in ("partial", "all"), f"diffusion.hybrid_draft_noise="
+                     f"{d.hybrid_draft_noise!r}: expected 'partial' or 'all'")
+            _require(d.hybrid_draft_noise == "partial" or d.train_weighting == "token",
+                     "diffusion.hybrid_draft_noise 'all' trains at t = 1 only: it needs "
+                     "diffusion.train_weighting 'token'")
+            _require(0 < d.hybrid_draft_share <= 1, f"diffusion.hybrid_draft_share="
+                     f"{d.hybrid_draft_share}: expected 0 < share <= 1")
+            _require(not m.time_conditioning, "objective 'hybrid': a time-conditioned backbone "
+                     "is not supported (its clean stream is a plain causal LM)")
+        if obj.blockwise or obj.hybrid:
             _require(1 <= d.block_size <= m.seq_len and m.seq_len % d.block_size == 0,
                      f"diffusion.block_size={d.block_size}: expected a divisor of model.seq_len="
                      f"{m.seq_len}")

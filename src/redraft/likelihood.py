@@ -16,7 +16,7 @@ from redraft.data import eval_batches
 from redraft.diffusion import objective
 from redraft.display import progress_bar
 from redraft.errors import RedraftError
-from redraft.losses import draw_noise, token_losses, vocab_size_of
+from redraft.losses import draw_hybrid_noise, draw_noise, token_losses, vocab_size_of
 
 LN2 = math.log(2.0)
 
@@ -25,7 +25,7 @@ LN2 = math.log(2.0)
 def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches: int | None,
              samples: int = 1, seed: int = 1234, dtype: torch.dtype | None = None,
              batch_size: int | None = None, estimator: str = "time",
-             shard: tuple[int, int] = (0, 1), progress: bool = False):
+             shard: tuple[int, int] = (0, 1), progress: bool = False, part: str = "ar"):
     """(mean nats/token, standard error, windows) over validation windows of `tokens`.
 
     For diffusion each window gets `samples` Monte Carlo draws of (t, xt) with t integrated
@@ -38,6 +38,9 @@ def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches:
     scores its own slice of the batch's rows, and the per-window figures are gathered, so the
     result is the single-process one (up to summation order) on every rank. `progress` shows
     a bar over the batches on a terminal.
+
+    A hybrid scores its AR mode's exact NLL (part "ar"), or with part "draft" its block
+    mode's bound: the draft blocks' ELBO over every block, given the clean tokens before it.
     """
     if samples < 1:
         raise RedraftError(f"samples={samples}: expected >= 1")
@@ -51,7 +54,8 @@ def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches:
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    draws = 1 if obj.autoregressive else samples
+    bound = obj.hybrid and part == "draft"
+    draws = 1 if obj.autoregressive and not bound else samples
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     per_window = []
@@ -68,11 +72,16 @@ def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches:
         x0 = x0[lo:max(hi, lo + 1)].to(device)
         total = torch.zeros(x0.shape[0], dtype=torch.float64, device=device)
         for _ in range(draws):
-            noise = draw_noise(cfg.diffusion, b, length, mask_id, gen, 0.0, estimator, device,
-                               vocab_size_of(model))
+            if bound:  # every block drafted, block diffusion's noise levels
+                noise = draw_hybrid_noise(cfg.diffusion, b, length, mask_id, gen, 0.0, 1.0,
+                                          estimator, device, share=1.0, all_masked=False)
+            else:
+                noise = draw_noise(cfg.diffusion, b, length, mask_id, gen, 0.0, estimator,
+                                   device, vocab_size_of(model))
             rows = noise.rows(lo, lo + x0.shape[0]) if noise is not None else None
             losses = token_losses(model, x0, cfg.diffusion, mask_id, bos_id,
-                                  autocast_dtype=dtype, noise=rows)
+                                  autocast_dtype=dtype, noise=rows,
+                                  part="draft" if bound else "ar")
             total += losses.double().mean(dim=1)
         per_window.append((total / draws)[:hi - lo].cpu())
     model.train(was_training)
@@ -145,6 +154,12 @@ def evaluate_model(model, corpus: str | None = None, samples: int = 4,
                                   model.tokenizer.eos_id, max_batches, samples=samples,
                                   estimator=estimator, progress=progress)
     obj = model.objective
+    extra = {}
+    if obj.hybrid:  # beside the AR mode's exact NLL, the block mode's bound
+        b_nats, b_err, _ = evaluate(model.backbone, data.val, cfg, model.tokenizer.mask_id,
+                                    model.tokenizer.eos_id, max_batches, samples=samples,
+                                    estimator=estimator, progress=progress, part="draft")
+        extra = {"block_bound": report(b_nats, b_err, data.val_bytes_per_token)}
     return {
         "checkpoint": str(model.path) if model.path is not None else model.name,
         "objective": obj.name,
@@ -156,6 +171,7 @@ def evaluate_model(model, corpus: str | None = None, samples: int = 4,
         "mc_samples": None if obj.autoregressive else samples,
         "estimator": None if obj.autoregressive else estimator,
         **report(nats, err, data.val_bytes_per_token),
+        **extra,
     }
 
 

@@ -85,12 +85,13 @@ class Noise:
     k: torch.Tensor | None  # (B,) mask counts, for the count estimator
     token_scale: float
     scored: torch.Tensor | None = None  # (B, L) bool: positions the loss counts (None: all)
+    drafted: torch.Tensor | None = None  # (K,) long: a hybrid's draft positions this step
 
     def rows(self, start: int, stop: int) -> Noise:
         k = self.k[start:stop] if self.k is not None else None
         scored = self.scored[start:stop] if self.scored is not None else None
         return Noise(self.masked[start:stop], self.values[start:stop], self.t[start:stop], k,
-                     self.token_scale, scored)
+                     self.token_scale, scored, self.drafted)
 
 
 def condition_noise(noise: Noise, cfg: DiffusionConfig, mask_id: int,
@@ -127,6 +128,9 @@ def draw_noise(
     vocab_size is needed by every process but the mask one. t is drawn in (t_min, t_max]
     (training's variance knobs; the bound needs (0, 1])."""
     obj = objective(cfg.objective)
+    if obj.hybrid:
+        return draw_hybrid_noise(cfg, batch, length, mask_id, generator, t_min, t_max,
+                                 estimator, device)
     if obj.autoregressive:
         return None
     if obj.blockwise:
@@ -217,6 +221,81 @@ def block_token_losses(model: torch.nn.Module, x0: torch.Tensor, cfg: DiffusionC
     return out if last_nll is None else out + last_nll
 
 
+# --- the hybrid (objective "hybrid": a causal clean stream and draft blocks beside it) ------
+
+
+def draw_hybrid_noise(cfg: DiffusionConfig, batch: int, length: int, mask_id: int,
+                      generator: torch.Generator | None = None, t_min: float = 0.0,
+                      t_max: float = 1.0, estimator: str = "time",
+                      device: torch.device | str = "cpu", share: float | None = None,
+                      all_masked: bool | None = None) -> Noise:
+    """The draft blocks' corruption: block diffusion's (a noise level per block) or, with
+    all_masked (hybrid_draft_noise "all"), every draft token masked; and which blocks carry
+    a draft this step (`drafted`: a share of the blocks, the same for every row). share and
+    all_masked default to the config's (evaluation passes 1 and False: the bound)."""
+    b = cfg.block_size
+    share = cfg.hybrid_draft_share if share is None else share
+    all_masked = cfg.hybrid_draft_noise == "all" if all_masked is None else all_masked
+    n_blocks = -(-length // b)
+    if share < 1:
+        pick = max(1, round(share * n_blocks))
+        order = torch.randperm(n_blocks, generator=generator, device="cpu")[:pick].sort().values
+        drafted = (order[:, None] * b + torch.arange(b)).flatten()
+        drafted = drafted[drafted < length].to(device)
+    else:
+        drafted = torch.arange(length, device=device)
+    if all_masked:
+        masked = torch.ones((batch, length), dtype=torch.bool, device=device)
+        t = torch.ones((batch, length), device=device)
+        k = per_position(torch.full((batch, n_blocks), b, device=device), length, b)
+        noise = Noise(masked, torch.full((batch, length), mask_id, dtype=torch.long,
+                                         device=device), t, k, 1.0)
+    else:
+        noise = draw_block_noise(cfg, batch, length, mask_id, generator, t_min, t_max,
+                                 estimator, device)
+    counted = int(noise.masked[:, drafted].sum())
+    noise.token_scale = batch * length / max(counted, 1)
+    noise.drafted = drafted
+    return noise
+
+
+def hybrid_token_losses(model: torch.nn.Module, x0: torch.Tensor, cfg: DiffusionConfig,
+                        mask_id: int, bos_id: int, noise: Noise, weighting: str = "elbo",
+                        part: str = "train") -> torch.Tensor:
+    """Per-token losses (B, L) in nats of a hybrid, from one pass over the clean inputs
+    [bos, x0[:-1]] (causal: its logits at position p predict x0_p, exactly the AR twin's) and
+    the noised draft blocks of `noise.drafted` beside them (token p at position p; a block
+    sees the clean tokens before it and itself, Transformer's drafts).
+
+    part "ar": the clean stream's next-token NLL (the AR mode's exact NLL); "draft": the
+    drafts' loss alone (weighting "elbo": the block ELBO given the clean prefix, a bound on
+    the block mode's NLL when every block is drafted; "token": masked cross-entropy over the
+    batch's masked draft tokens); "train": ar + diffusion.hybrid_draft_weight x draft.
+    """
+    if part not in ("ar", "draft", "train"):
+        raise RedraftError(f"part={part!r}: expected 'ar', 'draft' or 'train'")
+    b = cfg.block_size
+    y0 = ar_inputs(x0, bos_id)
+    if part == "ar":  # the clean stream never sees a draft: the plain causal pass is the same
+        return ar_cross_entropy(model(y0), x0)
+    pos = noise.drafted if noise.drafted is not None else torch.arange(x0.shape[1],
+                                                                        device=x0.device)
+    pos = pos.to(x0.device)
+    xt = torch.where(noise.masked, noise.values, x0)[:, pos]  # (B, K)
+    clean, drafted = model(y0, drafts=xt, draft_pos=pos, draft_start=pos - pos % b)
+    ar = ar_cross_entropy(clean, x0)
+    target = x0[:, pos]
+    if weighting == "token":
+        d = masked_nll(drafted, target, xt, mask_id) * noise.token_scale
+    else:
+        t = noise.t[:, pos] if noise.t.dim() == 2 else noise.t[:, None].expand_as(xt)
+        k = noise.k[:, pos] if noise.k is not None else None
+        weight = block_weights(schedule_of(cfg.schedule, cfg.schedule_eps), t, k, b, 1.0, False)
+        d = block_elbo(drafted, target, xt, weight, mask_id)
+    draft = torch.zeros_like(ar).index_copy_(1, pos, d.to(ar.dtype))
+    return draft if part == "draft" else ar + cfg.hybrid_draft_weight * draft
+
+
 def vocab_size_of(model: torch.nn.Module) -> int:
     inner = getattr(model, "module", model)  # DDP keeps the model as .module
     return inner.vocab_size
@@ -234,6 +313,7 @@ def token_losses(
     estimator: str = "time",
     weighting: str = "elbo",
     noise: Noise | None = None,
+    part: str = "train",
 ) -> torch.Tensor:
     """Per-token losses (B, L) in nats for clean windows x0 (B, L).
 
@@ -245,12 +325,18 @@ def token_losses(
     loss, not a bound). "sedd" / "udlm": draw t, corrupt with the configured process, and
     score with that bound (prior term included); estimator and weighting do not apply.
     "ar": exact NLL of the causal twin. `noise` (rows of a larger batch's draw_noise)
-    replaces the draw from `generator`, t_min and estimator.
+    replaces the draw from `generator`, t_min and estimator. "hybrid": `part` (see
+    hybrid_token_losses): training's sum, or the AR mode's exact NLL, or the drafts' loss.
     """
     device_type = x0.device.type
     obj = objective(cfg.objective)
     with torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
                         enabled=autocast_dtype is not None):
+        if obj.hybrid:
+            if noise is None:
+                noise = draw_hybrid_noise(cfg, x0.shape[0], x0.shape[1], mask_id, generator,
+                                          t_min, 1.0, estimator, x0.device)
+            return hybrid_token_losses(model, x0, cfg, mask_id, bos_id, noise, weighting, part)
         if obj.autoregressive:
             logits = model(ar_inputs(x0, bos_id))
             return ar_cross_entropy(logits, x0)

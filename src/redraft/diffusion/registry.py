@@ -12,6 +12,8 @@ instead of comparing names:
     udlm   mask, uniform, mixture  mean denoiser (UDLM / Duo)       bidirectional  ELBO
     sedd   mask, uniform, mixture  log concrete score (SEDD)        bidirectional  score entropy
     block  mask                    SUBS denoiser inside blocks      block-causal   block ELBO
+    hybrid mask                    next-token (clean stream) and    causal +       exact NLL
+                                   SUBS denoiser (draft blocks)     draft blocks   (AR mode)
 
 To add an objective: write its loss as a pure function in objectives.py or score_entropy.py,
 then add one `Objective` here. To add a process: a small file with a Process subclass
@@ -84,6 +86,10 @@ class Objective:
     """Whether the masked ELBO's mask-count estimator and token weighting apply."""
     prompt_conditioning: bool = False
     """Whether prompt-conditioned training (condition dropout) applies."""
+    hybrid: bool = False
+    """AR and block diffusion in one causal backbone (TiDAR, Nemotron-Labs-Diffusion): the
+    clean stream is an exact causal LM; draft blocks of diffusion.block_size, bidirectional
+    inside, see the clean tokens before them (losses.hybrid_token_losses, decoders/hybrid.py)."""
 
     @property
     def autoregressive(self) -> bool:
@@ -127,6 +133,12 @@ OBJECTIVES: dict[str, Objective] = {
     "block": Objective("block", "block diffusion (BD3-LM): masked diffusion inside blocks, "
                        "autoregressive across them, exact KV cache", "subs", "block", ("mask",),
                        "NLL upper bound (block ELBO)", "ancestral", count_estimator=True),
+    # One pass over the clean sequence (causal, next-token loss) and draft blocks beside it
+    # (masked diffusion, the drafts' loss weighted by diffusion.hybrid_draft_weight).
+    "hybrid": Objective("hybrid", "hybrid AR + block diffusion: an exact causal LM whose "
+                        "draft blocks decode by diffusion and self-speculation", "next-token",
+                        "causal", ("mask",), "exact NLL (AR mode)", None, count_estimator=True,
+                        hybrid=True),
 }
 
 

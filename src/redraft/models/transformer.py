@@ -70,6 +70,8 @@ class Plan:
     slots: torch.Tensor | None = None  # (B, L) per-row slots of a ragged write
     rows: torch.Tensor | None = None  # (B,) cache rows of the call's rows (None: all, in order)
     end: int = 0  # keys read from the cache: slots 0..end-1
+    transient: int = 0  # the call's last `transient` tokens (a hybrid's drafts): keys and
+    # values appended to the keys read, never written to the cache
 
 
 class Attention(nn.Module):
@@ -85,6 +87,9 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(B, L, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(q, plan.cos, plan.sin), apply_rope(k, plan.cos, plan.sin)  # (B, H, L, D)
         cache = plan.cache
+        if plan.transient:
+            k, kt = k[:, :, :L - plan.transient], k[:, :, L - plan.transient:]
+            v, vt = v[:, :, :L - plan.transient], v[:, :, L - plan.transient:]
         if cache is not None:
             ck, cv = cache.k[layer], cache.v[layer]
             if plan.slots is not None:
@@ -100,6 +105,8 @@ class Attention(nn.Module):
                 v = cv.narrow(2, 0, plan.end).index_select(0, plan.rows)
             else:
                 k, v = ck[:, :, :plan.end], cv[:, :, :plan.end]
+        if plan.transient:
+            k, v = torch.cat((k, kt), dim=2), torch.cat((v, vt), dim=2)
         if q.dtype == torch.bfloat16 and q.device.type == "cpu":
             # PyTorch's CPU attention kernels are slower in bf16 than in fp32 (measured: about
             # 1.4x on AVX512-BF16), so bf16 autocast runs attention itself in fp32 there.
@@ -186,13 +193,19 @@ class Transformer(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, causal: bool,
-                 block_size: int | None = None):
+                 block_size: int | None = None, draft_block: int | None = None):
         super().__init__()
         if block_size is not None and (causal or not 1 <= block_size <= cfg.seq_len):
             raise RedraftError(f"block_size={block_size!r}: expected 1..{cfg.seq_len} (seq_len) "
                                "on a non-causal model")
+        if draft_block is not None and (not causal or not 2 <= draft_block <= cfg.seq_len):
+            raise RedraftError(f"draft_block={draft_block!r}: expected 2..{cfg.seq_len} "
+                               "(seq_len) on a causal model (a hybrid)")
         self.cfg, self.vocab_size, self.causal = cfg, vocab_size, causal
         self.block_size = block_size
+        # A hybrid (objective "hybrid"): a causal model whose calls may carry draft blocks
+        # of this size beside the clean tokens (see `forward`'s drafts).
+        self.draft_block = draft_block
         self.embed = nn.Embedding(vocab_size, cfg.d_model)
         self.time = TimeEmbedding(cfg.d_model) if cfg.time_conditioning and not causal else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
@@ -200,7 +213,11 @@ class Transformer(nn.Module):
         self.head = nn.Linear(cfg.d_model, vocab_size, bias=False)
         if cfg.tie_weights:
             self.head.weight = self.embed.weight
-        cos, sin = rope_tables(cfg.seq_len, cfg.d_model // cfg.n_head, cfg.rope_base)
+        # A hybrid's drafts and padded verify tokens may sit up to two blocks past the
+        # context (they are never committed there): its tables and caches have that slack.
+        self.slack = 2 * draft_block if draft_block else 0
+        cos, sin = rope_tables(cfg.seq_len + self.slack, cfg.d_model // cfg.n_head,
+                               cfg.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         # Recompute each block's activations in the backward pass instead of storing them
@@ -249,7 +266,10 @@ class Transformer(nn.Module):
                 positions: torch.Tensor | None = None, *,
                 x0: torch.Tensor | None = None,
                 cache_rows: torch.Tensor | None = None,
-                clean_logits: bool = False):
+                clean_logits: bool = False,
+                drafts: torch.Tensor | None = None,
+                draft_pos: torch.Tensor | None = None,
+                draft_start: torch.Tensor | None = None):
         """Logits (B, L, V) of x (B, L); t (B,) per row or (B, L) per position.
 
         cache (causal or block models): without positions, x continues the cache at
@@ -267,7 +287,17 @@ class Transformer(nn.Module):
         (its last block too) and returns (logits of x, logits of x0) (B, L, V) each; the
         clean pass's output at a block's last position sees every other token of its block
         and no more (block_reveal_last reads it there).
+
+        drafts (B, K) (hybrids): draft tokens beside the clean ones, at positions draft_pos
+        (B, K) or (K,); the tokens with one draft_start (B, K) or (K,) form a draft block,
+        bidirectional inside, seeing the clean keys at positions <= its start (position p
+        holds clean token p - 1: so, every token before the block's first). Clean tokens
+        never see drafts; drafts are never written to the cache. Returns (clean logits
+        (B, L, V), draft logits (B, K, V)). With a cache, positions (B,) are required.
         """
+        if drafts is not None:
+            return self._with_drafts(x, drafts, draft_pos, draft_start, cache, positions,
+                                     cache_rows)
         B, L = x.shape
         start = cache.length if cache is not None and positions is None else 0
         if start + L > self.cfg.seq_len:
@@ -317,6 +347,46 @@ class Transformer(nn.Module):
             return out[:, :L], out[:, L:]
         return self.head(self.norm(h[:, :L]))  # (B, L, V)
 
+    def _with_drafts(self, x, drafts, draft_pos, draft_start, cache, positions, cache_rows):
+        """A hybrid's call: clean tokens x (causal, cached) and draft blocks (transient)."""
+        if self.draft_block is None:
+            raise ValueError("drafts need a hybrid (a causal model with a draft_block)")
+        if draft_pos is None or draft_start is None:
+            raise ValueError("drafts need draft_pos and draft_start")
+        if cache is not None and positions is None:
+            raise ValueError("drafts over a cache need positions (one per row)")
+        B, L = x.shape
+        K = drafts.shape[1]
+        device = x.device
+        draft_pos = draft_pos.expand(B, K)
+        draft_start = draft_start.expand(B, K)
+        start = positions[:, None] if cache is not None else torch.zeros(
+            (B, 1), dtype=torch.long, device=device)
+        qpos = start + torch.arange(L, device=device)  # (B, L) the clean tokens' positions
+        limit = self.cfg.seq_len + self.slack
+        if int(qpos.max()) >= limit or (K and int(draft_pos.max()) >= limit):
+            raise ValueError(f"a position past seq_len={self.cfg.seq_len} + {self.slack}")
+        end = int(qpos.max()) + 1
+        keys = torch.arange(end, device=device)
+        mask = torch.cat((
+            torch.cat((keys[None, None, :] <= qpos[..., None],  # causal
+                       torch.zeros(B, L, K, dtype=torch.bool, device=device)), dim=2),
+            torch.cat((keys[None, None, :] <= draft_start[..., None],  # the clean prefix
+                       draft_start[:, :, None] == draft_start[:, None, :]), dim=2),  # own block
+        ), dim=1)  # (B, L + K, end + K)
+        allpos = torch.cat((qpos, draft_pos), dim=1)
+        plan = Plan(self.rope_cos[allpos][:, None], self.rope_sin[allpos][:, None],
+                    mask[:, None], cache=cache, slots=qpos if cache is not None else None,
+                    rows=cache_rows, end=end, transient=K)
+        h = self.embed(torch.cat((x, drafts), dim=1))
+        for i, block in enumerate(self.blocks):
+            if self.checkpoint_blocks and self.training and torch.is_grad_enabled():
+                h = checkpoint(block, h, plan, i, use_reentrant=False)
+            else:
+                h = block(h, plan, i)
+        out = self.head(self.norm(h))
+        return out[:, :L], out[:, L:]
+
     def _plan(self, B, L, start, cache, positions, cache_rows, clean, device) -> Plan:
         """Rotary tables, mask and cache slots of one call (shared by every layer)."""
         if positions is not None and self.causal and L == 1 and cache_rows is None \
@@ -356,5 +426,5 @@ class Transformer(nn.Module):
     def new_cache(self, batch: int) -> KVCache:
         c = self.cfg
         p = self.embed.weight
-        return KVCache(c.n_layer, batch, c.n_head, c.seq_len, c.d_model // c.n_head,
-                       device=p.device, dtype=p.dtype)
+        return KVCache(c.n_layer, batch, c.n_head, c.seq_len + self.slack,
+                       c.d_model // c.n_head, device=p.device, dtype=p.dtype)
