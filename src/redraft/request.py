@@ -83,6 +83,9 @@ class Request:
                        cli="stop")
     logprobs: int | None = _knob(None, "record each token's log-probability and the top k",
                                  low=0, high=20, http=None, cli=None)
+    mode: str | None = _knob(None, "a hybrid's way of decoding: 'speculative' (its default: "
+                                   "AR's law, several tokens a call), 'ar' or 'block'; a model "
+                                   "with one way takes only its own")
 
     def check(self) -> Request:
         """Types and ranges of every knob (a RedraftError names the first bad one)."""

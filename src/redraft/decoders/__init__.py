@@ -6,6 +6,7 @@
     block       block.py      block diffusion: blocks left to right over an exact KV cache
     gemma       gemma.py      transformers' DiffusionGemma
     hf_causal   hf_causal.py  a Hugging Face causal LM (its own cache, lockstep cohorts)
+    hybrid      hybrid.py     a hybrid AR + block diffusion backbone: ar or self-speculative
 
 `redraft.load` picks one per model (redraft checkpoints by their objective's table entry,
 Hugging Face models by their kind); `Model.generate` (run.py) and the server's engine drive
@@ -20,6 +21,7 @@ from redraft.decoders.block import BlockDecoder
 from redraft.decoders.canvas import CanvasDecoder
 from redraft.decoders.gemma import GemmaDecoder
 from redraft.decoders.hf_causal import HFCausalDecoder
+from redraft.decoders.hybrid import HybridDecoder
 from redraft.decoders.jobs import Event, Job, Work
 from redraft.errors import RedraftError
 
@@ -29,11 +31,14 @@ DECODERS: dict[str, type[Decoder]] = {
     "block": BlockDecoder,
     "gemma": GemmaDecoder,
     "hf_causal": HFCausalDecoder,
+    "hybrid": HybridDecoder,
 }
 
 
 def for_objective(objective) -> str:
     """The decoder of a redraft checkpoint, from its objective's table entry."""
+    if objective.hybrid:
+        return "hybrid"
     if objective.autoregressive:
         return "ar"
     return "block" if objective.blockwise else "canvas"

@@ -202,6 +202,7 @@ class ARDecoder(Decoder):
     lane_class = ARLane
     uses_steps = False
     infills = False
+    modes = ("ar",)
 
     def samplers(self) -> list[str]:
         return []

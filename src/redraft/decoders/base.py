@@ -67,6 +67,7 @@ class Decoder:
     adaptive_steps = False  # chooses its own number of steps whatever the sampler
 
     default_steps = DEFAULT_STEPS
+    modes: tuple[str, ...] = ()  # the values of the `mode` knob it takes (a hybrid's several)
 
     def __init__(self, model):
         self.model = model
@@ -77,6 +78,13 @@ class Decoder:
 
     def start(self, work: Work, **extra):
         raise NotImplementedError
+
+    def check_mode(self, request) -> None:
+        """A `mode` this model does not decode in is an error naming the ones it does."""
+        if request.mode is not None and request.mode not in self.modes:
+            offered = f"modes {list(self.modes)}" if self.modes else "no mode knob (it is for " \
+                "hybrids)"
+            raise RedraftError(f"mode={request.mode!r}: {self.model.name!r} takes {offered}")
 
     def lane(self) -> Lane:
         return self.lane_class(self)

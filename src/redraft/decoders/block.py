@@ -268,6 +268,7 @@ class BlockDecoder(Decoder):
     (at least one a block), its training alignment and in-block reveal order."""
 
     name = "block"
+    modes = ("block",)
     lane_class = BlockLane
 
     def rule(self, name, temperature=1.0, top_k=None, top_p=None, options=None):

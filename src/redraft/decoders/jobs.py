@@ -87,6 +87,7 @@ class Job:
         dec = served.tokenizer.decode  # each row's committed text, searched as it grows
         self.scans = [StopScan(dec, work.stop) for _ in range(work.n)] if work.stop else []
         # the rows' step state (a RedraftError names a bad knob)
+        served.decoder.check_mode(work.request)
         self.state = served.decoder.start(work) if state is None else state
 
     @property

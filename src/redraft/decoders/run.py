@@ -18,6 +18,8 @@ def run(model, works: Sequence[Work], on_step: Callable[[int, torch.Tensor], Non
     """Run every work to its end: (jobs, network calls, seconds). on_step(step, canvas) after
     each step of each job (step counts from 0); extra: the decoder's start options."""
     decoder = model.decoder
+    for w in works:
+        decoder.check_mode(w.request)
     jobs = [Job(w, model, state=decoder.start(w, **extra)) for w in works]
     lane = decoder.lane()
     for job in jobs:

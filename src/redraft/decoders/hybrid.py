@@ -1,0 +1,320 @@
+"""A hybrid (objective "hybrid"): one causal backbone, decoded the way each request asks.
+
+    mode         what one network call does
+    ar           the clean stream alone: the AR twin's lane (decoders/ar.py) over the same
+                 weights, one exact token a call
+    speculative  verifies the previous call's drafts with the AR head and drafts the next
+                 block by diffusion in the same pass (TiDAR); drafts are accepted by
+                 speculative sampling (sampling/speculative.py), so a row's text has the AR
+                 mode's law at any temperature / top-k / top-p, and a call commits between 1
+                 and block tokens
+
+A speculative call over a row whose cache holds positions < c (position p holds token p - 1,
+after bos) carries, beside the clean tokens [x_{c-1}, d_1 .. d_m] (the last committed token
+and the drafts to verify: their logits are p_0 .. p_m), draft blocks of `block` masks: the
+block that would follow a acceptances starts at position c + a and sees the clean keys up to
+it. Layout "all" (TiDAR) carries a block for every possible a (m + 1 blocks); layout "last"
+only the block after all m (one block: a cheaper call, and no drafts for the next call when a
+draft is rejected). The next drafts are the block's positions 1.. (its position 0 is the
+token the AR head draws). Every row consumes 2 x block - 1 uniforms of its own stream a call,
+so a row's text does not depend on the batch.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from redraft.decoders.ar import ARDecoder, ARLane, _take
+from redraft.decoders.base import Decoder, Lane, Stepped
+from redraft.decoders.jobs import Job, Work
+from redraft.errors import RedraftError
+from redraft.models.transformer import KVCache
+from redraft.sampling.categorical import RowRandom, check_knobs, probabilities, sample
+from redraft.sampling.speculative import accept
+
+MODES = ("speculative", "ar")
+LAYOUTS = ("all", "last")
+
+
+class SpecState:
+    """The rows of one speculative request: y (n, 1 + length) = [bos, prompt, generated,
+    placeholders], each row's fill, cached positions and pending drafts (with the drafter's
+    distributions, which the verification needs)."""
+
+    def __init__(self, bos_id: int, prefix, seeds, length: int, block: int, *, banned=(),
+                 pad_id: int, eos_id: int | None, layout: str, vocab: int):
+        n, P = len(seeds), len(prefix)
+        self.y = torch.full((n, length + 1), pad_id, dtype=torch.long)
+        self.y[:, 0] = bos_id
+        self.y[:, 1:1 + P] = torch.tensor(prefix, dtype=torch.long)
+        self.filled = [1 + P] * n  # valid entries of y per row
+        self.cached = [0] * n  # key positions < cached hold y
+        self.drafts = torch.zeros((n, block - 1), dtype=torch.long)
+        self.q = torch.zeros((n, block - 1, vocab), dtype=torch.float64)
+        self.n_drafts = [0] * n
+        self.live = torch.ones(n, dtype=torch.bool)
+        self.rng = RowRandom(list(seeds))
+        self.length, self.prompt, self.block = length, P, block
+        self.banned, self.pad_id, self.eos_id, self.layout = list(banned), pad_id, eos_id, layout
+        self.calls = 0  # network calls made for these rows (a step each)
+        self.accepted = 0  # drafts accepted, over all rows and calls
+
+    @property
+    def n(self) -> int:
+        return len(self.filled)
+
+    @property
+    def done(self) -> bool:
+        return not bool(self.live.any())
+
+    @property
+    def i(self) -> int:
+        return self.calls
+
+    def committed(self) -> torch.Tensor:
+        return torch.tensor(self.filled, dtype=torch.long) - 1
+
+    def current(self) -> torch.Tensor:
+        return self.y[:, 1:].clone()
+
+    def stop_rows(self, rows: torch.Tensor) -> None:
+        self.live &= ~rows.cpu()
+
+    def logprob_arrays(self):
+        return None
+
+    def commit(self, r: int, tokens: list[int], accepted: int, drafts: torch.Tensor | None,
+               q: torch.Tensor | None, drafted: bool) -> None:
+        """Row r's call: `tokens` committed (its accepted drafts and the drawn token), the
+        next drafts (b - 1,) with their distributions when the call drafted them."""
+        keys = self.filled[r] + accepted  # positions <= filled - 1 + accepted hold y now
+        room = self.length - (self.filled[r] - 1)
+        tokens = tokens[:room]
+        if self.eos_id is not None and self.eos_id in tokens:
+            tokens = tokens[:tokens.index(self.eos_id) + 1]
+            self.live[r] = False
+        f = self.filled[r]
+        self.y[r, f:f + len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        self.filled[r] = f + len(tokens)
+        self.cached[r] = keys
+        self.accepted += accepted
+        left = self.length - (self.filled[r] - 1)
+        if left <= 0:
+            self.live[r] = False
+        m = max(0, min(self.block - 1, left - 1)) if drafted else 0
+        self.n_drafts[r] = m
+        if m:
+            self.drafts[r], self.q[r] = drafts, q
+
+
+def _row_slices(lane_rows: list[tuple[Job, int]]):
+    """(job, [lane rows], [job rows]) per job, in lane order."""
+    out: dict[int, tuple[Job, list[int], list[int]]] = {}
+    for i, (job, r) in enumerate(lane_rows):
+        out.setdefault(id(job), (job, [], []))
+        out[id(job)][1].append(i)
+        out[id(job)][2].append(r)
+    return list(out.values())
+
+
+def _probs(logits: torch.Tensor, work: Work, banned: list[int]) -> torch.Tensor:
+    """float64 probabilities (..., V) on the CPU under the request's temperature / top-k /
+    top-p, banned ids (mask, pad) at 0: the same transform for the verifier and the drafter."""
+    logits = logits.double()
+    if banned:
+        logits = logits.clone()
+        logits[..., banned] = -torch.inf
+    shape = logits.shape
+    out = probabilities(logits.reshape(-1, shape[-1]), work.temperature, work.top_k,
+                        work.top_p)
+    return out.view(shape).cpu()
+
+
+def speculative_call(model, rows: list[tuple[Job, int]], cache: KVCache) -> None:
+    """One verify-and-draft call over the given rows (row i of the call is cache row i)."""
+    backbone, tok = model.backbone, model.tokenizer
+    b = backbone.draft_block
+    device = backbone.device
+    R = len(rows)
+    states = [job.state for job, _ in rows]
+    fresh = [st.filled[r] - st.cached[r] for st, (_, r) in zip(states, rows, strict=True)]
+    nd = [st.n_drafts[r] for st, (_, r) in zip(states, rows, strict=True)]
+    W = max(fresh) + b - 1
+    x = torch.full((R, W), tok.mask_id, dtype=torch.long)
+    for i, (st, (_, r)) in enumerate(zip(states, rows, strict=True)):
+        x[i, :fresh[i]] = st.y[r, st.cached[r]:st.filled[r]]
+        x[i, fresh[i]:fresh[i] + nd[i]] = st.drafts[r, :nd[i]]
+    positions = torch.tensor([st.cached[r] for st, (_, r) in zip(states, rows, strict=True)])
+    last = torch.tensor(fresh) - 1  # (R,) index in x of the last committed token
+    layout = states[0].layout
+    offsets = torch.arange(b)[None, :].expand(R, b) if layout == "all" else \
+        torch.tensor(nd)[:, None]  # (R, blocks): acceptance counts that get a block
+    starts = positions[:, None] + last[:, None] + offsets  # (R, blocks) block positions
+    draft_start = starts.repeat_interleave(b, dim=1)
+    draft_pos = draft_start + torch.arange(b).repeat(starts.shape[1])[None, :]
+    drafts = torch.full(draft_pos.shape, tok.mask_id, dtype=torch.long)
+    clean, drafted = backbone(x.to(device), cache=cache, positions=positions.to(device),
+                              drafts=drafts.to(device), draft_pos=draft_pos.to(device),
+                              draft_start=draft_start.to(device))
+    verify = last[:, None] + torch.arange(b)[None, :]  # (R, b) logits p_0 .. p_{b-1}
+    p_logits = clean.gather(1, verify.clamp(max=W - 1).to(device)[..., None].expand(
+        R, b, clean.shape[-1]))
+    drafted = drafted.view(R, starts.shape[1], b, -1)
+    for job, lane_rows, job_rows in _row_slices(rows):
+        st, w = job.state, job.work
+        i = torch.tensor(lane_rows)
+        jr = torch.tensor(job_rows)
+        p = _probs(p_logits[i.to(device)], w, st.banned)  # (n, b, V)
+        u = st.rng.uniform(2 * b - 1)[jr]  # every row of the job draws; keep the live ones
+        n_d = torch.tensor([nd[k] for k in lane_rows])
+        accepted, tokens = accept(p, st.q[jr], st.drafts[jr], n_d, u[:, :b - 1], u[:, b - 1])
+        # the block after the accepted drafts, if the call carried it
+        has = (accepted == n_d) if layout == "last" else torch.ones(len(jr), dtype=torch.bool)
+        blk = accepted if layout == "all" else torch.zeros_like(accepted)
+        q = _probs(drafted[i.to(device), blk.to(device), 1:], w, st.banned)  # (n, b - 1, V)
+        nxt = torch.stack([sample(q[:, j], u[:, b + j]) for j in range(b - 1)], dim=1)
+        for k, r in enumerate(job_rows):
+            a = int(accepted[k])
+            st.commit(r, tokens[k, :a + 1].tolist(), a, nxt[k], q[k], bool(has[k]))
+        job.row_nfe += len(job_rows)
+    for st in {id(s): s for s in states}.values():
+        st.calls += 1
+
+
+class SpecLane(Lane):
+    """Every running speculative row of a model in one call per tick (a new request's first
+    call, its prompt's prefill, is its own); rows accept different numbers of tokens and
+    keep their own cache lengths."""
+
+    every_tick = True
+
+    def __init__(self, decoder):
+        super().__init__(decoder)
+        self.fresh: list[Job] = []
+        self.cache: KVCache | None = None
+        self.slots: list[tuple[Job, int]] = []  # (job, its row) of each cache row
+
+    def add(self, job: Job) -> None:
+        super().add(job)
+        self.fresh = [*self.fresh, job]
+
+    def keep(self, keep: list[Job]) -> None:
+        super().keep(keep)
+        self.fresh = [job for job in self.fresh if job in self.jobs]
+        wanted = set(map(id, self.jobs))
+        index = [i for i, (job, r) in enumerate(self.slots)
+                 if id(job) in wanted and bool(job.state.live[r])]
+        if len(index) != len(self.slots):
+            self.slots = [self.slots[i] for i in index]
+            self.cache = _take(self.cache, torch.tensor(index, dtype=torch.long,
+                                                        device=self.cache.k[0].device)) \
+                if index else None
+
+    def tick(self, jobs: list[Job], stepped: Stepped, max_rows: int) -> list[int]:
+        sizes = []
+        model = self.decoder.model
+        running = [job for job in jobs if job not in self.fresh]
+        self.keep(self.jobs)  # rows that stopped since the last tick leave the cache
+        if self.slots:
+            speculative_call(model, self.slots, self.cache)
+            sizes.append(len(self.slots))
+        for job in [j for j in self.fresh if j in jobs]:
+            rows = [(job, r) for r in range(job.n)]
+            cache = model.backbone.new_cache(job.n)
+            speculative_call(model, rows, cache)
+            sizes.append(job.n)
+            self.slots = [*self.slots, *rows]
+            self.cache = cache if self.cache is None else _cat(self.cache, cache)
+            running.append(job)
+        self.fresh = [j for j in self.fresh if j not in jobs]
+        for job in running:
+            stepped(job, job.state.i)
+        return sizes
+
+
+def _cat(a: KVCache, b: KVCache) -> KVCache:
+    out = copy.copy(a)
+    out.k = [torch.cat((x, y)) for x, y in zip(a.k, b.k, strict=True)]
+    out.v = [torch.cat((x, y)) for x, y in zip(a.v, b.v, strict=True)]
+    return out
+
+
+class HybridLane(Lane):
+    """The AR-mode rows in the AR twin's lane, the speculative rows in theirs."""
+
+    every_tick = True
+
+    def __init__(self, decoder):
+        super().__init__(decoder)
+        self.ar, self.spec = ARLane(decoder), SpecLane(decoder)
+
+    def _lane(self, job: Job) -> Lane:
+        return self.spec if isinstance(job.state, SpecState) else self.ar
+
+    def add(self, job: Job) -> None:
+        super().add(job)
+        self._lane(job).add(job)
+
+    def keep(self, keep: list[Job]) -> None:
+        super().keep(keep)
+        self.ar.keep(keep)
+        self.spec.keep(keep)
+
+    def tick(self, jobs: list[Job], stepped: Stepped, max_rows: int) -> list[int]:
+        sizes = []
+        for lane in (self.ar, self.spec):
+            mine = [job for job in jobs if self._lane(job) is lane]
+            if mine:
+                sizes += lane.tick(mine, stepped, max_rows)
+        return sizes
+
+
+class HybridDecoder(Decoder):
+    """A hybrid checkpoint: `mode` per request (speculative by default, or ar)."""
+
+    name = "hybrid"
+    lane_class = HybridLane
+    uses_steps = False
+    infills = False
+    modes = MODES
+
+    def samplers(self) -> list[str]:
+        return []
+
+    def check_infill(self) -> None:
+        raise RedraftError(f"infill is not supported by the hybrid {self.model.name!r}: its "
+                           "modes continue a prefix, left to right")
+
+    def start(self, work: Work, **extra):
+        r = work.request
+        mode = r.mode or MODES[0]
+        if mode not in MODES:
+            raise RedraftError(f"mode={mode!r}: the hybrid {self.model.name!r} decodes in "
+                               f"modes {list(MODES)}")
+        if mode == "ar":
+            return ARDecoder(self.model).start(work.__class__(
+                work.model, work.prefix, work.length, work.seeds, work.suffix,
+                canvas=work.canvas, request=r.replace(options=None)))
+        check_knobs(r.temperature, r.top_k, r.top_p)
+        self.check_fit(work)
+        ARDecoder(self.model).left_to_right(work.__class__(
+            work.model, work.prefix, work.length, work.seeds, work.suffix, canvas=work.canvas,
+            request=r.replace(options=None)))
+        options = dict(r.options or {})
+        layout = options.pop("layout", "all")
+        if options or layout not in LAYOUTS:
+            bad = f"layout={layout!r}" if layout not in LAYOUTS else repr(sorted(options)[0])
+            raise RedraftError(f"speculative mode takes options layout ('all' or 'last'); "
+                               f"got {bad}")
+        if r.logprobs is not None:
+            raise RedraftError("logprobs: speculative mode does not record them; use mode 'ar' "
+                               "(the same law, one token a call)")
+        if len(work.prefix) >= work.length:
+            raise RedraftError("the prompt leaves nothing to generate")
+        m, tok = self.model, self.model.tokenizer
+        return SpecState(tok.eos_id, work.prefix, work.seeds, work.length,
+                         m.backbone.draft_block, banned=tok.non_text_ids, pad_id=tok.mask_id,
+                         eos_id=tok.eos_id if r.stop_at_eos else None, layout=layout,
+                         vocab=m.backbone.vocab_size)
