@@ -80,3 +80,19 @@ def serve_block_run(tmp_path_factory) -> Path:
         "diffusion.block_shift": True})
     assert main(["train", *overrides]) == 0
     return run
+
+
+@pytest.fixture(scope="session")
+def hybrid_run(tmp_path_factory) -> Path:
+    """A tiny hybrid (blocks of 4), trained once per session. Byte tokenizer, context 64."""
+    from redraft.cli import main
+
+    base = tmp_path_factory.mktemp("hybrid")
+    corpus = base / "corpus.txt"
+    corpus.write_text(TEXT)
+    run = base / "hybrid"
+    overrides = tiny_overrides(corpus, run, "hybrid", **{
+        "data.tokenizer": "byte", "model.seq_len": 64, "diffusion.block_size": 4,
+        "train.max_steps": 60, "train.eval_every": 30})
+    assert main(["train", *overrides]) == 0
+    return run

@@ -132,8 +132,10 @@ def _probs(logits: torch.Tensor, work: Work, banned: list[int]) -> torch.Tensor:
     return out.view(shape).cpu()
 
 
-def speculative_call(model, rows: list[tuple[Job, int]], cache: KVCache) -> None:
-    """One verify-and-draft call over the given rows (row i of the call is cache row i)."""
+def speculative_call(model, rows: list[tuple[Job, int]], cache: KVCache,
+                     cache_rows: torch.Tensor | None = None) -> None:
+    """One verify-and-draft call over the given rows, all of one layout (row i of the call
+    is cache row cache_rows[i], default i)."""
     backbone, tok = model.backbone, model.tokenizer
     b = backbone.draft_block
     device = backbone.device
@@ -157,7 +159,8 @@ def speculative_call(model, rows: list[tuple[Job, int]], cache: KVCache) -> None
     drafts = torch.full(draft_pos.shape, tok.mask_id, dtype=torch.long)
     clean, drafted = backbone(x.to(device), cache=cache, positions=positions.to(device),
                               drafts=drafts.to(device), draft_pos=draft_pos.to(device),
-                              draft_start=draft_start.to(device))
+                              draft_start=draft_start.to(device),
+                              cache_rows=None if cache_rows is None else cache_rows.to(device))
     verify = last[:, None] + torch.arange(b)[None, :]  # (R, b) logits p_0 .. p_{b-1}
     p_logits = clean.gather(1, verify.clamp(max=W - 1).to(device)[..., None].expand(
         R, b, clean.shape[-1]))
@@ -217,9 +220,13 @@ class SpecLane(Lane):
         model = self.decoder.model
         running = [job for job in jobs if job not in self.fresh]
         self.keep(self.jobs)  # rows that stopped since the last tick leave the cache
-        if self.slots:
-            speculative_call(model, self.slots, self.cache)
-            sizes.append(len(self.slots))
+        for layout in LAYOUTS:  # one call per layout (they carry different blocks)
+            index = [i for i, (job, _) in enumerate(self.slots) if job.state.layout == layout]
+            if index:
+                every = len(index) == len(self.slots)
+                speculative_call(model, [self.slots[i] for i in index], self.cache,
+                                 None if every else torch.tensor(index, dtype=torch.long))
+                sizes.append(len(index))
         for job in [j for j in self.fresh if j in jobs]:
             rows = [(job, r) for r in range(job.n)]
             cache = model.backbone.new_cache(job.n)

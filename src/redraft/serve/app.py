@@ -178,7 +178,8 @@ def create_app(models: list[Model], *, api_key: str | None = None,
 
     catalog = [{"id": m.name, "object": "model", "created": 0, "owned_by": "redraft",
                 "kind": m.kind, "objective": m.objective.name, "context_length": m.seq_len,
-                "samplers": m.decoder.samplers()} for m in models]
+                "samplers": m.decoder.samplers(), "modes": list(m.decoder.modes)}
+               for m in models]
 
     @app.get("/v1/models")
     async def list_models():

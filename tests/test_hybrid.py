@@ -1,0 +1,167 @@
+"""The hybrid (objective "hybrid"): an exact causal LM whose draft blocks decode by diffusion,
+and its speculative mode, whose text is the AR mode's (greedy: token for token)."""
+
+import pytest
+import torch
+
+from redraft.checkpoint import build_model
+from redraft.config import Config
+from redraft.errors import RedraftError
+from redraft.likelihood import evaluate_model
+from redraft.losses import ar_inputs, draw_hybrid_noise, token_losses
+from redraft.model import load
+
+PROMPTS = ["the ", "the cat", "t", "sat on the mat. the d", "rat", "the bat sat on"]
+
+
+@pytest.fixture(scope="module")
+def hybrid(hybrid_run):
+    return load(hybrid_run)
+
+
+def tiny_hybrid(block=4, seq_len=16):
+    cfg = Config()
+    cfg.model.n_layer, cfg.model.n_head, cfg.model.d_model, cfg.model.seq_len = 2, 2, 32, seq_len
+    cfg.diffusion.objective, cfg.diffusion.block_size = "hybrid", block
+    torch.manual_seed(0)
+    return cfg, build_model(cfg, 20).eval()
+
+
+def test_the_clean_stream_is_the_plain_causal_pass_and_drafts_match_over_a_cache():
+    cfg, m = tiny_hybrid()
+    x0 = torch.randint(0, 18, (3, 16))
+    y0 = ar_inputs(x0, 18)
+    pos = torch.arange(16)
+    drafts = torch.where(torch.rand(3, 16) < 0.5, 19, x0)
+    clean, drafted = m(y0, drafts=drafts, draft_pos=pos, draft_start=pos - pos % 4)
+    assert torch.allclose(clean, m(y0), atol=1e-6)  # drafts never leak into the clean stream
+    for start in (0, 4, 8, 12):  # a block over the cache of the clean tokens before it
+        cache = m.new_cache(3)
+        if start:
+            m(y0[:, :start], cache=cache)
+        c, d = m(y0[:, start:start + 1], cache=cache, positions=torch.full((3,), start),
+                 drafts=drafts[:, start:start + 4], draft_pos=torch.arange(start, start + 4),
+                 draft_start=torch.full((4,), start))
+        assert torch.allclose(c[:, 0], clean[:, start], atol=1e-5)
+        assert torch.allclose(d, drafted[:, start:start + 4], atol=1e-5)
+
+
+def test_a_draft_block_sees_only_the_tokens_before_it():
+    cfg, m = tiny_hybrid()
+    x0 = torch.randint(0, 18, (1, 16))
+    y0 = ar_inputs(x0, 18)
+    pos = torch.arange(4, 8)
+    masks = torch.full((1, 4), 19)
+    _, d1 = m(y0, drafts=masks, draft_pos=pos, draft_start=torch.full((4,), 4))
+    later = y0.clone()
+    later[:, 5:] = (later[:, 5:] + 1) % 18  # change the clean tokens from token 4 on
+    _, d2 = m(later, drafts=masks, draft_pos=pos, draft_start=torch.full((4,), 4))
+    assert torch.allclose(d1, d2, atol=1e-6)
+    earlier = y0.clone()
+    earlier[:, 4] = (earlier[:, 4] + 1) % 18  # token 3 (position 4) is before the block
+    _, d3 = m(earlier, drafts=masks, draft_pos=pos, draft_start=torch.full((4,), 4))
+    assert not torch.allclose(d1, d3, atol=1e-4)
+
+
+@torch.no_grad()
+def test_ar_mode_nll_is_the_hand_computed_cross_entropy():
+    cfg, m = tiny_hybrid()
+    x0 = torch.randint(0, 18, (2, 16))
+    noise = draw_hybrid_noise(cfg.diffusion, 2, 16, 19, torch.Generator().manual_seed(0))
+    got = token_losses(m, x0, cfg.diffusion, 19, 18, noise=noise, part="ar")
+    logits = m(torch.cat((torch.full((2, 1), 18), x0[:, :-1]), dim=1)).double()
+    hand = -logits.log_softmax(-1).gather(-1, x0[..., None])[..., 0]
+    assert torch.allclose(got.double(), hand, atol=1e-5)
+    train = token_losses(m, x0, cfg.diffusion, 19, 18, noise=noise, part="train")
+    draft = token_losses(m, x0, cfg.diffusion, 19, 18, noise=noise, part="draft")
+    w = cfg.diffusion.hybrid_draft_weight
+    assert torch.allclose(train, got + w * draft, atol=1e-5)
+    assert float(draft.sum()) > 0
+
+
+def test_a_share_of_blocks_drafts_fewer_positions():
+    cfg, m = tiny_hybrid()
+    cfg.diffusion.hybrid_draft_share = 0.5
+    noise = draw_hybrid_noise(cfg.diffusion, 2, 16, 19, torch.Generator().manual_seed(1))
+    assert len(noise.drafted) == 8 and bool((noise.drafted.view(2, 4) % 4 ==
+                                              torch.arange(4)).all())
+    x0 = torch.randint(0, 18, (2, 16))
+    draft = token_losses(m, x0, cfg.diffusion, 19, 18, noise=noise, part="draft")
+    undrafted = torch.ones(16, dtype=torch.bool)
+    undrafted[noise.drafted] = False
+    assert float(draft[:, undrafted].abs().sum()) == 0
+
+
+@pytest.mark.parametrize("layout", ["all", "last"])
+def test_greedy_speculative_is_the_greedy_ar_text(hybrid, layout):
+    ar = hybrid.generate(PROMPTS, max_new_tokens=40, temperature=0, mode="ar")
+    spec = hybrid.generate(PROMPTS, max_new_tokens=40, temperature=0, mode="speculative",
+                           options={"layout": layout})
+    assert spec.tokens == ar.tokens
+    assert spec.nfe < ar.nfe  # drafts were accepted: fewer calls than tokens
+
+
+def test_speculative_rows_do_not_depend_on_the_batch(hybrid):
+    big = hybrid.generate(PROMPTS[:3], max_new_tokens=30, temperature=0.8, top_k=20,
+                          num_samples=2, seed=7)
+    alone = hybrid.generate(PROMPTS[1], max_new_tokens=30, temperature=0.8, top_k=20,
+                            num_samples=2, seed=9)
+    assert big.tokens[2:4] == alone.tokens
+
+
+def test_speculative_stops_at_eos_and_at_the_length(hybrid):
+    out = hybrid.generate(PROMPTS, max_new_tokens=13, temperature=1.0, seed=3)
+    lengths = [len(hybrid.encode(p)) + 13 for p in PROMPTS]
+    assert [len(t) for t in out.tokens] == lengths
+    eos = hybrid.tokenizer.eos_id
+    ar = hybrid.generate(PROMPTS, max_new_tokens=40, temperature=0, mode="ar",
+                         stop_at_eos=True)
+    spec = hybrid.generate(PROMPTS, max_new_tokens=40, temperature=0, stop_at_eos=True)
+    assert spec.completions == ar.completions
+    assert all(eos not in hybrid.encode(c) for c in spec.completions)
+
+
+def test_evaluate_reports_the_ar_nll_and_the_block_bound(hybrid):
+    out = evaluate_model(hybrid, samples=1, max_batches=1, progress=False)
+    assert out["objective"] == "hybrid" and out["kind"] == "exact NLL (AR mode)"
+    assert out["block_bound"]["nats_per_token"] > 0 and out["nats_per_token"] > 0
+
+
+def test_modes_are_checked(hybrid, serve_runs):
+    with pytest.raises(RedraftError, match="modes"):
+        hybrid.generate("the", max_new_tokens=4, mode="canvas")
+    with pytest.raises(RedraftError, match="layout"):
+        hybrid.generate("the", max_new_tokens=4, options={"layout": "some"})
+    with pytest.raises(RedraftError, match="logprobs"):
+        hybrid.generate("the", max_new_tokens=4, logprobs=2)
+    assert hybrid.generate("the", max_new_tokens=4, mode="ar", logprobs=2).completions
+    with pytest.raises(RedraftError, match="hybrids"):
+        load(serve_runs["mdlm"]).generate("the", max_new_tokens=4, mode="speculative")
+    assert load(serve_runs["ar"]).generate("the", max_new_tokens=4, mode="ar").completions
+
+
+def test_served_speculative_rows_equal_offline(hybrid):
+    pytest.importorskip("fastapi")
+    from redraft.serve import Engine, Work
+
+    tok = hybrid.tokenizer
+    works = [Work("h", tok.encode(PROMPTS[0]), 30, [1, 2]),
+             Work("h", tok.encode(PROMPTS[1]), 40, [3], temperature=0.7, top_k=5),
+             Work("h", tok.encode(PROMPTS[3]), 44, [4], temperature=0, options={"layout": "last"}),
+             Work("h", tok.encode(PROMPTS[2]), 20, [5], mode="ar", top_p=0.9),
+             Work("h", tok.encode(PROMPTS[4]), 36, [6, 7], stop_at_eos=True)]
+    hybrid.name = "h"
+    engine = Engine({"h": hybrid}, max_batch=64)
+    first = [engine.submit(w) for w in works[:2]]
+    engine.start()
+    first[0].wait(60)  # later requests join a lane that is already running
+    rest = [engine.submit(w) for w in works[2:]]
+    events = [job.wait(60) for job in first + rest]
+    rows = engine.metrics.batch_rows
+    engine.close()
+    assert rows.max >= 2
+    for w, ev in zip(works, events, strict=True):
+        assert ev.kind == "done"
+        offline = hybrid.sample([w.prefix] * w.n, length=w.length, seeds=w.seeds,
+                                request=w.request)
+        assert torch.equal(ev.tokens, offline.tokens), w
