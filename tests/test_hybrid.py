@@ -196,3 +196,30 @@ def test_block_mode_takes_every_masked_rule(hybrid, sampler):
     again = hybrid.generate(PROMPTS[1], max_new_tokens=12, mode="block", steps=6,
                             sampler=sampler, num_samples=2, seed=3)
     assert out.tokens[2:] == again.tokens  # rows do not depend on the batch
+
+
+def test_http_modes_streams_and_models(hybrid):
+    pytest.importorskip("fastapi")
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from redraft.serve import create_app
+
+    with TestClient(create_app([hybrid], max_steps=1000)) as client:
+        listed = client.get("/v1/models").json()["data"][0]
+        assert listed["modes"] == ["speculative", "ar", "block"]
+        body = {"model": hybrid.name, "prompt": "the cat", "max_tokens": 24, "temperature": 0}
+        ar = client.post("/v1/completions", json={**body, "mode": "ar"}).json()
+        spec = client.post("/v1/completions", json={**body, "mode": "speculative"}).json()
+        assert spec["choices"][0]["text"] == ar["choices"][0]["text"]
+        assert spec["usage"]["completion_tokens"] == ar["usage"]["completion_tokens"] == 24
+        assert spec["redraft"]["network_rows"] < ar["redraft"]["network_rows"]
+        with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as r:
+            chunks = [json.loads(line[6:]) for line in r.iter_lines()
+                      if line.startswith("data: {")]
+        assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == \
+            ar["choices"][0]["text"]
+        assert len(chunks) > 1  # accepted runs arrive as they land
+        bad = client.post("/v1/completions", json={**body, "mode": "fast"})
+        assert bad.status_code == 400 and "modes" in bad.text
