@@ -84,6 +84,7 @@ def generate_diffusion(
     block_size: int | None = None,
     eos_id: int | None = None,
     guidance: float = 0.0,
+    early_commit: float | None = None,
 ) -> Generation:
     """Sample a (batch, length) canvas with `steps` reverse steps; prefix/suffix stay fixed.
 
@@ -95,7 +96,9 @@ def generate_diffusion(
     once for all rows or one per row (sampling/infill.py builds one from a template).
     block_size: decode blocks of that many positions left to right (semi-autoregressive);
     eos_id: stop a row after the block in which it wrote EOS (the rest becomes EOS);
-    guidance: classifier-free guidance scale towards the fixed positions (0 = none).
+    guidance: classifier-free guidance scale towards the fixed positions (0 = none);
+    early_commit: commit a block at once (argmax) when every masked position's top-1/top-2
+    log-probability gap exceeds it (sampling/commit.py; None: off).
     Adaptive samplers (first_hitting, threshold) take as many steps as they need; `steps` is
     then unused.
     """
@@ -124,7 +127,8 @@ def generate_diffusion(
     state = DiffusionState(process, step_rule, steps=steps, length=length,
                            prefixes=_rows(prefix, batch), suffixes=_rows(suffix, batch),
                            canvases=canvas, seeds=_seeds(seed, batch), block_size=block_size,
-                           eos_id=eos_id, guidance=guidance, device=device)
+                           eos_id=eos_id, guidance=guidance, device=device,
+                           early_commit=early_commit)
     time_cond = model.time_conditioned
     nfe = row_nfe = 0
     start = time.perf_counter()
