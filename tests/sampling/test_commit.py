@@ -108,8 +108,8 @@ def test_a_row_that_commits_waits_and_its_batch_mate_is_unchanged(sampler):
     assert torch.equal(both.tokens[1], unsure.tokens[0])  # gap 0.5: never fires
     # The waiting row is not run (its canvas, hence its logits, cannot change); it may even
     # save its next call: unchanged since its last input, its logits are reused.
-    assert sure.row_nfe == 2 and unsure.row_nfe == 8
-    assert both.row_nfe in (9, 10)
+    assert sure.row_nfe == 2
+    assert unsure.row_nfe + 1 <= both.row_nfe <= unsure.row_nfe + 2
 
 
 def test_block_models_commit_sure_blocks_at_once():
