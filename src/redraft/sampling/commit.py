@@ -106,5 +106,10 @@ class FirstFinal:
     def steps_needed(self, final: torch.Tensor, counted: torch.Tensor) -> list[int]:
         """Per row: the distinct first-final steps of its `counted` (B, L) positions (the
         steps an oracle that commits each token at its first-final step would take)."""
-        ff = self.first_final(final)
+        width, length = self.written.shape[1], final.shape[1]
+        if width > length:  # a block state's canvas ends in a partial block's padding
+            final = torch.nn.functional.pad(final, (0, width - length), value=-2)
+            counted = torch.nn.functional.pad(counted, (0, width - length), value=False)
+        ff = self.first_final(final.to(self.written.device))
+        counted = counted.to(ff.device)
         return [len(set(ff[r][counted[r]].tolist())) for r in range(len(ff))]

@@ -28,18 +28,21 @@ from redraft.models import Backbone
 from redraft.sampling.categorical import RowRandom, check_knobs, next_tokens
 from redraft.sampling.registry import make_sampler
 from redraft.sampling.state import DiffusionState
+from redraft.sampling.tpf import TPF
 
 
 @dataclass
 class Generation:
     """tokens (B, L) of the whole canvas (prompt included); nfe = network calls (batched rows
-    count once per call); row_nfe = per-row forward passes; seconds = wall time."""
+    count once per call); row_nfe = per-row forward passes; seconds = wall time; tpf: tokens
+    per forward (sampling/tpf.py; Model.sample fills it)."""
 
     tokens: torch.Tensor
     nfe: int
     row_nfe: int
     seconds: float
     steps: int
+    tpf: TPF | None = None
 
 
 def _rows(ids: Sequence[int] | Sequence[Sequence[int]] | None, batch: int) -> list[list[int]]:
