@@ -92,3 +92,38 @@ def sweep(model, texts: Sequence[str], *, steps: Sequence[int] = (8, 16, 64),
                 progress(f"steps {n} early_commit {th}: TPF {t.value:.2f}, "
                          f"saved {row['forwards_saved']:.0%}")
     return rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """python -m redraft.eval.tpf [--corpus stdlib|tinyshakespeare ...]: print the sweep's
+    rows as JSON lines (the default model unless --model)."""
+    import argparse
+    import json
+
+    from redraft.model import load
+
+    p = argparse.ArgumentParser(prog="python -m redraft.eval.tpf")
+    p.add_argument("--model", default="default")
+    p.add_argument("--corpus", action="append", default=None)
+    p.add_argument("--prompts", type=int, default=8)
+    p.add_argument("--steps", default="8,16,64")
+    p.add_argument("--thresholds", default="none,8,4,2,1")
+    p.add_argument("--sampler", action="append", default=None)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--block-size", type=int, default=None)
+    p.add_argument("--stop-at-eos", action="store_true")
+    args = p.parse_args(argv)
+    m = load(args.model)
+    steps = [int(s) for s in args.steps.split(",")]
+    ths = [None if t == "none" else float(t) for t in args.thresholds.split(",")]
+    for corpus in args.corpus or ["stdlib", "tinyshakespeare"]:
+        texts = prompts(corpus, args.prompts)
+        for sampler in args.sampler or [None]:
+            for row in sweep(m, texts, steps=steps, thresholds=ths, sampler=sampler,
+                             max_new_tokens=args.max_new_tokens, block_size=args.block_size,
+                             stop_at_eos=args.stop_at_eos):
+                print(json.dumps({"model": args.model, "corpus": corpus, **row}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
