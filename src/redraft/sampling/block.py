@@ -24,7 +24,7 @@ its own cache row at its own positions (the ragged call of models.Transformer); 
 calls have different lengths go in separate calls. Each row's draws come from its own stream,
 so a row's result does not depend on the batch.
 
-With eos_id a row stops after the block in which it wrote EOS (the rest becomes EOS). A
+With eos_id a row stops once its text is settled (DiffusionState; the rest becomes EOS). A
 length that is not a multiple of b ends in a partial block; its missing positions are
 treated as masks that are never revealed (cut from the output).
 """
@@ -367,11 +367,11 @@ def start_block(
     first_hitting and threshold, take what they need). sampler/options: any rule of
     sampling.registry for a masked denoiser (default ancestral). prefix: the prompt (once
     for all rows or one per row); canvas: instead, a fixed id or None per position. eos_id:
-    stop a row after the block in which it wrote EOS. reveal_width: the model's
-    diffusion.block_reveal_width (ordered in-block reveals; the ancestral rule follows them).
-    reveal_last: the model's diffusion.block_reveal_last (each block's last position is
-    revealed after its others, by every rule). early_commit: a block whose masked positions
-    all have a top-1/top-2 log-probability gap above it takes their argmax at once
+    stop a row once its text is settled (it wrote EOS; the rest becomes EOS). reveal_width:
+    the model's diffusion.block_reveal_width (ordered in-block reveals; the ancestral rule
+    follows them). reveal_last: the model's diffusion.block_reveal_last (each block's last
+    position is revealed after its others, by every rule). early_commit: a block whose masked
+    positions all have a top-1/top-2 log-probability gap above it takes their argmax at once
     (sampling/commit.py; None: off).
     """
     if getattr(model, "block_size", None) is None:

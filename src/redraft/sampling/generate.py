@@ -98,7 +98,8 @@ def generate_diffusion(
     all of this for you. canvas: instead of prefix/suffix, a fixed id or None (free) per position,
     once for all rows or one per row (sampling/infill.py builds one from a template).
     block_size: decode blocks of that many positions left to right (semi-autoregressive);
-    eos_id: stop a row after the block in which it wrote EOS (the rest becomes EOS);
+    eos_id: stop a row once its text is settled: it wrote EOS and all before it is revealed
+    (the rest becomes EOS; rules that may change a revealed token: after that block);
     guidance: classifier-free guidance scale towards the fixed positions (0 = none);
     early_commit: commit a block at once (argmax) when every masked position's top-1/top-2
     log-probability gap exceeds it (sampling/commit.py; None: off).

@@ -13,11 +13,13 @@ its next call happens at; its block ends when no mask is left in it.
 Blocks (semi-autoregressive decoding, mask process only): the canvas is cut into blocks of
 `block_size` positions decoded left to right; inside the current block any rule works as it
 would on a whole canvas, later blocks stay masked (the backbone sees them as masks), earlier
-ones are frozen. With `eos_id` a row stops after the first block in which it wrote EOS: the
-positions it generated after that EOS become EOS and no more network calls are spent on it,
-so the text's length is set by the model, not the canvas. sampling/block.py (BlockState)
-reuses all of this for block-diffusion models with a KV cache: the rule then sees only the
-current block's window (`_rule_step`), and fully fixed blocks are skipped for every rule.
+ones are frozen. With `eos_id` a row stops once its text is settled (it wrote EOS and every
+position before that EOS is revealed; for a rule that may change a revealed token: after the
+block in which it wrote EOS): the positions it generated after that EOS become EOS and no more
+network calls are spent on it, so the text's length is set by the model, not the canvas.
+sampling/block.py (BlockState) reuses all of this for block-diffusion models with a KV cache:
+the rule then sees only the current block's window (`_rule_step`), and fully fixed blocks are
+skipped for every rule.
 
 Progress (what a server streams and stops on): `committed()` counts each row's leading canvas
 positions that can no longer change: for a rule that never changes a revealed token on the mask
@@ -154,6 +156,7 @@ class DiffusionState:
                                      device=device)  # (B, L, k)
         self.logits: torch.Tensor | None = None  # (B, L, V) of the last network call per row
         self.last_input: torch.Tensor | None = None
+        self.fired: torch.Tensor | None = None  # (B,) rows early commit filled at the last step
         # Early commit (sampling/commit.py): the gap threshold, or None (off).
         self.early_commit = check_early_commit(early_commit, process)
         self.paused: torch.Tensor | None = None  # (B,) rows waiting out a committed grid block
