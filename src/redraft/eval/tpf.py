@@ -27,9 +27,10 @@ SHAKESPEARE = Path(__file__).resolve().parents[4] / "shared" / "data" / "tinysha
 
 def prompts(corpus: str, n: int, chars: int = 96, seed: int = 0,
             path: str | Path | None = None) -> list[str]:
-    """n prompts of about `chars` characters, starting at line starts, from "stdlib" (this
+    """n prompts of `chars` characters, starting at line starts, from "stdlib" (this
     interpreter's standard library source, one file each) or "tinyshakespeare" (path, default
-    ../shared/data/tinyshakespeare/input.txt); seeded, so a sweep is repeatable."""
+    ../shared/data/tinyshakespeare/input.txt); seeded, so a sweep is repeatable. ASCII only,
+    so that with a byte tokenizer they are one length and run as one batch."""
     rng = random.Random(seed)
     if corpus == "stdlib":
         root = Path(sysconfig.get_paths()["stdlib"])
@@ -46,11 +47,10 @@ def prompts(corpus: str, n: int, chars: int = 96, seed: int = 0,
         raise RedraftError(f"corpus {corpus!r}: expected 'stdlib' or 'tinyshakespeare'")
     out = []
     for text in texts:
+        text = text.encode("ascii", "replace").decode("ascii")
         starts = [0] + [i + 1 for i, c in enumerate(text[:-4 * chars]) if c == "\n"]
         at = rng.choice(starts)
-        piece = text[at:at + chars]
-        cut = piece.rfind("\n")  # end at a line end when there is one
-        out.append(piece[:cut + 1] if cut > chars // 3 else piece)
+        out.append(text[at:at + chars])
     return out
 
 
@@ -119,10 +119,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     for corpus in args.corpus or ["stdlib", "tinyshakespeare"]:
         texts = prompts(corpus, args.prompts)
         for sampler in args.sampler or [None]:
-            for row in sweep(m, texts, steps=steps, thresholds=ths, sampler=sampler,
-                             max_new_tokens=args.max_new_tokens, block_size=args.block_size,
-                             stop_at_eos=args.stop_at_eos):
-                print(json.dumps({"model": args.model, "corpus": corpus, **row}), flush=True)
+            for n in steps:
+                for row in sweep(m, texts, steps=[n], thresholds=ths, sampler=sampler,
+                                 max_new_tokens=args.max_new_tokens,
+                                 block_size=args.block_size, stop_at_eos=args.stop_at_eos):
+                    print(json.dumps({"model": args.model, "corpus": corpus, **row}),
+                          flush=True)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ of the current block (or canvas) that is still masked and free. With
 
 if min_j gap_j > threshold, every one of those positions takes its argmax now and the block
 ends (the rest of its steps are not run). The gap is measured in log-probability, not
-probability: the softmax normaliser cancels, so it is the raw logit gap (what Prophet
-thresholds, with values like 2.5-7.5); it does not saturate near 1 the way a probability gap
-does for very sure positions; and "infinity" is a natural "never". The test is the minimum over
-the block, so one unsure position keeps the whole block on the base rule. A row whose block was
+probability: the softmax normaliser cancels, so it is the raw logit gap, free of the
+temperature the rule draws at; it keeps separating very sure positions where a probability
+gap saturates near 1 (0.999 vs 0.99999 are 7 and 12 nats from their runner-up at best); and
+"infinity" is a natural "never". The test is the minimum over the block (every masked
+position must be sure), so one unsure position keeps the whole block on the base rule. A row whose block was
 committed this way never differs from the base rule before it fires; threshold None (or +inf)
 is the base rule bit for bit.
 
