@@ -1,6 +1,6 @@
 """Commit rules around any step rule: early commit (Prophet) and the oracle's first-final record.
 
-Early commit (Prophet, Li et al. 2025, arXiv 2508.19982: "diffusion language models know the
+Early commit (Prophet, arXiv 2508.19982: "diffusion language models know the
 answer before decoding"): at each step, before the rule's own proposal is kept, look at the
 denoiser p_theta(x0 | xt) (mask excluded, after guidance, at temperature 1) at every position
 of the current block (or canvas) that is still masked and free. With
@@ -22,7 +22,7 @@ canvas or block models, time-grid or adaptive rules. It is a loop option (Reques
 not a rule, so the rules stay as they are.
 
 FirstFinal records, per position, the first step at which the denoiser's argmax was the value
-the position ends with, and the step that wrote it: the oracle TPF ceiling (redraft.decoders.tpf)
+the position ends with, and the step that wrote it: the oracle TPF ceiling (sampling/tpf.py)
 counts how few steps would have sufficed had each token been committed at its first-final step.
 """
 
