@@ -92,7 +92,7 @@ class CanvasGuard:
         (B, L) (offset None: W = L, from 0) -> a copy with -inf on the tokens each free
         masked position may not take (and on ids past the tokenizer's)."""
         self._back = {}
-        rows = torch.flatnonzero(free.any(dim=1)).tolist()
+        rows = torch.nonzero(free.any(dim=1)).flatten().tolist()
         if not rows:
             return logits
         todo = (free & (x == self.mask_id)).cpu()
@@ -104,7 +104,7 @@ class CanvasGuard:
             toks = xs[r, lo:hi].tolist()
             fwd, back = self.forward(toks), self.backward(toks)
             self._back[r] = back
-            for p in torch.flatnonzero(todo[r]).tolist():
+            for p in torch.nonzero(todo[r]).flatten().tolist():
                 if not lo <= p < hi:
                     continue
                 i = p - lo
@@ -126,7 +126,7 @@ class CanvasGuard:
         """The step's canvas `new` (B, L), with every token that breaks joint completability
         replaced (see the module docstring); logits: those `allow` returned."""
         changed = (old != new).any(dim=1)
-        rows = [r for r in torch.flatnonzero(changed).tolist() if r in self._back]
+        rows = [r for r in torch.nonzero(changed).flatten().tolist() if r in self._back]
         if not rows:
             return new
         c, mask = self.c, self.mask_id
@@ -148,7 +148,7 @@ class CanvasGuard:
                     lg = logits[r, lo + i - offs[r], :c.vocab].float().cpu()
                     v = int(lg.masked_fill(~ok, -torch.inf).argmax())
                     if not ok[v]:  # every allowed logit -inf: any allowed token
-                        v = int(torch.flatnonzero(ok)[0])
+                        v = int(torch.nonzero(ok).flatten()[0])
                     fixes.append((r, lo + i, v))
                     nxt = self._tok(f, v)
                 f = nxt

@@ -27,7 +27,7 @@ class ARGuard:
         """logits (R, W) of the live rows (all rows when live is None) -> a copy with the
         tokens each row may not draw at -inf (W >= the tokenizer's ids: wider logits are
         padding ids, never allowed)."""
-        rows = range(len(self.q)) if live is None else torch.flatnonzero(live).tolist()
+        rows = range(len(self.q)) if live is None else torch.nonzero(live).flatten().tolist()
         allowed = torch.stack([self.c.ar_allowed(self.q[r], self.left[r]) for r in rows])
         out = torch.full_like(logits, -torch.inf)
         v = allowed.shape[1]
@@ -36,7 +36,7 @@ class ARGuard:
 
     def advance(self, tokens: torch.Tensor, live: torch.Tensor | None = None) -> None:
         """The drawn tokens (R,) of the live rows move their states."""
-        rows = range(len(self.q)) if live is None else torch.flatnonzero(live).tolist()
+        rows = range(len(self.q)) if live is None else torch.nonzero(live).flatten().tolist()
         for r, v in zip(rows, tokens.tolist(), strict=True):
             nxt = int(self.c.T[self.q[r], v]) if v < self.c.vocab else -1
             if nxt < 0:
