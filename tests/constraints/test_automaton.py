@@ -94,3 +94,20 @@ def test_specials_are_never_text_and_eos_ends_the_span():
     assert c.matches(tok.encode("aa") + [tok.eos_id, tok.pad_id, tok.eos_id])
     assert not c.matches([tok.eos_id])  # the empty text does not match a+
     assert not c.matches(tok.encode("a") + [tok.eos_id] + tok.encode("a"))
+
+
+def test_only_well_formed_utf8_is_accepted():
+    """Every byte string of 1..4 bytes from a sample of interesting bytes: accepted by "." iff
+    it is one well-formed UTF-8 character."""
+    tok = ByteTokenizer()
+    c = compile_constraint({"type": "regex", "pattern": "."}, tok)
+    sample = [0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC2, 0xDF, 0xE0, 0xED,
+              0xEF, 0xF0, 0xF4, 0xF5]
+    for n in range(1, 5):
+        for seq in itertools.product(sample, repeat=n):
+            raw = bytes(seq)
+            try:
+                ok = len(raw.decode("utf-8")) == 1 and raw.decode("utf-8") != "\n"
+            except UnicodeDecodeError:
+                ok = False
+            assert c.matches(list(seq)) == ok, raw

@@ -203,6 +203,10 @@ def spec_regex(spec) -> str:
                            "{'type': 'regex', 'pattern': ...}, {'type': 'json_schema', "
                            "'schema': {...}} or {'type': 'json_object'}")
     kind = spec["type"]
+    if kind == "grammar":
+        raise RedraftError("grammar constraints are not supported: redraft's any-order check "
+                           "needs a finite automaton (regex, JSON Schema); a context-free "
+                           "grammar needs a pushdown automaton over holes, not built yet")
     extra = sorted(set(spec) - {"type", "pattern", "schema"})
     if extra:
         raise RedraftError(f"constraint: unknown field {extra[0]!r} (expected type, pattern "
@@ -216,10 +220,6 @@ def spec_regex(spec) -> str:
         return schema_regex(spec.get("schema"))
     if kind == "json_object":
         return schema_regex(OBJECT_SCHEMA)
-    if kind == "grammar":
-        raise RedraftError("grammar constraints are not supported: redraft's any-order check "
-                           "needs a finite automaton (regex, JSON Schema); a context-free "
-                           "grammar needs a pushdown automaton over holes, not built yet")
     raise RedraftError(f"constraint type {kind!r}: expected 'regex', 'json_schema' or "
                        "'json_object'")
 
