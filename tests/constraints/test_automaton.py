@@ -47,10 +47,10 @@ def test_completability_and_allowed_tokens_agree_with_enumeration(pattern):
                 fills.append(row)
         g = CanvasGuard(c, [(0, n)], mask)
         fwd, back = g.forward(canvas), g.backward(canvas)
-        assert bool(fwd[-1] & c.accept_set) == bool(fills), (pattern, canvas)
-        assert bool(back[0] & (1 << c.start)) == bool(fills)
+        assert bool(c.sets[fwd[-1]] & c.accept_set) == bool(fills), (pattern, canvas)
+        assert bool(c.sets[back[0]] & (1 << c.start)) == bool(fills)
         for i in holes:
-            allowed = c.allowed(fwd[i], back[i + 1])
+            allowed = c.allowed(c.sets[fwd[i]], c.sets[back[i + 1]])
             want = {row[i] for row in fills}
             assert {v for v in range(c.vocab) if allowed[v]} == want, (pattern, canvas, i)
 
@@ -76,7 +76,7 @@ def test_multibyte_characters_split_over_byte_tokens():
     g = CanvasGuard(c, [(0, 3)], tok.mask_id)
     canvas = [0xC3, tok.mask_id, tok.mask_id]
     fwd, back = g.forward(canvas), g.backward(canvas)
-    ok = c.allowed(fwd[1], back[2])
+    ok = c.allowed(c.sets[fwd[1]], c.sets[back[2]])
     assert ok[0xA9] and not ok[ord("x")] and not ok[0xC3]
 
 
