@@ -91,6 +91,10 @@ class Request:
     mode: str | None = _knob(None, "a hybrid's way of decoding: 'speculative' (its default: "
                                    "AR's law, several tokens a call), 'ar' or 'block'; a model "
                                    "with one way takes only its own")
+    constraint: dict | None = _knob(
+        None, "structured output: {\"type\": \"regex\", \"pattern\": ...}, {\"type\": "
+        "\"json_schema\", \"schema\": {...}} or {\"type\": \"json_object\"}; every output "
+        "matches it (redraft.constraints, docs/structured.md)", http=None, cli=None)
 
     def check(self) -> Request:
         """Types and ranges of every knob (a RedraftError names the first bad one)."""

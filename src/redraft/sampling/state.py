@@ -104,6 +104,7 @@ class DiffusionState:
     """
 
     skip_fixed_blocks = False  # time-grid rules too skip blocks with nothing to reveal
+    guard = None  # a constraints.CanvasGuard: a structured-output request's rows
 
     def __init__(self, process: Process, step_rule, *, steps: int, length: int,
                  seeds: Sequence[int], prefixes: Sequence[Sequence[int]] | None = None,
@@ -225,7 +226,13 @@ class DiffusionState:
         if self.oracle is not None:
             self._see_argmax(free)
         self.fired = None
-        xs = self._rule_step(self.x, self.logits, free)
+        logits = self.logits
+        if self.guard is not None:  # a structured output: steps keep the canvas completable
+            logits = self.guard.allow(self.x, logits, free, self._logit_offset())
+        xs = self._rule_step(self.x, logits, free)
+        if self.guard is not None:
+            xs = self.guard.repair(self.x, torch.where(free, xs, self.x), logits,
+                                   self._logit_offset())
         if not self.adaptive:
             self.local = self.local + 1  # an int, or per row (B,) in a BlockState
         self.last_input = self.x
@@ -350,6 +357,10 @@ class DiffusionState:
         """(B, L) of a per-position tensor the logits cover (here: the whole canvas)."""
         return window
 
+    def _logit_offset(self) -> torch.Tensor | None:
+        """(B,) the canvas position of each row's first logit (None: logits span the canvas)."""
+        return None
+
     def _rule_times(self):
         """(t, s) the step rule gets (a block state may give per-position times)."""
         return self._grid_times()
@@ -410,6 +421,7 @@ class ARState:
         self.live = torch.ones(n, dtype=torch.bool)
         # Every row still running: a Python flag, so the common step reads no tensor back.
         self.all_live = True
+        self.guard = None  # a constraints.ARGuard: a structured-output request's rows
         self.logprobs = logprobs
         if logprobs is not None:
             k = max(logprobs, 0)
@@ -428,6 +440,8 @@ class ARState:
 
     def append(self, tokens: torch.Tensor, logits: torch.Tensor | None = None) -> None:
         """The next tokens (R,) of the live rows, drawn from logits (R, V)."""
+        if self.guard is not None:
+            self.guard.advance(tokens, None if self.all_live else self.live)
         if self.all_live:  # every row drew: the same step without the masks
             col = tokens.cpu()
             at = self.tokens.shape[1] - 1  # the canvas index of the new column
