@@ -69,6 +69,7 @@ LAYERS = [
     ("files", "validate", "display", "distributed", "diffusion", "signals"),
     ("config", "request"),
     ("data", "models", "losses"),
+    ("constraints",),  # structured outputs: needs the tokenizers, used by the samplers
     ("checkpoint", "sampling", "scoring", "likelihood"),
     ("hf", "runs"),
     ("export", "default"),

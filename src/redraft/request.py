@@ -83,6 +83,10 @@ class Request:
                        cli="stop")
     logprobs: int | None = _knob(None, "record each token's log-probability and the top k",
                                  low=0, high=20, http=None, cli=None)
+    constraint: dict | None = _knob(
+        None, "structured output: {\"type\": \"regex\", \"pattern\": ...}, {\"type\": "
+        "\"json_schema\", \"schema\": {...}} or {\"type\": \"json_object\"}; every output "
+        "matches it (redraft.constraints, docs/structured.md)", http=None, cli=None)
 
     def check(self) -> Request:
         """Types and ranges of every knob (a RedraftError names the first bad one)."""

@@ -111,19 +111,33 @@ class Cohort:
             u = u if st.all_live else u[st.live]  # (b - a,): the live rows, in order
             key = (w.temperature, w.top_k, w.top_p, tuple(st.banned))
             groups.setdefault(key, []).append((job, a, b, u))
+        drawn = self._constrained()
         for (temperature, top_k, top_p, banned), members in groups.items():
             if len(groups) == 1:  # every row, in order
-                logits = self.logits
+                logits, masked = self.logits, drawn
             else:
                 index = torch.cat([torch.arange(a, b) for _, a, b, _ in members])
                 logits = self.logits[index.to(self.logits.device)]
-            tokens = draw_tokens(logits, torch.cat([u for *_, u in members]), temperature,
+                masked = logits if drawn is self.logits else drawn[index.to(drawn.device)]
+            tokens = draw_tokens(masked, torch.cat([u for *_, u in members]), temperature,
                                  top_k, top_p, banned).cpu()
             start = 0
             for job, a, b, _ in members:
                 rows = slice(start, start + b - a)
                 job.state.append(tokens[rows], logits[rows])
                 start += b - a
+
+    def _constrained(self) -> torch.Tensor:
+        """The logits to draw from: the rows of structured-output requests with the tokens
+        their constraint forbids at -inf (logprobs still read the model's own)."""
+        runs = [(job, a, b) for job, a, b in self._runs() if job.state.guard is not None]
+        if not runs:
+            return self.logits
+        out = self.logits.clone()
+        for job, a, b in runs:
+            st = job.state
+            out[a:b] = st.guard.mask(out[a:b], None if st.all_live else st.live)
+        return out
 
     def forward(self) -> int:
         """The network call for the rows still running (the engine may have stopped some
@@ -217,10 +231,16 @@ class ARDecoder(Decoder):
         self.left_to_right(work)
         if len(work.prefix) >= work.length:
             raise RedraftError("the prompt leaves nothing to generate")
-        return ARState(m.tokenizer.eos_id, work.prefix, work.seeds, work.length,
-                       m.tokenizer.non_text_ids, pad_id=m.tokenizer.mask_id,
-                       eos_id=m.tokenizer.eos_id if r.stop_at_eos else None,
-                       logprobs=r.logprobs)
+        state = ARState(m.tokenizer.eos_id, work.prefix, work.seeds, work.length,
+                        m.tokenizer.non_text_ids, pad_id=m.tokenizer.mask_id,
+                        eos_id=m.tokenizer.eos_id if r.stop_at_eos else None,
+                        logprobs=r.logprobs)
+        if r.constraint is not None:
+            from redraft.constraints import ARGuard, compile_constraint
+
+            state.guard = ARGuard(compile_constraint(r.constraint, m.tokenizer), work.n,
+                                  work.length - len(work.prefix))
+        return state
 
     def left_to_right(self, work: Work) -> None:
         """Diffusion-only knobs are errors: the AR twin continues a prefix, left to right."""

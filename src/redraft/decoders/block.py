@@ -40,6 +40,8 @@ in place, so the HTTP thread's stats() may read them at any time.
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from redraft.decoders.base import Decoder, Lane, Stepped
@@ -100,7 +102,8 @@ def _group_key(job: Job) -> tuple:
     if not (state.adaptive or getattr(state.step_rule, "row_times", False)):
         return ("alone", id(job))
     return (state.step_rule.name, repr(sorted((w.options or {}).items())), w.temperature,
-            w.top_k, w.top_p, state.eos_id)
+            w.top_k, w.top_p, state.eos_id,
+            None if w.constraint is None else json.dumps(w.constraint, sort_keys=True))
 
 
 class Group:
@@ -300,7 +303,7 @@ class BlockDecoder(Decoder):
                                f"canvas of {work.length} leaves nothing to generate")
         d = m.diffusion_config()
         n_blocks = -(-work.length // b)
-        return start_block(
+        state = start_block(
             m.backbone, m.process, steps_per_block=max(1, -(-self.steps(r) // n_blocks)),
             batch=work.n, length=work.length, prefix=None if canvas is not None else work.prefix,
             canvas=canvas, shift=d.block_shift, bos_id=m.tokenizer.eos_id,
@@ -308,3 +311,8 @@ class BlockDecoder(Decoder):
             sampler=r.sampler, options=r.options,
             eos_id=m.tokenizer.eos_id if r.stop_at_eos else None,
             reveal_width=d.block_reveal_width, reveal_last=d.block_reveal_last)
+        if r.constraint is not None:
+            from redraft.decoders.canvas import canvas_guard
+
+            state.guard = canvas_guard(work, state, m)
+        return state

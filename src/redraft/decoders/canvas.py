@@ -62,9 +62,33 @@ class CanvasDecoder(Decoder):
                                "whose network outputs scores, not token probabilities")
         rule = self.rule(r.sampler, r.temperature, r.top_k, r.top_p, r.options)
         canvases = None if work.canvas is None else [work.canvas] * work.n
-        return DiffusionState(m.process, rule, steps=self.steps(r), length=work.length,
+        state = DiffusionState(m.process, rule, steps=self.steps(r), length=work.length,
                               prefixes=None if canvases else [work.prefix] * work.n,
                               suffixes=None if canvases else [work.suffix] * work.n,
                               canvases=canvases, seeds=work.seeds, block_size=r.block_size,
                               eos_id=m.tokenizer.eos_id if r.stop_at_eos else None,
                               guidance=r.guidance, device=m.device, logprobs=r.logprobs)
+        if r.constraint is not None:
+            state.guard = canvas_guard(work, state, m)
+        return state
+
+
+def canvas_guard(work: Work, state, model):
+    """The CanvasGuard of a structured-output request: its span is the text after the prompt
+    and before the suffix (a template: the whole canvas). Only the mask process keeps what it
+    commits; a uniform-noise model may change any token at any step."""
+    from redraft.constraints import CanvasGuard, compile_constraint
+
+    if model.process.name != "mask":
+        raise RedraftError(f"constraint: {model.name!r} is a {model.process.name!r}-noise "
+                           "model, whose steps may change any token of the canvas at any "
+                           "time, so no step can promise the final text matches; structured "
+                           "outputs need a masked (absorbing) diffusion model or the AR twin")
+    if work.canvas is not None:
+        span = (0, work.length)
+    else:
+        span = (len(work.prefix), work.length - len(work.suffix))
+    guard = CanvasGuard(compile_constraint(work.request.constraint, model.tokenizer),
+                        [span] * work.n, state.mask_id)
+    guard.check(state.x[:, :work.length])
+    return guard

@@ -95,6 +95,11 @@ class GemmaDecoder(Decoder):
         if r.logprobs is not None:
             raise RedraftError("logprobs: DiffusionGemma does not record log-probabilities yet")
         check_knobs(r.temperature, r.top_k, r.top_p)
+        if r.constraint is not None:
+            raise RedraftError("constraint: DiffusionGemma re-noises every position it has not "
+                               "accepted and may change any draft token at each step, so no "
+                               "step can promise the final text matches; structured outputs "
+                               "need a masked diffusion model or a left-to-right one")
         if work.suffix or work.canvas is not None:
             raise RedraftError("DiffusionGemma writes each canvas after the prompt's cache: it "
                                "cannot hold a suffix or fill a template")

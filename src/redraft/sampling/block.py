@@ -146,6 +146,8 @@ class BlockState(DiffusionState):
         out.rng = copy.copy(first.rng)
         out.rng.keys = torch.cat([s.rng.keys for s in states])
         out.rng.counters = torch.cat([s.rng.counters for s in states])
+        if first.guard is not None:  # merged requests share one constraint (the group key)
+            out.guard = type(first.guard).merge([s.guard for s in states])
         out.n_blocks = width // b
         out.length = max(s.length for s in states)
         out.i = 0
@@ -161,6 +163,8 @@ class BlockState(DiffusionState):
                 setattr(out, name, getattr(self, name)[rows])
         out.rng = copy.copy(self.rng)
         out.rng.keys, out.rng.counters = self.rng.keys[rows], self.rng.counters[rows]
+        if self.guard is not None:
+            out.guard = self.guard.take(rows)
         return out
 
     @property
@@ -216,6 +220,9 @@ class BlockState(DiffusionState):
         b = self.block_size
         block = self.block.clamp(max=self.n_blocks - 1)  # finished rows: any valid window
         return block[:, None] * b + torch.arange(b, device=self.x.device)
+
+    def _logit_offset(self) -> torch.Tensor:
+        return self._index()[:, 0]  # the logits are the current block's window
 
     def window_time(self) -> torch.Tensor:
         """(B,) float32: the time of each row's next call (its block's)."""

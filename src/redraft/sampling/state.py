@@ -101,6 +101,7 @@ class DiffusionState:
     """
 
     skip_fixed_blocks = False  # time-grid rules too skip blocks with nothing to reveal
+    guard = None  # a constraints.CanvasGuard: a structured-output request's rows
 
     def __init__(self, process: Process, step_rule, *, steps: int, length: int,
                  seeds: Sequence[int], prefixes: Sequence[Sequence[int]] | None = None,
@@ -210,7 +211,13 @@ class DiffusionState:
     def advance(self) -> torch.Tensor:
         """One reverse step for every unfinished row; returns the new canvas x (B, L)."""
         free = self.free()
-        xs = self._rule_step(self.x, self.logits, free)
+        logits = self.logits
+        if self.guard is not None:  # a structured output: steps keep the canvas completable
+            logits = self.guard.allow(self.x, logits, free, self._logit_offset())
+        xs = self._rule_step(self.x, logits, free)
+        if self.guard is not None:
+            xs = self.guard.repair(self.x, torch.where(free, xs, self.x), logits,
+                                   self._logit_offset())
         if not self.adaptive:
             self.local = self.local + 1  # an int, or per row (B,) in a BlockState
         self.last_input = self.x
@@ -289,6 +296,10 @@ class DiffusionState:
         t, s = self._rule_times()
         return self.step_rule.step(logits, x, t, s, self.rng, free=free)
 
+    def _logit_offset(self) -> torch.Tensor | None:
+        """(B,) the canvas position of each row's first logit (None: logits span the canvas)."""
+        return None
+
     def _rule_times(self):
         """(t, s) the step rule gets (a block state may give per-position times)."""
         return self._grid_times()
@@ -349,6 +360,7 @@ class ARState:
         self.live = torch.ones(n, dtype=torch.bool)
         # Every row still running: a Python flag, so the common step reads no tensor back.
         self.all_live = True
+        self.guard = None  # a constraints.ARGuard: a structured-output request's rows
         self.logprobs = logprobs
         if logprobs is not None:
             k = max(logprobs, 0)
@@ -367,6 +379,8 @@ class ARState:
 
     def append(self, tokens: torch.Tensor, logits: torch.Tensor | None = None) -> None:
         """The next tokens (R,) of the live rows, drawn from logits (R, V)."""
+        if self.guard is not None:
+            self.guard.advance(tokens, None if self.all_live else self.live)
         if self.all_live:  # every row drew: the same step without the masks
             col = tokens.cpu()
             at = self.tokens.shape[1] - 1  # the canvas index of the new column
