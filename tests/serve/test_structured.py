@@ -187,8 +187,8 @@ def test_uniform_noise_model_is_a_400(uniform_run):
         r = c.post("/v1/chat/completions", json={"messages": CHAT,
                                                  "response_format": _schema_format()})
         assert r.status_code == 400, r.text
-        assert "response_format" in r.json()["error"]["message"] or \
-            "constraint" in r.json()["error"]["message"]
+        assert "uniform'-noise model" in r.json()["error"]["message"]
+        assert counter.calls == 0 and c.get("/health").json()["queue_depth"] == 0
         assert c.post("/v1/chat/completions", json={
             "messages": CHAT, "max_tokens": 4, "steps": 2,
             "response_format": {"type": "text"}}).status_code == 200
