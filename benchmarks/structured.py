@@ -187,7 +187,9 @@ def compile_times(models) -> dict:
 WORDS = ["server", "parser", "client", "worker", "reader", "writer", "logger", "cache",
          "socket", "loader", "runner", "filter", "buffer", "handler", "config", "manager"]
 FIELDS = [("name", "str"), ("port", "int"), ("mode", "str"), ("retries", "int")]
-HOLE = {"str": ("[a-z_]{1,10}", 10), "int": ("[0-9]{1,5}", 5)}
+# A hole's value and its width in tokens (bytes). The holes are fixed-width: a value shorter
+# than its hole is followed by spaces, which JSON allows between a value and the next comma.
+HOLE = {"str": ('"[a-z_]{1,10}"', 12), "int": ("[0-9]{1,5}", 5)}
 
 
 def records(n: int, seed: int = 0) -> list[dict]:
@@ -201,18 +203,16 @@ def context(rec: dict) -> str:
     return "# settings\n" + "\n".join(lines) + "\n\n# the same settings, as JSON\nsettings = "
 
 
-def skeleton(holes: dict[str, str]) -> str:
-    """The JSON skeleton with each field's value replaced by holes[type] (strings quoted)."""
-    parts = [f'"{k}": ' + (f'"{holes[t]}"' if t == "str" else holes[t]) for k, t in FIELDS]
-    return "{" + ", ".join(parts) + "}"
+def skeleton(hole) -> str:
+    """The JSON skeleton with each field's value replaced by hole(type)."""
+    return "{" + ", ".join(f'"{k}": {hole(t)}' for k, t in FIELDS) + "}"
 
 
 def skeleton_regex() -> str:
-    fixed = skeleton({t: "\0" + t + "\0" for t in HOLE})
-    out = ""
-    for i, piece in enumerate(fixed.split("\0")):
-        out += HOLE[piece][0] if i % 2 else re.escape(piece)
-    return out
+    """The skeleton's language: fixed text, and per hole its value then any spaces."""
+    fixed = skeleton(lambda t: "\0" + t + "\0")
+    return "".join(HOLE[p][0] + " *" if i % 2 else re.escape(p)
+                   for i, p in enumerate(fixed.split("\0")))
 
 
 def score(text: str, rec: dict) -> list[bool]:
@@ -224,22 +224,29 @@ def score(text: str, rec: dict) -> list[bool]:
 
 
 def fill(models, args) -> dict:
+    """Diffusion: the template context + skeleton, holes of their fixed width, constrained to
+    the context then the skeleton's language (a template's constraint covers its whole
+    canvas). AR: the context as prompt, the completion constrained to the skeleton's
+    language. Both greedy."""
     recs = records(args.records)
-    regex = {"type": "regex", "pattern": skeleton_regex()}
-    holes = {t: f"<|mask:<={n}|>" for t, (_, n) in HOLE.items()}
+    regex = skeleton_regex()
+    template = skeleton(lambda t: f"<|mask:{HOLE[t][1]}|>")
     out = {}
     for kind, name in (("diffusion (infill)", "default"), ("ar (left to right)", "default-ar")):
         model, fields, whole, texts = models[name], [], [], []
         for i, rec in enumerate(recs):
+            ctx = context(rec)
             if name == "default":
-                o = model.infill(context(rec) + skeleton(holes), steps=args.fill_steps,
-                                 sampler="confidence", seed=i, temperature=0.0,
-                                 constraint=regex)
-                text = o.texts[0][len(context(rec)):]
+                o = model.infill(ctx + template, steps=args.fill_steps, sampler="confidence",
+                                 seed=i, temperature=0.0,
+                                 constraint={"type": "regex",
+                                             "pattern": re.escape(ctx) + regex})
+                text = o.texts[0][len(ctx):]
             else:
-                width = len(skeleton({t: "x" * n for t, (_, n) in HOLE.items()}))
-                o = model.generate(context(rec), max_new_tokens=width, seed=i,
-                                   temperature=0.0, stop_at_eos=True, constraint=regex)
+                width = len(skeleton(lambda t: "x" * HOLE[t][1]))
+                o = model.generate(ctx, max_new_tokens=width, seed=i, temperature=0.0,
+                                   stop_at_eos=True,
+                                   constraint={"type": "regex", "pattern": regex})
                 text = o.completions[0]
             hits = score(text, rec)
             fields += hits
@@ -247,8 +254,8 @@ def fill(models, args) -> dict:
             texts.append(text)
         out[kind] = {"field_accuracy": sum(fields) / len(fields),
                      "record_accuracy": sum(whole) / len(whole),
-                     "valid": sum(bool(re.fullmatch(regex["pattern"], t)) for t in texts)
-                     / len(texts), "example": texts[0], "reference": json.dumps(recs[0])}
+                     "valid": sum(bool(re.fullmatch(regex, t)) for t in texts) / len(texts),
+                     "example": texts[0], "reference": json.dumps(recs[0])}
         print(f"fill {kind}: fields {out[kind]['field_accuracy']:.2f}, records "
               f"{out[kind]['record_accuracy']:.2f}, e.g. {texts[0]!r}", file=sys.stderr)
     return out

@@ -255,3 +255,11 @@ def test_openai_client_parse_pydantic(openai_client, model):
                                                    extra_body={"steps": 16})
         pet = out.choices[0].message.parsed
         assert isinstance(pet, Pet) and pet.name in ("cat", "dog", "rat")
+
+
+def test_openapi_documents_response_format(client):
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    for name in ("ChatRequest", "CompletionRequest"):
+        assert "response_format" in schemas[name]["properties"]
+    assert {"name", "schema", "strict"} <= set(schemas["JsonSchema"]["properties"])
+    assert schemas["RegexFormat"]["properties"]["type"]["const"] == "regex"
