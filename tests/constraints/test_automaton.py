@@ -47,10 +47,10 @@ def test_completability_and_allowed_tokens_agree_with_enumeration(pattern):
                 fills.append(row)
         g = CanvasGuard(c, [(0, n)], mask)
         fwd, back = g.forward(canvas), g.backward(canvas)
-        assert bool(fwd[-1] & c.accept_set) == bool(fills), (pattern, canvas)
-        assert bool(back[0] & (1 << c.start)) == bool(fills)
+        assert bool(c.sets[fwd[-1]] & c.accept_set) == bool(fills), (pattern, canvas)
+        assert bool(c.sets[back[0]] & (1 << c.start)) == bool(fills)
         for i in holes:
-            allowed = c.allowed(fwd[i], back[i + 1])
+            allowed = c.allowed(c.sets[fwd[i]], c.sets[back[i + 1]])
             want = {row[i] for row in fills}
             assert {v for v in range(c.vocab) if allowed[v]} == want, (pattern, canvas, i)
 
@@ -76,7 +76,7 @@ def test_multibyte_characters_split_over_byte_tokens():
     g = CanvasGuard(c, [(0, 3)], tok.mask_id)
     canvas = [0xC3, tok.mask_id, tok.mask_id]
     fwd, back = g.forward(canvas), g.backward(canvas)
-    ok = c.allowed(fwd[1], back[2])
+    ok = c.allowed(c.sets[fwd[1]], c.sets[back[2]])
     assert ok[0xA9] and not ok[ord("x")] and not ok[0xC3]
 
 
@@ -94,3 +94,20 @@ def test_specials_are_never_text_and_eos_ends_the_span():
     assert c.matches(tok.encode("aa") + [tok.eos_id, tok.pad_id, tok.eos_id])
     assert not c.matches([tok.eos_id])  # the empty text does not match a+
     assert not c.matches(tok.encode("a") + [tok.eos_id] + tok.encode("a"))
+
+
+def test_only_well_formed_utf8_is_accepted():
+    """Every byte string of 1..4 bytes from a sample of interesting bytes: accepted by "." iff
+    it is one well-formed UTF-8 character."""
+    tok = ByteTokenizer()
+    c = compile_constraint({"type": "regex", "pattern": "."}, tok)
+    sample = [0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC2, 0xDF, 0xE0, 0xED,
+              0xEF, 0xF0, 0xF4, 0xF5]
+    for n in range(1, 5):
+        for seq in itertools.product(sample, repeat=n):
+            raw = bytes(seq)
+            try:
+                ok = len(raw.decode("utf-8")) == 1 and raw.decode("utf-8") != "\n"
+            except UnicodeDecodeError:
+                ok = False
+            assert c.matches(list(seq)) == ok, raw

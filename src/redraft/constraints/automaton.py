@@ -5,8 +5,9 @@ interegular turns the regex into a character FSM (symbols are classes of charact
 (a byte tokenizer's token may hold half a UTF-8 character), so that FSM is rewritten here over
 bytes: ASCII characters are one byte; a multi-byte character walks a small trie of the
 characters the pattern names, and any other one walks a generic "k continuation bytes left"
-chain to the anything_else target. The result is deterministic and exact for well-formed
-UTF-8 (overlong forms and surrogates are not excluded: a tokenizer never emits them for text).
+chain to the anything_else target. The result is deterministic and takes exactly the
+well-formed UTF-8 encodings (no overlong forms, surrogates or code points past U+10FFFF), so
+a byte-level row always decodes to text without replacement characters.
 
 Then only the live states are kept (reachable from the start and able to reach an accepting
 state), and each token's bytes are walked through the DFA from every state at once (numpy):
@@ -31,6 +32,13 @@ def _cont_bytes(lead: int) -> int:
     if 0xF0 <= lead <= 0xF4:
         return 3
     return 0
+
+
+def _first_cont(lead: int) -> tuple[int, int]:
+    """The range of the byte after a UTF-8 lead byte: the narrow ones rule out overlong forms,
+    surrogates and code points past U+10FFFF."""
+    return {0xE0: (0xA0, 0xBF), 0xED: (0x80, 0x9F), 0xF0: (0x90, 0xBF),
+            0xF4: (0x80, 0x8F)}.get(lead, (0x80, 0xBF))
 
 
 def regex_fsm(pattern: str):
@@ -93,12 +101,13 @@ def byte_dfa(pattern: str) -> tuple[np.ndarray, int, np.ndarray]:
                 if bytes([b]) in prefixes:
                     row[b] = state(("t", s, bytes([b])))
                 elif else_t is not None:
-                    row[b] = state(("g", else_t, _cont_bytes(b)))
+                    row[b] = state(("g", else_t, _cont_bytes(b), *_first_cont(b)))
         elif key[0] == "t":  # inside a named multi-byte character, from character state s
             _, s, pre = key
             else_t = fsm.map.get(s, {}).get(else_sym) if else_sym is not None else None
             need = _cont_bytes(pre[0])
-            for b in range(0x80, 0xC0):
+            lo, hi = _first_cont(pre[0]) if len(pre) == 1 else (0x80, 0xBF)
+            for b in range(lo, hi + 1):
                 p = pre + bytes([b])
                 if p in wide:
                     t = char_target(s, wide[p])
@@ -108,11 +117,12 @@ def byte_dfa(pattern: str) -> tuple[np.ndarray, int, np.ndarray]:
                     row[b] = state(("t", s, p))
                 elif else_t is not None:
                     left = need - (len(p) - 1)
-                    row[b] = state(("s", else_t)) if left == 0 else state(("g", else_t, left))
-        else:  # generic: `left` continuation bytes, then character state t
-            _, t, left = key
-            nxt = state(("s", t)) if left == 1 else state(("g", t, left - 1))
-            for b in range(0x80, 0xC0):
+                    row[b] = (state(("s", else_t)) if left == 0
+                              else state(("g", else_t, left, 0x80, 0xBF)))
+        else:  # generic: `left` continuation bytes (the next in lo..hi), then state t
+            _, t, left, lo, hi = key
+            nxt = state(("s", t)) if left == 1 else state(("g", t, left - 1, 0x80, 0xBF))
+            for b in range(lo, hi + 1):
                 row[b] = nxt
     delta = np.array(rows, dtype=np.int32).reshape(-1, 256)
     return _live(delta, start, np.array(accepting, dtype=bool), pattern)

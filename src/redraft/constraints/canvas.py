@@ -43,41 +43,55 @@ class CanvasGuard:
         self._back: dict[int, list[int]] = {}  # row -> B of the canvas `allow` saw
         self.repaired = 0  # tokens replaced by `repair` (a diagnostic)
 
-    # --- sweeps ------------------------------------------------------------------------
-
-    def _tok(self, f: int, v: int) -> int:
-        return self.c.fwd_tok(f, v) if 0 <= v < self.c.vocab else 0
+    # --- sweeps (over interned set ids: Constraint.sets[id] is the set) ------------------
 
     def forward(self, toks: list[int]) -> list[int]:
+        """The ids of F_lo .. F_hi over the span's tokens (mask: any token)."""
         c, mask = self.c, self.mask_id
-        out = [1 << c.start]
-        f = out[0]
+        fa, ft = c.fa, c.ft
+        f = c.start_id
+        out = [f]
         for v in toks:
-            f = c.fwd_any(f) if v == mask else self._tok(f, v)
-            out.append(f)
+            if v == mask:
+                nf = fa[f]
+                if nf < 0:
+                    nf = c.fa_id(f)
+            else:
+                nf = ft[f].get(v)
+                if nf is None:
+                    nf = c.ft_id(f, v)
+            out.append(nf)
+            f = nf
         return out
 
     def backward(self, toks: list[int]) -> list[int]:
+        """The ids of B_lo .. B_hi."""
         c, mask = self.c, self.mask_id
-        out = [0] * (len(toks) + 1)
-        b = out[-1] = c.accept_set
+        ba, bt = c.ba, c.bt
+        b = c.accept_id
+        out = [b] * (len(toks) + 1)
         for i in range(len(toks) - 1, -1, -1):
             v = toks[i]
             if v == mask:
-                b = c.bwd_any(b)
-            elif 0 <= v < c.vocab:
-                b = c.bwd_tok(b, v)
+                nb = ba[b]
+                if nb < 0:
+                    nb = c.ba_id(b)
             else:
-                b = 0
-            out[i] = b
+                nb = bt[b].get(v)
+                if nb is None:
+                    nb = c.bt_id(b, v)
+            out[i] = b = nb
         return out
+
+    def completable(self, toks: list[int]) -> bool:
+        return bool(self.c.sets[self.forward(toks)[-1]] & self.c.accept_set)
 
     def check(self, x: torch.Tensor) -> None:
         """Refuse a canvas (B, L) no completion of which matches (fixed text against the
         constraint, or a span too short)."""
         for r, row in enumerate(x.tolist()):
             lo, hi = self.spans[r]
-            if not self.forward(row[lo:hi])[-1] & self.c.accept_set:
+            if not self.completable(row[lo:hi]):
                 raise RedraftError(
                     f"the constraint cannot be met on this canvas: its span of {hi - lo} "
                     f"tokens (with the fixed text in it) has no completion that matches "
@@ -91,33 +105,37 @@ class CanvasGuard:
         """logits (B, W, V') of the positions offset[r] .. offset[r] + W - 1 of canvas x
         (B, L) (offset None: W = L, from 0) -> a copy with -inf on the tokens each free
         masked position may not take (and on ids past the tokenizer's)."""
+        c = self.c
+        c.maybe_reset()  # ids stay valid from here to this step's repair
         self._back = {}
         rows = torch.nonzero(free.any(dim=1)).flatten().tolist()
         if not rows:
             return logits
         todo = (free & (x == self.mask_id)).cpu()
-        xs = x.cpu()
-        offs = [0] * len(x) if offset is None else offset.tolist()
-        at_r, at_c, allowed = [], [], []
+        xs = x.cpu().tolist()
+        offs = [0] * len(xs) if offset is None else offset.tolist()
+        at_r, at_c, table_rows = [], [], []
+        al, allowed_row = c.al, c.allowed_row
         for r in rows:
             lo, hi = self.spans[r]
-            toks = xs[r, lo:hi].tolist()
+            toks = xs[r][lo:hi]
             fwd, back = self.forward(toks), self.backward(toks)
             self._back[r] = back
-            for p in torch.nonzero(todo[r]).flatten().tolist():
-                if not lo <= p < hi:
-                    continue
-                i = p - lo
+            off = offs[r]
+            for p in torch.nonzero(todo[r, lo:hi]).flatten().tolist():
+                key = (fwd[p], back[p + 1])
+                row = al.get(key)
                 at_r.append(r)
-                at_c.append(p - offs[r])
-                allowed.append(self.c.allowed(fwd[i], back[i + 1]))
+                at_c.append(lo + p - off)
+                table_rows.append(row if row is not None else allowed_row(*key))
         if not at_r:
             return logits
         out = logits.clone()
         ri = torch.tensor(at_r, device=logits.device)
         ci = torch.tensor(at_c, device=logits.device)
+        width = min(c.vocab, logits.shape[-1])
         ok = torch.zeros((len(at_r), logits.shape[-1]), dtype=torch.bool)
-        ok[:, :self.c.vocab] = torch.stack(allowed)[:, :logits.shape[-1]]
+        ok[:, :width] = c.allowed_table()[torch.tensor(table_rows)][:, :width]
         out[ri, ci] = out[ri, ci].masked_fill(~ok.to(logits.device), -torch.inf)
         return out
 
@@ -130,6 +148,7 @@ class CanvasGuard:
         if not rows:
             return new
         c, mask = self.c, self.mask_id
+        sets = c.sets
         offs = [0] * len(new) if offset is None else offset.tolist()
         olds, news = old.cpu(), new.cpu()
         fixes: list[tuple[int, int, int]] = []
@@ -137,20 +156,21 @@ class CanvasGuard:
             lo, hi = self.spans[r]
             before, after = olds[r, lo:hi].tolist(), news[r, lo:hi].tolist()
             back = self._back[r]
-            f = 1 << c.start
+            f = c.start_id
             for i, (a, v) in enumerate(zip(before, after, strict=True)):
                 if v == mask:
-                    f = c.fwd_any(f)
+                    f = c.fa_id(f)
                     continue
-                nxt = self._tok(f, v)
-                if a != v and not nxt & back[i + 1]:
-                    ok = c.allowed(f, back[i + 1])
+                nxt = c.ft_id(f, v)
+                if a != v and not sets[nxt] & sets[back[i + 1]]:
+                    row = c.allowed_row(f, back[i + 1])  # (it may grow the table)
+                    ok = c.allowed_table()[row]
                     lg = logits[r, lo + i - offs[r], :c.vocab].float().cpu()
-                    v = int(lg.masked_fill(~ok, -torch.inf).argmax())
+                    v = int(lg.masked_fill(~ok[:len(lg)], -torch.inf).argmax())
                     if not ok[v]:  # every allowed logit -inf: any allowed token
                         v = int(torch.nonzero(ok).flatten()[0])
                     fixes.append((r, lo + i, v))
-                    nxt = self._tok(f, v)
+                    nxt = c.ft_id(f, v)
                 f = nxt
         if not fixes:
             return new

@@ -7,7 +7,8 @@ accepting state to END; from END only EOS (and pad, when it is its own id) may f
 span may end early and be padded. mask, bos and every special id are dead everywhere. A span is
 complete when its state is accepting or END.
 
-Set operations (all memoised: the same sets recur across positions, rows and steps):
+Set operations (the guards use them memoised on interned sets, `*_id`: the same sets recur
+across positions, rows and steps, so a position costs a list or dict look-up):
     fwd_any(F)      states one token (any) after F        (a masked position, read forward)
     fwd_tok(F, v)   states token v leads F to
     bwd_any(B)      states from which one token reaches B (a masked position, read backward)
@@ -84,8 +85,9 @@ class Constraint:
                                "matches it")
         self._cols: dict[int, list[int]] = {}
         self._inv: dict[int, dict[int, int]] = {}
-        self._memo: dict[tuple, object] = {}
         self._lock = threading.Lock()  # the memo is shared by every request of the model
+        self._ar: dict[tuple[int, int], torch.Tensor] = {}
+        self.reset()
 
     def _distances(self) -> np.ndarray:
         """(S + 1,) the fewest tokens from each state to an accepting one (-1: none)."""
@@ -107,18 +109,7 @@ class Constraint:
         """The fewest tokens a matching text takes."""
         return int(self.dist[self.start])
 
-    # --- memoised set operations -------------------------------------------------------
-
-    def _get(self, key, make):
-        memo = self._memo
-        out = memo.get(key)
-        if out is None:
-            out = make()
-            with self._lock:
-                if len(memo) > _MEMO_CAP:
-                    memo.clear()
-                memo[key] = out
-        return out
+    # --- set operations on ints (plain, for tests and one-off checks) ------------------
 
     def _col(self, v: int) -> list[int]:
         col = self._cols.get(v)
@@ -127,63 +118,129 @@ class Constraint:
         return col
 
     def fwd_any(self, f: int) -> int:
-        def make():
-            out = 0
-            for q in bits(f).tolist():
-                out |= self._succ[q]
-            return out
-        return self._get(("fa", f), make)
+        out = 0
+        for q in bits(f).tolist():
+            out |= self._succ[q]
+        return out
 
     def fwd_tok(self, f: int, v: int) -> int:
-        def make():
-            col, out = self._col(v), 0
-            for q in bits(f).tolist():
-                if col[q] >= 0:
-                    out |= 1 << col[q]
-            return out
-        return self._get(("ft", f, v), make)
+        if not 0 <= v < self.vocab:
+            return 0
+        col, out = self._col(v), 0
+        for q in bits(f).tolist():
+            if col[q] >= 0:
+                out |= 1 << col[q]
+        return out
 
     def bwd_any(self, b: int) -> int:
-        def make():
-            out = 0
-            for q in bits(b).tolist():
-                out |= self._pred[q]
-            return out
-        return self._get(("ba", b), make)
+        out = 0
+        for q in bits(b).tolist():
+            out |= self._pred[q]
+        return out
 
     def bwd_tok(self, b: int, v: int) -> int:
-        def make():
-            inv = self._inv.get(v)
-            if inv is None:
-                inv = {}
-                for q, q2 in enumerate(self._col(v)):
-                    if q2 >= 0:
-                        inv[q2] = inv.get(q2, 0) | (1 << q)
-                self._inv[v] = inv
-            out = 0
-            for q in bits(b).tolist():
-                out |= inv.get(q, 0)
-            return out
-        return self._get(("bt", b, v), make)
+        if not 0 <= v < self.vocab:
+            return 0
+        inv = self._inv.get(v)
+        if inv is None:
+            inv = {}
+            for q, q2 in enumerate(self._col(v)):
+                if q2 >= 0:
+                    inv[q2] = inv.get(q2, 0) | (1 << q)
+            self._inv[v] = inv
+        out = 0
+        for q in bits(b).tolist():
+            out |= inv.get(q, 0)
+        return out
 
     def allowed(self, f: int, b: int) -> torch.Tensor:
         """(V,) bool: the tokens v with T[q, v] in b for some q in f."""
-        def make():
+        row = self.allowed_row(self.intern(f), self.intern(b))  # (it may grow the table)
+        return self.allowed_table()[row]
+
+    # --- the same, memoised on interned sets (what the guards use per position) -------
+
+    def reset(self) -> None:
+        """Forget every interned set (between steps, when the memo has grown too large)."""
+        self.sets: list[int] = []  # id -> set
+        self._ids: dict[int, int] = {}  # set -> id
+        self.fa: list[int] = []  # id -> id of fwd_any (-1: not yet)
+        self.ba: list[int] = []
+        self.ft: list[dict[int, int]] = []  # id -> {token: id of fwd_tok}
+        self.bt: list[dict[int, int]] = []
+        self.al: dict[tuple[int, int], int] = {}  # (forward id, backward id) -> table row
+        self._table = torch.zeros((64, self.vocab), dtype=torch.bool)
+        self.start_id = self.intern(1 << self.start)
+        self.accept_id = self.intern(self.accept_set)
+
+    def maybe_reset(self) -> None:
+        if len(self.sets) > _MEMO_CAP or len(self.al) > _MEMO_CAP // 8:
+            self.reset()
+
+    def intern(self, s: int) -> int:
+        i = self._ids.get(s)
+        if i is None:
+            with self._lock:
+                i = self._ids[s] = len(self.sets)
+                self.sets.append(s)
+                self.fa.append(-1)
+                self.ba.append(-1)
+                self.ft.append({})
+                self.bt.append({})
+        return i
+
+    def fa_id(self, i: int) -> int:
+        j = self.fa[i]
+        if j < 0:
+            j = self.fa[i] = self.intern(self.fwd_any(self.sets[i]))
+        return j
+
+    def ba_id(self, i: int) -> int:
+        j = self.ba[i]
+        if j < 0:
+            j = self.ba[i] = self.intern(self.bwd_any(self.sets[i]))
+        return j
+
+    def ft_id(self, i: int, v: int) -> int:
+        j = self.ft[i].get(v)
+        if j is None:
+            j = self.ft[i][v] = self.intern(self.fwd_tok(self.sets[i], v))
+        return j
+
+    def bt_id(self, i: int, v: int) -> int:
+        j = self.bt[i].get(v)
+        if j is None:
+            j = self.bt[i][v] = self.intern(self.bwd_tok(self.sets[i], v))
+        return j
+
+    def allowed_row(self, fid: int, bid: int) -> int:
+        """The row of allowed_table() holding the tokens allowed between F = sets[fid] and
+        B = sets[bid]."""
+        key = (fid, bid)
+        row = self.al.get(key)
+        if row is None:
             member = np.zeros(self.n_states + 1, dtype=bool)
-            member[bits(b)] = True
-            return torch.from_numpy(member[self._T_idx[bits(f)]].any(axis=0))
-        return self._get(("al", f, b), make)
+            member[bits(self.sets[bid])] = True
+            ok = member[self._T_idx[bits(self.sets[fid])]].any(axis=0)
+            row = len(self.al)
+            if row == len(self._table):  # grow by doubling: one gather reads many rows
+                self._table = torch.cat((self._table, torch.zeros_like(self._table)))
+            self._table[row] = torch.from_numpy(ok)
+            self.al[key] = row
+        return row
+
+    def allowed_table(self) -> torch.Tensor:
+        return self._table
 
     def ar_allowed(self, q: int, left: int) -> torch.Tensor:
         """(V,) bool: tokens after which state q can still reach an accepting state within
         `left` - 1 more tokens (left: positions remaining, this one included)."""
         left = min(left, int(self.dist.max()) + 1)
-
-        def make():
-            nxt = self._T_idx[q]
-            ok = np.append(self.dist, -1)[nxt]
-            return torch.from_numpy((ok >= 0) & (ok <= left - 1))
-        return self._get(("ar", q, left), make)
+        out = self._ar.get((q, left))
+        if out is None:
+            ok = np.append(self.dist, -1)[self._T_idx[q]]
+            out = self._ar[(q, left)] = torch.from_numpy((ok >= 0) & (ok <= left - 1))
+        return out
 
     def matches(self, ids) -> bool:
         """Whether a whole span of token ids is complete text of the language (EOS ends it;
@@ -203,6 +260,10 @@ def spec_regex(spec) -> str:
                            "{'type': 'regex', 'pattern': ...}, {'type': 'json_schema', "
                            "'schema': {...}} or {'type': 'json_object'}")
     kind = spec["type"]
+    if kind == "grammar":
+        raise RedraftError("grammar constraints are not supported: redraft's any-order check "
+                           "needs a finite automaton (regex, JSON Schema); a context-free "
+                           "grammar needs a pushdown automaton over holes, not built yet")
     extra = sorted(set(spec) - {"type", "pattern", "schema"})
     if extra:
         raise RedraftError(f"constraint: unknown field {extra[0]!r} (expected type, pattern "
@@ -216,10 +277,6 @@ def spec_regex(spec) -> str:
         return schema_regex(spec.get("schema"))
     if kind == "json_object":
         return schema_regex(OBJECT_SCHEMA)
-    if kind == "grammar":
-        raise RedraftError("grammar constraints are not supported: redraft's any-order check "
-                           "needs a finite automaton (regex, JSON Schema); a context-free "
-                           "grammar needs a pushdown automaton over holes, not built yet")
     raise RedraftError(f"constraint type {kind!r}: expected 'regex', 'json_schema' or "
                        "'json_object'")
 

@@ -14,6 +14,7 @@ Special ids (eos, pad, mask, bos, and a backend's added special tokens) are None
 
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 
@@ -35,10 +36,21 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(bs, cs, strict=True)}
 
 
-def _pieces_to_bytes(pieces: list[str | None], specials: set[int]) -> list[bytes | None]:
+def _byte_level(backend) -> bool | None:
+    """Whether a tokenizers.Tokenizer decodes with ByteLevel (None: cannot tell)."""
+    try:
+        decoder = json.loads(backend.to_str()).get("decoder")
+    except Exception:  # an exotic backend: fall back to looking at the pieces
+        return None
+    return "ByteLevel" in json.dumps(decoder)
+
+
+def _pieces_to_bytes(pieces: list[str | None], specials: set[int],
+                     byte_level: bool | None = None) -> list[bytes | None]:
     dec = _byte_decoder()
     texts = [p for i, p in enumerate(pieces) if p is not None and i not in specials]
-    byte_level = bool(texts) and all(all(ch in dec for ch in p) for p in texts)
+    if byte_level is None:
+        byte_level = bool(texts) and all(all(ch in dec for ch in p) for p in texts)
     out: list[bytes | None] = []
     for i, p in enumerate(pieces):
         if p is None or i in specials:
@@ -69,13 +81,15 @@ def token_bytes(tokenizer, vocab_size: int | None = None) -> list[bytes | None]:
     if backend is not None:  # bpe, or an adopted tokenizers.Tokenizer
         added = {i for i, t in backend.get_added_tokens_decoder().items() if t.special}
         pieces = [backend.id_to_token(i) for i in range(v)]
-        return _pieces_to_bytes(pieces, specials | added)
+        return _pieces_to_bytes(pieces, specials | added, _byte_level(backend))
     tok = getattr(tokenizer, "tok", None)
     if tok is not None:  # transformers' tokenizer (redraft.hf)
         specials |= set(getattr(tok, "all_special_ids", []) or [])
         pieces = tok.convert_ids_to_tokens(list(range(min(v, len(tok)))))
         pieces = list(pieces) + [None] * (v - len(pieces))
-        return _pieces_to_bytes(pieces, specials)
+        backend = getattr(tok, "backend_tokenizer", None)
+        return _pieces_to_bytes(pieces, specials,
+                                None if backend is None else _byte_level(backend))
     from redraft.errors import RedraftError
 
     raise RedraftError(f"constraints: cannot tell the bytes of a {type(tokenizer).__name__} "
