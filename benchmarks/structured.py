@@ -28,7 +28,6 @@ import argparse
 import json
 import random
 import re
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from _report import machine, write_json, write_section  # noqa: E402
 import redraft  # noqa: E402
 from redraft.constraints import compile_constraint  # noqa: E402
 from redraft.default import FOLDER  # noqa: E402
+from redraft.eval.constraint_speed import step_overhead  # noqa: E402
 from redraft.eval.judge import RedraftJudge  # noqa: E402
 from redraft.eval.quality import unigram_entropy  # noqa: E402
 
@@ -73,8 +73,8 @@ SCHEMAS = {
 }
 PROMPT = "# {name}, as JSON\nrecord = "
 KINDS = {  # name -> (model spec, knobs)
-    "diffusion": ("default", {"steps": 32}),
-    "diffusion, blocks of 32": ("default", {"steps": 32, "block_size": 32}),
+    "diffusion": ("default", {"steps": 16}),
+    "diffusion, blocks of 32": ("default", {"steps": 16, "block_size": 32}),
     "ar": ("default-ar", {}),
 }
 
@@ -142,33 +142,41 @@ def validity(models, args, judge) -> dict:
 # --- per-step overhead ----------------------------------------------------------------------
 
 
-def per_step_ms(model, knobs, batch: int, args, constraint) -> tuple[float, int]:
-    extra = {} if constraint is None else {"constraint": constraint}
-    o = model.generate(PROMPT.format(name="nested"), max_new_tokens=args.new_tokens,
-                       num_samples=batch, seed=1, **knobs, **extra)
-    return 1000 * o.seconds / o.nfe, o.nfe
-
-
 def overhead(models, args) -> dict:
+    """redraft.eval.constraint_speed.step_overhead for each kind and batch (the nested
+    schema): the arms interleaved in this process, medians over --reps, and guard_share, the
+    time inside the guards over the rest of the same constrained steps (steady under load)."""
     spec = spec_of(SCHEMAS["nested"])
     out = {}
     for kind, (name, knobs) in KINDS.items():
-        model = models[name]
         for batch in args.batches:
-            per_step_ms(model, knobs, batch, args, spec)  # warm: caches, the allocator
-            arms: dict[str, list[float]] = {"unconstrained": [], "constrained": []}
-            for _ in range(args.reps):
-                for arm, c in (("unconstrained", None), ("constrained", spec)):
-                    arms[arm].append(per_step_ms(model, knobs, batch, args, c)[0])
-            base, con = (statistics.median(arms[a]) for a in ("unconstrained", "constrained"))
-            out[f"{kind}, batch {batch}"] = {
-                "kind": kind, "batch": batch, "unconstrained_ms": base, "constrained_ms": con,
-                "overhead_ms": con - base, "overhead": con / base - 1, "reps": args.reps,
-                "unit": "token" if name == "default-ar" else "step"}
-            print(f"{kind:>24} batch {batch:>2}: {base:7.2f} -> {con:7.2f} ms a "
-                  f"{out[f'{kind}, batch {batch}']['unit']} ({con / base - 1:+.1%})",
-                  file=sys.stderr)
+            if "block_size" in knobs:  # step_overhead has no block knob
+                r = _blocks_overhead(models[name], spec, batch, knobs, args)
+            else:
+                r = step_overhead(models[name], spec, batch=batch,
+                                  max_new_tokens=args.new_tokens, steps=knobs.get("steps"),
+                                  repeats=args.reps, prompt=PROMPT.format(name="nested"))
+            r.update(kind=kind, unit="token" if name == "default-ar" else "step")
+            out[f"{kind}, batch {batch}"] = r
+            print(f"{kind:>24} batch {batch:>2}: {r['ms_plain']:7.2f} -> "
+                  f"{r['ms_constrained']:7.2f} ms a {r['unit']} ({r['overhead']:+.1%}; "
+                  f"guards {r['guard_share']:.1%} of the rest)", file=sys.stderr)
     return out
+
+
+def _blocks_overhead(model, spec, batch, knobs, args) -> dict:
+    """step_overhead's measure with block_size set (the same interleaving and medians)."""
+    from redraft.eval import constraint_speed
+
+    generate = model.generate
+    model.generate = lambda *a, **k: generate(*a, block_size=knobs["block_size"], **k)
+    try:
+        return constraint_speed.step_overhead(model, spec, batch=batch,
+                                              max_new_tokens=args.new_tokens,
+                                              steps=knobs["steps"], repeats=args.reps,
+                                              prompt=PROMPT.format(name="nested"))
+    finally:
+        del model.generate
 
 
 def compile_times(models) -> dict:
@@ -187,8 +195,7 @@ def compile_times(models) -> dict:
 WORDS = ["server", "parser", "client", "worker", "reader", "writer", "logger", "cache",
          "socket", "loader", "runner", "filter", "buffer", "handler", "config", "manager"]
 FIELDS = [("name", "str"), ("port", "int"), ("mode", "str"), ("retries", "int")]
-# A hole's value and its width in tokens (bytes). The holes are fixed-width: a value shorter
-# than its hole is followed by spaces, which JSON allows between a value and the next comma.
+# A hole's language and its most tokens (bytes): an infill span <|mask:<=N|> (flexible).
 HOLE = {"str": ('"[a-z_]{1,10}"', 12), "int": ("[0-9]{1,5}", 5)}
 
 
@@ -199,8 +206,8 @@ def records(n: int, seed: int = 0) -> list[dict]:
 
 
 def context(rec: dict) -> str:
-    lines = [f"{k.upper()} = {rec[k]!r}" for k, _ in FIELDS]
-    return "# settings\n" + "\n".join(lines) + "\n\n# the same settings, as JSON\nsettings = "
+    lines = [f"{k} = {json.dumps(rec[k])}" for k, _ in FIELDS]
+    return "\n".join(lines) + "\nsettings = "
 
 
 def skeleton(hole) -> str:
@@ -209,9 +216,9 @@ def skeleton(hole) -> str:
 
 
 def skeleton_regex() -> str:
-    """The skeleton's language: fixed text, and per hole its value then any spaces."""
+    """The skeleton's language: its fixed text, and each hole's."""
     fixed = skeleton(lambda t: "\0" + t + "\0")
-    return "".join(HOLE[p][0] + " *" if i % 2 else re.escape(p)
+    return "".join(HOLE[p][0] if i % 2 else re.escape(p)
                    for i, p in enumerate(fixed.split("\0")))
 
 
@@ -224,13 +231,13 @@ def score(text: str, rec: dict) -> list[bool]:
 
 
 def fill(models, args) -> dict:
-    """Diffusion: the template context + skeleton, holes of their fixed width, constrained to
+    """Diffusion: the template context + skeleton, flexible holes, constrained to
     the context then the skeleton's language (a template's constraint covers its whole
     canvas). AR: the context as prompt, the completion constrained to the skeleton's
     language. Both greedy."""
     recs = records(args.records)
     regex = skeleton_regex()
-    template = skeleton(lambda t: f"<|mask:{HOLE[t][1]}|>")
+    template = skeleton(lambda t: f"<|mask:<={HOLE[t][1]}|>")
     out = {}
     for kind, name in (("diffusion (infill)", "default"), ("ar (left to right)", "default-ar")):
         model, fields, whole, texts = models[name], [], [], []
@@ -272,7 +279,7 @@ def markdown(res: dict) -> str:
         f"`{res['command']}` on {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch "
         f"threads, torch {m['torch']}), {m['date']}; {res['seconds']:.0f} s. The default "
         f"models, {res['settings']['samples']} samples per schema, "
-        f"{res['settings']['new_tokens']} new tokens, diffusion with 32 steps (T = 1).",
+        f"{res['settings']['new_tokens']} new tokens, diffusion with 16 steps (T = 1).",
         "",
         "Validity (the completion is JSON that validates; unconstrained lenient: a valid JSON "
         "value at its start, whatever follows):",
@@ -292,13 +299,15 @@ def markdown(res: dict) -> str:
         lines.append(f"| {kind} | {q['unconstrained']['gen_ppl']:.2f} | "
                      f"{q['constrained']['gen_ppl']:.2f} | {q['unconstrained']['entropy']:.2f} "
                      f"| {q['constrained']['entropy']:.2f} |")
-    lines += ["", "Per-step cost (the nested schema; medians of alternating runs in one "
-              "process):", "", "| kind | batch | unconstrained ms | constrained ms | "
-              "overhead |", "|---|---|---|---|---|"]
+    lines += ["", "Per-step cost (the nested schema; medians of interleaved runs in one "
+              "process; guards: the time inside the constraint's guards over the rest of the "
+              "same constrained steps, which the machine's load cancels out of):", "",
+              "| kind | batch | unconstrained ms | constrained ms | overhead | guards |",
+              "|---|---|---|---|---|---|"]
     for r in res["overhead"].values():
-        lines.append(f"| {r['kind']} (a {r['unit']}) | {r['batch']} | "
-                     f"{r['unconstrained_ms']:.2f} | {r['constrained_ms']:.2f} | "
-                     f"{r['overhead']:+.1%} |")
+        lines.append(f"| {r['kind']} (a {r['unit']}) | {r['batch']} | {r['ms_plain']:.2f} | "
+                     f"{r['ms_constrained']:.2f} | {r['overhead']:+.1%} | "
+                     f"{r['guard_share']:.1%} |")
     compiled = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in res["compile_s"].items())
     lines += ["", f"First compile of each schema for the byte tokenizer: {compiled}.", "",
               "Fill the skeleton (values of a JSON template read off the Python above it; "
@@ -318,11 +327,11 @@ def markdown(res: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--samples", type=int, default=8, help="samples per schema and kind")
-    ap.add_argument("--new-tokens", type=int, default=96)
+    ap.add_argument("--samples", type=int, default=4, help="samples per schema and kind")
+    ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--records", type=int, default=12, help="fill-the-skeleton records")
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--records", type=int, default=8, help="fill-the-skeleton records")
     ap.add_argument("--fill-steps", type=int, default=16)
     ap.add_argument("--threads", type=int, default=None, help="torch threads")
     ap.add_argument("--quick", action="store_true", help="a smoke run; writes nothing")
