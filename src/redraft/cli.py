@@ -110,7 +110,9 @@ def cmd_sample(args, overrides: list[str]) -> int:
             raise RedraftError(f"--sampler-opt needs a diffusion model: {model.name!r} has no "
                                "step rules (it decodes left to right)")
         options = parse_options(sampler, args.sampler_opt)
-    req = model.request(from_args(args, options=options, guidance=args.guidance or 0.0))
+    constraint = _constraint(args, model)
+    req = model.request(from_args(args, options=options, guidance=args.guidance or 0.0,
+                                  **({"constraint": constraint} if constraint else {})))
     prompt = len(model.encode(args.prompt or ""))
     length = model.seq_len if template is not None else fit(
         prompt, len(model.encode(args.suffix or "")), model.seq_len, req.max_new_tokens,
@@ -285,6 +287,33 @@ def _check_matches(model, args) -> None:
                                f"{have[key]!r}, which cannot be changed after training")
 
 
+def _constraint(args, model) -> dict | None:
+    """The constraint of --json-schema FILE / --regex R (mutually exclusive), compiled for the
+    model's tokenizer now, so a bad schema or regex is one line naming the flag (exit 2)."""
+    if args.json_schema is not None:
+        text, flag = read_text(args.json_schema, "--json-schema"), "--json-schema"
+        try:
+            schema = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise RedraftError(f"--json-schema {args.json_schema!r} is not JSON ({e.msg}, line "
+                               f"{e.lineno} column {e.colno})") from None
+        if not isinstance(schema, dict):
+            raise RedraftError(f"--json-schema {args.json_schema!r}: expected a JSON Schema "
+                               f"object, got a JSON {type(schema).__name__}")
+        spec = {"type": "json_schema", "schema": schema}
+    elif args.regex is not None:
+        spec, flag = {"type": "regex", "pattern": args.regex}, "--regex"
+    else:
+        return None
+    from redraft.constraints import compile_constraint
+
+    try:
+        compile_constraint(spec, model.tokenizer)
+    except RedraftError as e:
+        raise RedraftError(f"{flag}: {e}") from None
+    return spec
+
+
 def _check_sample_limits(req, model, length: int, max_work: int) -> None:
     """The server's work bound (--max-work) and the logits of the batch within memory."""
     from redraft.request import check_work
@@ -392,6 +421,12 @@ def parser() -> argparse.ArgumentParser:
                         "(<|mask:N|> exactly N tokens, <|mask:<=N|> at most N)")
     s.add_argument("--infill-file", default=None, help="read the --infill template from a file")
     _process_args(s, "must match the checkpoint's", "must match the checkpoint's")
+    shape = s.add_mutually_exclusive_group()
+    shape.add_argument("--json-schema", default=None, metavar="FILE",
+                       help="constrain the output to this JSON Schema (a file holding the "
+                            "schema; the subset of docs/structured.md)")
+    shape.add_argument("--regex", default=None, metavar="REGEX",
+                       help="constrain the output to match this regular expression")
     s.add_argument("--show", action="store_true", help="draw the draft as it is denoised")
     s.add_argument("--oracle-tpf", action="store_true",
                    help="diffusion: also report the oracle tokens-per-forward ceiling (each "

@@ -78,8 +78,12 @@ class Reply:
         p = len(self.jobs[j].work.prefix)
         dec = self.served.tokenizer.decode
         text, found = cut_at_stop(dec(ids[p:end]), self.stop)
-        eos = self.jobs[j].work.stop_at_eos and self.served.tokenizer.eos_id in ids[p:end]
-        return (dec(ids[:p]) if self.echo else "") + text, found or eos
+        w = self.jobs[j].work
+        eos = w.stop_at_eos and self.served.tokenizer.eos_id in ids[p:end]
+        # A constrained text is complete by construction (the decoder leaves room for it to
+        # end), never cut by the length: "stop", which clients like openai's parse() expect.
+        return (dec(ids[:p]) if self.echo else "") + text, found or eos or (
+            w.constraint is not None and final)
 
     def _settled(self, c: Choice, j: int, event: Event, r: int) -> str:
         """The choice's text that can no longer change (a stream's, before the end): only the

@@ -2,10 +2,11 @@
 validated body into engine Work.
 
 OpenAI's fields that change nothing here are accepted and ignored: user, metadata, store,
-service_tier, parallel_tool_calls, tool_choice "none", response_format {"type": "text"},
-frequency_penalty / presence_penalty 0, an empty logit_bias, best_of equal to n. A value that
-would change the result, and that this server cannot honour (penalties, a logit bias, tools,
-JSON mode, best_of > n), is refused with a 400 naming the field, never ignored.
+service_tier, parallel_tool_calls, tool_choice "none", frequency_penalty / presence_penalty 0,
+an empty logit_bias, best_of equal to n. A value that would change the result, and that this
+server cannot honour (penalties, a logit bias, tools, best_of > n), is refused with a 400
+naming the field, never ignored. response_format (structured outputs) is honoured:
+serve/formats.py.
 
 Strict types: "8" is not an integer and 1 is not a boolean, so a client's mistake is a 400 that
 names the field rather than a silent conversion. Unknown fields are rejected too (a misspelt
@@ -27,6 +28,7 @@ from redraft.decoders.stops import MAX_STOP_CHARS, MAX_STOPS, check_stops
 from redraft.errors import RedraftError
 from redraft.model import Model
 from redraft.request import Request, check_work, fit, http_fields
+from redraft.serve.formats import ResponseFormat, check_constraint, constraint_of
 from redraft.serve.jobs import Work
 
 # The chat template: every message on its own line as "role: content", then "assistant: ",
@@ -79,6 +81,7 @@ class CompletionRequest(Knobs):
         "for the AR twin; for diffusion the denoiser's probability of each token at the step "
         "that committed it (a confidence, not a likelihood)"))
     best_of: int | None = Field(None, ge=1, le=64, description="only equal to n")
+    response_format: ResponseFormat | None = None
 
 
 class Message(BaseModel):
@@ -97,8 +100,7 @@ class ChatRequest(Knobs):
     parallel_tool_calls: bool | None = None
     tool_choice: Literal["none"] | None = None
     tools: list[dict] | None = Field(None, description="only empty (no tools)")
-    response_format: dict[str, Literal["text"]] | None = Field(
-        None, description='only {"type": "text"}')
+    response_format: ResponseFormat | None = None
 
 
 class InfillRequest(Knobs):
@@ -194,6 +196,10 @@ def to_work(req: Knobs, served: Model, prefix: str | list[int], suffix: str, max
     asked = req.max_tokens or getattr(req, "max_completion_tokens", None)
     knobs.update(max_new_tokens=asked, stop=stop, logprobs=top_logprobs(req))
     knobs["seed"] = secrets.randbelow(2**31) if req.seed is None else req.seed
+    constraint = constraint_of(getattr(req, "response_format", None))
+    check_constraint(constraint, served)
+    if constraint is not None:
+        knobs["constraint"] = constraint
     request = served.request(Request(**knobs))
     if request.steps > max_steps:
         raise RedraftError(f"steps={request.steps}: this server allows at most {max_steps}")
