@@ -85,7 +85,7 @@ def main() -> None:
     n, length = args.num_samples, args.sample_length
     teacher = redraft.load("default")
     rows = []
-    for steps in [int(s) for s in args.eval_steps.split(",")]:
+    for steps in [int(s) for s in args.eval_steps.split(",") if s]:
         rows.append({"model": "teacher", **quality_of(teacher, steps, n, length, judge)})
         print(json.dumps(rows[-1]), flush=True)
     for d in rounds:
