@@ -75,7 +75,7 @@ LAYERS = [
     ("decoders",),
     ("model",),
     ("eval", "train", "serve"),
-    ("lm_eval", "demo"),
+    ("lm_eval", "demo", "distill"),  # distill reuses train's loop pieces
     ("cli",),
     ("entry",),  # the console script: signal handlers before anything heavy is imported
     ("__main__", ""),  # "": the package itself (redraft.load, lazily)

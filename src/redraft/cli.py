@@ -1,5 +1,5 @@
-"""Command line: `redraft train|sample|samplers|eval|bench|serve|demo|export|lm-eval`, plain
-functions of args.
+"""Command line: `redraft train|distill|sample|samplers|eval|bench|serve|demo|export|
+lm-eval`, plain functions of args.
 
 Errors a user can cause (RedraftError) print one clear line and exit with status 2.
 """
@@ -65,6 +65,25 @@ def cmd_train(args, overrides: list[str]) -> int:
                           result.train_tokens_per_s / result.world_size, 1),
                       "val_nats_per_token": result.val_nats_per_token,
                       "val_bits_per_byte": result.val_bits_per_byte}, indent=2))
+    return 0
+
+
+def cmd_distill(args, overrides: list[str]) -> int:
+    from redraft.distill import DistillSettings, distill
+
+    _no_overrides(overrides)
+    settings = DistillSettings(
+        rounds=args.rounds, steps_per_round=args.steps_per_round,
+        teacher_steps=args.teacher_steps, divergence=args.divergence, weighting=args.weighting,
+        batch_size=args.batch_size, length=args.length, lr=args.lr,
+        warmup_steps=args.warmup_steps, seed=args.seed, device=args.device,
+        threads=args.threads, save_every=args.save_every, progress=args.progress)
+    with _plain_warnings("distill"):
+        result = distill(args.teacher, args.out, settings, resume=args.resume is not None,
+                         overwrite=args.overwrite)
+    rounds = [{"round": r + 1, "checkpoint": str(path), "student_steps": result.student_steps[r]}
+              for r, path in enumerate(result.checkpoints)]
+    print(json.dumps({"out": str(result.out), "rounds": rounds}, indent=2))
     return 0
 
 
@@ -510,6 +529,48 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--log-level", default="info",
                    choices=("critical", "error", "warning", "info", "debug", "trace"))
 
+    r = sub.add_parser("distill", help="step distillation (SDTT): students that sample in "
+                                       "half the steps, round after round",
+                       description="Each round's student learns to do in one ancestral step "
+                                   "what its teacher (the previous round's student) does in "
+                                   "two, on the teacher's own training corpus; each round "
+                                   "writes OUT/round-R/ckpt-*, a normal checkpoint "
+                                   "(docs/distillation.md).")
+    r.add_argument("teacher", help="masked (mdlm) or block-diffusion checkpoint or run folder, "
+                                   "'default' (the shipped model), or hf:<a redraft export>")
+    r.add_argument("--out", required=True, help="run folder: distill.json and round-1 .. "
+                                                "round-R")
+    r.add_argument("--rounds", type=_positive_int, default=3,
+                   help="rounds of halving (default %(default)s)")
+    r.add_argument("--steps-per-round", type=_positive_int, default=200,
+                   help="optimiser steps per round (default %(default)s)")
+    r.add_argument("--teacher-steps", type=_positive_int, default=64,
+                   help="the teacher's steps T (per block for block models); round r's student "
+                        "samples in T / 2^r (default %(default)s)")
+    r.add_argument("--divergence", choices=("kl", "tvd"), default="kl",
+                   help="KL(teacher || student) or total variation (default %(default)s)")
+    r.add_argument("--weighting", choices=("marginal", "sdtt"), default="marginal",
+                   help="targets weighted to the two-step law's exact marginals, or the "
+                        "paper's unweighted ones (default %(default)s)")
+    r.add_argument("--batch-size", type=_positive_int, default=8)
+    r.add_argument("--length", type=_positive_int, default=None,
+                   help="tokens per training window (default: the model's seq_len)")
+    r.add_argument("--lr", type=number(0, 1, low_open=True), default=1e-4)
+    r.add_argument("--warmup-steps", type=integer(0, BIG), default=10)
+    r.add_argument("--seed", type=integer(0, 2**31 - 1), default=0)
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--threads", type=_positive_int, default=None)
+    r.add_argument("--save-every", type=integer(0, BIG), default=0,
+                   help="a resumable checkpoint every N steps of a round (0: at its end, and "
+                        "when SIGINT/SIGTERM stops it)")
+    r.add_argument("--resume", nargs="?", const="auto", default=None, choices=("auto",),
+                   help="continue the run in --out: finished rounds are kept, an interrupted "
+                        "one continues from its newest checkpoint (an empty --out starts "
+                        "afresh)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="move a run in --out aside (to OUT.old-N) and start afresh")
+    r.add_argument("--no-progress", dest="progress", action="store_false")
+
     x = sub.add_parser("export", help="write a checkpoint as a Hugging Face model folder "
                                       "(trust_remote_code)",
                        description="Write config.json, model.safetensors, tokenizer files and "
@@ -540,7 +601,8 @@ def parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "samplers": cmd_samplers,
             "eval": cmd_eval, "bench": cmd_bench, "serve": cmd_serve, "demo": cmd_demo,
-            "export": cmd_export, "lm-eval": cmd_lm_eval}
+            "export": cmd_export, "lm-eval": cmd_lm_eval,
+            "distill": cmd_distill}
 
 
 def main(argv: list[str] | None = None) -> int:
