@@ -277,8 +277,10 @@ class Bench:
         self.length = cfg.length or (min(fit(0, 0, c.seq_len, None, None, c.name,
                                              c.default_new_tokens) for c in self.ckpts)
                                      if self.ckpts else 0)
+        # "runs" (empty without samples) marks the folder as a bench's (runs.check_report_dir)
         result = self.samples() if "samples" in cfg.tasks else {
-            "machine": machine(), "command": cfg.command, "length": self.length}
+            "machine": machine(), "command": cfg.command, "length": self.length, "runs": []}
+        result["tasks"] = list(cfg.tasks)
         for name in cfg.tasks:
             if name != "samples":
                 result[name] = task(name).run(self)
@@ -403,8 +405,9 @@ def write(result: dict, out_dir: str | Path) -> Path:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    images = plots.all_plots(result, out) if "runs" in result else {}
-    text = report.markdown(result, images) if "runs" in result else (
+    samples = "samples" in result.get("tasks", ["samples"])
+    images = plots.all_plots(result, out) if samples else {}
+    text = report.markdown(result, images) if samples else (
         f"Machine: {result['machine']}.\nCommand: `{result['command']}`\n")
     for name in TASKS:
         if name in result:
