@@ -173,7 +173,9 @@ def section_md(res: dict, args, wall: float) -> str:
     b = res["bar_b"]
     lines += [f"- Bar (b) HumanEval single-line pass@1: student at 8 steps "
               f"{b['student_8_pass']:.3f} vs teacher at 32 steps {b['teacher_32_pass']:.3f}: "
-              f"**{'met' if b['pass_met'] else 'not met'}**; one fill at batch 1: student at 8 "
+              f"**{'met' if b['pass_met'] else 'not met'}**"
+              f"{' (both 0: it says nothing)' if b['teacher_32_pass'] == 0 else ''}; "
+              f"one fill at batch 1: student at 8 "
               f"steps {b['student_8_s_per_fill']:.3f} s vs the AR twin writing the line "
               f"{b['ar_s_per_fill']:.3f} s (medians): "
               f"**{'met' if b['speed_met'] else 'not met'}**.",

@@ -204,13 +204,22 @@ def plot(section: dict, path) -> str | None:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    # colour = steps (one scale for every model), line style and marker = the model
+    steps = sorted({c["steps"] for c in cs if c["steps"] is not None})
+    cmap = plt.get_cmap("viridis")
+    models = list(dict.fromkeys(c["model"] for c in cs))
+    styles = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":")]
     for c in cs:
         ps = c["points"]
-        naive = c["sampler"] == "naive"
+        xs, ys = [p["entropy"] for p in ps], [p["gen_ppl"] for p in ps]
+        if c["sampler"] == "naive":
+            ax.plot(xs, ys, "--", color="0.5", lw=1.5, label=f"{c['model']} (naive floor)")
+            continue
+        marker, line = styles[models.index(c["model"]) % len(styles)]
+        color = ("C3" if c["steps"] is None else
+                 cmap(steps.index(c["steps"]) / max(len(steps) - 1, 1) * 0.9))
         label = c["model"] + ("" if c["steps"] is None else f" {c['steps']} steps")
-        ax.plot([p["entropy"] for p in ps], [p["gen_ppl"] for p in ps],
-                "--" if naive else "o-", color="0.5" if naive else None, ms=3, lw=1.2,
-                label=label + (" (naive floor)" if naive else ""))
+        ax.plot(xs, ys, marker=marker, ls=line, color=color, ms=4, lw=1.2, label=label)
     ref = section["reference"]
     if ref.get("gen_ppl"):
         ax.plot([ref["entropy"]], [ref["gen_ppl"]], "k*", ms=11, label="held-out text")
