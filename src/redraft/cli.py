@@ -147,19 +147,22 @@ def cmd_sample(args, overrides: list[str]) -> int:
     if template is not None:
         if args.prompt or args.suffix:
             raise RedraftError("--infill holds its own fixed text: drop --prompt/--suffix")
-        out = model.infill(template, request=req, on_step=view)
+        out = model.infill(template, request=req, on_step=view, oracle=args.oracle_tpf)
     else:
         out = model.generate(args.prompt or "", suffix=args.suffix or "", request=req,
-                             on_step=view)
+                             on_step=view, oracle=args.oracle_tpf)
     tokens = sum(len(row) for row in out.tokens)
     if args.json:
+        tpf = {"tokens_per_forward": round(out.tpf.value, 4)}
+        if out.tpf.ceiling is not None:
+            tpf["oracle_tpf_ceiling"] = round(out.tpf.ceiling, 4)
         print(json.dumps({"samples": out.texts, "nfe": out.nfe, "seconds": out.seconds,
-                          "tokens_per_s": tokens / out.seconds}, indent=2))
+                          "tokens_per_s": tokens / out.seconds, **tpf}, indent=2))
     else:
         for i, text in enumerate(out.texts):
             print(f"=== sample {i} ===\n{text}")
         print(f"--- {tokens} tokens in {out.seconds:.2f} s ({tokens / out.seconds:,.0f} "
-              f"tokens/s, {out.nfe} network calls)", file=sys.stderr)
+              f"tokens/s, {out.nfe} network calls; {out.tpf})", file=sys.stderr)
     return 0
 
 
@@ -410,6 +413,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--infill-file", default=None, help="read the --infill template from a file")
     _process_args(s, "must match the checkpoint's", "must match the checkpoint's")
     s.add_argument("--show", action="store_true", help="draw the draft as it is denoised")
+    s.add_argument("--oracle-tpf", action="store_true",
+                   help="diffusion: also report the oracle tokens-per-forward ceiling (each "
+                        "token committed at the first step its argmax is its final value)")
     s.add_argument("--json", action="store_true")
 
     sub.add_parser("samplers", help="list the diffusion samplers and their knobs")

@@ -33,6 +33,7 @@ from redraft.models import Backbone
 from redraft.request import KNOBS, Request, fit
 from redraft.sampling.generate import Generation
 from redraft.sampling.infill import Infill
+from redraft.sampling.tpf import TPF
 from redraft.scoring import Scorer, scorer_for
 
 LN2 = math.log(2.0)
@@ -55,6 +56,9 @@ class Output:
     seconds: float
     spans: list[list[str]] = field(default_factory=list)
     """infill only: each row's span texts, in template order."""
+    tpf: TPF | None = None
+    """Tokens per forward: new tokens / per-row network evaluations, with the oracle ceiling
+    when asked for (oracle=True; redraft.sampling.tpf)."""
 
     def __str__(self) -> str:
         return "\n\n".join(self.texts)
@@ -205,13 +209,15 @@ class Model:
                suffixes: Sequence[Sequence[int]] | None = None,
                canvases: Sequence[Sequence[int | None]] | None = None,
                on_step: Callable[[int, torch.Tensor], None] | None = None,
-               request: Request | None = None, **knobs: Any) -> Generation:
+               request: Request | None = None, oracle: bool = False,
+               **knobs: Any) -> Generation:
         """Rows with canvases of one `length` (prefix, generated tokens, suffix), row r drawn
         with seeds[r], decoded by the model's decoder (the server's lanes, run offline).
         canvases (diffusion): per row a fixed id or None (free) per position, instead of
         prefixes/suffixes. knobs: those of redraft.request.Request (steps, sampler, options,
         temperature, top_k, top_p, block_size, stop_at_eos, guidance, stop, logprobs).
-        Returns the low-level Generation (tokens (B, length), nfe, ...)."""
+        oracle: also record the oracle TPF ceiling (diffusion; keeps each step's argmax).
+        Returns the low-level Generation (tokens (B, length), nfe, ..., tpf)."""
         extra = {k: knobs.pop(k) for k in ("noise",) if k in knobs}  # a decoder's test hook
         req = self.request(request, **knobs)
         n = len(seeds)
@@ -231,12 +237,13 @@ class Model:
                               [seeds[i] for i in rows],
                               [] if canvases is not None else suffixes[r],
                               canvas=None if canvases is None else canvases[r], request=req))
-        jobs, calls, seconds = run(self, works, on_step, **extra)
+        jobs, calls, seconds = run(self, works, on_step, oracle=oracle, **extra)
         tokens = torch.empty((n, length), dtype=torch.long)
         for rows, job in zip(groups.values(), jobs, strict=True):
             tokens[rows] = job.state.current().cpu()
+        tpf = sum((job.tpf() for job in jobs[1:]), jobs[0].tpf())
         return Generation(tokens, calls, sum(job.row_nfe for job in jobs), seconds,
-                          max(job.state.i for job in jobs))
+                          max(job.state.i for job in jobs), tpf)
 
     def start(self, prefix: Sequence[int], *, length: int, seeds: Sequence[int],
               suffix: Sequence[int] = (), request: Request | None = None, **knobs: Any):
@@ -266,7 +273,7 @@ class Model:
                  suffix: Prompt | None = None, num_samples: int | None = None,
                  seed: int | None = None, request: Request | None = None,
                  on_step: Callable[[int, torch.Tensor], None] | None = None,
-                 **knobs: Any) -> Output:
+                 oracle: bool = False, **knobs: Any) -> Output:
         """Continue each prompt (a string, token ids, or a list of either) num_samples times.
 
         max_new_tokens: tokens to generate after the prompt; or length: the whole canvas
@@ -275,7 +282,8 @@ class Model:
         held fixed at the end. knobs: those of redraft.request.Request (steps, sampler,
         options, temperature, top_k, top_p, block_size, stop_at_eos, guidance, stop), or a
         whole `request`. Row r (prompt r // num_samples) draws from seed + r, so a row's
-        result does not depend on the other rows.
+        result does not depend on the other rows. The Output's tpf holds the tokens per
+        forward; oracle=True adds the oracle ceiling (diffusion, sampling/tpf.py).
         """
         given = {k: v for k, v in (("max_new_tokens", max_new_tokens), ("length", length),
                                    ("num_samples", num_samples), ("seed", seed))
@@ -287,18 +295,20 @@ class Model:
         lengths = [fit(len(pre), len(suf), self.seq_len, req.max_new_tokens, req.length,
                        f"model {self.name!r}", self.default_new_tokens) for pre in rows]
         out_rows: list[list[int]] = [[] for _ in rows]
-        nfe, seconds = 0, 0.0
+        nfe, seconds, tpf = 0, 0.0, None
         for n in sorted(set(lengths)):  # one batch per canvas length: nothing is padded
             idx = [r for r, m in enumerate(lengths) if m == n]
             gen = self.sample([rows[r] for r in idx], length=n,
                               seeds=[req.seed + r for r in idx], suffixes=[suf] * len(idx),
-                              on_step=on_step, request=req)
+                              on_step=on_step, request=req, oracle=oracle)
             for r, toks in zip(idx, gen.tokens.tolist(), strict=True):
                 out_rows[r] = toks
             nfe, seconds = nfe + gen.nfe, seconds + gen.seconds
-        return self._output(out_rows, rows, suf, req, nfe, seconds)
+            tpf = gen.tpf if tpf is None else tpf + gen.tpf
+        return self._output(out_rows, rows, suf, req, nfe, seconds, tpf)
 
-    def _output(self, out_rows, rows, suf, req: Request, nfe: int, seconds: float) -> Output:
+    def _output(self, out_rows, rows, suf, req: Request, nfe: int, seconds: float,
+                tpf: TPF | None = None) -> Output:
         dec, stop = self.tokenizer.decode, req.stop_at_eos
         texts = [dec(self._cut(t, stop)) for t in out_rows]
         completions = [dec(self._cut(t[len(p):len(t) - len(suf)], stop))
@@ -306,15 +316,15 @@ class Model:
         if req.stop:  # the text up to the first stop string (the server's rule)
             completions = [_before_stop(c, req.stop) for c in completions]
             texts = [dec(p) + c + dec(suf) for p, c in zip(rows, completions, strict=True)]
-        return Output(texts, completions, out_rows, nfe, seconds)
+        return Output(texts, completions, out_rows, nfe, seconds, tpf=tpf)
 
     def infill(self, template: str | Sequence, *, num_samples: int | None = None,
                seed: int | None = None, request: Request | None = None,
                on_step: Callable[[int, torch.Tensor], None] | None = None,
-               **knobs: Any) -> Output:
+               oracle: bool = False, **knobs: Any) -> Output:
         """Fill every span of a template, e.g. "def f(x):\\n    <|mask:16|>\\n" (<|mask:N|>:
         exactly N tokens; <|mask:<=N|>: at most N, the rest left empty). Diffusion only.
-        knobs as for generate."""
+        knobs and oracle as for generate."""
         self.decoder.check_infill()
         given = {k: v for k, v in (("num_samples", num_samples), ("seed", seed))
                  if v is not None}
@@ -326,11 +336,12 @@ class Model:
         k = req.num_samples
         gen = self.sample([[]] * k, length=len(spec.canvas),
                           seeds=[req.seed + r for r in range(k)],
-                          canvases=[spec.canvas] * k, on_step=on_step, request=req)
+                          canvases=[spec.canvas] * k, on_step=on_step, request=req,
+                          oracle=oracle)
         rows = gen.tokens.tolist()
         filled = [spec.fill(row, self.tokenizer) for row in rows]
         return Output([f[0] for f in filled], ["".join(f[1]) for f in filled], rows, gen.nfe,
-                      gen.seconds, spans=[f[1] for f in filled])
+                      gen.seconds, spans=[f[1] for f in filled], tpf=gen.tpf)
 
     @torch.no_grad()
     def nll(self, texts: str | Sequence[str], *, samples: int = 16, seed: int = 0,

@@ -76,7 +76,12 @@ class Request:
     block_size: int | None = _knob(None, "decode blocks of this many tokens left to right "
                                          "(semi-autoregressive; steps are split over them)",
                                    low=1, high=BIG)
-    stop_at_eos: bool = _knob(False, "stop a row after the block in which it writes EOS")
+    stop_at_eos: bool = _knob(False, "stop a row once its text is settled: it wrote EOS and "
+                              "every position before it is decided (the rest becomes EOS)")
+    early_commit: float | None = _knob(
+        None, "diffusion: commit the current block (or canvas) at once, each masked position "
+        "its most likely token, when every one of them has a top-1/top-2 log-probability gap "
+        "above this (Prophet; default: off)", low=0)
     guidance: float = _knob(0.0, "classifier-free guidance scale towards the prompt (0: none)",
                             low=-1, high=100)
     stop: list = _knob([], "end a row once its text holds one of these strings", http=None,

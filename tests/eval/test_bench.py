@@ -162,6 +162,9 @@ def test_bench_runs_sampler_specs(pair, tmp_path, capsys):
         assert r["nfe"] >= 1 and r["infill_parse_rate"] is None  # no Python in this corpus
         if r["sampler"].startswith("threshold"):
             assert 1 <= r["nfe"] <= 16
+        # tokens per forward: 16 new tokens a sample over its forwards; the AR twin's is 1
+        assert r["tokens_per_forward"] == pytest.approx(16 / r["nfe"])
+        assert r["tokens_per_forward"] == 1.0 or r["sampler"] != "ar-kv"
     code = main(["bench", str(pair / "mdlm"), "--samplers", "confidence:steps=0", "--sweep",
                  "none", "--out", str(tmp_path)])
     assert code == 2 and "steps must be" in capsys.readouterr().err
@@ -182,3 +185,10 @@ def test_python_infill_tasks_cut_functions_that_parse():
         assert parses(task, task.span)  # the reference fill parses
         assert not parses(task, "    )(\n")
     assert python_infill_tasks([doc], len, 20, 5) == []  # nothing short enough
+
+
+def test_sampler_specs_take_early_commit():
+    from redraft.eval.bench import parse_spec
+
+    spec = parse_spec("confidence:early=2.5+block=8")
+    assert spec.loop == {"early": 2.5, "block": 8} and spec.options == {"measure": "confidence"}

@@ -228,7 +228,9 @@ class ARDecoder(Decoder):
         used = [name for name, value in (("suffix", work.suffix), ("infill", work.canvas),
                                          ("sampler", r.sampler), ("options", r.options),
                                          ("block_size", r.block_size),
-                                         ("guidance", r.guidance)) if value]
+                                         ("guidance", r.guidance),
+                                         ("early_commit", r.early_commit is not None))
+                if value]
         if used:
             raise RedraftError(f"{used[0]} needs a diffusion model: {self.model.name!r} is "
                                "the autoregressive twin, which only continues a prefix, left "

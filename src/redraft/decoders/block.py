@@ -97,10 +97,11 @@ def _group_key(job: Job) -> tuple:
     """Requests whose rows may share one merged state: alike step rules that are adaptive or
     take a time per row (any steps, lengths, prompts, seeds); any other rule steps alone."""
     state, w = job.state, job.work
-    if not (state.adaptive or getattr(state.step_rule, "row_times", False)):
+    if state.oracle is not None or not (state.adaptive
+                                        or getattr(state.step_rule, "row_times", False)):
         return ("alone", id(job))
     return (state.step_rule.name, repr(sorted((w.options or {}).items())), w.temperature,
-            w.top_k, w.top_p, state.eos_id)
+            w.top_k, w.top_p, state.eos_id, state.early_commit)
 
 
 class Group:
@@ -307,4 +308,5 @@ class BlockDecoder(Decoder):
             temperature=r.temperature, top_k=r.top_k, top_p=r.top_p, seed=work.seeds,
             sampler=r.sampler, options=r.options,
             eos_id=m.tokenizer.eos_id if r.stop_at_eos else None,
-            reveal_width=d.block_reveal_width, reveal_last=d.block_reveal_last)
+            reveal_width=d.block_reveal_width, reveal_last=d.block_reveal_last,
+            early_commit=r.early_commit)

@@ -45,6 +45,15 @@ class CanvasLane(Lane):
         return sizes
 
 
+def early_commit(model, request) -> float | None:
+    """The request's early-commit threshold, for a model whose logits are token
+    probabilities (a denoiser: the gap is read from them)."""
+    if request.early_commit is not None and not model.objective.denoiser:
+        raise RedraftError(f"early_commit: {model.name!r} is a {model.objective.name!r} model, "
+                           "whose network outputs scores, not token probabilities")
+    return request.early_commit
+
+
 class CanvasDecoder(Decoder):
     name = "canvas"
     lane_class = CanvasLane
@@ -67,4 +76,5 @@ class CanvasDecoder(Decoder):
                               suffixes=None if canvases else [work.suffix] * work.n,
                               canvases=canvases, seeds=work.seeds, block_size=r.block_size,
                               eos_id=m.tokenizer.eos_id if r.stop_at_eos else None,
-                              guidance=r.guidance, device=m.device, logprobs=r.logprobs)
+                              guidance=r.guidance, device=m.device, logprobs=r.logprobs,
+                              early_commit=early_commit(m, r))

@@ -100,6 +100,9 @@ class GemmaDecoder(Decoder):
                                "cannot hold a suffix or fill a template")
         if r.guidance:
             raise RedraftError("guidance is not defined for DiffusionGemma")
+        if r.early_commit is not None:
+            raise RedraftError("early_commit needs a mask state, which DiffusionGemma does not "
+                               "have: its entropy bound already accepts sure positions at once")
         if r.block_size is not None and r.block_size != self.canvas_length:
             raise RedraftError(f"block_size={r.block_size}: DiffusionGemma decodes canvases of "
                                f"{self.canvas_length} tokens (its config's canvas_length)")

@@ -14,6 +14,7 @@ import torch
 
 from redraft.decoders.stops import StopScan
 from redraft.request import KNOBS, Request
+from redraft.sampling.tpf import TPF, counted
 
 
 class Work:
@@ -81,7 +82,8 @@ class Job:
         self.cancelled = False
         self.finished = threading.Event()
         self.final: Event | None = None
-        self.row_nfe = 0
+        self.row_nfe = 0  # network evaluations of its rows (its lane counts them)
+        self.oracle = None  # sampling.commit.FirstFinal, when the TPF ceiling is recorded
         self.skipped = 0  # ticks in a row the engine passed this request over (its fairness)
         self.committed = [0] * work.n  # rows' committed canvas positions at the last look
         dec = served.tokenizer.decode  # each row's committed text, searched as it grows
@@ -92,6 +94,22 @@ class Job:
     @property
     def n(self) -> int:
         return self.work.n
+
+    def tpf(self) -> TPF:
+        """Its tokens per forward (sampling/tpf.py): the new tokens its rows committed over the
+        network evaluations its lane counted (row_nfe), with the oracle's steps if recorded."""
+        w, tok = self.work, self.served.tokenizer
+        x = self.state.current().cpu()
+        length = x.shape[1]
+        if w.canvas is not None:
+            generated = torch.tensor([c is None for c in w.canvas])
+        else:
+            generated = torch.zeros(length, dtype=torch.bool)
+            generated[len(w.prefix):length - len(w.suffix)] = True
+        new = counted(x, generated, self.state.committed().cpu(), tok.mask_id,
+                      tok.eos_id if w.stop_at_eos else None)
+        steps = None if self.oracle is None else sum(self.oracle.steps_needed(x, new))
+        return TPF(int(new.sum()), self.row_nfe, steps)
 
     def cancel(self) -> None:
         """Ask the engine to drop this request at its next tick (a plain flag: the engine

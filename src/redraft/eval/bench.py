@@ -55,7 +55,7 @@ def machine() -> str:
 
 
 # Loop-level settings a spec may carry; "steps" pins step counts ("16/64") for this spec.
-LOOP_KNOBS = {"block": int, "guidance": float,
+LOOP_KNOBS = {"block": int, "guidance": float, "early": float,
               "steps": lambda raw: tuple(int(v) for v in raw.split("/"))}
 INFILL_TASKS = 32
 
@@ -65,8 +65,9 @@ class SamplerSpec:
     """One sampler setting of the bench: `name[:key=value[+key=value...]]`, e.g.
     "threshold:threshold=0.7", "confidence:measure=margin+block=32", "remask:steps=64/256".
     Keys are the sampler's knobs (sampling.registry) plus the loop's `block` (semi-AR block
-    size), `guidance` (classifier-free guidance scale) and `steps` (step counts for this spec
-    instead of the bench's, separated by "/")."""
+    size), `guidance` (classifier-free guidance scale), `early` (early commit's gap threshold,
+    sampling/commit.py) and `steps` (step counts for this spec instead of the bench's,
+    separated by "/")."""
 
     label: str
     name: str
@@ -191,7 +192,7 @@ class Bench:
         knobs = {} if spec is None else dict(
             steps=steps or 1, sampler=spec.name, options=spec.options,
             block_size=spec.loop.get("block"), guidance=spec.loop.get("guidance", 0.0),
-            suffixes=[suffix] * batch)
+            early_commit=spec.loop.get("early"), suffixes=[suffix] * batch)
         return ck.sample([prefix] * batch, length=kw.get("length", self.length), seeds=seeds,
                          temperature=temperature, **knobs)
 
@@ -237,12 +238,13 @@ class Bench:
     def run_one(self, ck, spec: SamplerSpec | None, steps: int | None,
                 temperature: float) -> dict:
         n, seeds = self.cfg.num_samples, range(self.cfg.seed, self.cfg.seed + self.cfg.num_samples)
-        rows, seconds, tokens, last, nfe = [], 0.0, 0, None, []
+        rows, seconds, tokens, last, nfe, tpf = [], 0.0, 0, None, [], None
         for start in range(0, n, BATCH):
             chunk = list(seeds)[start:start + BATCH]
             gen = self.generate(ck, spec, steps, len(chunk), chunk, temperature)
             rows += gen.tokens.tolist()
             nfe.append(gen.row_nfe / len(chunk))
+            tpf = gen.tpf if tpf is None else tpf + gen.tpf
             if len(chunk) == BATCH or last is None:
                 last, seconds, tokens = gen, seconds + gen.seconds, tokens + gen.tokens.numel()
         b1 = [self.generate(ck, spec, steps, 1, self.cfg.seed, temperature) for _ in range(3)]
@@ -253,6 +255,7 @@ class Bench:
             "sampler": spec.label if spec is not None else "ar-kv", "steps": steps,
             "temperature": temperature, "length": self.length, "samples": n,
             "nfe": (sum(nfe) / len(nfe)) if spec is not None else self.length,
+            "tokens_per_forward": tpf.value,  # new tokens / per-row forwards (sampling/tpf.py)
             "infill_parse_rate": self.infill_rate(ck, spec, steps, temperature),
             "latency_s_batch1": lat.seconds, "nfe_batch1": lat.nfe,
             "seconds_per_step": lat.seconds / max(lat.nfe, 1),

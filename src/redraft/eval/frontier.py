@@ -13,8 +13,8 @@ swept over the same temperatures. It shows what a judge rewards in text that mer
 corpus's local statistics (a low-order n-gram at low temperature reaches a "good" gen-ppl at
 an entropy near the text's), the line a model has to be read against.
 
-Tokens per forward (TPF): new tokens / network calls per row, from what the decoder reports
-(Generation.row_nfe); 1 for the AR twin.
+Tokens per forward (TPF): new tokens / network evaluations per row, as every decoder reports
+it (sampling/tpf.py, Generation.tpf); 1 for the AR twin.
 """
 
 from __future__ import annotations
@@ -170,16 +170,16 @@ def run(bench) -> dict:
                 if spec is not None and temp != 1.0 and not takes_temperature(spec.name,
                                                                               ck.objective):
                     continue
-                rows, row_calls = [], 0
+                rows, tpf = [], None
                 for start in range(0, n, BATCH):
                     chunk = seeds[start:start + BATCH]
                     gen = bench.generate(ck, spec, steps, len(chunk), chunk, temp)
                     rows += gen.tokens.tolist()
-                    row_calls += gen.row_nfe if spec is not None else length * len(chunk)
+                    tpf = gen.tpf if tpf is None else tpf + gen.tpf
                 pts.append(point(rows, ck.tokenizer, bench.judge, model=bench._name(ck),
                                  sampler=spec.label if spec else "ar-kv", steps=steps,
-                                 temperature=temp, calls=row_calls / n,
-                                 tokens_per_forward=length * n / max(row_calls, 1)))
+                                 temperature=temp, calls=tpf.forwards / n,
+                                 tokens_per_forward=tpf.value))
     _, data = load_data(first.config.data, first.config.model.seq_len, first.tokenizer)
     ngram = NGram(np.asarray(data.train), cfg.ngram, first.tokenizer.vocab_size)
     for temp in cfg.temperatures:

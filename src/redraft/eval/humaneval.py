@@ -160,6 +160,7 @@ class Fill:
     seconds: float  # wall time of the model call (batch 1)
     calls: int  # network calls
     tokens: int  # tokens the hole held (oracle / flexible length, or the AR tokens written)
+    tpf: float | None = None  # tokens per forward of the call (sampling/tpf.py)
 
 
 def _end_lines(text: str, lines: int) -> str:
@@ -190,7 +191,7 @@ def fill_diffusion(model, task: Task, *, steps: int | None = None, hole: int | N
     text = tok.decode(ids)
     if hole is not None:
         text = _end_lines(text, task.lines)
-    return Fill(text, gen.seconds, gen.nfe, n)
+    return Fill(text, gen.seconds, gen.nfe, n, gen.tpf.value if gen.tpf else None)
 
 
 def fill_ar(model, task: Task, *, max_new: int = 128, seed: int = 0, **knobs) -> Fill:
@@ -206,7 +207,8 @@ def fill_ar(model, task: Task, *, max_new: int = 128, seed: int = 0, **knobs) ->
     ids = [t for t in gen.tokens[0, len(pre):].tolist()
            if t not in (tok.eos_id, tok.pad_id, tok.mask_id)]
     text = _end_lines(tok.decode(ids), task.lines)
-    return Fill(text, gen.seconds, gen.nfe, len(tok.encode(text)))
+    return Fill(text, gen.seconds, gen.nfe, len(tok.encode(text)),
+                gen.tpf.value if gen.tpf else None)
 
 
 # ---- scoring ------------------------------------------------------------------------------
@@ -303,6 +305,8 @@ def evaluate(model, task_list: Sequence[Task], *, steps: int | None = None,
     out.update(seconds_median=secs[len(secs) // 2], seconds_mean=sum(secs) / len(secs),
                calls_mean=sum(f.calls for f in fills) / len(fills),
                tokens_mean=sum(f.tokens for f in fills) / len(fills),
+               tpf_mean=(sum(f.tpf for f in fills) / len(fills)
+                         if all(f.tpf is not None for f in fills) else None),
                steps="oracle" if diffusion and steps is None else (steps if diffusion else None),
                hole=("oracle" if hole is None else hole) if diffusion else None,
                examples=[{"task_id": t.task_id, "span": t.span, "fill": f.text}

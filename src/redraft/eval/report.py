@@ -65,19 +65,21 @@ def markdown(result: dict, images: dict[str, str], image_prefix: str = "") -> st
         ref = result.get("reference")
         extra = [k for k in ("parse_rate", "infill_parse_rate", "mauve", "frechet")
                  if any(r.get(k) is not None for r in [ref or {}, *result["runs"]])]
-        header = ["model", "sampler", "steps", "T", "calls/sample", "gen-ppl",
+        header = ["model", "sampler", "steps", "T", "calls/sample", "TPF", "gen-ppl",
                   "gen-ppl @ ref entropy",
                   "entropy", "distinct-2", "distinct-4", "repetition", *extra,
                   "latency b1 (s)", "NFE b1", "s/step", "tok/s b16", "GFLOP/s b16",
                   "FLOP/byte b16"]
         rows = []
         if ref:
-            rows.append(["held-out text", "-", "-", "-", "-", ref["gen_ppl"], "-", ref["entropy"],
+            rows.append(["held-out text", "-", "-", "-", "-", "-", ref["gen_ppl"], "-",
+                         ref["entropy"],
                          ref["distinct_2"], ref["distinct_4"], ref["repetition"],
                          *[ref.get(k) for k in extra], *["-"] * 6])
         for r in result["runs"]:
             rows.append([r["model"], r["sampler"], r["steps"] or "-", r["temperature"],
-                         r.get("nfe"), r["gen_ppl"], r["gen_ppl_at_ref_entropy"], r["entropy"],
+                         r.get("nfe"), r.get("tokens_per_forward"), r["gen_ppl"],
+                         r["gen_ppl_at_ref_entropy"], r["entropy"],
                          r["distinct_2"], r["distinct_4"], r["repetition"],
                          *[r.get(k) for k in extra], r["latency_s_batch1"], r["nfe_batch1"],
                          r["seconds_per_step"], r["tokens_per_s_batch16"],

@@ -24,7 +24,7 @@ its own cache row at its own positions (the ragged call of models.Transformer); 
 calls have different lengths go in separate calls. Each row's draws come from its own stream,
 so a row's result does not depend on the batch.
 
-With eos_id a row stops after the block in which it wrote EOS (the rest becomes EOS). A
+With eos_id a row stops once its text is settled (DiffusionState; the rest becomes EOS). A
 length that is not a multiple of b ends in a partial block; its missing positions are
 treated as masks that are never revealed (cut from the output).
 """
@@ -58,7 +58,7 @@ class BlockState(DiffusionState):
                  canvases: Sequence[Sequence[int | None]] | None = None,
                  shift: bool = False, bos_id: int | None = None, eos_id: int | None = None,
                  reveal_width: float = 1.0, reveal_last: bool = False,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", early_commit: float | None = None):
         if not isinstance(steps_per_block, int) or steps_per_block < 1:
             raise RedraftError(f"steps_per_block={steps_per_block!r}: expected an integer >= 1")
         if shift and bos_id is None:
@@ -82,7 +82,7 @@ class BlockState(DiffusionState):
             raise RedraftError(f"{len(rows)} canvases given for a batch of {batch}")
         super().__init__(process, step_rule, steps=steps_per_block * (padded // b),
                          length=padded, seeds=seeds, canvases=rows, block_size=b,
-                         eos_id=eos_id, device=device)
+                         eos_id=eos_id, device=device, early_commit=early_commit)
         self.length, self.shift, self.bos_id = length, shift, bos_id
         if not 0 < reveal_width <= 1:
             raise RedraftError(f"reveal_width={reveal_width!r}: expected 0 < width <= 1")
@@ -196,6 +196,17 @@ class BlockState(DiffusionState):
         t, s = (a[:, None].expand(shape) if a.dim() else a.expand(shape) for a in (t, s))
         return (reveal_times(t, self.block_size, self.reveal_width),
                 reveal_times(s, self.block_size, self.reveal_width))
+
+    def _end_committed(self, rows: torch.Tensor) -> None:
+        """Rows whose block early commit filled end it now (each row has its own grid); a
+        block whose last position waits (reveal_last) takes one more step for it."""
+        rows = rows & ~((self.x == self.mask_id) & self.window() & ~self.fixed).any(dim=1)
+        self.local = torch.where(rows, self.row_steps, self.local)
+
+    def _spread(self, window: torch.Tensor) -> torch.Tensor:
+        """(B, L) of a per-window-position tensor (B, b); -1 outside the window."""
+        out = torch.full_like(self.x, -1)
+        return out.scatter(1, self._index(), window)
 
     def _end_grid_blocks(self) -> None:
         """Rows after their block's last step move on (each row's own count)."""
@@ -343,6 +354,7 @@ def start_block(
     eos_id: int | None = None,
     reveal_width: float = 1.0,
     reveal_last: bool = False,
+    early_commit: float | None = None,
 ) -> BlockState:
     """The starting BlockState of a (batch, length) canvas of a block-diffusion model, checked
     against the model; generate_block runs it to the end, the server's batcher
@@ -355,10 +367,12 @@ def start_block(
     first_hitting and threshold, take what they need). sampler/options: any rule of
     sampling.registry for a masked denoiser (default ancestral). prefix: the prompt (once
     for all rows or one per row); canvas: instead, a fixed id or None per position. eos_id:
-    stop a row after the block in which it wrote EOS. reveal_width: the model's
-    diffusion.block_reveal_width (ordered in-block reveals; the ancestral rule follows them).
-    reveal_last: the model's diffusion.block_reveal_last (each block's last position is
-    revealed after its others, by every rule).
+    stop a row once its text is settled (it wrote EOS; the rest becomes EOS). reveal_width:
+    the model's diffusion.block_reveal_width (ordered in-block reveals; the ancestral rule
+    follows them). reveal_last: the model's diffusion.block_reveal_last (each block's last
+    position is revealed after its others, by every rule). early_commit: a block whose masked
+    positions all have a top-1/top-2 log-probability gap above it takes their argmax at once
+    (sampling/commit.py; None: off).
     """
     if getattr(model, "block_size", None) is None:
         raise RedraftError("generate_block needs a block-diffusion model (objective 'block', "
@@ -383,7 +397,8 @@ def start_block(
                       block_size=b, seeds=_seeds(seed, batch),
                       prefixes=_rows(prefix, batch) if canvas is None else None,
                       canvases=canvas, shift=shift, bos_id=bos_id, eos_id=eos_id,
-                      reveal_width=reveal_width, reveal_last=reveal_last, device=device)
+                      reveal_width=reveal_width, reveal_last=reveal_last, device=device,
+                      early_commit=early_commit)
 
 
 @torch.no_grad()
@@ -394,7 +409,7 @@ def generate_block(model, process: Process, *, use_cache: bool = True,
 
     knobs: those of start_block (steps_per_block, batch, length, prefix, canvas, shift,
     bos_id, temperature, top_k, top_p, seed, sampler, options, eos_id, reveal_width,
-    reveal_last).
+    reveal_last, early_commit).
     use_cache False recomputes the whole canvas every call (the same logits; for testing and
     measuring).
     """

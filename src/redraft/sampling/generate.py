@@ -28,18 +28,21 @@ from redraft.models import Backbone
 from redraft.sampling.categorical import RowRandom, check_knobs, next_tokens
 from redraft.sampling.registry import make_sampler
 from redraft.sampling.state import DiffusionState
+from redraft.sampling.tpf import TPF
 
 
 @dataclass
 class Generation:
     """tokens (B, L) of the whole canvas (prompt included); nfe = network calls (batched rows
-    count once per call); row_nfe = per-row forward passes; seconds = wall time."""
+    count once per call); row_nfe = per-row forward passes; seconds = wall time; tpf: tokens
+    per forward (sampling/tpf.py; Model.sample fills it)."""
 
     tokens: torch.Tensor
     nfe: int
     row_nfe: int
     seconds: float
     steps: int
+    tpf: TPF | None = None
 
 
 def _rows(ids: Sequence[int] | Sequence[Sequence[int]] | None, batch: int) -> list[list[int]]:
@@ -84,6 +87,7 @@ def generate_diffusion(
     block_size: int | None = None,
     eos_id: int | None = None,
     guidance: float = 0.0,
+    early_commit: float | None = None,
 ) -> Generation:
     """Sample a (batch, length) canvas with `steps` reverse steps; prefix/suffix stay fixed.
 
@@ -94,8 +98,11 @@ def generate_diffusion(
     all of this for you. canvas: instead of prefix/suffix, a fixed id or None (free) per position,
     once for all rows or one per row (sampling/infill.py builds one from a template).
     block_size: decode blocks of that many positions left to right (semi-autoregressive);
-    eos_id: stop a row after the block in which it wrote EOS (the rest becomes EOS);
-    guidance: classifier-free guidance scale towards the fixed positions (0 = none).
+    eos_id: stop a row once its text is settled: it wrote EOS and all before it is revealed
+    (the rest becomes EOS; rules that may change a revealed token: after that block);
+    guidance: classifier-free guidance scale towards the fixed positions (0 = none);
+    early_commit: commit a block at once (argmax) when every masked position's top-1/top-2
+    log-probability gap exceeds it (sampling/commit.py; None: off).
     Adaptive samplers (first_hitting, threshold) take as many steps as they need; `steps` is
     then unused.
     """
@@ -124,7 +131,8 @@ def generate_diffusion(
     state = DiffusionState(process, step_rule, steps=steps, length=length,
                            prefixes=_rows(prefix, batch), suffixes=_rows(suffix, batch),
                            canvases=canvas, seeds=_seeds(seed, batch), block_size=block_size,
-                           eos_id=eos_id, guidance=guidance, device=device)
+                           eos_id=eos_id, guidance=guidance, device=device,
+                           early_commit=early_commit)
     time_cond = model.time_conditioned
     nfe = row_nfe = 0
     start = time.perf_counter()

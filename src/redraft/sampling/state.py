@@ -13,11 +13,13 @@ its next call happens at; its block ends when no mask is left in it.
 Blocks (semi-autoregressive decoding, mask process only): the canvas is cut into blocks of
 `block_size` positions decoded left to right; inside the current block any rule works as it
 would on a whole canvas, later blocks stay masked (the backbone sees them as masks), earlier
-ones are frozen. With `eos_id` a row stops after the first block in which it wrote EOS: the
-positions it generated after that EOS become EOS and no more network calls are spent on it,
-so the text's length is set by the model, not the canvas. sampling/block.py (BlockState)
-reuses all of this for block-diffusion models with a KV cache: the rule then sees only the
-current block's window (`_rule_step`), and fully fixed blocks are skipped for every rule.
+ones are frozen. With `eos_id` a row stops once its text is settled (it wrote EOS and every
+position before that EOS is revealed; for a rule that may change a revealed token: after the
+block in which it wrote EOS): the positions it generated after that EOS become EOS and no more
+network calls are spent on it, so the text's length is set by the model, not the canvas.
+sampling/block.py (BlockState) reuses all of this for block-diffusion models with a KV cache:
+the rule then sees only the current block's window (`_rule_step`), and fully fixed blocks are
+skipped for every rule.
 
 Progress (what a server streams and stops on): `committed()` counts each row's leading canvas
 positions that can no longer change: for a rule that never changes a revealed token on the mask
@@ -45,6 +47,7 @@ import torch
 from redraft.diffusion import Process
 from redraft.errors import RedraftError
 from redraft.sampling.categorical import RowRandom
+from redraft.sampling.commit import FirstFinal, check_early_commit, commit_early
 from redraft.sampling.guidance import check_guidance, guided_logits
 
 
@@ -108,7 +111,7 @@ class DiffusionState:
                  canvases: Sequence[Sequence[int | None]] | None = None,
                  block_size: int | None = None, eos_id: int | None = None,
                  guidance: float = 0.0, device: torch.device | str = "cpu",
-                 logprobs: int | None = None):
+                 logprobs: int | None = None, early_commit: float | None = None):
         if not isinstance(steps, int) or steps < 1:
             raise RedraftError(f"steps={steps!r}: expected an integer >= 1")
         batch = len(seeds)
@@ -153,6 +156,11 @@ class DiffusionState:
                                      device=device)  # (B, L, k)
         self.logits: torch.Tensor | None = None  # (B, L, V) of the last network call per row
         self.last_input: torch.Tensor | None = None
+        self.fired: torch.Tensor | None = None  # (B,) rows early commit filled at the last step
+        # Early commit (sampling/commit.py): the gap threshold, or None (off).
+        self.early_commit = check_early_commit(early_commit, process)
+        self.paused: torch.Tensor | None = None  # (B,) rows waiting out a committed grid block
+        self.oracle: FirstFinal | None = None  # the oracle TPF ceiling's record (opt-in)
         if self.adaptive or self.skip_fixed_blocks:  # skip blocks with nothing to reveal
             self._end_blocks(~((x == self.mask_id) & self.free()).any(dim=1))
 
@@ -175,7 +183,11 @@ class DiffusionState:
 
     def free(self) -> torch.Tensor:
         """(B, L) bool: the positions the next step may change."""
-        return self.window() & ~self.fixed & ~self.finished[:, None]
+        return self.window() & ~self.fixed & ~self._idle()[:, None]
+
+    def _idle(self) -> torch.Tensor:
+        """(B,) bool: rows that take no step now (finished, or done with the grid block)."""
+        return self.finished if self.paused is None else self.finished | self.paused
 
     def stale(self, time_cond: bool) -> torch.Tensor:
         """(B,) bool: rows that need a network call before the next step. Without time
@@ -183,9 +195,9 @@ class DiffusionState:
         so it is skipped; a time-conditioned backbone sees a new t every step. Finished rows
         are never run again."""
         if self.logits is None:
-            return ~self.finished
+            return ~self._idle()
         changed = (self.x != self.last_input).any(dim=1) | time_cond
-        return changed & ~self.finished
+        return changed & ~self._idle()
 
     def inputs(self, time_cond: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """rows (B,) bool, x (R', L) and t (R',) float32 for the next network call: the stale
@@ -210,6 +222,9 @@ class DiffusionState:
     def advance(self) -> torch.Tensor:
         """One reverse step for every unfinished row; returns the new canvas x (B, L)."""
         free = self.free()
+        if self.oracle is not None:
+            self._see_argmax(free)
+        self.fired = None
         xs = self._rule_step(self.x, self.logits, free)
         if not self.adaptive:
             self.local = self.local + 1  # an int, or per row (B,) in a BlockState
@@ -219,7 +234,13 @@ class DiffusionState:
         self.x = torch.where(free, xs, self.x)
         if self.logprobs is not None:
             self._record(self.last_input, self.logits, free)
+        if self.oracle is not None:
+            self.oracle.changed(self.i, self.last_input, self.x)
         self.i += 1
+        if self.eos_id is not None and self.commits:
+            self._stop_settled_eos()
+        if self.fired is not None and not self.adaptive:
+            self._end_committed(self.fired & ~self.finished)
         if self.adaptive:
             left = ((self.x == self.mask_id) & self.free()).any(dim=1)
             self._end_blocks(~left & ~self.finished)
@@ -228,9 +249,12 @@ class DiffusionState:
         return self.x
 
     def _end_grid_blocks(self) -> None:
-        """Time-grid rules: after a block's last step, every row moves on."""
-        if self.local == self.per_block:
+        """Time-grid rules: after a block's last step, every row moves on (early: once every
+        running row has committed its block, early_commit)."""
+        waiting = self.paused is not None and bool((self.paused | self.finished).all())
+        if self.local == self.per_block or waiting:
             self.local = 0
+            self.paused = None
             self._end_blocks(~self.finished)
             # the rows still running all sit in the highest block (stopped rows stay behind)
             self.per_block = self.block_steps[min(int(self.block.max()), self.n_blocks - 1)]
@@ -281,13 +305,50 @@ class DiffusionState:
     def _rule_step(self, x: torch.Tensor, logits: torch.Tensor,
                    free: torch.Tensor) -> torch.Tensor:
         """The step rule's proposal for canvas x given the logits (sampling.block calls it on
-        one block's window instead of the whole canvas)."""
+        one block's window instead of the whole canvas), then early commit's override."""
         if self.adaptive:
             xs, s = self.step_rule.step(logits, x, self._t.clone(), self.rng, free)
             self._t = torch.where(self.finished, self._t, s)
+        else:
+            t, s = self._rule_times()
+            xs = self.step_rule.step(logits, x, t, s, self.rng, free=free)
+        if self.early_commit is None:
             return xs
-        t, s = self._rule_times()
-        return self.step_rule.step(logits, x, t, s, self.rng, free=free)
+        xs, self.fired = commit_early(x, xs, logits, free, self.mask_id, self.early_commit)
+        return xs
+
+    def _end_committed(self, rows: torch.Tensor) -> None:
+        """Time-grid rows whose block early commit has just filled: they wait (no step, no
+        network call) until the other rows end the block, as the grid is shared; a
+        BlockState, with a grid per row, ends their blocks now."""
+        if rows.any():
+            self.paused = rows if self.paused is None else self.paused | rows
+
+    def _stop_settled_eos(self) -> None:
+        """EOS-aware stop: a row whose text is settled (it wrote EOS, and every position
+        before its first EOS is revealed; the rule never changes a revealed token) finishes
+        now, not at its block's end: the steps left could only fill what is rewritten as EOS,
+        so the canvas is the one the block's end would give, for fewer network calls."""
+        live = ~self.finished
+        if not live.any():
+            return
+        wrote = (self.x == self.eos_id) & ~self.fixed
+        open_ = (self.x == self.mask_id) & ~self.fixed  # fixed masks: a partial block's pad
+        before = (wrote.long().cumsum(dim=1) == 0)  # positions before the first EOS
+        settled = live & wrote.any(dim=1) & ~(open_ & before).any(dim=1)
+        if settled.any():
+            self._stop_at_eos(settled)
+
+    def _see_argmax(self, free: torch.Tensor) -> None:
+        """The oracle's look at this step's denoiser argmax over the positions it covers."""
+        am = self.logits.clone()
+        if self.process.name == "mask":
+            am[..., self.mask_id] = -torch.inf
+        self.oracle.see(self.i, self._spread(am.argmax(dim=-1)), free)
+
+    def _spread(self, window: torch.Tensor) -> torch.Tensor:
+        """(B, L) of a per-position tensor the logits cover (here: the whole canvas)."""
+        return window
 
     def _rule_times(self):
         """(t, s) the step rule gets (a block state may give per-position times)."""

@@ -171,8 +171,12 @@ class Reply:
                 generated += sum(min(c, w.length - len(w.suffix)) - len(w.prefix)
                                  for c in event.counts)
         ar = not self.served.decoder.uses_steps
+        tpf = [job.tpf() for j, job in enumerate(self.jobs) if j in self.finals]
         out = {"usage": {"prompt_tokens": prompt, "completion_tokens": generated,
-                         "total_tokens": prompt + generated},
+                         "total_tokens": prompt + generated,
+                         # redraft's: new tokens / per-row network evaluations (sampling/tpf.py)
+                         "tokens_per_forward": round(sum(tpf[1:], tpf[0]).value, 4)
+                         if tpf else None},
                "redraft": {"steps": None if ar else self.jobs[0].work.steps,
                            "network_rows": sum(job.row_nfe for job in self.jobs),
                            "seconds": round(seconds, 6),

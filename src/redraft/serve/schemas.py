@@ -251,6 +251,9 @@ class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    tokens_per_forward: float | None = Field(
+        None, description="redraft's: new tokens / per-row network evaluations (1 for the "
+                          "AR twin; a diffusion model's parallelism)")
 
 
 class Choice(BaseModel):
