@@ -74,6 +74,7 @@ def test_sandbox_stops_loops_and_huge_allocations(tmp_path):
     assert not he.run_one("raise SystemExit(1)\n")
     assert not he.run_one("while True:\n    pass\n", timeout_s=1)
     assert not he.run_one("x = bytearray(4 << 30)\n")  # over the address-space limit
+    assert not he.run_one("open('big', 'wb').write(bytes(2 << 20))\n")  # over the file limit
     # the program runs in its own temporary folder, not here
     assert he.run_one(f"import os\nassert os.getcwd() != {str(tmp_path)!r}\n"
                       "open('scratch.txt', 'w').write('x')\n")

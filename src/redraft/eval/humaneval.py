@@ -32,8 +32,8 @@ trailing whitespace dropped), parse rate (`ast.parse` accepts prompt + completed
 
 The sandbox (`execute`): each program runs in its own `python -I` subprocess, in a fresh
 temporary folder as its working directory, with a minimal environment, a wall-clock timeout
-(the process group is killed), and `resource` limits set before it starts: CPU seconds,
-address space, file size, no core files. No network is needed (the tests are pure Python);
+(the process group is killed), and `resource` limits the child sets on itself before the
+program runs: CPU seconds, address space, file size, no core files. No network is needed (the tests are pure Python);
 it is not blocked (that needs OS namespaces): run it on machines where generated code may run.
 """
 
@@ -213,15 +213,18 @@ def fill_ar(model, task: Task, *, max_new: int = 128, seed: int = 0, **knobs) ->
 
 # ---- scoring ------------------------------------------------------------------------------
 
-def _limits(cpu_s: int, memory: int) -> Callable[[], None]:
-    def apply() -> None:  # runs in the child, before exec
-        import resource
-
-        for what, value in ((resource.RLIMIT_CPU, cpu_s), (resource.RLIMIT_AS, memory),
-                            (resource.RLIMIT_FSIZE, FILE_BYTES), (resource.RLIMIT_CORE, 0)):
-            with contextlib.suppress(ValueError, OSError):  # a lower hard limit: keep it
-                resource.setrlimit(what, (value, value))
-    return apply
+# The child sets its own limits before it runs the program: a preexec_fn would run between
+# fork and exec, which is unsafe while other threads (execute's pool) hold locks.
+_WRAPPER = """import resource, runpy, sys
+for name, value in (("RLIMIT_CPU", int(sys.argv[2])), ("RLIMIT_AS", int(sys.argv[3])),
+                    ("RLIMIT_FSIZE", int(sys.argv[4])), ("RLIMIT_CORE", 0)):
+    what = getattr(resource, name)
+    hard = resource.getrlimit(what)[1]
+    value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+    resource.setrlimit(what, (value, value))
+sys.argv = [sys.argv[1]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 def run_one(script: str, timeout_s: float = TIMEOUT_S, memory: int = MEMORY_BYTES) -> bool:
@@ -232,10 +235,11 @@ def run_one(script: str, timeout_s: float = TIMEOUT_S, memory: int = MEMORY_BYTE
             f.write(script)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp, "TMPDIR": tmp,
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
-        proc = subprocess.Popen([sys.executable, "-I", path], cwd=tmp, env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=_limits(int(timeout_s) + 1, memory))
+        argv = [sys.executable, "-I", "-c", _WRAPPER, path, str(int(timeout_s) + 1),
+                str(memory), str(FILE_BYTES)]
+        proc = subprocess.Popen(argv, cwd=tmp, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
         try:
             return proc.wait(timeout=timeout_s) == 0
         except subprocess.TimeoutExpired:
