@@ -103,6 +103,7 @@ def bar_a(section: dict, teacher: str, stud: str) -> dict:
     a, b = s8["gen_ppl_at_ref_entropy"], t64["gen_ppl_at_ref_entropy"]
     if a is not None and b is not None:
         return {"how": "gen-ppl at the held-out entropy", "student_8": a, "teacher_64": b,
+                "teacher_8": curve(section, teacher, 8)["gen_ppl_at_ref_entropy"],
                 "met": a <= b}
     p = {c: next(x for x in cv["points"] if x["temperature"] == 1.0) for c, cv in
          (("s", s8), ("t", t64))}
@@ -164,12 +165,18 @@ def section_md(res: dict, args, wall: float) -> str:
              f"{args.num_samples} samples of {args.length} tokens per point, ancestral "
              f"sampler, temperatures {args.temperatures}, judged by the corpus's AR twin "
              "(which flatters the AR rows: it scores itself), naive floor a 4-gram sampler "
-             "of the training split. Tokens per forward: new tokens / network calls per row.",
-             ""]
+             "of the training split. Tokens per forward: new tokens / network evaluations per "
+             "row (sampling/tpf.py). tinyshakespeare pair (" + ", ".join(
+                 f"{o}: {t['steps']} optimiser steps in {args.minutes:g} min, "
+                 f"{t['val_bits_per_char']:.2f} bits/char" for o, t in
+                 res["shakespeare_models"].items()) + ")." + (
+                 f" Note: {res['note']}" if res["note"] else ""), ""]
     for corpus, a in res["bar_a"].items():
         lines.append(f"- Bar (a) on {corpus}: student at 8 steps {a['student_8']:.3g} vs "
                      f"teacher at 64 steps {a['teacher_64']:.3g} ({a['how']}): "
-                     f"**{'met' if a['met'] else 'not met'}**.")
+                     f"**{'met' if a['met'] else 'not met'}**"
+                     + (f" (the teacher itself at 8 steps: {a['teacher_8']:.3g})"
+                        if a.get("teacher_8") else "") + ".")
     b = res["bar_b"]
     lines += [f"- Bar (b) HumanEval single-line pass@1: student at 8 steps "
               f"{b['student_8_pass']:.3f} vs teacher at 32 steps {b['teacher_32_pass']:.3f}: "
@@ -212,6 +219,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: a shared machine's other work does not stall "
                          "OpenMP's spinning threads)")
+    ap.add_argument("--note", default="", help="a remark for the section (e.g. the load)")
     ap.add_argument("--reuse", action="store_true",
                     help="keep models, students and bench results already written")
     args = ap.parse_args()
@@ -238,8 +246,22 @@ def main() -> None:
         bars[corpus] = bar_a(sec, t_name, s_name)
     he = humaneval(args, students["stdlib"])
     wall = time.perf_counter() - t0
-    res = {"machine": machine(), "argv": shlex.join(sys.argv[1:]), "seconds": wall,
-           "students": students, "bar_a": bars, "bar_b": bar_b(he), "frontiers": fronts,
+    previous = ROOT / "benchmarks" / "results" / "few_step.json"
+    if args.reuse and previous.is_file():  # the time of the runs whose results were reused too
+        wall += json.loads(previous.read_text()).get("seconds", 0.0)
+    trained = {}
+    for objective in ("mdlm", "ar"):
+        rows = [json.loads(line) for line in (shk / objective / "metrics.jsonl").open()]
+        last = [r for r in rows if "val_bits_per_byte" in r][-1]
+        trained[objective] = {"steps": last["step"],
+                              "val_bits_per_char": last["val_bits_per_byte"]}
+    argv = sys.argv[1:]
+    if "--note" in argv:  # the note has its own line in the section
+        i = argv.index("--note")
+        argv = argv[:i] + argv[i + 2:]
+    res = {"machine": machine(), "argv": shlex.join(argv), "seconds": wall,
+           "note": args.note, "shakespeare_models": trained, "students": students,
+           "bar_a": bars, "bar_b": bar_b(he), "frontiers": fronts,
            "humaneval": he}
     write_json("few_step", res)
     write_section("few_step", section_md(res, args, wall))
