@@ -33,8 +33,9 @@ trailing whitespace dropped), parse rate (`ast.parse` accepts prompt + completed
 The sandbox (`execute`): each program runs in its own `python -I` subprocess, in a fresh
 temporary folder as its working directory, with a minimal environment, a wall-clock timeout
 (the process group is killed), and `resource` limits the child sets on itself before the
-program runs: CPU seconds, address space, file size, no core files. No network is needed (the tests are pure Python);
-it is not blocked (that needs OS namespaces): run it on machines where generated code may run.
+program runs: CPU seconds, address space, file size, no core files. No network is needed
+(the tests are pure Python); it is not blocked (that needs OS namespaces): run it on machines
+where generated code may run.
 """
 
 from __future__ import annotations
