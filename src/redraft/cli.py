@@ -203,7 +203,8 @@ def cmd_bench(args, overrides: list[str]) -> int:
         samplers=args.samplers, steps=args.steps, temperatures=args.temperatures,
         num_samples=args.num_samples, length=args.length, seed=args.seed,
         eval_batches=args.eval_batches, mauve=args.mauve, code=args.code, sweep=args.sweep,
-        command="redraft bench " + shlex.join(args.argv),
+        command="redraft bench " + shlex.join(args.argv), tasks=args.tasks, ngram=args.ngram,
+        humaneval_tasks=args.humaneval_tasks, humaneval_hole=args.humaneval_hole,
     )
     report = write(Bench(cfg).run(), cfg.out_dir)
     print(f"report: {report}", file=sys.stderr)
@@ -503,6 +504,16 @@ def parser() -> argparse.ArgumentParser:
                         "corpus is Python source)")
     b.add_argument("--sweep", choices=("none", "tiny", "quick", "full"), default=BENCH.sweep,
                    help="random-weight model-size sweep for the diffusion/AR crossover")
+    b.add_argument("--tasks", type=_list(str), default=BENCH.tasks,
+                   help="comma-separated: samples (the runs table), frontier (gen-ppl vs "
+                        "entropy per steps over --temperatures, with an n-gram floor), "
+                        "humaneval-infill (single-line HumanEval infilling; extra 'humaneval')")
+    b.add_argument("--ngram", type=_positive_int, default=BENCH.ngram,
+                   help="order of the frontier's naive n-gram sampler")
+    b.add_argument("--humaneval-tasks", type=_positive_int, default=None,
+                   help="HumanEval tasks, spread over the 164 problems (default: all)")
+    b.add_argument("--humaneval-hole", type=_positive_int, default=None,
+                   help="a flexible hole of this many tokens (default: the true line's length)")
     b.add_argument("--out", default=BENCH.out_dir, help="folder for report.md, eval.json, PNGs")
 
     v = sub.add_parser("serve", help="HTTP server: OpenAI-shaped API, step-level batching, "

@@ -271,6 +271,15 @@ class BenchConfig:
     sweep: str = "quick"
     """An eval.speed.PRESETS name or "none"."""
     command: str = ""
+    tasks: list[str] = field(default_factory=lambda: ["samples"])
+    """What to run (eval.bench.TASKS): "samples" (the table above), "frontier" (gen-ppl vs
+    entropy curves, eval/frontier.py), "humaneval-infill" (eval/humaneval.py)."""
+    ngram: int = 4
+    """The frontier's naive floor: the order of its n-gram sampler."""
+    humaneval_tasks: int | None = None
+    """Single-line HumanEval tasks, spread over the 164 problems (None: all 164)."""
+    humaneval_hole: int | None = None
+    """None: oracle-length holes; N: flexible holes of N tokens."""
 
 
 BENCH = BenchConfig()

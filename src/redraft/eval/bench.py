@@ -269,11 +269,28 @@ class Bench:
 
     # ---- the whole bench --------------------------------------------------------------
     def run(self) -> dict:
+        """The tasks of cfg.tasks: "samples" (the runs table, ceilings, likelihood, sweep),
+        then each other task's section under its name (TASKS)."""
         cfg = self.cfg
+        unknown = [t for t in cfg.tasks if t != "samples" and t not in TASKS]
+        if unknown:
+            raise RedraftError(f"bench task {unknown[0]!r}: expected samples or one of "
+                               f"{list(TASKS)}")
         # The smallest context; an hf: model's default completion, not its whole context.
         self.length = cfg.length or (min(fit(0, 0, c.seq_len, None, None, c.name,
                                              c.default_new_tokens) for c in self.ckpts)
                                      if self.ckpts else 0)
+        # "runs" (empty without samples) marks the folder as a bench's (runs.check_report_dir)
+        result = self.samples() if "samples" in cfg.tasks else {
+            "machine": machine(), "command": cfg.command, "length": self.length, "runs": []}
+        result["tasks"] = list(cfg.tasks)
+        for name in cfg.tasks:
+            if name != "samples":
+                result[name] = task(name).run(self)
+        return result
+
+    def samples(self) -> dict:
+        cfg = self.cfg
         # The reference texts and infilling tasks come from the first model with a training
         # corpus (a Hugging Face model has none of its own).
         first = next((c for c in self.ckpts if c.config is not None), None)
@@ -391,8 +408,26 @@ def write(result: dict, out_dir: str | Path) -> Path:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    images = plots.all_plots(result, out)
+    samples = "samples" in result.get("tasks", ["samples"])
+    images = plots.all_plots(result, out) if samples else {}
+    text = report.markdown(result, images) if samples else (
+        f"Machine: {result['machine']}.\nCommand: `{result['command']}`\n")
+    for name in TASKS:
+        if name in result:
+            mod = task(name)
+            image = mod.plot(result[name], out / f"task_{name}.png") if plots.available() else None
+            text += mod.markdown(result[name]) + (f"\n\n![{name}]({image})\n" if image else "\n")
     write_text_atomic(out / "eval.json", json.dumps(result, indent=1, default=float) + "\n")
-    write_text_atomic(out / "report.md", report.markdown(result, images))
+    write_text_atomic(out / "report.md", text)
     return out / "report.md"
 
+
+# The bench's tasks besides "samples": modules with run(bench) -> section, markdown(section)
+# and plot(section, path), imported when used (they import this module).
+TASKS = {"frontier": "redraft.eval.frontier", "humaneval-infill": "redraft.eval.humaneval"}
+
+
+def task(name: str):
+    import importlib
+
+    return importlib.import_module(TASKS[name])
