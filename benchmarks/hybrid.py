@@ -337,9 +337,9 @@ def run_corpus(corpus: str, args, work: Path) -> dict:
 # --- the report ----------------------------------------------------------------------------
 
 
-def markdown(results: dict) -> str:
+def markdown(results: dict, title: str = "") -> str:
     lines = ["## Hybrid: AR + block diffusion in one checkpoint, self-speculative decoding "
-             "(issue 23)", ""]
+             f"(issue 23){title}", ""]
     for corpus, r in results["corpora"].items():
         m, n = r["machine"], r["num_samples"]
         tl = r["load_avg_1min_training"]
@@ -477,8 +477,9 @@ def main() -> None:
         train_job(args.train_job)
         return
     stored = ROOT / "benchmarks" / "results" / f"{args.results}.json"
+    title = "" if args.results == "hybrid" else f": {args.results}"
     if args.render:
-        write_section(args.results, markdown(json.loads(stored.read_text())))
+        write_section(args.results, markdown(json.loads(stored.read_text()), title))
         return
     if "shakespeare" in args.corpus and not Path(CORPORA["shakespeare"][0]).is_file():
         print(f"skipped: {CORPORA['shakespeare'][0]} is missing (needs ../shared/data)")
@@ -492,7 +493,7 @@ def main() -> None:
             results["corpora"] = json.loads(stored.read_text()).get("corpora", {})
         results["corpora"][corpus] = entry
         write_json(args.results, results)
-    text = markdown(results)
+    text = markdown(results, title)
     write_section(args.results, text)
     print(text)
 
