@@ -68,7 +68,7 @@ class DraftState(SpecState):
 def drafter_kind(drafter) -> str:
     """"causal", "block" or "canvas": how `drafter` drafts (a RedraftError if it cannot)."""
     obj = drafter.objective
-    if not hasattr(drafter.backbone, "new_cache") and obj.causal:
+    if obj.causal and drafter.decoder.name not in ("ar", "hybrid"):
         raise RedraftError(f"drafter {drafter.name!r}: a causal drafter must be a redraft model")
     if obj.causal:
         return "causal"
@@ -95,7 +95,7 @@ def speculative(verifier, drafter, draft_length: int = 4, name: str | None = Non
     if not isinstance(draft_length, int) or isinstance(draft_length, bool) or \
             not 1 <= draft_length <= MAX_DRAFT:
         raise RedraftError(f"draft_length={draft_length!r}: expected an integer 1..{MAX_DRAFT}")
-    if not verifier.objective.causal or not hasattr(verifier.backbone, "new_cache"):
+    if verifier.decoder.name not in ("ar", "hybrid"):
         raise RedraftError(f"verifier {verifier.name!r} is a {verifier.objective.name!r} model: "
                            "the verifier must be a causal redraft model with a KV cache (an AR "
                            "twin such as default-ar, or a hybrid)")
