@@ -41,6 +41,7 @@ def main() -> None:
     p.add_argument("--draft-lengths", default="4,8")
     p.add_argument("--windows", default="canvas")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--name", default="speculative", help="results/NAME.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     ar, mdlm = redraft.load("default-ar"), redraft.load("default")
@@ -86,7 +87,7 @@ def main() -> None:
                  "(KV cache), median over interleaved pairs; the drafter reads the whole "
                  "prefix every call (no drafter cache)",
         "rows": rows}
-    print(write_json("speculative", out))
+    print(write_json(args.name, out))
 
 
 if __name__ == "__main__":

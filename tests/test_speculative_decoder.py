@@ -138,3 +138,18 @@ def test_served_rows_equal_offline(pair, block):
         assert ev.kind == "done"
         offline = m.sample([w.prefix] * w.n, length=w.length, seeds=w.seeds, request=w.request)
         assert torch.equal(ev.tokens, offline.tokens), w
+
+
+def test_cli_samples_with_a_drafter(serve_runs, pair, capsys):
+    import json
+
+    from redraft.cli import main
+
+    ar, _ = pair
+    argv = ["sample", str(serve_runs["ar"]), "--prompt", "the c", "--max-new-tokens", "12",
+            "--temperature", "0", "--json"]
+    assert main([*argv, "--drafter", str(serve_runs["mdlm"]), "--draft-length", "3"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["samples"] == ar.generate("the c", max_new_tokens=12, temperature=0).texts
+    assert main([*argv, "--draft-length", "3"]) == 2
+    assert "--drafter" in capsys.readouterr().err
