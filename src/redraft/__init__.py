@@ -16,7 +16,11 @@ def __getattr__(name: str):
         from redraft import model
 
         return getattr(model, name)
+    if name == "speculative":
+        from redraft.decoders.speculative import speculative
+
+        return speculative
     raise AttributeError(f"module 'redraft' has no attribute {name!r}")
 
 
-__all__ = ["Model", "Output", "Score", "load"]
+__all__ = ["Model", "Output", "Score", "load", "speculative"]

@@ -116,6 +116,8 @@ def cmd_sample(args, overrides: list[str]) -> int:
     _no_overrides(overrides)
     template = read_text(args.infill_file, "--infill-file") if args.infill_file else args.infill
     model = load(args.checkpoint)
+    if args.drafter is not None or args.draft_length is not None:
+        model = _speculative(model, args.drafter, args.draft_length)
     if args.chat is not None:  # the model's chat template (a Hugging Face tokenizer's own)
         if args.prompt or template is not None:
             raise RedraftError("--chat builds the prompt from the message: drop --prompt/--infill")
@@ -229,6 +231,12 @@ def cmd_serve(args, overrides: list[str]) -> int:
     from redraft.model import load
 
     models = [load(path) for path in args.checkpoints]
+    for spec in args.speculative or []:  # VERIFIER,DRAFTER[,K]
+        parts = spec.split(",")
+        if len(parts) not in (2, 3) or (len(parts) == 3 and not parts[2].isdigit()):
+            raise RedraftError(f"--speculative {spec!r}: expected VERIFIER,DRAFTER[,K]")
+        models.append(_speculative(load(parts[0]), parts[1],
+                                   int(parts[2]) if len(parts) == 3 else None))
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise RedraftError(f"two checkpoints share a model name {names}: serve run folders "
@@ -293,6 +301,16 @@ def cmd_samplers(args, overrides: list[str]) -> int:
             allowed = f" one of {list(k.choices)}" if k.choices else ""
             print(f"{'':16s}--sampler-opt {knob}={k.default}  ({k.help}{allowed})")
     return 0
+
+
+def _speculative(verifier, drafter: str | None, draft_length: int | None):
+    """The verifier decoded speculatively with the drafter (decoders/speculative.py)."""
+    from redraft.decoders.speculative import speculative
+    from redraft.model import load
+
+    if drafter is None:
+        raise RedraftError("--draft-length needs --drafter (the model that drafts)")
+    return speculative(verifier, load(drafter), 4 if draft_length is None else draft_length)
 
 
 def _check_matches(model, args) -> None:
@@ -447,6 +465,12 @@ def parser() -> argparse.ArgumentParser:
                             "schema; the subset of docs/structured.md)")
     shape.add_argument("--regex", default=None, metavar="REGEX",
                        help="constrain the output to match this regular expression")
+    s.add_argument("--drafter", default=None, metavar="CHECKPOINT",
+                   help="decode the checkpoint (a causal model) speculatively: this model "
+                        "(masked or block diffusion, same tokenizer) drafts, the checkpoint "
+                        "verifies; the text has the checkpoint's law (docs/speculative.md)")
+    s.add_argument("--draft-length", type=integer(1, 64), default=None,
+                   help="tokens drafted a call with --drafter (default 4)")
     s.add_argument("--show", action="store_true", help="draw the draft as it is denoised")
     s.add_argument("--oracle-tpf", action="store_true",
                    help="diffusion: also report the oracle tokens-per-forward ceiling (each "
@@ -522,6 +546,9 @@ def parser() -> argparse.ArgumentParser:
                    help="checkpoint or run folders, 'default' / 'default-ar', or hf: specs "
                         "(the first is the default model; each is named by its run folder; "
                         "none: the shipped 'default' and 'default-ar')")
+    v.add_argument("--speculative", action="append", metavar="VERIFIER,DRAFTER[,K]",
+                   help="also serve a causal model decoded speculatively with a drafter, K "
+                        "tokens a call (default 4), named VERIFIER+DRAFTER (repeatable)")
     v.add_argument("--host", default=SERVE.host, help="bind address (loopback by default)")
     v.add_argument("--port", type=_port, default=SERVE.port, help="TCP port, 1-65535")
     v.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every "

@@ -7,6 +7,7 @@
     gemma       gemma.py      transformers' DiffusionGemma
     hf_causal   hf_causal.py  a Hugging Face causal LM (its own cache, lockstep cohorts)
     hybrid      hybrid.py     a hybrid AR + block diffusion backbone: ar or self-speculative
+    (pairs)     speculative.py  a drafter model with a causal verifier (redraft.speculative)
 
 `redraft.load` picks one per model (redraft checkpoints by their objective's table entry,
 Hugging Face models by their kind); `Model.generate` (run.py) and the server's engine drive
