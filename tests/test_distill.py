@@ -197,7 +197,7 @@ def test_weighted_targets_average_to_the_two_step_marginal(weighting):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A tiny masked model, a block model and an AR twin, trained for a few steps."""
+    """Tiny models of four objectives, trained for a few steps."""
     from redraft.config import load_config
     from redraft.train import train
     from tests.conftest import TEXT
@@ -206,7 +206,7 @@ def runs(tmp_path_factory):
     corpus = base / "corpus.txt"
     corpus.write_text(TEXT)
     out = {}
-    for objective in ("mdlm", "block", "ar"):
+    for objective in ("mdlm", "block", "ar", "udlm"):
         cfg = load_config(None, tiny_overrides(corpus, base / objective, objective,
                                                **{"train.eval_every": 100}))
         out[objective] = train(cfg).checkpoint
@@ -299,7 +299,9 @@ def test_an_interrupted_round_resumes_exactly(runs, tmp_path, monkeypatch):
 def test_bad_inputs_exit_2_with_a_clear_line(runs, tmp_path):
     out = str(tmp_path / "x")
     code, _, err = cli(str(runs["ar"]), "--out", out)
-    assert code == 2 and "autoregressive" in err and "mdlm" in err
+    assert code == 2 and "autoregressive" in err and "mdlm" in err and str(runs["ar"]) in err
+    code, _, err = cli(str(runs["udlm"]), "--out", out)
+    assert code == 2 and "'udlm'" in err and "not implemented" in err
     code, _, err = cli(str(runs["mdlm"]), "--rounds", "0", "--out", out)
     assert code == 2 and "--rounds" in err
     code, _, err = cli(str(runs["mdlm"]), "--rounds", "7", "--teacher-steps", "64", "--out",

@@ -345,7 +345,10 @@ def distill(teacher: str | Path, out: str | Path, settings: DistillSettings | No
     out = Path(out)
     check_output_dir(out, "--out")
     source = init_source(str(teacher))  # "default", run folders, hf: exports; verified
-    grid_of(source.config, source.tokenizer.mask_id, source.tokenizer.eos_id, 1)  # refuse early
+    try:  # refuse what SDTT does not apply to before any work
+        grid_of(source.config, source.tokenizer.mask_id, source.tokenizer.eos_id, 1)
+    except RedraftError as e:
+        raise RedraftError(f"teacher {str(teacher)!r}: {e}") from None
     origin = {"teacher": str(teacher), "teacher_path": str(source.path)}
     _prepare_out(out, settings, origin, resume, overwrite)
     if settings.threads:
