@@ -192,3 +192,29 @@ def test_uniform_noise_models_are_refused():
     with pytest.raises(RedraftError, match="uniform.*noise model"):
         m.generate("", max_new_tokens=4, steps=2, constraint={"type": "regex", "pattern": "a+"})
     assert len(m.generate("", max_new_tokens=4, steps=2).tokens[0]) == 4  # unconstrained: fine
+
+
+def test_requests_sharing_a_lane_keep_their_own_constraints(models):
+    """Block requests with the same rule merge into one state (their guards merge with
+    them); a constrained and a plain request in one lane stay apart. Each row's output is
+    the one it gets alone."""
+    from redraft.decoders.jobs import Work
+    from redraft.decoders.run import run
+    from redraft.request import Request
+
+    pattern = "[0-9]{2,4}-[a-z]+"
+    c = {"type": "regex", "pattern": pattern}
+    for m in (models.block, models.mdlm):
+        req = m.request(Request(constraint=c, steps=4))
+        works = [Work(m.name, TOK.encode(p), 16, [i, i + 10], request=req)
+                 for i, p in enumerate(("q: ", "r: ", "s: "))]
+        works.append(Work(m.name, TOK.encode("t: "), 16, [5], request=m.request(steps=4)))
+        jobs, _, _ = run(m, works)
+        for job, p in zip(jobs[:3], ("q: ", "r: ", "s: "), strict=True):
+            for row in job.state.current().tolist():
+                assert re.fullmatch(pattern, TOK.decode(row[3:])), (m.name, row)
+            alone = m.generate(p, max_new_tokens=13, seed=job.work.seeds[0], steps=4,
+                               constraint=c)
+            assert job.state.current()[0].tolist() == alone.tokens[0]
+        plain = m.generate("t: ", max_new_tokens=13, seed=5, steps=4)
+        assert jobs[3].state.current()[0].tolist() == plain.tokens[0]

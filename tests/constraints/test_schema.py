@@ -11,7 +11,12 @@ import pytest
 pytest.importorskip("outlines_core")
 pytest.importorskip("interegular")
 
-from redraft.constraints import check_schema, compile_constraint, spec_regex  # noqa: E402
+from redraft.constraints import (  # noqa: E402
+    check_schema,
+    compile_constraint,
+    spec_regex,
+    text_matches,
+)
 from redraft.data.tokenizers import ByteTokenizer  # noqa: E402
 from redraft.errors import RedraftError  # noqa: E402
 
@@ -96,3 +101,11 @@ def test_bad_specs_are_redraft_errors():
                          ({"type": "regex", "pattern": "a[^\\s\\S]"}, "matches no string")):
         with pytest.raises(RedraftError, match=needle):
             compile_constraint(spec, TOK)
+
+
+def test_text_matches_scores_finished_texts():
+    spec = {"type": "json_schema", "schema": PERSON}
+    assert text_matches(spec, '{"name": "Ada", "age": 3, "role": "user", "kind": "person"}')
+    assert not text_matches(spec, '{"name": "Ada", "age": 3}')
+    assert text_matches({"type": "regex", "pattern": "é+"}, "éé")
+    assert not text_matches({"type": "regex", "pattern": "é+"}, "e")

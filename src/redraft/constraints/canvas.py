@@ -88,10 +88,15 @@ class CanvasGuard:
 
     def check(self, x: torch.Tensor) -> None:
         """Refuse a canvas (B, L) no completion of which matches (fixed text against the
-        constraint, or a span too short)."""
+        constraint, or a span too short). It leaves the shared memo alone: a server may
+        start a request on its HTTP thread while the engine's thread steps others."""
+        c = self.c
         for r, row in enumerate(x.tolist()):
             lo, hi = self.spans[r]
-            if not self.completable(row[lo:hi]):
+            f = 1 << c.start
+            for v in row[lo:hi]:
+                f = c.fwd_any(f) if v == self.mask_id else c.fwd_tok(f, v)
+            if not f & c.accept_set:
                 raise RedraftError(
                     f"the constraint cannot be met on this canvas: its span of {hi - lo} "
                     f"tokens (with the fixed text in it) has no completion that matches "

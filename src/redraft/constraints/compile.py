@@ -162,6 +162,10 @@ class Constraint:
 
     def reset(self) -> None:
         """Forget every interned set (between steps, when the memo has grown too large)."""
+        with self._lock:
+            self._reset()
+
+    def _reset(self) -> None:
         self.sets: list[int] = []  # id -> set
         self._ids: dict[int, int] = {}  # set -> id
         self.fa: list[int] = []  # id -> id of fwd_any (-1: not yet)
@@ -170,8 +174,13 @@ class Constraint:
         self.bt: list[dict[int, int]] = []
         self.al: dict[tuple[int, int], int] = {}  # (forward id, backward id) -> table row
         self._table = torch.zeros((64, self.vocab), dtype=torch.bool)
-        self.start_id = self.intern(1 << self.start)
-        self.accept_id = self.intern(self.accept_set)
+        self.sets += [1 << self.start, self.accept_set]
+        self._ids.update({1 << self.start: 0, self.accept_set: 1})
+        self.fa += [-1, -1]
+        self.ba += [-1, -1]
+        self.ft += [{}, {}]
+        self.bt += [{}, {}]
+        self.start_id, self.accept_id = 0, 1
 
     def maybe_reset(self) -> None:
         if len(self.sets) > _MEMO_CAP or len(self.al) > _MEMO_CAP // 8:
@@ -305,3 +314,16 @@ def compile_constraint(spec: dict, tokenizer) -> Constraint:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = (tokenizer, out)  # the tokenizer is held, so its id stays its own
     return out
+
+
+def text_matches(spec: dict, text: str) -> bool:
+    """Whether `text` is in the constraint's language (the same automaton the decoders use,
+    over the text's UTF-8 bytes): what a benchmark scores validity with."""
+    from redraft.data.tokenizers import ByteTokenizer
+
+    tok = _BYTES[0] if _BYTES else _BYTES.append(ByteTokenizer()) or _BYTES[0]
+    return compile_constraint(spec, tok).matches(list(text.encode("utf-8")))
+
+
+_BYTES: list = []  # one ByteTokenizer, so text_matches hits the compile cache
+
