@@ -333,6 +333,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--records", type=int, default=8, help="fill-the-skeleton records")
     ap.add_argument("--fill-steps", type=int, default=16)
+    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS),
+                    metavar="KIND", help=f"of {list(KINDS)} (default: all)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads")
     ap.add_argument("--quick", action="store_true", help="a smoke run; writes nothing")
     ap.add_argument("--no-write", action="store_true")
@@ -342,6 +344,8 @@ def main() -> int:
         args.no_write = True
     if args.threads:
         torch.set_num_threads(args.threads)
+    for kind in set(KINDS) - set(args.kinds):
+        del KINDS[kind]
     start = time.perf_counter()
     models = {name: redraft.load(name) for name in ("default", "default-ar")}
     judge = RedraftJudge(FOLDER / "ar")
