@@ -15,7 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from redraft.config import BENCH, SERVE
+from redraft.config import BENCH, BENCH_TASKS, SERVE
 from redraft.diffusion import OBJECTIVES, PROCESSES
 from redraft.errors import RedraftError, TrainingStopped
 from redraft.request import HF_NEW_TOKENS, add_flags
@@ -390,6 +390,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _bench_task(name: str) -> str:
+    if name not in BENCH_TASKS:
+        raise argparse.ArgumentTypeError(f"unknown task {shown(name)}: expected one of "
+                                         f"{', '.join(BENCH_TASKS)}")
+    return name
+
+
+_bench_task.__name__ = "task names"  # as the list type's error message names it
+
+
 def _list(kind):
     """argparse type: a comma-separated list of `kind` (a type or an argparse type function)."""
     def parse(text: str):
@@ -528,7 +538,7 @@ def parser() -> argparse.ArgumentParser:
                         "corpus is Python source)")
     b.add_argument("--sweep", choices=("none", "tiny", "quick", "full"), default=BENCH.sweep,
                    help="random-weight model-size sweep for the diffusion/AR crossover")
-    b.add_argument("--tasks", type=_list(str), default=BENCH.tasks,
+    b.add_argument("--tasks", type=_list(_bench_task), default=BENCH.tasks,
                    help="comma-separated: samples (the runs table), frontier (gen-ppl vs "
                         "entropy per steps over --temperatures, with an n-gram floor), "
                         "humaneval-infill (single-line HumanEval infilling; extra 'humaneval')")

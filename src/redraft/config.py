@@ -283,6 +283,8 @@ class BenchConfig:
 
 
 BENCH = BenchConfig()
+BENCH_TASKS = ("samples", "frontier", "humaneval-infill")
+"""The names --tasks takes (eval.bench runs them)."""
 
 
 @dataclass

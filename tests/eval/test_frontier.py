@@ -97,3 +97,9 @@ def test_bench_frontier_needs_a_judge(pair, tmp_path, capsys):
                  "--num-samples", "2", "--length", "8", "--sweep", "none",
                  "--out", str(tmp_path / "r")])
     assert code != 0 and "--judge" in capsys.readouterr().err
+
+
+def test_bench_refuses_an_unknown_task(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "default", "--tasks", "frontier,nope"])
+    assert exit_.value.code == 2 and "unknown task 'nope'" in capsys.readouterr().err
