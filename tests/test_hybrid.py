@@ -261,3 +261,28 @@ def test_speculative_law_on_the_trained_model_is_the_ar_modes(hybrid):
     tv = 0.5 * sum(abs(freq[k] - exact[k]) for k in exact)
     assert tv < 0.04, tv  # Monte Carlo TV of 2e4 draws over 27 outcomes: about 0.015
     assert out.nfe <= 3  # a first call drafting, a second verifying; a third after rejections
+
+
+@pytest.mark.parametrize("mode", ["speculative", "ar", "block"])
+def test_every_mode_keeps_a_constraint(hybrid, mode):
+    pytest.importorskip("interegular")
+    from redraft.constraints import compile_constraint
+
+    spec = {"type": "regex", "pattern": "(the (cat|dog|rat) sat\\. )+"}
+    c = compile_constraint(spec, hybrid.tokenizer)
+    out = hybrid.generate(["the ", "a"], max_new_tokens=30, mode=mode, constraint=spec,
+                          num_samples=2, seed=5, stop_at_eos=True, temperature=0.9)
+    eos = hybrid.tokenizer.eos_id
+    for row, prompt in zip(out.tokens, ["the ", "the ", "a", "a"], strict=True):
+        span = row[len(hybrid.encode(prompt)):]
+        span = span[:span.index(eos) + 1] if eos in span else span  # then placeholders
+        assert c.matches(span), hybrid.tokenizer.decode(row)
+
+
+def test_greedy_constrained_speculative_is_the_constrained_ar_text(hybrid):
+    pytest.importorskip("interegular")
+    spec = {"type": "regex", "pattern": "[a-z ]{5,20}\\."}
+    kw = dict(max_new_tokens=24, temperature=0, constraint=spec, stop_at_eos=True)
+    ar = hybrid.generate(PROMPTS, mode="ar", **kw)
+    spec_out = hybrid.generate(PROMPTS, mode="speculative", **kw)
+    assert spec_out.tokens == ar.tokens

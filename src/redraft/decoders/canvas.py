@@ -89,7 +89,7 @@ def canvas_guard(work: Work, state, model):
     commits; a uniform-noise model may change any token at any step."""
     from redraft.constraints import CanvasGuard, compile_constraint
 
-    if model.process.name != "mask":
+    if model.process is not None and model.process.name != "mask":  # (a hybrid: None)
         raise RedraftError(f"constraint: {model.name!r} is a {model.process.name!r}-noise "
                            "model, whose steps may change any token of the canvas at any "
                            "time, so no step can promise the final text matches; structured "

@@ -65,6 +65,7 @@ class SpecState:
         self.rng = RowRandom(list(seeds))
         self.length, self.prompt, self.block = length, P, block
         self.banned, self.pad_id, self.eos_id, self.layout = list(banned), pad_id, eos_id, layout
+        self.guard = None  # a constraints.ARGuard: a structured-output request's rows
         self.calls = 0  # network calls made for these rows (a step each)
         self.accepted = 0  # drafts accepted, over all rows and calls
 
@@ -104,6 +105,10 @@ class SpecState:
             self.live[r] = False
         f = self.filled[r]
         self.y[r, f:f + len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        if self.guard is not None:  # the automaton follows the committed tokens
+            for v in tokens:
+                self.guard.q[r] = int(self.guard.c.T[self.guard.q[r], v])
+                self.guard.left[r] -= 1
         self.filled[r] = f + len(tokens)
         self.cached[r] = keys
         self.accepted += accepted
@@ -137,6 +142,32 @@ def _probs(logits: torch.Tensor, work: Work, banned: list[int]) -> torch.Tensor:
     out = probabilities(logits.reshape(-1, shape[-1]), work.temperature, work.top_k,
                         work.top_p)
     return out.view(shape).cpu()
+
+
+def _guarded(logits: torch.Tensor, st: SpecState, rows: list[int],
+             n_drafts: list[int]) -> torch.Tensor:
+    """A structured-output request's verifier logits (n, b, V): p_i (after the prefix and
+    d_1..d_i) keeps only the tokens the constraint allows in the automaton's state after
+    d_1..d_i, as the AR mode masks its draws, so the accepted text has the constrained AR
+    law. A draft the constraint forbids has p = 0 there and is rejected; the positions past
+    it are never read."""
+    guard = st.guard
+    if guard is None:
+        return logits
+    c, out = guard.c, torch.full_like(logits, -torch.inf)
+    v = c.vocab
+    for k, r in enumerate(rows):
+        q, left = guard.q[r], guard.left[r]
+        for i in range(logits.shape[1]):
+            if q < 0 or left - i < 1:
+                out[k, i:] = logits[k, i:]  # past a forbidden draft or the end: never read
+                break
+            allowed = c.ar_allowed(q, left - i).to(logits.device)
+            out[k, i, :v] = logits[k, i, :v].masked_fill(~allowed, -torch.inf)
+            if i < n_drafts[k]:
+                d = int(st.drafts[r, i])
+                q = int(c.T[q, d]) if d < v else -1
+    return out
 
 
 def speculative_call(model, rows: list[tuple[Job, int]], cache: KVCache,
@@ -176,7 +207,8 @@ def speculative_call(model, rows: list[tuple[Job, int]], cache: KVCache,
         st, w = job.state, job.work
         i = torch.tensor(lane_rows)
         jr = torch.tensor(job_rows)
-        p = _probs(p_logits[i.to(device)], w, st.banned)  # (n, b, V)
+        p = _probs(_guarded(p_logits[i.to(device)], st, job_rows, [nd[k] for k in lane_rows]),
+                   w, st.banned)  # (n, b, V)
         u = st.rng.uniform(2 * b - 1)[jr]  # every row of the job draws; keep the live ones
         n_d = torch.tensor([nd[k] for k in lane_rows])
         accepted, tokens = accept(p, st.q[jr], st.drafts[jr], n_d, u[:, :b - 1], u[:, b - 1])
@@ -407,10 +439,16 @@ class HybridDecoder(Decoder):
         if len(work.prefix) >= work.length:
             raise RedraftError("the prompt leaves nothing to generate")
         m, tok = self.model, self.model.tokenizer
-        return SpecState(tok.eos_id, work.prefix, work.seeds, work.length,
-                         m.backbone.draft_block, banned=tok.non_text_ids, pad_id=tok.mask_id,
-                         eos_id=tok.eos_id if r.stop_at_eos else None, layout=layout,
-                         vocab=m.backbone.vocab_size)
+        state = SpecState(tok.eos_id, work.prefix, work.seeds, work.length,
+                          m.backbone.draft_block, banned=tok.non_text_ids, pad_id=tok.mask_id,
+                          eos_id=tok.eos_id if r.stop_at_eos else None, layout=layout,
+                          vocab=m.backbone.vocab_size)
+        if r.constraint is not None:
+            from redraft.constraints import ARGuard, compile_constraint
+
+            state.guard = ARGuard(compile_constraint(r.constraint, tok), work.n,
+                                  work.length - len(work.prefix))
+        return state
 
     def _start_block(self, work: Work):
         m, r = self.model, work.request
@@ -424,9 +462,14 @@ class HybridDecoder(Decoder):
         if len(work.prefix) >= work.length:
             raise RedraftError("the prompt leaves nothing to generate")
         n_blocks = -(-work.length // b)
-        return start_block(
+        state = start_block(
             self.blocks.backbone, self.mask_process(),
             steps_per_block=max(1, -(-self.steps(r) // n_blocks)), batch=work.n,
             length=work.length, prefix=work.prefix, temperature=r.temperature, top_k=r.top_k,
             top_p=r.top_p, seed=work.seeds, sampler=r.sampler, options=r.options,
             eos_id=m.tokenizer.eos_id if r.stop_at_eos else None)
+        if r.constraint is not None:
+            from redraft.decoders.canvas import canvas_guard
+
+            state.guard = canvas_guard(work, state, m)
+        return state
