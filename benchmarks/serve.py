@@ -16,10 +16,12 @@ time_to_first_token_s (streamed, the first chunk with text) at 1 and 16 concurre
     python benchmarks/serve.py                      # no pair: trains both for --train-minutes
     python benchmarks/serve.py --block runs/shakespeare-block   # block-diffusion rows only
 
---block measures a block-diffusion model alone (issue 14 bar d): both servers run at once and
-each client count is measured batched, then one at a time, back to back, with the machine's
-load average beside each row (on a shared machine the ratio of neighbours is what holds). It
-writes serve.json's `block` key and the serve-block section, leaving the rest as it was.
+--hybrid RUN does the same for a hybrid's speculative mode (issue 23 bar d), plus one
+request served over offline. --block measures a block-diffusion model alone (issue 14 bar d):
+both servers run at once and each client count is measured batched, then one at a time, back
+to back, with the machine's load average beside each row (on a shared machine the ratio of
+neighbours is what holds). It writes serve.json's `block` (`hybrid`) key and the serve-block
+(serve-hybrid) section, leaving the rest as it was.
 """
 
 from __future__ import annotations
@@ -247,36 +249,42 @@ def engine_split(model, args) -> dict:
     return out
 
 
-def block_rows(args) -> None:
-    """Issue 14 bar (d): the block model's rows, batched vs one at a time, interleaved."""
-    run = Path(args.block)
+def block_rows(args, kind: str = "block") -> None:
+    """Issue 14 bar (d) (kind "block"): the block model's rows, batched vs one at a time,
+    interleaved; issue 23 bar (d) (kind "hybrid"): a hybrid's speculative rows the same way,
+    and one request served over offline."""
+    run = Path(getattr(args, kind))
     if not run.is_dir():
-        sys.exit(f"--block {run}: no such run folder")
+        sys.exit(f"--{kind} {run}: no such run folder")
     clients = [int(c) for c in args.clients.split(",")]
-    body = {"max_tokens": args.max_tokens, "steps": args.steps}
+    body = {"max_tokens": args.max_tokens}
+    if kind == "block":
+        body["steps"] = args.steps
     from redraft.model import load as load_model
 
     model = load_model(run)
-    if not model.objective.blockwise:
-        sys.exit(f"--block {run}: a {model.objective.name!r} model, not block diffusion")
+    if not (model.objective.blockwise if kind == "block" else model.objective.hybrid):
+        sys.exit(f"--{kind} {run}: a {model.objective.name!r} model, not {kind}")
     ceiling = offline_ceiling([run], args)
     print(f"offline batch-16 / batch-1 ceiling: {ceiling}", file=sys.stderr)
     split = engine_split(model, args)
     print(f"engine CPU split: {split}", file=sys.stderr)
     servers = {mode: start_server([run], max_batch, 4 * max(clients), args.threads)
                for mode, max_batch in (("batched", 64), ("one_at_a_time", 1))}
-    results = []
+    results, single = [], None
     try:
+        if kind == "hybrid":  # one speculative request: served end to end over offline
+            single = single_vs_offline(servers["batched"][1], [run], args)[run.name]
         for c in clients:
             for mode, (_, url) in servers.items():
                 before = os.getloadavg()[0]
                 n = max(8, args.requests_per_client * c)
                 r = asyncio.run(load(url, model.name, c, n, args.cap_s, body,
                                      args.prompts.split(",")))
-                r.update(clients=c, mode=mode, model="block",
+                r.update(clients=c, mode=mode, model=kind,
                          load_1min=[round(before, 2), round(os.getloadavg()[0], 2)])
                 results.append(r)
-                print(f"{mode:14s} block clients={c:3d}  {r['tokens_per_s']:8.0f} tokens/s  "
+                print(f"{mode:14s} {kind} clients={c:3d}  {r['tokens_per_s']:8.0f} tokens/s  "
                       f"p50 {r['p50_s']:.3f} s  p99 {r['p99_s']:.3f} s  ({r['requests']} "
                       f"requests, {r['errors']} errors, load {r['load_1min']})", file=sys.stderr)
     finally:
@@ -285,7 +293,9 @@ def block_rows(args) -> None:
     rate = {(r["mode"], r["clients"]): r["tokens_per_s"] for r in results}
     a, b = rate.get(("batched", 16)), rate.get(("one_at_a_time", 16))
     d = model.config.diffusion if model.config is not None else None
-    summary = {"machine": machine(), "model": str(run), "block_size": model.backbone.block_size,
+    size = model.backbone.block_size if kind == "block" else model.backbone.draft_block
+    summary = {"machine": machine(), "model": str(run), "kind": kind, "block_size": size,
+               "single_request_vs_offline": single,
                "threads": args.threads,
                "objective": model.objective.name, "params": model.backbone.num_params(),
                "seq_len": model.seq_len, "block_shift": d.block_shift if d else None,
@@ -300,20 +310,26 @@ def block_rows(args) -> None:
         return
     path = ROOT / "benchmarks" / "results" / "serve.json"
     existing = json.loads(path.read_text()) if path.is_file() else {}
-    write_json("serve", {**existing, "block": summary})
-    write_section("serve-block", block_report(summary))
+    write_json("serve", {**existing, kind: summary})
+    write_section(f"serve-{kind}", block_report(summary))
 
 
 def block_report(s: dict) -> str:
     m = s["machine"]
+    hybrid = s.get("kind") == "hybrid"
+    how = (f"{s['max_tokens']} new tokens, speculative mode (drafts of {s['block_size'] - 1}, "
+           "layout all): the speculative rows of every request share one verify-and-draft "
+           "call a tick (decoders/hybrid.py)" if hybrid else
+           f"{s['max_tokens']} new tokens, {s['steps']} steps over its blocks, decoded block by "
+           "block over the exact KV cache; the block rows of every request share one network "
+           "call a tick (serve/blocks.py)")
     lines = [
+        "### Serving a hybrid, speculative (issue 23, bar d)" if hybrid else
         "### Serving block diffusion (issue 14, bar d)", "",
         f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['date']}. Command: "
         f"`{s['command']}`. Model: `{s['model']}` ({s['objective']}, blocks of "
         f"{s['block_size']}, {s['params']:,} parameters, context {s['seq_len']}). Each request: "
-        f"{s['max_tokens']} new tokens, {s['steps']} steps over its blocks, decoded block by "
-        "block over the exact KV cache; the block rows of every request share one network "
-        "call a tick (serve/blocks.py). Both servers ran at once; each client count "
+        f"{how}. Both servers ran at once; each client count "
         "was measured batched, then one at a time (--max-batch 1), back to back; `load` is the "
         "1-minute load average before and after each row." + (f" {s['note']}" if s.get("note")
                                                                 else ""), "",
@@ -324,11 +340,18 @@ def block_report(s: dict) -> str:
         lines.append(f"| {r['clients']} | {r['mode']} | {r['tokens_per_s']:.0f} | "
                      f"{r['p50_s']:.3f} | {r['p99_s']:.3f} | {r['requests']} | "
                      f"{r['load_1min'][0]:.1f} -> {r['load_1min'][1]:.1f} |")
-    sp = s["batching_speedup_16_clients"]
+    sp, bar = s["batching_speedup_16_clients"], 3 if hybrid else 4
     if sp is not None:
-        verdict = "meets" if sp >= 4 else "misses"
-        lines += ["", f"At 16 clients step-level batching gives **{sp:.1f}x** the block model's "
-                      f"throughput of one request at a time ({verdict} the 4x bar)."]
+        verdict = "meets" if sp >= bar else "misses"
+        lines += ["", f"At 16 clients step-level batching gives **{sp:.1f}x** the "
+                      f"{'hybrid' if hybrid else 'block model'}'s throughput of one request at "
+                      f"a time ({verdict} the {bar}x bar)."]
+    one = s.get("single_request_vs_offline")
+    if one:
+        verdict = "meets" if one["ratio"] >= 0.9 else "misses"
+        lines += ["", f"One request, offline {one['offline_s']:.3f} s over served "
+                      f"{one['served_s']:.3f} s (client wall clock, alternating, medians): "
+                      f"**{one['ratio']:.2f}x** ({verdict} the 0.9x bar)."]
     for name, c in (s.get("offline_ceiling") or {}).items():
         lines += ["", f"Ceiling, measured in the same command without a server: the offline "
                       f"generate loop at batch 16 over batch 1, same request shape: {name} "
@@ -371,6 +394,9 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print only (smoke runs)")
     ap.add_argument("--block", default=None, help="a block-diffusion run folder: measure its "
                                                   "rows only (serve.json's `block` key)")
+    ap.add_argument("--hybrid", default=None, help="a hybrid run folder: measure its "
+                                                   "speculative rows only (serve.json's "
+                                                   "`hybrid` key; issue 23 bar d)")
     ap.add_argument("--note", default="", help="--block: a sentence for the report (the load)")
     ap.add_argument("--threads", type=int, default=None,
                     help="--block: torch threads in this process and the servers (default: "
@@ -380,8 +406,8 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    if args.block:
-        block_rows(args)
+    if args.block or args.hybrid:
+        block_rows(args, "block" if args.block else "hybrid")
         return
     if args.pair is None and (ROOT / "runs" / "core" / "mdlm").is_dir():
         args.pair = str(ROOT / "runs" / "core")
