@@ -165,3 +165,99 @@ def test_served_speculative_rows_equal_offline(hybrid):
         offline = hybrid.sample([w.prefix] * w.n, length=w.length, seeds=w.seeds,
                                 request=w.request)
         assert torch.equal(ev.tokens, offline.tokens), w
+
+
+def test_block_mode_windows_are_the_training_pass(hybrid):
+    """HybridBlocks' cached window (clean blocks and window in one call, as the block lane
+    runs them) gives the draft logits of the uncached training pass."""
+    m = hybrid
+    x = torch.tensor([m.encode("the cat sat on the mat. the dog")[:24]])
+    y0 = ar_inputs(x, m.tokenizer.eos_id)
+    pos = torch.arange(24)
+    xt = x.clone()
+    xt[:, 9:12] = m.tokenizer.mask_id
+    with torch.no_grad():
+        _, ref = m.backbone(y0, drafts=xt, draft_pos=pos, draft_start=pos - pos % 4)
+        blocks = m.decoder.blocks.backbone
+        cache = blocks.new_cache(2)
+        y = torch.stack([x[0, 0:4], x[0, 4:8], xt[0, 8:12], xt[0, 0:4]])
+        out = blocks(y, cache=cache, positions=torch.tensor([0, 4, 8, 0]),
+                     cache_rows=torch.tensor([0, 0, 0, 1]))
+    assert torch.allclose(out[2], ref[0, 8:12], atol=1e-5)
+    assert torch.allclose(out[3], ref[0, 0:4], atol=1e-5)  # block 0 reads bos's keys
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "confidence", "first_hitting", "threshold",
+                                     "remask"])
+def test_block_mode_takes_every_masked_rule(hybrid, sampler):
+    out = hybrid.generate(PROMPTS[:2], max_new_tokens=12, mode="block", steps=6,
+                          sampler=sampler, num_samples=2, seed=1)
+    assert all(hybrid.tokenizer.mask_id not in row for row in out.tokens)
+    again = hybrid.generate(PROMPTS[1], max_new_tokens=12, mode="block", steps=6,
+                            sampler=sampler, num_samples=2, seed=3)
+    assert out.tokens[2:] == again.tokens  # rows do not depend on the batch
+
+
+def test_http_modes_streams_and_models(hybrid):
+    pytest.importorskip("fastapi")
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from redraft.serve import create_app
+
+    with TestClient(create_app([hybrid], max_steps=1000)) as client:
+        listed = client.get("/v1/models").json()["data"][0]
+        assert listed["modes"] == ["speculative", "ar", "block"]
+        body = {"model": hybrid.name, "prompt": "the cat", "max_tokens": 24, "temperature": 0}
+        ar = client.post("/v1/completions", json={**body, "mode": "ar"}).json()
+        spec = client.post("/v1/completions", json={**body, "mode": "speculative"}).json()
+        assert spec["choices"][0]["text"] == ar["choices"][0]["text"]
+        assert spec["usage"]["completion_tokens"] == ar["usage"]["completion_tokens"] == 24
+        assert spec["redraft"]["network_rows"] < ar["redraft"]["network_rows"]
+        with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as r:
+            chunks = [json.loads(line[6:]) for line in r.iter_lines()
+                      if line.startswith("data: {")]
+        assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == \
+            ar["choices"][0]["text"]
+        assert len(chunks) > 1  # accepted runs arrive as they land
+        bad = client.post("/v1/completions", json={**body, "mode": "fast"})
+        assert bad.status_code == 400 and "modes" in bad.text
+
+
+@torch.no_grad()
+def test_speculative_law_on_the_trained_model_is_the_ar_modes(hybrid):
+    """Three tokens after a prompt with top-k 3 (27 outcomes): the frequencies of 20,000
+    speculative rows (a first call drafting, a second verifying a draft) against the AR
+    mode's exact law, computed from its logits."""
+
+
+    from redraft.sampling.categorical import probabilities
+
+    m, prompt, n = hybrid, "the c", 20_000
+    ids = m.encode(prompt)
+    banned = m.tokenizer.non_text_ids
+
+    def law(prefix):
+        y = torch.tensor([[m.tokenizer.eos_id, *prefix]])
+        logits = m.backbone(y)[0, -1].double()
+        logits[banned] = -torch.inf
+        return probabilities(logits[None], 0.9, 3)[0]
+
+    exact = {}
+    p1 = law(ids)
+    for a in p1.nonzero().flatten().tolist():
+        p2 = law(ids + [a])
+        for b in p2.nonzero().flatten().tolist():
+            p3 = law(ids + [a, b])
+            for c in p3.nonzero().flatten().tolist():
+                exact[(a, b, c)] = float(p1[a] * p2[b] * p3[c])
+    out = m.generate(prompt, max_new_tokens=3, temperature=0.9, top_k=3, num_samples=n)
+    seen = [tuple(row[len(ids):]) for row in out.tokens]
+    freq = {k: 0.0 for k in exact}
+    for s in seen:
+        assert s in freq, s  # nothing outside the AR mode's support
+        freq[s] += 1 / n
+    tv = 0.5 * sum(abs(freq[k] - exact[k]) for k in exact)
+    assert tv < 0.04, tv  # Monte Carlo TV of 2e4 draws over 27 outcomes: about 0.015
+    assert out.nfe <= 3  # a first call drafting, a second verifying; a third after rejections

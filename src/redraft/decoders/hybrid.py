@@ -8,6 +8,10 @@
                  speculative sampling (sampling/speculative.py), so a row's text has the AR
                  mode's law at any temperature / top-k / top-p, and a call commits between 1
                  and block tokens
+    block        block diffusion: blocks left to right, each denoised in `steps` by any
+                 masked step rule, over the clean stream's exact cache: the block model's
+                 lane (decoders/block.py) through HybridBlocks, which makes the hybrid look
+                 like a block-causal backbone
 
 A speculative call over a row whose cache holds positions < c (position p holds token p - 1,
 after bos) carries, beside the clean tokens [x_{c-1}, d_1 .. d_m] (the last committed token
@@ -28,13 +32,16 @@ import torch
 
 from redraft.decoders.ar import ARDecoder, ARLane, _take
 from redraft.decoders.base import Decoder, Lane, Stepped
+from redraft.decoders.block import BlockLane
 from redraft.decoders.jobs import Job, Work
 from redraft.errors import RedraftError
 from redraft.models.transformer import KVCache
+from redraft.sampling.block import start_block
 from redraft.sampling.categorical import RowRandom, check_knobs, probabilities, sample
 from redraft.sampling.speculative import accept
+from redraft.sampling.state import ARState
 
-MODES = ("speculative", "ar")
+MODES = ("speculative", "ar", "block")
 LAYOUTS = ("all", "last")
 
 
@@ -248,17 +255,75 @@ def _cat(a: KVCache, b: KVCache) -> KVCache:
     return out
 
 
+class HybridBlocks(torch.nn.Module):
+    """A hybrid seen as a block-causal backbone of blocks of its draft size, for the block
+    model's sampler and lane ("same" alignment: the output at position p predicts token p).
+
+    A call's row is one block of tokens at positions p..p+b-1: a clean block of the canvas
+    on its way to the cache, or a window being denoised; the two cannot be told apart here,
+    so each row runs both ways: its tokens as the clean stream at p+1..p+b (position q holds
+    token q - 1: these keys are what the next block reads) and as a draft block at p..p+b-1
+    seeing the keys <= p (its logits are returned). A window's clean writes land past its own
+    start, which no window reads before the finished block overwrites them. Every cache row
+    starts with bos's keys at position 0 (they depend on nothing else)."""
+
+    def __init__(self, hybrid, bos_id: int):
+        super().__init__()
+        self.hybrid, self.bos_id = hybrid, bos_id
+        self.block_size = hybrid.draft_block
+        self.cfg, self.vocab_size, self.causal = hybrid.cfg, hybrid.vocab_size, False
+        self.time_conditioned = False
+
+    @property
+    def seq_len(self) -> int:
+        return self.hybrid.seq_len
+
+    @property
+    def device(self) -> torch.device:
+        return self.hybrid.device
+
+    def new_cache(self, batch: int) -> KVCache:
+        cache = self.hybrid.new_cache(batch)
+        one = self.hybrid.new_cache(1)
+        self.hybrid(torch.full((1, 1), self.bos_id, device=self.device), cache=one)
+        for dst, src in zip([*cache.k, *cache.v], [*one.k, *one.v], strict=True):
+            dst[:, :, :1] = src[:, :, :1]
+        return cache
+
+    def forward(self, y, t=None, cache=None, positions=None, cache_rows=None):
+        if cache is None or positions is None:
+            raise ValueError("HybridBlocks runs over a cache, one position per row")
+        b = self.block_size
+        _, drafted = self.hybrid(y, cache=cache, positions=positions + 1, cache_rows=cache_rows,
+                                 drafts=y, draft_pos=positions[:, None] + torch.arange(
+                                     b, device=y.device), draft_start=positions[:, None].expand(
+                                     -1, b))
+        return drafted
+
+
+class _BlockServed:
+    """What the block lane reads of its model, with the hybrid behind HybridBlocks."""
+
+    def __init__(self, model):
+        self.backbone = HybridBlocks(model.backbone, model.tokenizer.eos_id)
+        self.device, self.time_conditioned = model.device, False
+
+
 class HybridLane(Lane):
-    """The AR-mode rows in the AR twin's lane, the speculative rows in theirs."""
+    """The AR-mode rows in the AR twin's lane, the speculative rows in theirs, the block
+    rows in the block model's."""
 
     every_tick = True
 
     def __init__(self, decoder):
         super().__init__(decoder)
-        self.ar, self.spec = ARLane(decoder), SpecLane(decoder)
+        self.ar, self.spec, self.block = ARLane(decoder), SpecLane(decoder), BlockLane(decoder)
+        self.block.served = decoder.blocks
 
     def _lane(self, job: Job) -> Lane:
-        return self.spec if isinstance(job.state, SpecState) else self.ar
+        if isinstance(job.state, SpecState):
+            return self.spec
+        return self.ar if isinstance(job.state, ARState) else self.block
 
     def add(self, job: Job) -> None:
         super().add(job)
@@ -266,12 +331,12 @@ class HybridLane(Lane):
 
     def keep(self, keep: list[Job]) -> None:
         super().keep(keep)
-        self.ar.keep(keep)
-        self.spec.keep(keep)
+        for lane in (self.ar, self.spec, self.block):
+            lane.keep([job for job in keep if job in lane.jobs])
 
     def tick(self, jobs: list[Job], stepped: Stepped, max_rows: int) -> list[int]:
         sizes = []
-        for lane in (self.ar, self.spec):
+        for lane in (self.ar, self.spec, self.block):
             mine = [job for job in jobs if self._lane(job) is lane]
             if mine:
                 sizes += lane.tick(mine, stepped, max_rows)
@@ -287,8 +352,24 @@ class HybridDecoder(Decoder):
     infills = False
     modes = MODES
 
-    def samplers(self) -> list[str]:
-        return []
+    def __init__(self, model):
+        super().__init__(model)
+        self.blocks = _BlockServed(model)  # block mode's view of the model
+
+    def default_sampler(self) -> str | None:
+        return "ancestral"  # block mode's (the other modes take no step rule)
+
+    def rule(self, name, temperature=1.0, top_k=None, top_p=None, options=None):
+        from redraft.sampling.registry import make_sampler
+
+        return make_sampler(name, self.mask_process(), "mdlm", temperature, top_k, top_p,
+                            options)
+
+    def mask_process(self):
+        from redraft.losses import process_of
+
+        m = self.model
+        return process_of(m.diffusion_config(), m.tokenizer.mask_id, m.backbone.vocab_size)
 
     def check_infill(self) -> None:
         raise RedraftError(f"infill is not supported by the hybrid {self.model.name!r}: its "
@@ -300,6 +381,11 @@ class HybridDecoder(Decoder):
         if mode not in MODES:
             raise RedraftError(f"mode={mode!r}: the hybrid {self.model.name!r} decodes in "
                                f"modes {list(MODES)}")
+        if mode != "block" and (r.sampler or r.block_size):
+            raise RedraftError(f"{'sampler' if r.sampler else 'block_size'} is for mode "
+                               f"'block'; mode {mode!r} decodes left to right")
+        if mode == "block":
+            return self._start_block(work)
         if mode == "ar":
             return ARDecoder(self.model).start(work.__class__(
                 work.model, work.prefix, work.length, work.seeds, work.suffix,
@@ -325,3 +411,22 @@ class HybridDecoder(Decoder):
                          m.backbone.draft_block, banned=tok.non_text_ids, pad_id=tok.mask_id,
                          eos_id=tok.eos_id if r.stop_at_eos else None, layout=layout,
                          vocab=m.backbone.vocab_size)
+
+    def _start_block(self, work: Work):
+        m, r = self.model, work.request
+        b = m.backbone.draft_block
+        if r.block_size is not None and r.block_size != b:
+            raise RedraftError(f"block_size={r.block_size}: this hybrid drafts blocks of {b}")
+        if r.guidance or r.logprobs is not None:
+            raise RedraftError(f"{'guidance' if r.guidance else 'logprobs'} is not available "
+                               "in a hybrid's block mode")
+        self.check_fit(work)
+        if len(work.prefix) >= work.length:
+            raise RedraftError("the prompt leaves nothing to generate")
+        n_blocks = -(-work.length // b)
+        return start_block(
+            self.blocks.backbone, self.mask_process(),
+            steps_per_block=max(1, -(-self.steps(r) // n_blocks)), batch=work.n,
+            length=work.length, prefix=work.prefix, temperature=r.temperature, top_k=r.top_k,
+            top_p=r.top_p, seed=work.seeds, sampler=r.sampler, options=r.options,
+            eos_id=m.tokenizer.eos_id if r.stop_at_eos else None)
