@@ -30,29 +30,28 @@ def block(serve_block_run):
 
 
 @pytest.mark.parametrize(("drafter", "k", "window"), [
-    ("mdlm", 4, "canvas"), ("mdlm", 1, "drafts"), ("mdlm", 8, "drafts"), ("block", 3, "canvas"),
-    ("block", 8, "canvas")])
+    ("mdlm", 4, "canvas"), ("mdlm", 8, "drafts"), ("block", 3, "canvas")])
 def test_greedy_is_the_verifiers_greedy_text(pair, block, drafter, k, window):
     ar, mdlm = pair
     m = speculative(ar, mdlm if drafter == "mdlm" else block, k, window=window)
     # a shared canvas length puts prompts of different lengths in one lane (ragged rows);
     # 64 is the whole context: the last windows start earlier (cached tokens fed again)
-    for length in (40, 64):
-        want = ar.generate(PROMPTS, length=length, temperature=0)
-        got = m.generate(PROMPTS, length=length, temperature=0)
-        assert got.tokens == want.tokens
-    want = ar.generate(PROMPTS, max_new_tokens=23, temperature=0, stop_at_eos=True)
-    got = m.generate(PROMPTS, max_new_tokens=23, temperature=0, stop_at_eos=True)
-    assert got.completions == want.completions
+    want = ar.generate(PROMPTS[:4], length=64, temperature=0)
+    got = m.generate(PROMPTS[:4], length=64, temperature=0)
+    assert got.tokens == want.tokens
+    if drafter == "mdlm" and k == 4:
+        want = ar.generate(PROMPTS[:3], max_new_tokens=17, temperature=0, stop_at_eos=True)
+        got = m.generate(PROMPTS[:3], max_new_tokens=17, temperature=0, stop_at_eos=True)
+        assert got.completions == want.completions
 
 
 def test_rows_do_not_depend_on_the_batch(pair, block):
     ar, mdlm = pair
-    for drafter, window in ((mdlm, "canvas"), (mdlm, "drafts"), (block, "canvas")):
+    for drafter, window in ((mdlm, "drafts"), (block, "canvas")):
         m = speculative(ar, drafter, 4, window=window)
-        big = m.generate(PROMPTS[:3], length=48, temperature=0.8, top_k=20, num_samples=2,
+        big = m.generate(PROMPTS[:3], length=32, temperature=0.8, top_k=20, num_samples=2,
                          seed=7)
-        alone = m.generate(PROMPTS[1], length=48, temperature=0.8, top_k=20, num_samples=2,
+        alone = m.generate(PROMPTS[1], length=32, temperature=0.8, top_k=20, num_samples=2,
                            seed=9)
         assert big.tokens[2:4] == alone.tokens
 
