@@ -128,9 +128,23 @@ def distributed() -> str:
     return text
 
 
+def structured() -> str:
+    res = _json("structured")
+    low = res["bars"]["min_validity"]
+    unc = max(r["unconstrained"] for k in res["validity"].values()
+              for r in k["schemas"].values())
+    steps = "; ".join(f"{r['kind']} at batch {r['batch']} {r['overhead']:+.0%}"
+                      for r in res["overhead"].values())
+    return (f"Last run (`{res['command']}`; {_machine(res)}): on six schemas the default "
+            f"models' constrained outputs validated at a rate of at least {low:.2f} for every "
+            f"kind ({', '.join(res['validity'])}), unconstrained at most {unc:.2f}; a "
+            f"constrained step cost (interleaved medians) {steps}. Details: BENCHMARKS.md.")
+
+
 FIGURES: dict[str, Callable[[], str]] = {
     "default-model": default_model, "default-infill": default_infill, "core": core,
     "processes": processes, "serve": serve, "distributed": distributed,
+    "structured": structured,
 }
 
 

@@ -263,3 +263,19 @@ def test_openapi_documents_response_format(client):
         assert "response_format" in schemas[name]["properties"]
     assert {"name", "schema", "strict"} <= set(schemas["JsonSchema"]["properties"])
     assert schemas["RegexFormat"]["properties"]["type"]["const"] == "regex"
+
+
+def test_response_format_maps_to_one_constraint():
+    from redraft.serve.formats import constraint_of
+    from redraft.serve.schemas import ChatRequest
+
+    def of(fmt):
+        return constraint_of(ChatRequest.model_validate(
+            {"messages": CHAT, "response_format": fmt}).response_format)
+
+    assert of({"type": "text"}) is None
+    assert of({"type": "json_object"}) == {"type": "json_object"}
+    assert of(_schema_format()) == {"type": "json_schema", "schema": SCHEMA}
+    assert of({"type": "json_schema", "json_schema": {"name": "any"}}) == {"type": "json_object"}
+    assert of({"type": "regex", "regex": "a+"}) == {"type": "regex", "pattern": "a+"}
+    assert of({"type": "grammar", "grammar": "g"}) == {"type": "grammar", "grammar": "g"}
