@@ -369,9 +369,12 @@ def block_report(s: dict) -> str:
                       f"{many['network_share']:.0%} at 16; the rest is the engine's work "
                       "outside the network (the step rule, random draws, building the call and "
                       f"cache bookkeeping), {many['other_ms_per_request_step']:.2f} ms per "
-                      "request per step at 16 clients: requests with alike step rules share "
-                      "one merged state, so one step-rule call a tick covers all their rows "
-                      "(serve/blocks.py); CPU throughput "
+                      "request per step at 16 clients: " + (
+                          "requests with alike knobs are verified in one batched draw "
+                          "(decoders/hybrid.py)" if hybrid else
+                          "requests with alike step rules share one merged state, so one "
+                          "step-rule call a tick covers all their rows (serve/blocks.py)")
+                      + "; CPU throughput "
                       f"{one['tokens_per_cpu_s']:.0f} -> {many['tokens_per_cpu_s']:.0f} tokens "
                       f"per CPU second ({gain:.1f}x)."]
     return "\n".join(lines)

@@ -203,24 +203,42 @@ def speculative_call(model, rows: list[tuple[Job, int]], cache: KVCache,
     p_logits = clean.gather(1, verify.clamp(max=W - 1).to(device)[..., None].expand(
         R, b, clean.shape[-1]))
     drafted = drafted.view(R, starts.shape[1], b, -1)
+    # Requests with the same knobs are verified in one batched draw (a structured-output
+    # request alone: its masks are its own); each row keeps its own stream.
+    groups: dict[tuple, list] = {}
     for job, lane_rows, job_rows in _row_slices(rows):
-        st, w = job.state, job.work
-        i = torch.tensor(lane_rows)
-        jr = torch.tensor(job_rows)
-        p = _probs(_guarded(p_logits[i.to(device)], st, job_rows, [nd[k] for k in lane_rows]),
-                   w, st.banned)  # (n, b, V)
-        u = st.rng.uniform(2 * b - 1)[jr]  # every row of the job draws; keep the live ones
-        n_d = torch.tensor([nd[k] for k in lane_rows])
-        accepted, tokens = accept(p, st.q[jr], st.drafts[jr], n_d, u[:, :b - 1], u[:, b - 1])
+        w, st = job.work, job.state
+        key = (w.temperature, w.top_k, w.top_p, tuple(st.banned),
+               id(job) if st.guard is not None else None)
+        groups.setdefault(key, []).append((job, lane_rows, job_rows))
+    for members in groups.values():
+        w, st0 = members[0][0].work, members[0][0].state
+        i = torch.tensor([k for _, lane_rows, _ in members for k in lane_rows]).to(device)
+        logits = p_logits[i]
+        if st0.guard is not None:
+            job, lane_rows, job_rows = members[0]
+            logits = _guarded(logits, st0, job_rows, [nd[k] for k in lane_rows])
+        p = _probs(logits, w, st0.banned)  # (n, b, V)
+        # every row of a job draws, live or not (a row's stream never depends on the batch)
+        u = torch.cat([job.state.rng.uniform(2 * b - 1)[torch.tensor(jr)]
+                       for job, _, jr in members])
+        n_d = torch.tensor([nd[k] for _, lane_rows, _ in members for k in lane_rows])
+        q_prev = torch.cat([job.state.q[torch.tensor(jr)] for job, _, jr in members])
+        d_prev = torch.cat([job.state.drafts[torch.tensor(jr)] for job, _, jr in members])
+        accepted, tokens = accept(p, q_prev, d_prev, n_d, u[:, :b - 1], u[:, b - 1])
         # the block after the accepted drafts, if the call carried it
-        has = (accepted == n_d) if layout == "last" else torch.ones(len(jr), dtype=torch.bool)
+        has = (accepted == n_d) if layout == "last" else torch.ones(len(i), dtype=torch.bool)
         blk = accepted if layout == "all" else torch.zeros_like(accepted)
-        q = _probs(drafted[i.to(device), blk.to(device), 1:], w, st.banned)  # (n, b - 1, V)
+        q = _probs(drafted[i, blk.to(device), 1:], w, st0.banned)  # (n, b - 1, V)
         nxt = torch.stack([sample(q[:, j], u[:, b + j]) for j in range(b - 1)], dim=1)
-        for k, r in enumerate(job_rows):
-            a = int(accepted[k])
-            st.commit(r, tokens[k, :a + 1].tolist(), a, nxt[k], q[k], bool(has[k]))
-        job.row_nfe += len(job_rows)
+        at = 0
+        for job, _, job_rows in members:
+            for r in job_rows:
+                a = int(accepted[at])
+                job.state.commit(r, tokens[at, :a + 1].tolist(), a, nxt[at], q[at],
+                                 bool(has[at]))
+                at += 1
+            job.row_nfe += len(job_rows)
     for st in {id(s): s for s in states}.values():
         st.calls += 1
 
