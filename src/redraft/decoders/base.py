@@ -57,6 +57,37 @@ class Lane:
         raise NotImplementedError
 
 
+class ModeLanes(Lane):
+    """A lane of lanes: each request goes to the sub-lane of its mode (`lane_of`), and a tick
+    steps each sub-lane's own requests (a hybrid's ar / speculative / block rows)."""
+
+    every_tick = True
+
+    def __init__(self, decoder: Decoder, lanes: tuple[Lane, ...]):
+        super().__init__(decoder)
+        self.lanes = lanes
+
+    def lane_of(self, job: Job) -> Lane:
+        raise NotImplementedError
+
+    def add(self, job: Job) -> None:
+        super().add(job)
+        self.lane_of(job).add(job)
+
+    def keep(self, keep: list[Job]) -> None:
+        super().keep(keep)
+        for lane in self.lanes:
+            lane.keep([job for job in keep if job in lane.jobs])
+
+    def tick(self, jobs: list[Job], stepped: Stepped, max_rows: int) -> list[int]:
+        sizes = []
+        for lane in self.lanes:
+            mine = [job for job in jobs if self.lane_of(job) is lane]
+            if mine:
+                sizes += lane.tick(mine, stepped, max_rows)
+        return sizes
+
+
 class Decoder:
     """One kind of model's decoding: its knobs' meaning, its states and its lane."""
 

@@ -31,7 +31,7 @@ import copy
 import torch
 
 from redraft.decoders.ar import ARDecoder, ARLane, _take
-from redraft.decoders.base import Decoder, Lane, Stepped
+from redraft.decoders.base import Decoder, Lane, ModeLanes, Stepped
 from redraft.decoders.block import BlockLane
 from redraft.decoders.jobs import Job, Work
 from redraft.errors import RedraftError
@@ -359,38 +359,19 @@ class _BlockServed:
         self.device, self.time_conditioned = model.device, False
 
 
-class HybridLane(Lane):
+class HybridLane(ModeLanes):
     """The AR-mode rows in the AR twin's lane, the speculative rows in theirs, the block
     rows in the block model's."""
 
-    every_tick = True
-
     def __init__(self, decoder):
-        super().__init__(decoder)
         self.ar, self.spec, self.block = ARLane(decoder), SpecLane(decoder), BlockLane(decoder)
         self.block.served = decoder.blocks
+        super().__init__(decoder, (self.ar, self.spec, self.block))
 
-    def _lane(self, job: Job) -> Lane:
+    def lane_of(self, job: Job) -> Lane:
         if isinstance(job.state, SpecState):
             return self.spec
         return self.ar if isinstance(job.state, ARState) else self.block
-
-    def add(self, job: Job) -> None:
-        super().add(job)
-        self._lane(job).add(job)
-
-    def keep(self, keep: list[Job]) -> None:
-        super().keep(keep)
-        for lane in (self.ar, self.spec, self.block):
-            lane.keep([job for job in keep if job in lane.jobs])
-
-    def tick(self, jobs: list[Job], stepped: Stepped, max_rows: int) -> list[int]:
-        sizes = []
-        for lane in (self.ar, self.spec, self.block):
-            mine = [job for job in jobs if self._lane(job) is lane]
-            if mine:
-                sizes += lane.tick(mine, stepped, max_rows)
-        return sizes
 
 
 class HybridDecoder(Decoder):

@@ -39,7 +39,7 @@ import copy
 import torch
 
 from redraft.decoders.ar import ARDecoder, ARLane
-from redraft.decoders.base import Decoder, Lane, Stepped
+from redraft.decoders.base import Decoder, Lane, ModeLanes, Stepped
 from redraft.decoders.hybrid import SpecLane, SpecState, _cat, _probs, _row_slices
 from redraft.decoders.jobs import Job, Work
 from redraft.errors import RedraftError
@@ -343,34 +343,15 @@ def _stack(u_rows: list[torch.Tensor], m: int) -> torch.Tensor:
     return torch.stack([torch.cat((ur, ur.new_zeros(width - len(ur)))) for ur in u_rows])
 
 
-class SpeculativeLane(Lane):
+class SpeculativeLane(ModeLanes):
     """Mode-ar rows in the verifier's AR lane, speculative rows in the drafting lane."""
 
-    every_tick = True
-
     def __init__(self, decoder):
-        super().__init__(decoder)
         self.ar, self.spec = ARLane(decoder), DraftLane(decoder)
+        super().__init__(decoder, (self.ar, self.spec))
 
-    def _lane(self, job: Job) -> Lane:
+    def lane_of(self, job: Job) -> Lane:
         return self.spec if isinstance(job.state, DraftState) else self.ar
-
-    def add(self, job: Job) -> None:
-        super().add(job)
-        self._lane(job).add(job)
-
-    def keep(self, keep: list[Job]) -> None:
-        super().keep(keep)
-        for lane in (self.ar, self.spec):
-            lane.keep([job for job in keep if job in lane.jobs])
-
-    def tick(self, jobs: list[Job], stepped: Stepped, max_rows: int) -> list[int]:
-        sizes = []
-        for lane in (self.ar, self.spec):
-            mine = [job for job in jobs if self._lane(job) is lane]
-            if mine:
-                sizes += lane.tick(mine, stepped, max_rows)
-        return sizes
 
 
 class SpeculativeDecoder(Decoder):
