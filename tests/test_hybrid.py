@@ -79,6 +79,7 @@ def test_ar_mode_nll_is_the_hand_computed_cross_entropy():
     assert float(draft.sum()) > 0
 
 
+@torch.no_grad()
 def test_a_share_of_blocks_drafts_fewer_positions():
     cfg, m = tiny_hybrid()
     cfg.diffusion.hybrid_draft_share = 0.5
@@ -121,10 +122,16 @@ def test_speculative_stops_at_eos_and_at_the_length(hybrid):
     assert all(eos not in hybrid.encode(c) for c in spec.completions)
 
 
-def test_evaluate_reports_the_ar_nll_and_the_block_bound(hybrid):
+def test_evaluate_reports_the_ar_nll_and_the_block_bound(hybrid, hybrid_run, capsys):
     out = evaluate_model(hybrid, samples=1, max_batches=1, progress=False)
     assert out["objective"] == "hybrid" and out["kind"] == "exact NLL (AR mode)"
     assert out["block_bound"]["nats_per_token"] > 0 and out["nats_per_token"] > 0
+    from redraft.cli import main
+
+    capsys.readouterr()
+    assert main(["eval", str(hybrid_run), "--samples", "1", "--max-batches", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "exact NLL (AR mode)" in printed and "block mode's bound" in printed
 
 
 def test_modes_are_checked(hybrid, serve_runs):
