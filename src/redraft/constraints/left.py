@@ -38,6 +38,12 @@ class ARGuard:
         """The drawn tokens (R,) of the live rows move their states."""
         rows = range(len(self.q)) if live is None else torch.nonzero(live).flatten().tolist()
         for r, v in zip(rows, tokens.tolist(), strict=True):
+            self.follow(r, [v])
+
+    def follow(self, r: int, tokens: list[int]) -> None:
+        """Row r's state after these tokens, committed in order (a speculative call commits
+        several)."""
+        for v in tokens:
             nxt = int(self.c.T[self.q[r], v]) if v < self.c.vocab else -1
             if nxt < 0:
                 raise RedraftError(f"constraint broken: token {v} drawn in state {self.q[r]} "

@@ -106,9 +106,7 @@ class SpecState:
         f = self.filled[r]
         self.y[r, f:f + len(tokens)] = torch.tensor(tokens, dtype=torch.long)
         if self.guard is not None:  # the automaton follows the committed tokens
-            for v in tokens:
-                self.guard.q[r] = int(self.guard.c.T[self.guard.q[r], v])
-                self.guard.left[r] -= 1
+            self.guard.follow(r, tokens)
         self.filled[r] = f + len(tokens)
         self.cached[r] = keys
         self.accepted += accepted
@@ -200,8 +198,7 @@ def speculative_call(model, rows: list[tuple[Job, int]], cache: KVCache,
                               draft_start=draft_start.to(device),
                               cache_rows=None if cache_rows is None else cache_rows.to(device))
     verify = last[:, None] + torch.arange(b)[None, :]  # (R, b) logits p_0 .. p_{b-1}
-    p_logits = clean.gather(1, verify.clamp(max=W - 1).to(device)[..., None].expand(
-        R, b, clean.shape[-1]))
+    p_logits = clean.gather(1, verify.to(device)[..., None].expand(R, b, clean.shape[-1]))
     drafted = drafted.view(R, starts.shape[1], b, -1)
     # Requests with the same knobs are verified in one batched draw (a structured-output
     # request alone: its masks are its own); each row keeps its own stream.
@@ -375,7 +372,7 @@ class HybridLane(ModeLanes):
 
 
 class HybridDecoder(Decoder):
-    """A hybrid checkpoint: `mode` per request (speculative by default, or ar)."""
+    """A hybrid checkpoint: `mode` per request (speculative by default, ar or block)."""
 
     name = "hybrid"
     lane_class = HybridLane
