@@ -335,17 +335,21 @@ class Transformer(nn.Module):
                 t = torch.cat((t, t.new_zeros(B, clean)), dim=1)
             h = h + (self.time(t)[:, None, :] if t.dim() == 1 else self.time(t))
         plan = self._plan(B, L, start, cache, positions, cache_rows, clean, x.device)
-        for i, block in enumerate(self.blocks):
-            if self.checkpoint_blocks and self.training and torch.is_grad_enabled():
-                h = checkpoint(block, h, plan, i, use_reentrant=False)
-            else:
-                h = block(h, plan, i)
+        h = self._blocks(h, plan)
         if cache is not None and positions is None:
             cache.length += L
         if clean_logits:
             out = self.head(self.norm(h))
             return out[:, :L], out[:, L:]
         return self.head(self.norm(h[:, :L]))  # (B, L, V)
+
+    def _blocks(self, h: torch.Tensor, plan: Plan) -> torch.Tensor:
+        for i, block in enumerate(self.blocks):
+            if self.checkpoint_blocks and self.training and torch.is_grad_enabled():
+                h = checkpoint(block, h, plan, i, use_reentrant=False)
+            else:
+                h = block(h, plan, i)
+        return h
 
     def _with_drafts(self, x, drafts, draft_pos, draft_start, cache, positions, cache_rows):
         """A hybrid's call: clean tokens x (causal, cached) and draft blocks (transient)."""
@@ -379,11 +383,7 @@ class Transformer(nn.Module):
                     mask[:, None], cache=cache, slots=qpos if cache is not None else None,
                     rows=cache_rows, end=end, transient=K)
         h = self.embed(torch.cat((x, drafts), dim=1))
-        for i, block in enumerate(self.blocks):
-            if self.checkpoint_blocks and self.training and torch.is_grad_enabled():
-                h = checkpoint(block, h, plan, i, use_reentrant=False)
-            else:
-                h = block(h, plan, i)
+        h = self._blocks(h, plan)
         out = self.head(self.norm(h))
         return out[:, :L], out[:, L:]
 
