@@ -75,6 +75,8 @@ def evaluate(model, tokens, cfg: Config, mask_id: int, bos_id: int, max_batches:
             if bound:  # every block drafted, block diffusion's noise levels
                 noise = draw_hybrid_noise(cfg.diffusion, b, length, mask_id, gen, 0.0, 1.0,
                                           estimator, device, share=1.0, all_masked=False)
+            elif obj.autoregressive:  # exact NLL (a hybrid's AR mode): nothing to draw
+                noise = None
             else:
                 noise = draw_noise(cfg.diffusion, b, length, mask_id, gen, 0.0, estimator,
                                    device, vocab_size_of(model))

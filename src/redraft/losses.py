@@ -260,7 +260,7 @@ def draw_hybrid_noise(cfg: DiffusionConfig, batch: int, length: int, mask_id: in
 
 
 def hybrid_token_losses(model: torch.nn.Module, x0: torch.Tensor, cfg: DiffusionConfig,
-                        mask_id: int, bos_id: int, noise: Noise, weighting: str = "elbo",
+                        mask_id: int, bos_id: int, noise: Noise | None, weighting: str = "elbo",
                         part: str = "train") -> torch.Tensor:
     """Per-token losses (B, L) in nats of a hybrid, from one pass over the clean inputs
     [bos, x0[:-1]] (causal: its logits at position p predict x0_p, exactly the AR twin's) and
@@ -333,7 +333,7 @@ def token_losses(
     with torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
                         enabled=autocast_dtype is not None):
         if obj.hybrid:
-            if noise is None:
+            if noise is None and part != "ar":  # the AR mode's NLL reads no noise
                 noise = draw_hybrid_noise(cfg, x0.shape[0], x0.shape[1], mask_id, generator,
                                           t_min, 1.0, estimator, x0.device)
             return hybrid_token_losses(model, x0, cfg, mask_id, bos_id, noise, weighting, part)
