@@ -232,42 +232,62 @@ def test_http_modes_streams_and_models(hybrid):
         assert bad.status_code == 400 and "modes" in bad.text
 
 
+def ar_law(m, ids: list[int], length: int, temperature: float, top_k: int) -> dict:
+    """The AR mode's exact law of the next `length` tokens after `ids` under the knobs, by
+    enumeration ({continuation: probability}), from the uncached causal pass."""
+    from redraft.sampling.categorical import probabilities
+
+    law = {(): 1.0}
+    for _ in range(length):
+        rows = list(law)
+        y = torch.tensor([[m.tokenizer.eos_id, *ids, *r] for r in rows])
+        logits = m.backbone(y)[:, -1].double()
+        logits[:, m.tokenizer.non_text_ids] = -torch.inf
+        p = probabilities(logits, temperature, top_k)
+        law = {r + (a,): law[r] * float(p[i, a]) for i, r in enumerate(rows)
+               for a in p[i].nonzero().flatten().tolist()}
+    return law
+
+
+def frequencies(m, prompt: str, length: int, n: int, **knobs) -> dict:
+    out = m.generate(prompt, max_new_tokens=length, num_samples=n, **knobs)
+    skip = len(m.encode(prompt))
+    freq: dict = {}
+    for row in out.tokens:
+        freq[tuple(row[skip:])] = freq.get(tuple(row[skip:]), 0) + 1
+    return freq
+
+
 @torch.no_grad()
 def test_speculative_law_on_the_trained_model_is_the_ar_modes(hybrid):
     """Three tokens after a prompt with top-k 3 (27 outcomes): the frequencies of 20,000
     speculative rows (a first call drafting, a second verifying a draft) against the AR
     mode's exact law, computed from its logits."""
-
-
-    from redraft.sampling.categorical import probabilities
-
     m, prompt, n = hybrid, "the c", 20_000
-    ids = m.encode(prompt)
-    banned = m.tokenizer.non_text_ids
-
-    def law(prefix):
-        y = torch.tensor([[m.tokenizer.eos_id, *prefix]])
-        logits = m.backbone(y)[0, -1].double()
-        logits[banned] = -torch.inf
-        return probabilities(logits[None], 0.9, 3)[0]
-
-    exact = {}
-    p1 = law(ids)
-    for a in p1.nonzero().flatten().tolist():
-        p2 = law(ids + [a])
-        for b in p2.nonzero().flatten().tolist():
-            p3 = law(ids + [a, b])
-            for c in p3.nonzero().flatten().tolist():
-                exact[(a, b, c)] = float(p1[a] * p2[b] * p3[c])
-    out = m.generate(prompt, max_new_tokens=3, temperature=0.9, top_k=3, num_samples=n)
-    seen = [tuple(row[len(ids):]) for row in out.tokens]
-    freq = {k: 0.0 for k in exact}
-    for s in seen:
-        assert s in freq, s  # nothing outside the AR mode's support
-        freq[s] += 1 / n
-    tv = 0.5 * sum(abs(freq[k] - exact[k]) for k in exact)
+    exact = ar_law(m, m.encode(prompt), 3, 0.9, 3)
+    freq = frequencies(m, prompt, 3, n, temperature=0.9, top_k=3)
+    assert set(freq) <= set(exact)  # nothing outside the AR mode's support
+    tv = 0.5 * sum(abs(freq.get(k, 0) / n - exact[k]) for k in exact)
     assert tv < 0.04, tv  # Monte Carlo TV of 2e4 draws over 27 outcomes: about 0.015
+    out = m.generate(prompt, max_new_tokens=3, temperature=0.9, top_k=3, num_samples=4)
     assert out.nfe <= 3  # a first call drafting, a second verifying; a third after rejections
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("layout", ["all", "last"])
+def test_long_speculative_runs_keep_the_ar_law(hybrid, layout):
+    """Seven tokens with top-k 2 (128 outcomes), so a row takes several calls (drafts
+    accepted, rejected, drafted after a rejection, cut by the length): the chi-square
+    statistic of 20,000 rows against the AR mode's exact law is the null's (z below 5; a
+    bug that shifts the law by a few percent gives z in the tens)."""
+    m, prompt, n = hybrid, "sat on the", 20_000
+    exact = ar_law(m, m.encode(prompt), 7, 1.0, 2)
+    freq = frequencies(m, prompt, 7, n, top_k=2, mode="speculative",
+                       options={"layout": layout})
+    assert set(freq) <= set(exact)
+    chi2 = sum((freq.get(k, 0) - n * p) ** 2 / (n * p) for k, p in exact.items())
+    dof = len(exact) - 1
+    assert abs(chi2 - dof) / (2 * dof) ** 0.5 < 5, (chi2, dof)
 
 
 @pytest.mark.parametrize("mode", ["speculative", "ar", "block"])
