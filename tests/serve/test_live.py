@@ -82,35 +82,73 @@ def test_disconnect_cancels_work(server):
         time.sleep(0.01)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian package 'chromium')")
-def test_page_in_chromium(server):
+# Record every text the draft shows (each set replaces the node: addedNodes holds it).
+RECORD = """() => { window.seen = [];
+    new MutationObserver((ms) => ms.forEach((m) => m.addedNodes.forEach(
+        (n) => window.seen.push(n.textContent)))).observe(
+        document.querySelector('#draft .text'), {childList: true}); }"""
+
+
+def in_chromium(url: str, models: int, act) -> tuple[list[str], str, str]:
+    """Open the page, wait for its `models` models, run act(page), click Generate and wait for
+    the end: (every text the draft showed, the status line, the final text)."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    url, _ = server
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                     args=["--no-sandbox", "--disable-gpu"])
         try:
             page = browser.new_page()
             page.goto(url + "/")
-            page.wait_for_function("document.querySelector('#model').options.length == 2")
-            page.fill("#prompt", "the ")
-            page.fill("#steps", "300")
-            page.fill("#max_tokens", "40")
-            page.select_option("#sampler", "ancestral")
-            # Record every text the draft shows (each set replaces the node: addedNodes holds it).
-            page.evaluate("""() => { window.seen = [];
-                new MutationObserver((ms) => ms.forEach((m) => m.addedNodes.forEach(
-                    (n) => window.seen.push(n.textContent)))).observe(
-                    document.querySelector('#draft .text'), {childList: true}); }""")
+            page.wait_for_function(f"document.querySelector('#model').options.length == {models}")
+            act(page)
+            page.evaluate(RECORD)
             page.click("#go")
             page.wait_for_function("document.querySelector('#status').textContent"
                                    ".startsWith('done')", timeout=60_000)
-            seen = page.evaluate("window.seen")
-            status = page.text_content("#status")
-            final = page.text_content("#draft .text")
+            return (page.evaluate("window.seen"), page.text_content("#status"),
+                    page.text_content("#draft .text"))
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian package 'chromium')")
+def test_page_in_chromium(server):
+    url, _ = server
+
+    def act(page):
+        page.fill("#prompt", "the ")
+        page.fill("#steps", "300")
+        page.fill("#max_tokens", "40")
+        page.select_option("#sampler", "ancestral")
+        assert page.is_hidden("#mode_label")  # neither model has modes to pick
+
+    seen, status, final = in_chromium(url, 2, act)
     drafts = [s for s in seen if "░" in s]
     assert len(set(drafts)) >= 3, seen[:5]  # the draft changed in place, step after step
     assert drafts[0].count("░") > drafts[-1].count("░")
     assert "░" not in final and len(final) > 0 and "tokens/s" in status and "300 steps" in status
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian package 'chromium')")
+def test_page_shows_a_hybrid_writing_the_ar_text(hybrid_run):
+    """A hybrid on the page: its modes to pick (steps and the step rule only for block), the
+    accepted runs landing in the draft, and greedy speculative text equal to the AR mode's."""
+    hybrid = load(hybrid_run)
+    expected = hybrid.generate("the c", max_new_tokens=24, temperature=0, mode="ar").completions[0]
+    app = create_app([hybrid], max_steps=10**6, grace_s=1.0, limits=Limits(max_work=10**9))
+
+    def act(page):
+        assert page.is_visible("#mode_label") and page.is_disabled("#steps")
+        page.select_option("#mode", "block")
+        assert page.is_enabled("#steps") and page.is_enabled("#sampler")
+        page.select_option("#mode", "speculative")
+        assert page.is_disabled("#steps") and page.is_disabled("#sampler")
+        page.fill("#prompt", "the c")
+        page.fill("#max_tokens", "24")
+        page.fill("#temperature", "0")
+
+    with running(app, log_level="warning") as (port, _):
+        seen, status, final = in_chromium(f"http://127.0.0.1:{port}", 1, act)
+    drafts = [s for s in seen if "░" in s]
+    assert drafts and drafts[0].count("░") > drafts[-1].count("░")  # runs land in place
+    assert final == expected and "tokens/forward" in status and "steps" not in status
