@@ -147,6 +147,43 @@ def test_modes_are_checked(hybrid, serve_runs):
     assert load(serve_runs["ar"]).generate("the", max_new_tokens=4, mode="ar").completions
 
 
+@pytest.mark.parametrize("mode", ["speculative", "ar", "block"])
+def test_work_units_bound_the_positions_each_mode_evaluates(hybrid, mode, monkeypatch):
+    """The server's --max-work counts a request by its decoder's work_units: for a hybrid,
+    by mode, never below the clean and draft positions its calls really carry."""
+    seen = []
+    forward = type(hybrid.backbone).forward
+
+    def counted(self, x, *args, drafts=None, **kwargs):
+        seen.append(x.numel() + (0 if drafts is None else drafts.numel()))
+        return forward(self, x, *args, drafts=drafts, **kwargs)
+
+    monkeypatch.setattr(type(hybrid.backbone), "forward", counted)
+    prompt, new, n, steps = hybrid.encode("the c"), 27, 2, 16
+    hybrid.generate("the c", max_new_tokens=new, num_samples=n, steps=steps, mode=mode,
+                    temperature=0.8)
+    length = len(prompt) + new
+    d = hybrid.decoder
+    assert sum(seen) <= d.work_units(n, steps, length, mode)
+    if mode == "speculative":
+        assert d.work_units(n, steps, length, mode) > d.work_units(n, steps, length, "ar")
+        assert "b + b^2" in d.work_formula(n, steps, length, mode)
+
+
+def test_the_server_bounds_speculative_work_by_its_positions(hybrid):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from redraft.serve import create_app
+    from redraft.serve.limits import Limits
+
+    body = {"model": hybrid.name, "prompt": "the cat", "max_tokens": 24, "temperature": 0}
+    with TestClient(create_app([hybrid], max_steps=1000, limits=Limits(max_work=200))) as c:
+        assert c.post("/v1/completions", json={**body, "mode": "ar"}).status_code == 200
+        bad = c.post("/v1/completions", json={**body, "mode": "speculative"})
+        assert bad.status_code == 400 and "b + b^2" in bad.text
+
+
 def test_served_speculative_rows_equal_offline(hybrid):
     pytest.importorskip("fastapi")
     from redraft.serve import Engine, Work

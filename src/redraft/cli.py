@@ -362,8 +362,8 @@ def _check_sample_limits(req, model, length: int, max_work: int) -> None:
     from redraft.request import check_work
 
     d = model.decoder
-    check_work(d.work_units(req.num_samples, req.steps, length),
-               d.work_formula(req.num_samples, req.steps, length), max_work)
+    check_work(d.work_units(req.num_samples, req.steps, length, req.mode),
+               d.work_formula(req.num_samples, req.steps, length, req.mode), max_work)
     check_sampling_memory(req.num_samples, length, model.backbone.vocab_size)
 
 

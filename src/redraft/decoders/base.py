@@ -120,11 +120,12 @@ class Decoder:
     def lane(self) -> Lane:
         return self.lane_class(self)
 
-    def work_units(self, n: int, steps: int, length: int) -> int:
-        """Token positions the network evaluates for n rows of a canvas of `length`."""
+    def work_units(self, n: int, steps: int, length: int, mode: str | None = None) -> int:
+        """Token positions the network evaluates for n rows of a canvas of `length` (at most,
+        for a request in `mode`)."""
         return n * steps * length if self.uses_steps else n * length
 
-    def work_formula(self, n: int, steps: int, length: int) -> str:
+    def work_formula(self, n: int, steps: int, length: int, mode: str | None = None) -> str:
         return (f"n x steps x length = {n} x {steps} x {length}" if self.uses_steps
                 else f"n x length = {n} x {length}")
 

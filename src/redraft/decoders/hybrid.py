@@ -387,6 +387,28 @@ class HybridDecoder(Decoder):
     def default_sampler(self) -> str | None:
         return "ancestral"  # block mode's (the other modes take no step rule)
 
+    def work_units(self, n: int, steps: int, length: int, mode: str | None = None) -> int:
+        """At most: speculative, a call per token (every draft rejected) of b + b^2 positions
+        (layout all); block, per block steps_per_block + 1 calls of 2b positions (the clean
+        and the draft stream); ar, the AR twin's n x length."""
+        b, mode = self.model.backbone.draft_block, mode or MODES[0]
+        if mode == "speculative":
+            return n * length * (b + b * b)
+        if mode == "block":
+            blocks = -(-length // b)
+            return n * blocks * (max(1, -(-steps // blocks)) + 1) * 2 * b
+        return n * length
+
+    def work_formula(self, n: int, steps: int, length: int, mode: str | None = None) -> str:
+        b, mode = self.model.backbone.draft_block, mode or MODES[0]
+        if mode == "speculative":
+            return f"n x length x (b + b^2) = {n} x {length} x {b + b * b}"
+        if mode == "block":
+            blocks = -(-length // b)
+            return (f"n x blocks x (steps per block + 1) x 2b = {n} x {blocks} x "
+                    f"{max(1, -(-steps // blocks)) + 1} x {2 * b}")
+        return f"n x length = {n} x {length}"
+
     def rule(self, name, temperature=1.0, top_k=None, top_p=None, options=None):
         from redraft.sampling.registry import make_sampler
 

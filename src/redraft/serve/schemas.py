@@ -215,8 +215,8 @@ def to_work(req: Knobs, served: Model, prefix: str | list[int], suffix: str, max
         raise RedraftError(str(e).replace("max_new_tokens=", "max_tokens=")) from None
     d = served.decoder
     if max_work is not None:
-        check_work(d.work_units(req.n, request.steps, length),
-                   d.work_formula(req.n, request.steps, length), max_work)
+        check_work(d.work_units(req.n, request.steps, length, request.mode),
+                   d.work_formula(req.n, request.steps, length, request.mode), max_work)
     return Work(model=served.name, prefix=pre, suffix=suf, length=length,
                 seeds=[request.seed + r for r in range(req.n)],
                 drafts=req.stream and req.diffusing, stream=req.stream, request=request)
@@ -235,9 +235,10 @@ def check_request(works: list[Work], served: Model, max_prompt_tokens: int | Non
                            f"allows at most {max_prompt_tokens} a request "
                            "(--max-prompt-tokens): send fewer or shorter prompts")
     d = served.decoder
-    work = sum(d.work_units(w.n, w.steps, w.length) for w in works)
+    work = sum(d.work_units(w.n, w.steps, w.length, w.request.mode) for w in works)
     if max_work is not None and work > max_work:
-        what = "n x steps x length" if d.uses_steps else "n x length"
+        w = works[0]
+        what = d.work_formula(w.n, w.steps, w.length, w.request.mode).split(" = ")[0]
         raise RedraftError(f"the {len(works)} prompts are {work:,} units of work together (the "
                            f"sum of each one's {what}); this server allows at most "
                            f"{max_work:,} a request (--max-work): send fewer prompts, or lower "
