@@ -191,15 +191,16 @@ def test_served_speculative_rows_equal_offline(hybrid):
     tok = hybrid.tokenizer
     works = [Work("h", tok.encode(PROMPTS[0]), 30, [1, 2]),
              Work("h", tok.encode(PROMPTS[1]), 40, [3], temperature=0.7, top_k=5),
+             Work("h", tok.encode("cat "), 26, [8], temperature=0.9),  # prefilled with the 1st
              Work("h", tok.encode(PROMPTS[3]), 44, [4], temperature=0, options={"layout": "last"}),
              Work("h", tok.encode(PROMPTS[2]), 20, [5], mode="ar", top_p=0.9),
              Work("h", tok.encode(PROMPTS[4]), 36, [6, 7], stop_at_eos=True)]
     hybrid.name = "h"
     engine = Engine({"h": hybrid}, max_batch=64)
-    first = [engine.submit(w) for w in works[:2]]
+    first = [engine.submit(w) for w in works[:3]]
     engine.start()
     first[0].wait(60)  # later requests join a lane that is already running
-    rest = [engine.submit(w) for w in works[2:]]
+    rest = [engine.submit(w) for w in works[3:]]
     events = [job.wait(60) for job in first + rest]
     rows = engine.metrics.batch_rows
     engine.close()
@@ -209,6 +210,22 @@ def test_served_speculative_rows_equal_offline(hybrid):
         offline = hybrid.sample([w.prefix] * w.n, length=w.length, seeds=w.seeds,
                                 request=w.request)
         assert torch.equal(ev.tokens, offline.tokens), w
+
+
+def test_requests_arriving_together_share_their_first_call(hybrid):
+    """New requests of one layout and prompt length are prefilled in one call, then every
+    row is in one call a tick: the run's calls are the ticks, and each row's text is its own."""
+    from redraft.decoders.jobs import Work
+    from redraft.decoders.run import run
+
+    tok = hybrid.tokenizer
+    works = [Work(hybrid.name, tok.encode(p), 24, [s], temperature=0.8)
+             for p, s in (("the ", 1), ("cat ", 2), ("the ", 3))]
+    jobs, calls, _ = run(hybrid, works)
+    assert calls == max(job.state.calls for job in jobs)
+    for w, job in zip(works, jobs, strict=True):
+        alone = hybrid.sample([w.prefix], length=w.length, seeds=w.seeds, request=w.request)
+        assert torch.equal(job.state.current(), alone.tokens)
 
 
 def test_block_mode_windows_are_the_training_pass(hybrid):

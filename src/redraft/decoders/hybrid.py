@@ -241,9 +241,9 @@ def speculative_call(model, rows: list[tuple[Job, int]], cache: KVCache,
 
 
 class SpecLane(Lane):
-    """Every running speculative row of a model in one call per tick (a new request's first
-    call, its prompt's prefill, is its own); rows accept different numbers of tokens and
-    keep their own cache lengths."""
+    """Every running speculative row of a model in one call per tick and layout (new
+    requests' first calls, their prompts' prefill, are their own: one per layout and prompt
+    length); rows accept different numbers of tokens and keep their own cache lengths."""
 
     every_tick = True
 
@@ -281,14 +281,19 @@ class SpecLane(Lane):
                 speculative_call(model, [self.slots[i] for i in index], self.cache,
                                  None if every else torch.tensor(index, dtype=torch.long))
                 sizes.append(len(index))
+        # New requests' first calls (their prompts' prefill): one call per layout and prompt
+        # length, as the AR lane's prefill groups them, so requests arriving together share it.
+        groups: dict[tuple[str, int], list[Job]] = {}
         for job in [j for j in self.fresh if j in jobs]:
-            rows = [(job, r) for r in range(job.n)]
-            cache = model.backbone.new_cache(job.n)
+            groups.setdefault((job.state.layout, len(job.work.prefix)), []).append(job)
+        for group in groups.values():
+            rows = [(job, r) for job in group for r in range(job.n)]
+            cache = model.backbone.new_cache(len(rows))
             speculative_call(model, rows, cache)
-            sizes.append(job.n)
+            sizes.append(len(rows))
             self.slots = [*self.slots, *rows]
             self.cache = cache if self.cache is None else _cat(self.cache, cache)
-            running.append(job)
+            running += group
         self.fresh = [j for j in self.fresh if j not in jobs]
         for job in running:
             stepped(job, job.state.i)
