@@ -19,7 +19,7 @@ import copy
 
 import torch
 
-from redraft.decoders.base import Decoder, Lane, Stepped
+from redraft.decoders.base import Decoder, PrefillLane, Stepped
 from redraft.decoders.jobs import Job, Work
 from redraft.errors import RedraftError
 from redraft.models.transformer import KVCache
@@ -155,7 +155,7 @@ class Cohort:
         return len(last)
 
 
-class ARLane(Lane):
+class ARLane(PrefillLane):
     """New requests are prefilled together by prompt length, then merged into the model's one
     running cohort; per tick: draw a token for every row, let the caller look (stop strings,
     streaming), then one network call for the rows still running."""
@@ -165,20 +165,14 @@ class ARLane(Lane):
 
     def __init__(self, decoder):
         super().__init__(decoder)
-        self.fresh: list[Job] = []  # admitted, not yet prefilled
         self.cohorts: list[Cohort] = []  # here: at most one, all the running rows
 
     @property
     def cohort(self) -> Cohort | None:
         return self.cohorts[0] if self.cohorts else None
 
-    def add(self, job: Job) -> None:
-        super().add(job)
-        self.fresh = [*self.fresh, job]
-
     def keep(self, keep: list[Job]) -> None:
         super().keep(keep)
-        self.fresh = [job for job in self.fresh if job in self.jobs]
         for c in self.cohorts:
             c.keep(self.jobs)
         self.cohorts = [c for c in self.cohorts if c.jobs]

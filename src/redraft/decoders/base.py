@@ -57,6 +57,23 @@ class Lane:
         raise NotImplementedError
 
 
+class PrefillLane(Lane):
+    """A lane whose new requests wait in `fresh` until their first call (the prompt's
+    prefill) at the next tick."""
+
+    def __init__(self, decoder: Decoder):
+        super().__init__(decoder)
+        self.fresh: list[Job] = []  # admitted, not yet prefilled
+
+    def add(self, job: Job) -> None:
+        super().add(job)
+        self.fresh = [*self.fresh, job]
+
+    def keep(self, keep: list[Job]) -> None:
+        super().keep(keep)
+        self.fresh = [job for job in self.fresh if job in self.jobs]
+
+
 class ModeLanes(Lane):
     """A lane of lanes: each request goes to the sub-lane of its mode (`lane_of`), and a tick
     steps each sub-lane's own requests (a hybrid's ar / speculative / block rows)."""

@@ -31,7 +31,7 @@ import copy
 import torch
 
 from redraft.decoders.ar import ARDecoder, ARLane, _take
-from redraft.decoders.base import Decoder, Lane, ModeLanes, Stepped
+from redraft.decoders.base import Decoder, Lane, ModeLanes, PrefillLane, Stepped
 from redraft.decoders.block import BlockLane
 from redraft.decoders.jobs import Job, Work
 from redraft.errors import RedraftError
@@ -240,7 +240,7 @@ def speculative_call(model, rows: list[tuple[Job, int]], cache: KVCache,
         st.calls += 1
 
 
-class SpecLane(Lane):
+class SpecLane(PrefillLane):
     """Every running speculative row of a model in one call per tick and layout (new
     requests' first calls, their prompts' prefill, are their own: one per layout and prompt
     length); rows accept different numbers of tokens and keep their own cache lengths."""
@@ -249,17 +249,11 @@ class SpecLane(Lane):
 
     def __init__(self, decoder):
         super().__init__(decoder)
-        self.fresh: list[Job] = []
         self.cache: KVCache | None = None
         self.slots: list[tuple[Job, int]] = []  # (job, its row) of each cache row
 
-    def add(self, job: Job) -> None:
-        super().add(job)
-        self.fresh = [*self.fresh, job]
-
     def keep(self, keep: list[Job]) -> None:
         super().keep(keep)
-        self.fresh = [job for job in self.fresh if job in self.jobs]
         wanted = set(map(id, self.jobs))
         index = [i for i, (job, r) in enumerate(self.slots)
                  if id(job) in wanted and bool(job.state.live[r])]
