@@ -150,7 +150,10 @@ def test_requests_do_not_depend_on_their_neighbours(serve_runs):
 def test_cli_runs_a_local_task(serve_runs, tasks, tmp_path):
     """`redraft lm-eval` (the harness's CLI, "redraft" registered, --model added)."""
     out_dir = tmp_path / "results"
-    env = {**os.environ, "PYTHONPATH": str(SRC), "HF_HOME": str(tmp_path / "hf"),
+    # DISABLE_MULTIPROC left for redraft.lm_eval to set: the perplexity's bootstrap then runs
+    # in-process (a pool forked beside torch's threads can deadlock)
+    env = {**{k: v for k, v in os.environ.items() if k != "DISABLE_MULTIPROC"},
+           "PYTHONPATH": str(SRC), "HF_HOME": str(tmp_path / "hf"),
            "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     run = subprocess.run(
         [sys.executable, "-m", "redraft", "lm-eval", "--model_args",
@@ -163,3 +166,4 @@ def test_cli_runs_a_local_task(serve_runs, tasks, tmp_path):
     results = json.loads(found[0].read_text())
     assert results["config"]["model"] == "redraft"
     assert results["results"]["toy_ll"]["perplexity,none"] > 1
+    assert math.isfinite(results["results"]["toy_ll"]["perplexity_stderr,none"])

@@ -64,6 +64,13 @@ from redraft.validate import (
     shown,
 )
 
+# The harness bootstraps some metrics' standard errors (perplexity, median, f1, ...) in a
+# multiprocessing pool it forks from this process, whose torch (OpenMP) threads make a forked
+# child able to deadlock on a lock held by a thread that is gone: a test run of the CLI hung
+# that way. DISABLE_MULTIPROC is the harness's own switch to bootstrap in-process; a user who
+# wants the pool back sets it to "" (the harness reads an empty value as unset).
+os.environ.setdefault("DISABLE_MULTIPROC", "1")
+
 log = logging.getLogger("redraft.lm_eval")
 
 NAME = "redraft"
